@@ -1,0 +1,163 @@
+//! Starting, inspecting, waiting for and cancelling runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+
+use crate::model::{RunDetail, RunStatus, RunSummary};
+use crate::store::{FINISHED_CHANNEL, Store};
+use crate::{EngineError, Registry, RunId};
+
+/// Options of [`Client::start`].
+#[derive(Debug, Clone)]
+pub struct StartOptions {
+    /// Starting twice with the same key (per workflow) returns the first run.
+    pub idempotency_key: Option<String>,
+    /// The queue whose workers execute the run.
+    pub queue: String,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            idempotency_key: None,
+            queue: "default".to_owned(),
+        }
+    }
+}
+
+impl StartOptions {
+    /// Options with an idempotency key.
+    pub fn idempotency_key(key: impl Into<String>) -> Self {
+        Self {
+            idempotency_key: Some(key.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// The answer to [`Client::start`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Started {
+    /// The run.
+    pub run_id: RunId,
+    /// `false` when the idempotency key named an existing run, which is returned instead.
+    pub created: bool,
+}
+
+/// Starts and inspects runs. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    store: Store,
+    registry: Option<Arc<Registry>>,
+}
+
+impl Client {
+    /// A client over `pool` that starts any workflow name without checking it; use
+    /// [`Client::with_registry`] to refuse unknown names and bad inputs up front.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            store: Store::new(pool),
+            registry: None,
+        }
+    }
+
+    /// Checks names and inputs against `registry` before a run is created.
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The engine's statements, for tools that need more than this client offers.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Starts a run of `workflow` with `input`.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: &impl Serialize,
+        options: &StartOptions,
+    ) -> Result<Started, EngineError> {
+        let input = serde_json::to_value(input).map_err(|source| EngineError::InvalidInput {
+            workflow: workflow.to_owned(),
+            source,
+        })?;
+        if let Some(registry) = &self.registry {
+            registry.check_input(workflow, &input)?;
+        }
+        let (run_id, created) = self
+            .store
+            .start(
+                workflow,
+                &options.queue,
+                &input,
+                options.idempotency_key.as_deref(),
+            )
+            .await?;
+        Ok(Started { run_id, created })
+    }
+
+    /// Waits until the run has ended (completed, failed or cancelled), or `timeout`.
+    /// Returns the run as it stands then.
+    pub async fn wait(
+        &self,
+        run_id: RunId,
+        timeout: Option<Duration>,
+    ) -> Result<RunDetail, EngineError> {
+        // Listen first, then look, so an end announced in between is not missed; poll
+        // as well in case the notification connection drops.
+        let mut listener = match PgListener::connect_with(self.store.pool()).await {
+            Ok(mut listener) => listener
+                .listen(FINISHED_CHANNEL)
+                .await
+                .is_ok()
+                .then_some(listener),
+            Err(_) => None,
+        };
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            if self.store.status(run_id).await?.is_terminal() {
+                return self.store.show(run_id).await;
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return self.store.show(run_id).await;
+            }
+            let poll = tokio::time::sleep(Duration::from_millis(500));
+            match listener.as_mut() {
+                Some(listener) => {
+                    tokio::select! {
+                        _ = listener.try_recv() => {}
+                        () = poll => {}
+                    }
+                }
+                None => poll.await,
+            }
+        }
+    }
+
+    /// Runs, newest first, optionally of one status, at most `limit`.
+    pub async fn list(
+        &self,
+        status: Option<RunStatus>,
+        limit: i64,
+    ) -> Result<Vec<RunSummary>, EngineError> {
+        self.store.list(status, limit).await
+    }
+
+    /// One run with its steps.
+    pub async fn show(&self, run_id: RunId) -> Result<RunDetail, EngineError> {
+        self.store.show(run_id).await
+    }
+
+    /// Cancels the run: at once if no worker holds it, else at its next step boundary.
+    /// Returns its status after the request (`running` means the worker will stop it).
+    pub async fn cancel(&self, run_id: RunId) -> Result<RunStatus, EngineError> {
+        self.store.cancel(run_id).await
+    }
+}

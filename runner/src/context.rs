@@ -1,0 +1,789 @@
+//! The workflow's handle on its run: checkpointed steps, transactional steps and
+//! durable timers.
+//!
+//! Every call that makes a checkpoint takes the next **position** in the run. On replay
+//! the stored checkpoint at that position is returned without running anything, so a
+//! workflow must call the same steps in the same order every time it runs; a name that
+//! differs from the stored one fails the run with a non-determinism error.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, Postgres};
+use tokio::sync::Notify;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::error::{ErrorReport, is_transient_db_error};
+use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
+use crate::store::{Fenced, Lease, StepWrite, Store, WakeAt};
+use crate::{Error, RetryPolicy, RunId};
+
+/// The handle a workflow gets on its run. Cheap to clone.
+#[derive(Clone)]
+pub struct Context {
+    run: Arc<RunState>,
+}
+
+/// Why the worker must stop executing a run before its workflow returned.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// The run was parked (durable timer, rate limit, long backoff) and holds no worker.
+    Parked(DateTime<Utc>),
+    /// Cancellation was requested: end the run as cancelled.
+    Cancelled,
+    /// The worker is shutting down: hand the run back to the queue.
+    Released,
+    /// The lease is gone: drop the run without writing anything.
+    Lost,
+    /// The run cannot go on (non-determinism, an unreadable checkpoint): end it failed.
+    Failed(ErrorReport),
+}
+
+/// Flags the worker and the run share.
+#[derive(Default)]
+pub(crate) struct Signals {
+    pub(crate) cancel: AtomicBool,
+    pub(crate) lost: AtomicBool,
+    halt: Mutex<Option<Halt>>,
+    pub(crate) halted: Notify,
+}
+
+impl Signals {
+    /// Records why the run must stop (the first reason wins) and wakes the worker.
+    pub(crate) fn halt(&self, why: Halt) {
+        let mut slot = self.halt.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(why);
+            self.halted.notify_one();
+        }
+    }
+
+    pub(crate) fn take_halt(&self) -> Option<Halt> {
+        self.halt.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Settings the worker hands every run.
+#[derive(Clone)]
+pub(crate) struct RunSettings {
+    pub(crate) store: Store,
+    pub(crate) shutdown: Arc<AtomicBool>,
+    pub(crate) default_retry: RetryPolicy,
+    /// Backoffs up to this long are waited out in the worker; longer ones park the run.
+    pub(crate) inline_backoff: Duration,
+    pub(crate) lease: Duration,
+}
+
+pub(crate) struct RunState {
+    pub(crate) lease: Lease,
+    workflow: String,
+    claimed_at: DateTime<Utc>,
+    history: Mutex<HashMap<i32, StepRecord>>,
+    next_position: AtomicI32,
+    pub(crate) signals: Signals,
+    settings: RunSettings,
+}
+
+/// Where a step starts from when it is not settled in the history.
+struct Progress {
+    attempts: i32,
+    throttled: i32,
+    started_at: DateTime<Utc>,
+}
+
+enum Replay<T> {
+    Settled(Result<T, Error>),
+    Resume(Progress),
+}
+
+/// The code of a run no longer calls the steps its history recorded.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "non-determinism in workflow `{workflow}` at step position {position}: the code now calls \
+     {found_kind} `{found}` where the run's history has {stored_kind} `{stored}`; a workflow \
+     must call the same steps in the same order on replay (ship changed workflows under a new \
+     name, or let old runs finish first)"
+)]
+pub struct NonDeterminism {
+    /// The workflow.
+    pub workflow: String,
+    /// The step position where code and history part.
+    pub position: i32,
+    /// The name in the history.
+    pub stored: String,
+    /// The kind in the history.
+    pub stored_kind: &'static str,
+    /// The name the code uses now.
+    pub found: String,
+    /// The kind the code uses now.
+    pub found_kind: &'static str,
+}
+
+/// A step's stored final error, replayed.
+#[derive(Debug, thiserror::Error)]
+#[error("step `{name}` failed earlier in this run: {message}")]
+struct StoredFailure {
+    name: String,
+    message: String,
+}
+
+enum TxOutcome<T> {
+    Committed(T),
+    Failed(Error),
+}
+
+impl Context {
+    pub(crate) fn new(
+        lease: Lease,
+        workflow: String,
+        claimed_at: DateTime<Utc>,
+        history: Vec<StepRecord>,
+        settings: RunSettings,
+    ) -> Self {
+        let history = history.into_iter().map(|s| (s.position, s)).collect();
+        Self {
+            run: Arc::new(RunState {
+                lease,
+                workflow,
+                claimed_at,
+                history: Mutex::new(history),
+                next_position: AtomicI32::new(0),
+                signals: Signals::default(),
+                settings,
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<RunState> {
+        &self.run
+    }
+
+    /// The id of this run.
+    pub fn run_id(&self) -> RunId {
+        self.run.lease.run_id
+    }
+
+    /// The name of the workflow this run executes.
+    pub fn workflow(&self) -> &str {
+        &self.run.workflow
+    }
+
+    /// The engine's database pool, for reads and for plain steps that write elsewhere.
+    /// Writes that must happen exactly once belong in [`Context::transaction`].
+    pub fn pool(&self) -> &PgPool {
+        self.run.settings.store.pool()
+    }
+
+    /// Steps started through the returned handle use `policy` instead of the default
+    /// retry policy: `ctx.with_retry(RetryPolicy::attempts(10)).step("fetch", ...)`.
+    pub fn with_retry(&self, policy: RetryPolicy) -> Steps<'_> {
+        Steps { ctx: self, policy }
+    }
+
+    /// Runs `f` once and checkpoints its output; on replay returns the stored output
+    /// without running `f`.
+    ///
+    /// At-least-once: if the process dies after `f`'s side effect but before the
+    /// checkpoint commits, `f` runs again on recovery. Transient errors are retried with
+    /// the default [`RetryPolicy`]; [`Error::rate_limited_until`] parks the run; after the
+    /// last attempt, or on a permanent error, the error is returned.
+    pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = self.run.settings.default_retry;
+        self.run_step(name.into(), policy, f).await
+    }
+
+    /// Runs `f` inside a database transaction whose commit also stores the step's
+    /// checkpoint, so the step's writes take effect **exactly once**: a crash before the
+    /// commit rolls both back, and the step runs again; after it, replay returns the
+    /// stored output. Warehouse upserts and cursor advances belong here.
+    ///
+    /// The closure gets a [`Tx`] handle (an owned value, so the closure's future stays
+    /// `Send` and may borrow from the workflow); `tx.conn()` is the connection to run
+    /// statements on. The closure runs again if the transaction is retried.
+    ///
+    /// ```no_run
+    /// # use cairn_runner::{Context, Error};
+    /// # async fn example(ctx: Context, rows: Vec<(i64, String)>) -> Result<(), Error> {
+    /// let rows = &rows;
+    /// let written = ctx
+    ///     .transaction("upsert", |tx| async move {
+    ///         let mut conn = tx.conn().await?;
+    ///         for (id, name) in rows {
+    ///             sqlx::query("INSERT INTO contacts (id, name) VALUES ($1, $2)
+    ///                          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name")
+    ///                 .bind(id)
+    ///                 .bind(name)
+    ///                 .execute(&mut *conn)
+    ///                 .await?;
+    ///         }
+    ///         Ok(rows.len())
+    ///     })
+    ///     .await?;
+    /// # let _ = written; Ok(()) }
+    /// ```
+    pub async fn transaction<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Tx) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = self.run.settings.default_retry;
+        self.run_transaction(name.into(), policy, f).await
+    }
+
+    /// A durable timer: the run is parked until `duration` has passed and no worker
+    /// holds it meanwhile. Survives restarts; on replay a timer that has fired returns at
+    /// once.
+    pub async fn sleep(&self, duration: Duration) {
+        let position = self.next_position();
+        let name = "sleep";
+        if let Some(record) = self.take_history(position) {
+            self.check_same(&record, name, StepKind::Sleep).await;
+            let wake_at = record
+                .output
+                .as_ref()
+                .and_then(|o| o.get("wake_at"))
+                .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w.clone()).ok());
+            match wake_at {
+                Some(at) if at > self.run.claimed_at => {
+                    // Claimed before the timer fired (a released run): park again.
+                    let step = self.sleep_write(position, name, &record.started_at);
+                    self.park::<()>(RunStatus::Sleeping, WakeAt::At(at), &step).await;
+                }
+                _ => return,
+            }
+        }
+        self.boundary().await;
+        let now = Utc::now();
+        let step = self.sleep_write(position, name, &now);
+        self.park::<()>(RunStatus::Sleeping, WakeAt::After(duration), &step)
+            .await;
+    }
+
+    fn sleep_write<'a>(
+        &self,
+        position: i32,
+        name: &'a str,
+        started_at: &DateTime<Utc>,
+    ) -> StepWrite<'a> {
+        StepWrite {
+            position,
+            name,
+            kind: StepKind::Sleep,
+            status: StepStatus::Completed,
+            output: None,
+            attempts: 1,
+            throttled: 0,
+            last_error: None,
+            started_at: *started_at,
+            duration: Duration::ZERO,
+        }
+    }
+
+    async fn run_step<T, F, Fut>(&self, name: String, policy: RetryPolicy, mut f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let position = self.next_position();
+        let span = info_span!("step", step = %name, position);
+        let mut progress = match self.replay(position, &name, StepKind::Step).await {
+            Replay::Settled(result) => return result,
+            Replay::Resume(progress) => progress,
+        };
+        loop {
+            self.boundary().await;
+            progress.attempts += 1;
+            let started = Instant::now();
+            let result = f().instrument(span.clone()).await;
+            let elapsed = started.elapsed();
+            let output = match result.and_then(|value| {
+                serde_json::to_value(&value)
+                    .map(|json| (value, json))
+                    .map_err(|e| Error::permanent(e).with_category("output"))
+            }) {
+                Ok(output) => output,
+                Err(err) => {
+                    let kind = StepKind::Step;
+                    match self
+                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        Some(err) => return Err(err),
+                        None => continue,
+                    }
+                }
+            };
+            let (value, json) = output;
+            let write = StepWrite {
+                position,
+                name: &name,
+                kind: StepKind::Step,
+                status: StepStatus::Completed,
+                output: Some(&json),
+                attempts: progress.attempts,
+                throttled: progress.throttled,
+                last_error: None,
+                started_at: progress.started_at,
+                duration: elapsed,
+            };
+            let store = &self.run.settings.store;
+            let lease = self.run.lease;
+            let saved = self
+                .persist(&name, || Store::write_step(store.pool(), lease, &write))
+                .instrument(span.clone())
+                .await;
+            match saved {
+                Ok(cancel) => {
+                    self.note_cancel(cancel);
+                    debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
+                    return Ok(value);
+                }
+                Err(err) => {
+                    let kind = StepKind::Step;
+                    if let Some(err) = self
+                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .await
+                    {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_transaction<T, F, Fut>(
+        &self,
+        name: String,
+        policy: RetryPolicy,
+        mut f: F,
+    ) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Tx) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let position = self.next_position();
+        let span = info_span!("step", step = %name, position, transactional = true);
+        let mut progress = match self.replay(position, &name, StepKind::Transaction).await {
+            Replay::Settled(result) => return result,
+            Replay::Resume(progress) => progress,
+        };
+        loop {
+            self.boundary().await;
+            progress.attempts += 1;
+            let started = Instant::now();
+            let outcome = self
+                .attempt_transaction(position, &name, &progress, &mut f, started)
+                .instrument(span.clone())
+                .await;
+            let elapsed = started.elapsed();
+            match outcome {
+                TxOutcome::Committed(value) => {
+                    debug!(parent: &span, attempts = progress.attempts, ?elapsed, "transaction committed");
+                    return Ok(value);
+                }
+                TxOutcome::Failed(err) => {
+                    let kind = StepKind::Transaction;
+                    if let Some(err) = self
+                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .instrument(span.clone())
+                        .await
+                    {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn attempt_transaction<T, F, Fut>(
+        &self,
+        position: i32,
+        name: &str,
+        progress: &Progress,
+        f: &mut F,
+        started: Instant,
+    ) -> TxOutcome<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Tx) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let store = &self.run.settings.store;
+        let handle = match store.pool().begin().await {
+            Ok(tx) => Tx::new(tx),
+            Err(err) => return TxOutcome::Failed(err.into()),
+        };
+        let result = f(handle.clone()).await;
+        let Some(mut tx) = handle.take() else {
+            return TxOutcome::Failed(Error::permanent(
+                "the transaction handle was still in use after the step's closure returned",
+            ));
+        };
+        let value = match result {
+            Ok(value) => value,
+            Err(err) => return TxOutcome::Failed(err),
+        };
+        let json = match serde_json::to_value(&value) {
+            Ok(json) => json,
+            Err(err) => return TxOutcome::Failed(Error::permanent(err).with_category("output")),
+        };
+        let write = StepWrite {
+            position,
+            name,
+            kind: StepKind::Transaction,
+            status: StepStatus::Completed,
+            output: Some(&json),
+            attempts: progress.attempts,
+            throttled: progress.throttled,
+            last_error: None,
+            started_at: progress.started_at,
+            duration: started.elapsed(),
+        };
+        match Store::write_step(&mut *tx, self.run.lease, &write).await {
+            Ok(Fenced::Held(cancel)) => self.note_cancel(cancel),
+            Ok(Fenced::Lost) => {
+                drop(tx);
+                return self.halt(Halt::Lost).await;
+            }
+            Err(err) => return TxOutcome::Failed(err.into()),
+        }
+        match tx.commit().await {
+            Ok(()) => TxOutcome::Committed(value),
+            Err(err) => {
+                // The commit may have happened even though its answer was lost: the
+                // checkpoint tells.
+                warn!(error = %err, "commit outcome unknown; checking the checkpoint");
+                match store.step(self.run.lease.run_id, position).await {
+                    Ok(Some(step)) if step.status == StepStatus::Completed => {
+                        TxOutcome::Committed(value)
+                    }
+                    _ => TxOutcome::Failed(err.into()),
+                }
+            }
+        }
+    }
+
+    /// Decides what a failed attempt leads to. Returns the final error, or `None` when
+    /// the step should be attempted again now.
+    #[allow(clippy::too_many_arguments)]
+    async fn after_failure(
+        &self,
+        position: i32,
+        name: &str,
+        kind: StepKind,
+        policy: &RetryPolicy,
+        progress: &mut Progress,
+        err: Error,
+        elapsed: Duration,
+    ) -> Option<Error> {
+        let message = sanitize(&err.to_string());
+        let mut write = StepWrite {
+            position,
+            name,
+            kind,
+            status: StepStatus::Retrying,
+            output: None,
+            attempts: progress.attempts,
+            throttled: progress.throttled,
+            last_error: Some(&message),
+            started_at: progress.started_at,
+            duration: elapsed,
+        };
+        match err.class() {
+            crate::ErrorClass::RateLimited { until } => {
+                // A throttled attempt does not count against the retry policy.
+                progress.attempts -= 1;
+                progress.throttled += 1;
+                write.attempts = progress.attempts;
+                write.throttled = progress.throttled;
+                warn!(%until, error = %message, "rate limited; parking the run");
+                self.park(RunStatus::Parked, WakeAt::At(until), &write).await
+            }
+            crate::ErrorClass::Transient if progress.attempts < policy.max_attempts as i32 => {
+                let delay = policy.delay(progress.attempts as u32);
+                warn!(attempt = progress.attempts, ?delay, error = %message, "step failed; retrying");
+                if delay > self.run.settings.inline_backoff {
+                    self.park::<()>(RunStatus::Retrying, WakeAt::After(delay), &write)
+                        .await;
+                }
+                let store = &self.run.settings.store;
+                let lease = self.run.lease;
+                if let Ok(cancel) = self
+                    .persist(name, || Store::write_step(store.pool(), lease, &write))
+                    .await
+                {
+                    self.note_cancel(cancel);
+                }
+                tokio::time::sleep(delay).await;
+                None
+            }
+            _ => {
+                warn!(attempts = progress.attempts, error = %message, "step failed for good");
+                write.status = StepStatus::Failed;
+                let store = &self.run.settings.store;
+                let lease = self.run.lease;
+                if let Ok(cancel) = self
+                    .persist(name, || Store::write_step(store.pool(), lease, &write))
+                    .await
+                {
+                    self.note_cancel(cancel);
+                }
+                Some(err.into_permanent())
+            }
+        }
+    }
+
+    /// Writes through `op`, retrying database outages for as long as the lease could
+    /// still be ours. A lost lease halts the run; an error the database will never
+    /// accept (say, a NUL in a JSON string) is returned as the step's permanent error.
+    async fn persist<'w, Op, Fut>(&self, what: &str, mut op: Op) -> Result<bool, Error>
+    where
+        Op: FnMut() -> Fut,
+        Fut: Future<Output = Result<Fenced<bool>, sqlx::Error>> + 'w,
+    {
+        let give_up = Instant::now() + self.run.settings.lease;
+        let mut failures = 0u32;
+        loop {
+            match op().await {
+                Ok(Fenced::Held(cancel)) => return Ok(cancel),
+                Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
+                Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
+                    failures += 1;
+                    let delay = RetryPolicy::default()
+                        .backoff(Duration::from_millis(50), Duration::from_secs(2))
+                        .delay(failures);
+                    warn!(error = %err, ?delay, "cannot checkpoint `{what}` yet; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) if is_transient_db_error(&err) => {
+                    warn!(error = %err, "checkpointing `{what}` failed past the lease; letting go");
+                    self.halt(Halt::Lost).await
+                }
+                Err(err) => {
+                    return Err(Error::permanent(err).with_category("checkpoint"));
+                }
+            }
+        }
+    }
+
+    /// Parks the run (one fenced statement) and stops executing it.
+    async fn park<T>(&self, status: RunStatus, wake: WakeAt, step: &StepWrite<'_>) -> T {
+        let store = &self.run.settings.store;
+        let give_up = Instant::now() + self.run.settings.lease;
+        let mut failures = 0u32;
+        loop {
+            match store.park(self.run.lease, status, wake, step).await {
+                Ok(Fenced::Held(wake_at)) => self.halt(Halt::Parked(wake_at)).await,
+                Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
+                Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(failures.min(40))))
+                        .await;
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot park the run; letting go");
+                    self.halt(Halt::Lost).await
+                }
+            }
+        }
+    }
+
+    async fn replay<T: DeserializeOwned>(
+        &self,
+        position: i32,
+        name: &str,
+        kind: StepKind,
+    ) -> Replay<T> {
+        let Some(record) = self.take_history(position) else {
+            return Replay::Resume(Progress {
+                attempts: 0,
+                throttled: 0,
+                started_at: Utc::now(),
+            });
+        };
+        self.check_same(&record, name, kind).await;
+        match record.status {
+            StepStatus::Completed => {
+                let stored = record.output.unwrap_or(Value::Null);
+                match serde_json::from_value(stored) {
+                    Ok(value) => Replay::Settled(Ok(value)),
+                    Err(err) => {
+                        let err = Error::permanent(err).with_category("replay");
+                        let mut report = err.report();
+                        report.message = format!(
+                            "the stored output of step `{name}` (position {position}) no longer \
+                             deserializes into the step's output type: {}",
+                            report.message
+                        );
+                        self.halt(Halt::Failed(report)).await
+                    }
+                }
+            }
+            StepStatus::Failed => Replay::Settled(Err(Error::permanent(StoredFailure {
+                name: name.to_owned(),
+                message: record.last_error.unwrap_or_default(),
+            }))),
+            StepStatus::Retrying => Replay::Resume(Progress {
+                attempts: record.attempts,
+                throttled: record.throttled,
+                started_at: record.started_at,
+            }),
+        }
+    }
+
+    async fn check_same(&self, record: &StepRecord, name: &str, kind: StepKind) {
+        if record.name != name || record.kind != kind {
+            let err = Error::permanent(NonDeterminism {
+                workflow: self.run.workflow.clone(),
+                position: record.position,
+                stored: record.name.clone(),
+                stored_kind: record.kind.as_str(),
+                found: name.to_owned(),
+                found_kind: kind.as_str(),
+            })
+            .with_category("non_determinism");
+            self.halt::<()>(Halt::Failed(err.report())).await;
+        }
+    }
+
+    /// Honours lost leases, cancellation and shutdown before a step runs.
+    async fn boundary(&self) {
+        let signals = &self.run.signals;
+        if signals.lost.load(Ordering::Acquire) {
+            self.halt::<()>(Halt::Lost).await;
+        }
+        if signals.cancel.load(Ordering::Acquire) {
+            self.halt::<()>(Halt::Cancelled).await;
+        }
+        if self.run.settings.shutdown.load(Ordering::Acquire) {
+            self.halt::<()>(Halt::Released).await;
+        }
+    }
+
+    fn note_cancel(&self, cancel: bool) {
+        if cancel {
+            self.run.signals.cancel.store(true, Ordering::Release);
+        }
+    }
+
+    /// Tells the worker to stop this run and never returns: the worker drops the
+    /// workflow's future, so user code cannot swallow the halt.
+    async fn halt<T>(&self, why: Halt) -> T {
+        self.run.signals.halt(why);
+        std::future::pending().await
+    }
+
+    fn next_position(&self) -> i32 {
+        self.run.next_position.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn take_history(&self, position: i32) -> Option<StepRecord> {
+        self.run
+            .history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&position)
+    }
+}
+
+/// Steps with a retry policy of their own; see [`Context::with_retry`].
+pub struct Steps<'a> {
+    ctx: &'a Context,
+    policy: RetryPolicy,
+}
+
+impl Steps<'_> {
+    /// [`Context::step`] with this handle's retry policy.
+    pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.ctx.run_step(name.into(), self.policy, f).await
+    }
+
+    /// [`Context::transaction`] with this handle's retry policy.
+    pub async fn transaction<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(Tx) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        self.ctx.run_transaction(name.into(), self.policy, f).await
+    }
+}
+
+/// Postgres text cannot hold NUL; an error message must still be storable.
+fn sanitize(message: &str) -> String {
+    message.replace('\0', "\u{FFFD}")
+}
+
+/// The transaction of a transactional step, handed to its closure.
+///
+/// Cloning it is cheap; once the closure returns, the engine takes the transaction back
+/// to store the checkpoint and commit, and the handle no longer works.
+#[derive(Clone)]
+pub struct Tx {
+    slot: Arc<tokio::sync::Mutex<Option<sqlx::Transaction<'static, Postgres>>>>,
+}
+
+/// The step's transaction, borrowed: use `&mut *conn` as a `sqlx` executor.
+pub struct TxConn<'a> {
+    guard: tokio::sync::MutexGuard<'a, Option<sqlx::Transaction<'static, Postgres>>>,
+}
+
+/// A [`Tx`] was used after its step ended.
+#[derive(Debug, thiserror::Error)]
+#[error("this transaction belongs to a step that has already ended")]
+pub struct TxFinished;
+
+impl Tx {
+    fn new(tx: sqlx::Transaction<'static, Postgres>) -> Self {
+        Self {
+            slot: Arc::new(tokio::sync::Mutex::new(Some(tx))),
+        }
+    }
+
+    /// The connection of the step's transaction.
+    pub async fn conn(&self) -> Result<TxConn<'_>, Error> {
+        let guard = self.slot.lock().await;
+        if guard.is_none() {
+            return Err(Error::permanent(TxFinished));
+        }
+        Ok(TxConn { guard })
+    }
+
+    fn take(&self) -> Option<sqlx::Transaction<'static, Postgres>> {
+        self.slot.try_lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+impl std::ops::Deref for TxConn<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.guard.as_ref().expect("checked when the guard was made")
+    }
+}
+
+impl std::ops::DerefMut for TxConn<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.guard.as_mut().expect("checked when the guard was made")
+    }
+}

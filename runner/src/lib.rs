@@ -1,0 +1,96 @@
+//! The durable engine of cairn: workflows written as async Rust functions made of
+//! checkpointed steps, executed by leased workers on PostgreSQL.
+//!
+//! A completed step's output is stored with its run, so a run that crashes, loses its
+//! worker or is rate limited resumes after its last completed step instead of starting
+//! over.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use cairn_runner::{Client, Context, Error, Registry, StartOptions, Worker, WorkerConfig};
+//!
+//! async fn onboard(ctx: Context, email: String) -> Result<u64, Error> {
+//!     let user_id: u64 = ctx.step("create account", || async { Ok(42) }).await?;
+//!     ctx.sleep(Duration::from_secs(3600)).await; // durable: no worker waits an hour
+//!     ctx.step("send follow-up", || async { Ok(format!("sent to {email}")) }).await?;
+//!     Ok(user_id)
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/postgres").await?;
+//! cairn_runner::migrate(&pool).await?;
+//! let mut registry = Registry::new();
+//! registry.register("onboard", onboard);
+//! let registry = Arc::new(registry);
+//!
+//! let client = Client::new(pool.clone()).with_registry(Arc::clone(&registry));
+//! client.start("onboard", &"ada@example.com", &StartOptions::default()).await?;
+//! Worker::new(pool, registry, WorkerConfig::default()).run(std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Semantics
+//!
+//! - [`Context::step`] is at-least-once: a crash between a step's side effect and its
+//!   checkpoint runs the step again. [`Context::transaction`] commits the step's writes
+//!   and its checkpoint in one transaction: exactly once.
+//! - A step error is an [`Error`]: transient (retried with the step's [`RetryPolicy`]),
+//!   rate limited until an instant (the run is parked, holding no worker) or permanent
+//!   (returned to the workflow; if the workflow returns it, the run fails).
+//! - Workers claim runs with `FOR UPDATE SKIP LOCKED` and hold a lease they renew by
+//!   heartbeat; every write is fenced by the lease, so a worker that lost its lease can
+//!   never write again. A run whose worker died is replayed elsewhere once its lease
+//!   expires.
+//!
+//! # Modules
+//!
+//! - [`context`]: [`Context`], what a workflow calls: steps, transactions, sleeps.
+//! - [`error`]: [`Error`] and its classes; [`EngineError`] for engine operations.
+//! - [`registry`]: [`Registry`], workflows by name.
+//! - [`worker`]: [`Worker`], claiming and executing runs.
+//! - [`client`]: [`Client`], starting, listing, showing, waiting for and cancelling runs.
+//! - [`store`]: every SQL statement of the engine, fenced by leases.
+//! - [`model`]: the stored records ([`RunSummary`], [`RunDetail`], [`StepRecord`]).
+//! - [`retry`]: [`RetryPolicy`], capped exponential backoff with full jitter.
+
+pub mod client;
+pub mod context;
+pub mod error;
+mod ids;
+pub mod model;
+pub mod registry;
+pub mod retry;
+pub mod store;
+pub mod worker;
+
+pub use client::{Client, StartOptions, Started};
+pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
+pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
+pub use ids::RunId;
+pub use model::{RunDetail, RunStatus, RunSummary, StepKind, StepRecord, StepStatus};
+pub use registry::Registry;
+pub use retry::RetryPolicy;
+pub use worker::{Worker, WorkerConfig};
+
+/// The schema migrations of the engine, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates or upgrades the `cairn` schema. Idempotent, and safe to call from several
+/// processes at once: migrations apply in one transaction under an advisory lock, with
+/// their bookkeeping table in the `cairn` schema too.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), EngineError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cairn.migrate'))")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS cairn")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SET LOCAL search_path TO cairn")
+        .execute(&mut *tx)
+        .await?;
+    MIGRATOR.run(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

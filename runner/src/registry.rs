@@ -1,0 +1,120 @@
+//! The workflow registry: stable names mapped to async functions.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{Context, EngineError, Error, ResultExt};
+
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub(crate) type RunFn = dyn Fn(Context, Value) -> BoxFuture<Result<Value, Error>> + Send + Sync;
+type CheckFn = dyn Fn(&Value) -> Result<(), serde_json::Error> + Send + Sync;
+
+struct Entry {
+    run: Arc<RunFn>,
+    check_input: Arc<CheckFn>,
+}
+
+/// Workflows by name. A worker claims only runs of workflows it has registered, and
+/// `start` refuses names that are not registered.
+///
+/// ```
+/// use cairn_runner::{Context, Error, Registry};
+///
+/// async fn greet(ctx: Context, name: String) -> Result<String, Error> {
+///     let greeting = ctx.step("compose", || async { Ok(format!("hello, {name}")) }).await?;
+///     Ok(greeting)
+/// }
+///
+/// let mut registry = Registry::new();
+/// registry.register("greet", greet);
+/// assert!(registry.contains("greet"));
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `workflow` under `name`, replacing any earlier one.
+    ///
+    /// The name is stored with every run, so keep it stable across deploys. State the
+    /// workflow needs (HTTP clients, configuration) is captured by a closure:
+    /// `registry.register("sync", move |ctx, input| sync(ctx, state.clone(), input))`.
+    pub fn register<I, O, F, Fut>(&mut self, name: impl Into<String>, workflow: F) -> &mut Self
+    where
+        I: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(Context, I) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, Error>> + Send + 'static,
+    {
+        let name = name.into();
+        let workflow = Arc::new(workflow);
+        let wf_name = name.clone();
+        let run: Arc<RunFn> = Arc::new(move |ctx: Context, input: Value| {
+            let workflow = Arc::clone(&workflow);
+            let wf_name = wf_name.clone();
+            Box::pin(async move {
+                let input: I = serde_json::from_value(input)
+                    .map_err(|source| EngineError::InvalidInput {
+                        workflow: wf_name,
+                        source,
+                    })
+                    .permanent()?;
+                let output = workflow(ctx, input).await?;
+                serde_json::to_value(output)
+                    .map_err(|err| Error::permanent(err).with_category("output"))
+            }) as BoxFuture<_>
+        });
+        let check_input: Arc<CheckFn> = Arc::new(|value: &Value| I::deserialize(value).map(drop));
+        self.entries.insert(name, Entry { run, check_input });
+        self
+    }
+
+    /// Whether a workflow is registered under `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    /// Checks that `name` is registered and that `input` deserializes into its input type,
+    /// so a bad start is refused before a run exists.
+    pub fn check_input(&self, name: &str, input: &Value) -> Result<(), EngineError> {
+        let entry = self.entry(name)?;
+        (entry.check_input)(input).map_err(|source| EngineError::InvalidInput {
+            workflow: name.to_owned(),
+            source,
+        })
+    }
+
+    pub(crate) fn runner(&self, name: &str) -> Result<Arc<RunFn>, EngineError> {
+        self.entry(name).map(|entry| Arc::clone(&entry.run))
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, EngineError> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| EngineError::UnknownWorkflow {
+                name: name.to_owned(),
+                known: if self.entries.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    self.names().join(", ")
+                },
+            })
+    }
+}

@@ -1,0 +1,549 @@
+//! Every statement the engine runs against PostgreSQL.
+//!
+//! Each write a worker makes on behalf of a run is **fenced**: it names the lease epoch
+//! the worker claimed the run with and succeeds only while that lease is current and
+//! unexpired, checked under a row lock in the same statement. A worker that lost its
+//! lease (expired, or taken over after a pause) gets [`Fenced::Lost`] and writes nothing.
+//! Every hot-path write is a single statement, so a step checkpoint costs one round trip.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres};
+
+use crate::model::{RunDetail, RunStatus, RunSummary, StepKind, StepRecord, StepStatus};
+use crate::{EngineError, RunId};
+
+/// The channel workers listen on; the payload is the queue that has new work.
+pub const WAKEUP_CHANNEL: &str = "cairn_wakeup";
+/// The channel a finished run is announced on; the payload is its id.
+pub const FINISHED_CHANNEL: &str = "cairn_run_finished";
+
+/// The right to write on behalf of one run: its id and the epoch it was claimed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The run.
+    pub run_id: RunId,
+    /// The claim epoch; any later claim invalidates this lease.
+    pub epoch: i64,
+}
+
+/// The outcome of a fenced write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fenced<T> {
+    /// The lease was current and the write happened.
+    Held(T),
+    /// The lease expired or was taken over; nothing was written.
+    Lost,
+}
+
+/// A run just claimed by a worker.
+#[derive(Debug, Clone)]
+pub struct ClaimedRun {
+    /// The lease to write with.
+    pub lease: Lease,
+    /// The workflow to execute.
+    pub workflow: String,
+    /// Its input.
+    pub input: Value,
+    /// Whether an operator asked to cancel it.
+    pub cancel_requested: bool,
+    /// The database's clock at the claim, to judge durable timers against.
+    pub claimed_at: DateTime<Utc>,
+    /// Its checkpoints so far, in position order.
+    pub history: Vec<StepRecord>,
+}
+
+/// A step row to write along with a fenced operation.
+#[derive(Debug, Clone)]
+pub struct StepWrite<'a> {
+    /// The step's position.
+    pub position: i32,
+    /// Its name.
+    pub name: &'a str,
+    /// Its kind.
+    pub kind: StepKind,
+    /// Its new status.
+    pub status: StepStatus,
+    /// Its output (completed steps only).
+    pub output: Option<&'a Value>,
+    /// Attempts so far, absolute (so a repeated write is idempotent).
+    pub attempts: i32,
+    /// Rate-limited attempts so far, absolute.
+    pub throttled: i32,
+    /// The last failure.
+    pub last_error: Option<&'a str>,
+    /// When the first attempt started.
+    pub started_at: DateTime<Utc>,
+    /// How long the last attempt took.
+    pub duration: Duration,
+}
+
+/// How a run is parked when it stops holding a worker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WakeAt {
+    /// At this instant.
+    At(DateTime<Utc>),
+    /// After this long, measured on the database's clock.
+    After(Duration),
+}
+
+/// Engine statements over one pool.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// A store over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for workflows and tools that share it.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates a run, or returns the existing one when `idempotency_key` was used before
+    /// for this workflow. Returns the run id and whether it was created now.
+    pub async fn start(
+        &self,
+        workflow: &str,
+        queue: &str,
+        input: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(RunId, bool), EngineError> {
+        // A concurrent start with the same key may commit between our insert and our
+        // select; a second pass then sees it.
+        for _ in 0..3 {
+            let row: Option<(RunId, bool)> = sqlx::query_as(
+                "WITH ins AS (
+                     INSERT INTO cairn.runs (id, workflow, queue, input, idempotency_key)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (workflow, idempotency_key) DO NOTHING
+                     RETURNING id
+                 )
+                 SELECT ins.id, true FROM ins CROSS JOIN LATERAL (SELECT pg_notify($6, $3)) n
+                 UNION ALL
+                 SELECT id, false FROM cairn.runs
+                  WHERE workflow = $2 AND idempotency_key = $5
+                    AND NOT EXISTS (SELECT 1 FROM ins)",
+            )
+            .bind(RunId::new())
+            .bind(workflow)
+            .bind(queue)
+            .bind(input)
+            .bind(idempotency_key)
+            .bind(WAKEUP_CHANNEL)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(EngineError::db)?;
+            if let Some(found) = row {
+                return Ok(found);
+            }
+        }
+        Err(EngineError::Database(sqlx::Error::Protocol(
+            "idempotent start found neither a new nor an existing run".into(),
+        )))
+    }
+
+    /// Leases up to `limit` runnable runs of `workflows` on `queue` for `lease`: runs whose
+    /// wake time has come and runs whose previous lease expired.
+    pub async fn claim(
+        &self,
+        queue: &str,
+        workflows: &[String],
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
+        let rows: Vec<(RunId, i64, String, Value, bool, i32, DateTime<Utc>)> = sqlx::query_as(
+            "WITH picked AS (
+                 SELECT id FROM (
+                     (SELECT id, wake_at FROM cairn.runs
+                       WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
+                         AND wake_at <= now() AND workflow = ANY($2)
+                       ORDER BY wake_at LIMIT $3)
+                     UNION ALL
+                     (SELECT id, wake_at FROM cairn.runs
+                       WHERE queue = $1 AND status = 'running' AND lease_expires_at <= now()
+                         AND workflow = ANY($2)
+                       LIMIT $3)
+                 ) due
+                 ORDER BY wake_at
+                 LIMIT $3
+             ), locked AS (
+                 SELECT r.id FROM cairn.runs r JOIN picked USING (id)
+                  WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying') AND r.wake_at <= now())
+                     OR (r.status = 'running' AND r.lease_expires_at <= now())
+                  FOR UPDATE OF r SKIP LOCKED
+             )
+             UPDATE cairn.runs r
+                SET status = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = $4,
+                    lease_expires_at = now() + make_interval(secs => $5), claims = r.claims + 1,
+                    started_at = coalesce(r.started_at, now()), updated_at = now()
+               FROM locked WHERE r.id = locked.id
+             RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims, now()",
+        )
+        .bind(queue)
+        .bind(workflows)
+        .bind(limit as i64)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+
+        let resumed: Vec<RunId> = rows
+            .iter()
+            .filter(|row| row.5 > 1)
+            .map(|row| row.0)
+            .collect();
+        let mut history = if resumed.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as::<_, HistoryRow>(
+                "SELECT run_id, position, name, kind, status, output, attempts, throttled,
+                        last_error, started_at, finished_at, duration_ms
+                   FROM cairn.steps WHERE run_id = ANY($1) ORDER BY run_id, position",
+            )
+            .bind(&resumed)
+            .fetch_all(&self.pool)
+            .await?
+        };
+
+        Ok(rows
+            .into_iter()
+            .map(|(id, epoch, workflow, input, cancel_requested, _, claimed_at)| {
+                let mine: Vec<StepRecord> = history
+                    .extract_if(.., |row| row.run_id == id)
+                    .map(|row| row.step)
+                    .collect();
+                ClaimedRun {
+                    lease: Lease { run_id: id, epoch },
+                    workflow,
+                    input,
+                    cancel_requested,
+                    claimed_at,
+                    history: mine,
+                }
+            })
+            .collect())
+    }
+
+    /// Extends every lease in `leases` still held; returns the runs still held with
+    /// whether cancellation was requested for each. A run missing from the answer was lost.
+    pub async fn heartbeat(
+        &self,
+        leases: &[Lease],
+        lease: Duration,
+    ) -> Result<Vec<(RunId, bool)>, sqlx::Error> {
+        let ids: Vec<RunId> = leases.iter().map(|l| l.run_id).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+        sqlx::query_as(
+            "UPDATE cairn.runs r SET lease_expires_at = now() + make_interval(secs => $3)
+               FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
+              WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.status = 'running'
+                AND r.lease_expires_at > now()
+             RETURNING r.id, r.cancel_requested",
+        )
+        .bind(&ids)
+        .bind(&epochs)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Writes a step row under the lease on any connection (the pool for plain steps,
+    /// the step's own transaction for transactional ones). Returns whether cancellation
+    /// was requested, or [`Fenced::Lost`].
+    pub async fn write_step<'c, E>(
+        executor: E,
+        lease: Lease,
+        step: &StepWrite<'_>,
+    ) -> Result<Fenced<bool>, sqlx::Error>
+    where
+        E: sqlx::Executor<'c, Database = Postgres>,
+    {
+        let cancel: Option<bool> = sqlx::query_scalar(STEP_WRITE_SQL)
+            .bind(lease.run_id)
+            .bind(lease.epoch)
+            .bind(step.position)
+            .bind(step.name)
+            .bind(step.kind)
+            .bind(step.status)
+            .bind(step.output)
+            .bind(step.attempts)
+            .bind(step.throttled)
+            .bind(step.last_error)
+            .bind(step.started_at)
+            .bind(step.duration.as_secs_f64() * 1000.0)
+            .fetch_optional(executor)
+            .await?;
+        Ok(cancel.map_or(Fenced::Lost, Fenced::Held))
+    }
+
+    /// Releases the run from its worker until `wake` with `status` (sleeping, parked or
+    /// retrying), writing `step` in the same statement. For a sleep step the stored output
+    /// is the wake time.
+    pub async fn park(
+        &self,
+        lease: Lease,
+        status: RunStatus,
+        wake: WakeAt,
+        step: &StepWrite<'_>,
+    ) -> Result<Fenced<DateTime<Utc>>, sqlx::Error> {
+        let (at, after) = match wake {
+            WakeAt::At(at) => (Some(at), None),
+            WakeAt::After(after) => (None, Some(after.as_secs_f64())),
+        };
+        let wake_at: Option<DateTime<Utc>> = sqlx::query_scalar(PARK_SQL)
+            .bind(lease.run_id)
+            .bind(lease.epoch)
+            .bind(step.position)
+            .bind(step.name)
+            .bind(step.kind)
+            .bind(step.status)
+            .bind(step.output)
+            .bind(step.attempts)
+            .bind(step.throttled)
+            .bind(step.last_error)
+            .bind(step.started_at)
+            .bind(step.duration.as_secs_f64() * 1000.0)
+            .bind(status)
+            .bind(at)
+            .bind(after)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
+    }
+
+    /// Ends the run with `status` and its output or error, and announces it.
+    pub async fn finish(
+        &self,
+        lease: Lease,
+        status: RunStatus,
+        output: Option<&Value>,
+        error: Option<&Value>,
+    ) -> Result<Fenced<()>, sqlx::Error> {
+        let done: Option<RunId> = sqlx::query_scalar(
+            "WITH done AS (
+                 UPDATE cairn.runs
+                    SET status = $3, output = $4, error = $5, finished_at = now(),
+                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                  WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
+                    AND lease_expires_at > clock_timestamp()
+                 RETURNING id
+             )
+             SELECT done.id FROM done CROSS JOIN LATERAL (SELECT pg_notify($6, done.id::text)) n",
+        )
+        .bind(lease.run_id)
+        .bind(lease.epoch)
+        .bind(status)
+        .bind(output)
+        .bind(error)
+        .bind(FINISHED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(done.map_or(Fenced::Lost, |_| Fenced::Held(())))
+    }
+
+    /// Hands runs back to the queue at once (graceful shutdown), so another worker can
+    /// take them without waiting for the leases to expire.
+    pub async fn release(&self, leases: &[Lease], queue: &str) -> Result<u64, sqlx::Error> {
+        let ids: Vec<RunId> = leases.iter().map(|l| l.run_id).collect();
+        let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
+        let released: Vec<RunId> = sqlx::query_scalar(
+            "WITH released AS (
+                 UPDATE cairn.runs r
+                    SET status = 'pending', wake_at = now(), lease_owner = NULL,
+                        lease_expires_at = NULL, updated_at = now()
+                   FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
+                  WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.status = 'running'
+                 RETURNING r.id
+             )
+             SELECT id FROM released
+              CROSS JOIN LATERAL (SELECT pg_notify($3, $4)) n",
+        )
+        .bind(&ids)
+        .bind(&epochs)
+        .bind(WAKEUP_CHANNEL)
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(released.len() as u64)
+    }
+
+    /// The stored row of one step, if any (to settle a transaction whose commit
+    /// outcome is unknown).
+    pub async fn step(
+        &self,
+        run_id: RunId,
+        position: i32,
+    ) -> Result<Option<StepRecord>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT position, name, kind, status, output, attempts, throttled, last_error,
+                    started_at, finished_at, duration_ms
+               FROM cairn.steps WHERE run_id = $1 AND position = $2",
+        )
+        .bind(run_id)
+        .bind(position)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Runs, newest first, optionally of one status.
+    pub async fn list(
+        &self,
+        status: Option<RunStatus>,
+        limit: i64,
+    ) -> Result<Vec<RunSummary>, EngineError> {
+        sqlx::query_as(
+            "SELECT id, workflow, queue, status, idempotency_key, wake_at, claims, created_at,
+                    finished_at
+               FROM cairn.runs WHERE $1::text IS NULL OR status = $1
+              ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::db)
+    }
+
+    /// One run with its steps.
+    pub async fn show(&self, id: RunId) -> Result<RunDetail, EngineError> {
+        let run = sqlx::query_as::<_, RunRow>(
+            "SELECT id, workflow, queue, status, idempotency_key, wake_at, claims, created_at,
+                    finished_at, input, output, error, lease_owner, lease_expires_at,
+                    cancel_requested, started_at
+               FROM cairn.runs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(EngineError::db)?
+        .ok_or(EngineError::RunNotFound(id))?;
+        let steps: Vec<StepRecord> = sqlx::query_as(
+            "SELECT position, name, kind, status, output, attempts, throttled, last_error,
+                    started_at, finished_at, duration_ms
+               FROM cairn.steps WHERE run_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(EngineError::db)?;
+        Ok(RunDetail {
+            summary: run.summary,
+            input: run.input,
+            output: run.output,
+            error: run.error,
+            lease_owner: run.lease_owner,
+            lease_expires_at: run.lease_expires_at,
+            cancel_requested: run.cancel_requested,
+            started_at: run.started_at,
+            steps,
+        })
+    }
+
+    /// Cancels a run: at once when no worker holds it, otherwise at its worker's next step
+    /// boundary. Returns the status after the request.
+    pub async fn cancel(&self, id: RunId) -> Result<RunStatus, EngineError> {
+        let changed: Option<RunStatus> = sqlx::query_scalar(
+            "WITH changed AS (
+                 UPDATE cairn.runs r
+                    SET cancel_requested = true,
+                        status = CASE WHEN r.status = 'running' THEN 'running' ELSE 'cancelled' END,
+                        finished_at = CASE WHEN r.status = 'running' THEN NULL ELSE now() END,
+                        updated_at = now()
+                  WHERE r.id = $1 AND r.status NOT IN ('completed', 'failed', 'cancelled')
+                 RETURNING r.id, r.status
+             )
+             SELECT changed.status FROM changed
+              CROSS JOIN LATERAL (
+                  SELECT CASE WHEN changed.status = 'cancelled'
+                              THEN pg_notify($2, changed.id::text) END
+              ) n",
+        )
+        .bind(id)
+        .bind(FINISHED_CHANNEL)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(EngineError::db)?;
+        match changed {
+            Some(status) => Ok(status),
+            None => self.status(id).await,
+        }
+    }
+
+    /// The status of one run.
+    pub async fn status(&self, id: RunId) -> Result<RunStatus, EngineError> {
+        sqlx::query_scalar("SELECT status FROM cairn.runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(EngineError::db)?
+            .ok_or(EngineError::RunNotFound(id))
+    }
+}
+
+const STEP_WRITE_SQL: &str = "
+    WITH lease AS (
+        SELECT id, cancel_requested FROM cairn.runs
+         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
+           AND lease_expires_at > clock_timestamp()
+         FOR SHARE
+    ), saved AS (
+        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
+                                      throttled, last_error, started_at, finished_at, duration_ms)
+        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
+        ON CONFLICT (run_id, position) DO UPDATE
+           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
+               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+         WHERE s.status <> 'completed'
+    )
+    SELECT cancel_requested FROM lease";
+
+const PARK_SQL: &str = "
+    WITH parked AS (
+        UPDATE cairn.runs
+           SET status = $13, wake_at = coalesce($14, now() + make_interval(secs => $15)),
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
+           AND lease_expires_at > clock_timestamp()
+        RETURNING id, wake_at
+    ), saved AS (
+        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
+                                      throttled, last_error, started_at, finished_at, duration_ms)
+        SELECT id, $3, $4, $5, $6,
+               CASE WHEN $5 = 'sleep' THEN jsonb_build_object('wake_at', wake_at) ELSE $7 END,
+               $8, $9, $10, $11, now(), $12 FROM parked
+        ON CONFLICT (run_id, position) DO UPDATE
+           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
+               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+         WHERE s.status <> 'completed'
+    )
+    SELECT wake_at FROM parked";
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    run_id: RunId,
+    #[sqlx(flatten)]
+    step: StepRecord,
+}
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    #[sqlx(flatten)]
+    summary: RunSummary,
+    input: Value,
+    output: Option<Value>,
+    error: Option<Value>,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    cancel_requested: bool,
+    started_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,447 @@
+//! The worker: claims runnable runs, holds their leases by heartbeat, executes their
+//! workflows and records how each ended.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::FutureExt;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::context::{Halt, RunSettings, RunState};
+use crate::error::is_transient_db_error;
+use crate::model::RunStatus;
+use crate::store::{ClaimedRun, Fenced, Lease, Store, WAKEUP_CHANNEL};
+use crate::{Context, EngineError, Error, Registry, RetryPolicy, RunId};
+
+/// How a worker behaves. The defaults suit a production worker; tests shorten the lease.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The queue to take runs from.
+    pub queue: String,
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// How long a claim holds a run without a heartbeat. A crashed worker's runs are
+    /// taken over this long after its last heartbeat.
+    pub lease: Duration,
+    /// How often to look for work when no notification arrives (also how soon an
+    /// expired lease is noticed).
+    pub poll_interval: Duration,
+    /// The retry policy of steps that do not name one.
+    pub retry: RetryPolicy,
+    /// Backoffs up to this long are waited out while holding the run; longer ones park it.
+    pub inline_backoff: Duration,
+    /// On shutdown, how long running steps may take to finish before their runs are
+    /// released mid-step (the step then runs again elsewhere).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            queue: "default".to_owned(),
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            inline_backoff: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A worker process's engine loop. See [`Worker::run`].
+pub struct Worker {
+    store: Store,
+    registry: Arc<Registry>,
+    config: WorkerConfig,
+    id: String,
+}
+
+type Active = Arc<Mutex<HashMap<RunId, Arc<RunState>>>>;
+
+/// Removes a run from the active set however its task ends, aborts included.
+struct ActiveGuard {
+    active: Active,
+    run_id: RunId,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        lock(&self.active).remove(&self.run_id);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Worker {
+    /// A worker over `pool` executing the workflows in `registry`.
+    pub fn new(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".to_owned());
+        let id = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Self {
+            store: Store::new(pool),
+            registry,
+            config,
+            id,
+        }
+    }
+
+    /// This worker's id, as recorded on the runs it leases.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Executes runs until `shutdown` completes, then stops claiming, lets running steps
+    /// finish (up to the grace period), hands unfinished runs back to the queue and
+    /// returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
+        let config = self.config.clone();
+        let concurrency = config.concurrency.max(1);
+        let workflows = self.registry.names();
+        let span = info_span!("worker", worker = %self.id, queue = %config.queue);
+        info!(parent: &span, concurrency, ?workflows, "worker started");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let active: Active = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let next_wake: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let settings = RunSettings {
+            store: self.store.clone(),
+            shutdown: Arc::clone(&stop),
+            default_retry: config.retry,
+            inline_backoff: config.inline_backoff,
+            lease: config.lease,
+        };
+
+        let mut background = JoinSet::new();
+        background.spawn(
+            listen(self.store.pool().clone(), config.queue.clone(), Arc::clone(&wake))
+                .instrument(span.clone()),
+        );
+        background.spawn(
+            heartbeat(self.store.clone(), Arc::clone(&active), config.lease)
+                .instrument(span.clone()),
+        );
+
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let mut runs = JoinSet::new();
+        let mut claim_failures = 0u32;
+        tokio::pin!(shutdown);
+
+        'claiming: loop {
+            let first = tokio::select! {
+                permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore never closes"),
+                () = &mut shutdown => break 'claiming,
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+                permits.push(permit);
+            }
+            let wanted = permits.len();
+            let claimed = match self
+                .store
+                .claim(&config.queue, &workflows, wanted, &self.id, config.lease)
+                .await
+            {
+                Ok(claimed) => {
+                    claim_failures = 0;
+                    claimed
+                }
+                Err(err) => {
+                    claim_failures += 1;
+                    let delay = RetryPolicy::default()
+                        .backoff(Duration::from_millis(100), Duration::from_secs(5))
+                        .ceiling(claim_failures);
+                    warn!(parent: &span, error = %err, ?delay, "claiming runs failed; retrying");
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => continue 'claiming,
+                        () = &mut shutdown => break 'claiming,
+                    }
+                }
+            };
+            let got = claimed.len();
+            for run in claimed {
+                let permit = permits.pop().expect("one permit per claimed run");
+                self.spawn_run(&mut runs, run, permit, &settings, &active, &next_wake, &span);
+            }
+            drop(permits);
+            while runs.try_join_next().is_some() {}
+            if got < wanted {
+                let deadline = {
+                    let poll = Instant::now() + config.poll_interval;
+                    let mut soonest = lock(&next_wake);
+                    match *soonest {
+                        Some(at) if at <= poll => {
+                            *soonest = None;
+                            at
+                        }
+                        _ => poll,
+                    }
+                };
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = &mut shutdown => break 'claiming,
+                }
+            }
+        }
+
+        stop.store(true, Ordering::Release);
+        info!(parent: &span, running = runs.len(), "shutting down: finishing current steps");
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while runs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let leases: Vec<Lease> = lock(&active).values().map(|r| r.lease).collect();
+            runs.abort_all();
+            while runs.join_next().await.is_some() {}
+            match self.store.release(&leases, &config.queue).await {
+                Ok(n) => info!(parent: &span, released = n, "released runs still mid-step"),
+                Err(err) => {
+                    warn!(parent: &span, error = %err, "could not release runs; their leases will expire")
+                }
+            }
+        }
+        background.abort_all();
+        info!(parent: &span, "worker stopped");
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_run(
+        &self,
+        runs: &mut JoinSet<()>,
+        run: ClaimedRun,
+        permit: OwnedSemaphorePermit,
+        settings: &RunSettings,
+        active: &Active,
+        next_wake: &Arc<Mutex<Option<Instant>>>,
+        worker_span: &tracing::Span,
+    ) {
+        let run_id = run.lease.run_id;
+        let span = info_span!(parent: worker_span, "run", run_id = %run_id, workflow = %run.workflow);
+        let store = self.store.clone();
+        let registry = Arc::clone(&self.registry);
+        let ctx = Context::new(
+            run.lease,
+            run.workflow.clone(),
+            run.claimed_at,
+            run.history,
+            settings.clone(),
+        );
+        lock(active).insert(run_id, Arc::clone(ctx.state()));
+        let guard = ActiveGuard {
+            active: Arc::clone(active),
+            run_id,
+        };
+        let next_wake = Arc::clone(next_wake);
+        let lease_len = settings.lease;
+        let queue = self.config.queue.clone();
+        runs.spawn(
+            async move {
+                let _permit = permit;
+                let _guard = guard;
+                let ending = if run.cancel_requested {
+                    Ending::Halted(Halt::Cancelled)
+                } else {
+                    match registry.runner(&run.workflow) {
+                        Ok(runner) => execute(ctx, runner, run.input).await,
+                        Err(err) => Ending::Done(Err(Error::permanent(err))),
+                    }
+                };
+                if let Ending::Halted(Halt::Parked(at)) = &ending {
+                    let wait = (*at - Utc::now()).to_std().unwrap_or_default();
+                    let at = Instant::now() + wait;
+                    let mut soonest = lock(&next_wake);
+                    if soonest.is_none_or(|s| at < s) {
+                        *soonest = Some(at);
+                    }
+                }
+                record(&store, run.lease, &queue, ending, lease_len).await;
+            }
+            .instrument(span),
+        );
+    }
+}
+
+enum Ending {
+    Done(Result<Value, Error>),
+    Halted(Halt),
+}
+
+async fn execute(
+    ctx: Context,
+    runner: Arc<crate::registry::RunFn>,
+    input: Value,
+) -> Ending {
+    let state = Arc::clone(ctx.state());
+    let workflow = AssertUnwindSafe(runner(ctx, input)).catch_unwind();
+    tokio::select! {
+        biased;
+        () = state.signals.halted.notified() => {
+            Ending::Halted(state.signals.take_halt().unwrap_or(Halt::Lost))
+        }
+        result = workflow => match result {
+            Ok(result) => Ending::Done(result),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                Ending::Done(Err(Error::permanent(format!("the workflow panicked: {message}"))
+                    .with_category("panic")))
+            }
+        },
+    }
+}
+
+/// Writes how a run ended, retrying database outages while the lease lasts.
+async fn record(store: &Store, lease: Lease, queue: &str, ending: Ending, lease_len: Duration) {
+    let (status, output, error) = match ending {
+        Ending::Done(Ok(output)) => (RunStatus::Completed, Some(output), None),
+        Ending::Done(Err(err)) => {
+            error!(error = %err, class = ?err.class(), "run failed");
+            let report = serde_json::to_value(err.report()).unwrap_or(Value::Null);
+            (RunStatus::Failed, None, Some(report))
+        }
+        Ending::Halted(Halt::Failed(report)) => {
+            error!(error = %report.message, "run failed");
+            let report = serde_json::to_value(report).unwrap_or(Value::Null);
+            (RunStatus::Failed, None, Some(report))
+        }
+        Ending::Halted(Halt::Cancelled) => {
+            info!("run cancelled");
+            let why = json!({ "class": "cancelled", "message": "cancelled on request" });
+            (RunStatus::Cancelled, None, Some(why))
+        }
+        Ending::Halted(Halt::Parked(at)) => {
+            debug!(wake_at = %at, "run parked");
+            return;
+        }
+        Ending::Halted(Halt::Released) => {
+            if let Err(err) = store.release(&[lease], queue).await {
+                warn!(error = %err, "could not release the run; its lease will expire");
+            }
+            return;
+        }
+        Ending::Halted(Halt::Lost) => {
+            warn!("lease lost; another worker owns this run now");
+            return;
+        }
+    };
+    let give_up = Instant::now() + lease_len;
+    let mut failures = 0u32;
+    loop {
+        match store
+            .finish(lease, status, output.as_ref(), error.as_ref())
+            .await
+        {
+            Ok(Fenced::Held(())) => {
+                info!(%status, "run finished");
+                return;
+            }
+            Ok(Fenced::Lost) => {
+                warn!("lease lost before the run's end was recorded; it will be replayed");
+                return;
+            }
+            Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
+            }
+            Err(err) => {
+                error!(error = %err, "could not record the run's end; it will be replayed");
+                return;
+            }
+        }
+    }
+}
+
+/// Wakes the claim loop when a run is started on our queue.
+async fn listen(pool: PgPool, queue: String, wake: Arc<Notify>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                debug!(error = %err, "cannot listen for new runs; polling meanwhile");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(err) = listener.listen(WAKEUP_CHANNEL).await {
+            debug!(error = %err, "cannot listen for new runs; polling meanwhile");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(note)) => {
+                    if note.payload() == queue {
+                        wake.notify_one();
+                    }
+                }
+                // The connection dropped; notifications may have been missed, so look.
+                Ok(None) => wake.notify_one(),
+                Err(err) => {
+                    debug!(error = %err, "lost the notification connection; reconnecting");
+                    wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Renews every held lease in one statement, a few times per lease period, and tells
+/// runs that lost theirs or were asked to cancel.
+async fn heartbeat(store: Store, active: Active, lease: Duration) {
+    let every = lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let held: Vec<(Lease, Arc<RunState>)> = lock(&active)
+            .values()
+            .map(|run| (run.lease, Arc::clone(run)))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let leases: Vec<Lease> = held.iter().map(|(lease, _)| *lease).collect();
+        match store.heartbeat(&leases, lease).await {
+            Ok(renewed) => {
+                let renewed: HashMap<RunId, bool> = renewed.into_iter().collect();
+                for (lease, run) in &held {
+                    match renewed.get(&lease.run_id) {
+                        Some(true) => run.signals.cancel.store(true, Ordering::Release),
+                        Some(false) => {}
+                        None => {
+                            run.signals.lost.store(true, Ordering::Release);
+                            run.signals.halt(Halt::Lost);
+                        }
+                    }
+                }
+            }
+            Err(err) => warn!(error = %err, "heartbeat failed; leases run on until they expire"),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Test support for cairn: each test gets a fresh, migrated PostgreSQL database of its
+//! own, so tests run in parallel and never clean up after each other.
+//!
+//! The server comes from `DATABASE_URL`. A test that cannot reach one fails with a
+//! message saying how to provide it; it never passes by skipping.
+//!
+//! ```no_run
+//! # async fn t() {
+//! let db = cairn_testkit::TestDb::new().await;
+//! sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
+//! # }
+//! ```
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+/// A database created for one test and dropped when the guard is dropped.
+pub struct TestDb {
+    name: String,
+    admin: PgConnectOptions,
+    options: PgConnectOptions,
+    pool: PgPool,
+}
+
+impl TestDb {
+    /// Creates a fresh database with the cairn schema migrated.
+    ///
+    /// # Panics
+    ///
+    /// When no PostgreSQL is reachable, with instructions.
+    pub async fn new() -> Self {
+        let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+            panic!(
+                "these tests need PostgreSQL: set DATABASE_URL, for example \
+                 DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+                 (the user must be allowed to CREATE DATABASE)"
+            )
+        });
+        let admin = PgConnectOptions::from_str(&url)
+            .unwrap_or_else(|e| panic!("DATABASE_URL is not a valid Postgres URL: {e}"))
+            .disable_statement_logging();
+        let name = format!("cairn_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin.connect().await.unwrap_or_else(|e| {
+            panic!(
+                "cannot connect to the PostgreSQL named by DATABASE_URL ({}:{}): {e}; \
+                 start it or point DATABASE_URL at one",
+                admin.get_host(),
+                admin.get_port()
+            )
+        });
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
+        drop(conn);
+        let options = admin.clone().database(&name);
+        let pool = PgPoolOptions::new()
+            .max_connections(20)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
+        cairn_runner::migrate(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrating test database {name} failed: {e}"));
+        Self {
+            name,
+            admin,
+            options,
+            pool,
+        }
+    }
+
+    /// A pool on the test database.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A new pool of its own on the test database (one per simulated worker process).
+    pub async fn new_pool(&self, max_connections: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(self.options.clone())
+            .await
+            .expect("connecting to the test database")
+    }
+
+    /// The URL of the test database, for child processes (`DATABASE_URL`).
+    pub fn url(&self) -> String {
+        let base = std::env::var("DATABASE_URL").expect("checked in TestDb::new");
+        let (prefix, rest) = base.split_once("://").unwrap_or(("postgres", &base));
+        let (authority, query) = match rest.split_once('/') {
+            Some((authority, path)) => (authority, path.split_once('?').map(|(_, q)| q)),
+            None => (rest, None),
+        };
+        match query {
+            Some(query) => format!("{prefix}://{authority}/{}?{query}", self.name),
+            None => format!("{prefix}://{authority}/{}", self.name),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs outside async context guarantees; a thread with its own runtime
+        // can always block on the cleanup.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for test cleanup");
+            runtime.block_on(async move {
+                if let Ok(mut conn) = admin.connect().await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

@@ -1,0 +1,24 @@
+//! Built-in cairn workflows, written only with the public APIs of `cairn-runner` (and,
+//! as they arrive, `cairn-connectors`): if a built-in needs something private, the
+//! public API is missing it.
+//!
+//! # Modules
+//!
+//! - [`tour`]: the README's first workflow: several steps, a transactional step, a
+//!   durable sleep and a flaky step that succeeds on retry.
+//! - [`ledger`]: a configurable chain of steps that leaves one ledger row per step
+//!   execution, so tests and benchmarks can count exactly what ran.
+//!
+//! [`register_builtin`] registers them all under their stable names.
+
+pub mod ledger;
+pub mod tour;
+
+use cairn_runner::Registry;
+
+/// Registers every built-in workflow.
+pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
+    registry
+        .register(tour::NAME, tour::tour)
+        .register(ledger::NAME, ledger::ledger)
+}

@@ -1,0 +1,395 @@
+//! The command line. [`main`] parses arguments, runs one command and maps its outcome to
+//! the exit codes of the contract: 0 ok, 1 the operation failed, 2 bad usage or bad input.
+
+mod demo;
+mod print;
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_runner::{
+    Client, EngineError, Registry, RunId, RunStatus, StartOptions, Worker, WorkerConfig,
+};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// cairn: durable workflows of checkpointed steps on PostgreSQL.
+///
+/// Every command that touches the database reads its URL from DATABASE_URL (or
+/// --database-url), e.g. postgres://postgres@127.0.0.1:5432/postgres.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, propagate_version = true)]
+struct Cli {
+    /// PostgreSQL URL of the engine (and warehouse) database.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the cairn schema (idempotent).
+    Migrate,
+    /// Execute runs until SIGINT/SIGTERM; then finish current steps and release runs.
+    Worker {
+        /// Runs executed at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// The queue to take runs from.
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// Lease length in seconds: a crashed worker's runs resume elsewhere this long
+        /// after its last heartbeat.
+        #[arg(long, default_value_t = 30.0)]
+        lease: f64,
+        /// Seconds between looks for work when no notification arrives.
+        #[arg(long, default_value_t = 1.0)]
+        poll: f64,
+    },
+    /// Start a run of a workflow.
+    Start {
+        /// The workflow's registered name.
+        workflow: String,
+        /// The run's input as JSON.
+        #[arg(long, default_value = "{}")]
+        input: String,
+        /// Starting twice with the same key returns the first run.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// The queue whose workers execute the run.
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// Wait for the run to end and print its outcome; exit 1 unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and cancel runs.
+    Runs {
+        #[command(subcommand)]
+        command: RunsCommand,
+    },
+    /// One command: migrate, run a worker in-process and take the `tour` workflow
+    /// through every kind of step, printing each as it lands.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        /// Only runs in this status (pending, running, sleeping, parked, retrying,
+        /// completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: its steps with attempts, last errors and timings.
+    Show {
+        /// The run id.
+        run_id: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a run: at once if waiting, else at its worker's next step boundary.
+    Cancel {
+        /// The run id.
+        run_id: String,
+    },
+}
+
+/// A command's failure, with the exit code it maps to.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Bad usage or input: exit 2.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// The operation failed: exit 1.
+    pub(crate) fn failed(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(err: EngineError) -> Self {
+        if err.is_bad_input() {
+            Self::usage(err.to_string())
+        } else {
+            Self::failed(err.to_string())
+        }
+    }
+}
+
+type Outcome = Result<ExitCode, Failure>;
+
+/// Runs the CLI with the workflows in `registry` and returns the process exit code.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli, Arc::new(registry))) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Worker { .. } | Command::Demo => "info,sqlx=warn",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
+    let url = cli.database_url.as_deref();
+    match cli.command {
+        Command::Migrate => {
+            let pool = connect(url, 2).await?;
+            cairn_runner::migrate(&pool).await?;
+            println!("cairn schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            concurrency,
+            queue,
+            lease,
+            poll,
+        } => {
+            if concurrency == 0 {
+                return Err(Failure::usage("--concurrency must be at least 1"));
+            }
+            let lease = seconds("--lease", lease)?;
+            let poll = seconds("--poll", poll)?;
+            let pool = connect(url, concurrency as u32 + 4).await?;
+            cairn_runner::migrate(&pool).await?;
+            let config = WorkerConfig {
+                queue,
+                concurrency,
+                lease,
+                poll_interval: poll,
+                ..WorkerConfig::default()
+            };
+            Worker::new(pool, registry, config)
+                .run(shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Start {
+            workflow,
+            input,
+            idempotency_key,
+            queue,
+            wait,
+            json,
+        } => {
+            let input: Value = serde_json::from_str(&input).map_err(|err| {
+                Failure::usage(format!(
+                    "--input is not valid JSON ({err}, at line {} column {})",
+                    err.line(),
+                    err.column()
+                ))
+            })?;
+            // Check the name and input before touching the database.
+            registry.check_input(&workflow, &input)?;
+            let pool = connect(url, 2).await?;
+            let client = Client::new(pool).with_registry(registry);
+            let options = StartOptions {
+                idempotency_key,
+                queue,
+            };
+            let started = client.start(&workflow, &input, &options).await?;
+            if !wait {
+                if json {
+                    print::json(&started)?;
+                } else if started.created {
+                    println!("started run {}", started.run_id);
+                } else {
+                    println!("run {} already exists for this idempotency key", started.run_id);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !json {
+                eprintln!("run {} started; waiting for it to end", started.run_id);
+            }
+            let run = client.wait(started.run_id, None).await?;
+            if json {
+                print::json(&run)?;
+            } else {
+                print::run_detail(&run);
+            }
+            Ok(if run.summary.status == RunStatus::Completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Runs { command } => runs(url, command).await,
+        Command::Demo => demo::run(url, registry).await,
+    }
+}
+
+async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
+    match command {
+        RunsCommand::List {
+            status,
+            limit,
+            json,
+        } => {
+            let status = status
+                .map(|s| RunStatus::from_str(&s))
+                .transpose()
+                .map_err(|err| Failure::usage(format!("--status: {err}")))?;
+            let client = Client::new(connect(url, 2).await?);
+            let runs = client.list(status, limit.max(0)).await?;
+            if json {
+                print::json(&runs)?;
+            } else {
+                print::run_list(&runs);
+            }
+        }
+        RunsCommand::Show { run_id, json } => {
+            let client = Client::new(connect(url, 2).await?);
+            let run = client.show(parse_run_id(&run_id)?).await?;
+            if json {
+                print::json(&run)?;
+            } else {
+                print::run_detail(&run);
+            }
+        }
+        RunsCommand::Cancel { run_id } => {
+            let id = parse_run_id(&run_id)?;
+            let client = Client::new(connect(url, 2).await?);
+            match client.cancel(id).await? {
+                RunStatus::Cancelled => println!("run {id} cancelled"),
+                RunStatus::Running => {
+                    println!("run {id} will stop at its worker's next step boundary")
+                }
+                other => {
+                    return Err(Failure::failed(format!(
+                        "run {id} has already ended ({other}); nothing to cancel"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_run_id(raw: &str) -> Result<RunId, Failure> {
+    RunId::from_str(raw).map_err(|err| {
+        Failure::usage(format!("`{raw}` is not a run id ({err}); run ids are UUIDs, see `cairn runs list`"))
+    })
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Failure::usage(format!("{flag} must be a positive number of seconds")))
+}
+
+/// Connects to the database named by `url`, failing fast with a message that says what
+/// to do and never echoes the URL (it may hold a password).
+pub(crate) async fn connect(url: Option<&str>, max_connections: u32) -> Result<PgPool, Failure> {
+    let url = url.ok_or_else(|| {
+        Failure::usage(
+            "DATABASE_URL is not set: set it to a PostgreSQL URL, \
+             e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+        )
+    })?;
+    let options = PgConnectOptions::from_str(url).map_err(|err| {
+        Failure::usage(format!(
+            "DATABASE_URL is not a valid PostgreSQL URL ({}); expected \
+             postgres://user[:password]@host[:port]/database",
+            redact(&err.to_string(), url)
+        ))
+    })?;
+    let host = options.get_host().to_owned();
+    let port = options.get_port();
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|err| {
+            Failure::failed(format!(
+                "cannot connect to PostgreSQL at {host}:{port} (from DATABASE_URL): {}; \
+                 is it running and reachable?",
+                redact(&err.to_string(), url)
+            ))
+        })
+}
+
+/// Removes the URL's password from a message, in case a driver error quotes it.
+fn redact(message: &str, url: &str) -> String {
+    let password = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, password)| password)
+        .filter(|p| !p.is_empty());
+    match password {
+        Some(password) => message.replace(password, "****"),
+        None => message.to_owned(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+}

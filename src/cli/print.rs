@@ -1,0 +1,122 @@
+//! Human and JSON renderings of runs.
+
+use cairn_runner::{RunDetail, RunSummary, StepRecord};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::Failure;
+
+/// Prints `value` as one pretty JSON document.
+pub(crate) fn json(value: &impl Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|err| Failure::failed(format!("cannot render JSON: {err}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn time(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// One line per run.
+pub(crate) fn run_list(runs: &[RunSummary]) {
+    if runs.is_empty() {
+        println!("no runs");
+        return;
+    }
+    println!(
+        "{:<36}  {:<20}  {:<10}  {:>6}  {:<24}  {:<24}",
+        "RUN", "WORKFLOW", "STATUS", "CLAIMS", "CREATED", "FINISHED"
+    );
+    for run in runs {
+        println!(
+            "{:<36}  {:<20}  {:<10}  {:>6}  {:<24}  {:<24}",
+            run.id,
+            truncate(&run.workflow, 20),
+            run.status,
+            run.claims,
+            time(&run.created_at),
+            run.finished_at.as_ref().map(time).unwrap_or_default(),
+        );
+    }
+}
+
+/// A run with its steps.
+pub(crate) fn run_detail(run: &RunDetail) {
+    let s = &run.summary;
+    println!("run       {}", s.id);
+    println!("workflow  {}", s.workflow);
+    println!("status    {}{}", s.status, if run.cancel_requested && !s.status.is_terminal() { " (cancel requested)" } else { "" });
+    println!("queue     {}   claims {}", s.queue, s.claims);
+    if let Some(key) = &s.idempotency_key {
+        println!("key       {key}");
+    }
+    println!("created   {}", time(&s.created_at));
+    if let Some(at) = &s.finished_at {
+        println!("finished  {}", time(at));
+    } else if !s.status.is_terminal() && s.status != cairn_runner::RunStatus::Running {
+        println!("wakes at  {}", time(&s.wake_at));
+    }
+    if let Some(owner) = &run.lease_owner {
+        println!("worker    {owner}");
+    }
+    println!("input     {}", run.input);
+    if let Some(output) = &run.output {
+        println!("output    {output}");
+    }
+    if let Some(error) = &run.error {
+        let message = error.get("message").and_then(|m| m.as_str()).map(str::to_owned);
+        println!("error     {}", message.unwrap_or_else(|| error.to_string()));
+    }
+    if run.steps.is_empty() {
+        println!("steps     none yet");
+        return;
+    }
+    println!();
+    println!(
+        "{:>4}  {:<28}  {:<11}  {:<9}  {:>8}  {:>10}  LAST ERROR",
+        "#", "STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION"
+    );
+    for step in &run.steps {
+        print_step(step);
+    }
+}
+
+fn print_step(step: &StepRecord) {
+    let attempts = if step.throttled > 0 {
+        format!("{}+{}t", step.attempts, step.throttled)
+    } else {
+        step.attempts.to_string()
+    };
+    println!(
+        "{:>4}  {:<28}  {:<11}  {:<9}  {:>8}  {:>10}  {}",
+        step.position,
+        truncate(&step.name, 28),
+        step.kind.as_str(),
+        step.status.as_str(),
+        attempts,
+        step.duration_ms.map(format_ms).unwrap_or_default(),
+        step.last_error.as_deref().map(|e| truncate(e, 80)).unwrap_or_default(),
+    );
+}
+
+/// A duration in the unit that reads best.
+pub(crate) fn format_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    }
+}

@@ -1,0 +1,32 @@
+//! cairn: a workflow-as-code durable task runner on PostgreSQL, built for keeping a
+//! warehouse in sync with rate-limited SaaS APIs.
+//!
+//! This facade re-exports the engine ([`cairn_runner`]) at its root, the vendor
+//! toolkit as [`connectors`] and the built-in workflows as [`workflows`], and offers the
+//! whole CLI as a function, so a project ships its own workflows in its own binary:
+//!
+//! ```no_run
+//! use cairn::{Context, Error, Registry};
+//!
+//! async fn hello(ctx: Context, name: String) -> Result<String, Error> {
+//!     ctx.step("greet", || async { Ok(format!("hello, {name}")) }).await
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let mut registry = Registry::new();
+//!     registry.register("hello", hello);
+//!     cairn::cli::main(registry) // `my-bin worker`, `my-bin start hello --input '"ada"'`, ...
+//! }
+//! ```
+//!
+//! # Modules
+//!
+//! - [`cli`]: the command line (`migrate`, `worker`, `start`, `runs`, `demo`, ...).
+//! - [`connectors`]: talking to vendors, and the sandbox vendor.
+//! - [`workflows`]: the built-in workflows.
+
+pub mod cli;
+
+pub use cairn_connectors as connectors;
+pub use cairn_runner::*;
+pub use cairn_workflows as workflows;

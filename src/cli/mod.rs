@@ -14,7 +14,7 @@ use cairn_runner::{
 };
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// cairn: durable workflows of checkpointed steps on PostgreSQL.
@@ -171,7 +171,7 @@ pub fn main(registry: Registry) -> ExitCode {
 
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Worker { .. } | Command::Demo => "info,sqlx=warn",
+        Command::Worker { .. } => "info,sqlx=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -225,11 +225,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             json,
         } => {
             let input: Value = serde_json::from_str(&input).map_err(|err| {
-                Failure::usage(format!(
-                    "--input is not valid JSON ({err}, at line {} column {})",
-                    err.line(),
-                    err.column()
-                ))
+                Failure::usage(format!("--input is not valid JSON: {err}"))
             })?;
             // Check the name and input before touching the database.
             registry.check_input(&workflow, &input)?;
@@ -290,8 +286,9 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
             }
         }
         RunsCommand::Show { run_id, json } => {
+            let id = parse_run_id(&run_id)?;
             let client = Client::new(connect(url, 2).await?);
-            let run = client.show(parse_run_id(&run_id)?).await?;
+            let run = client.show(id).await?;
             if json {
                 print::json(&run)?;
             } else {
@@ -339,6 +336,11 @@ pub(crate) async fn connect(url: Option<&str>, max_connections: u32) -> Result<P
              e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
         )
     })?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(Failure::usage(
+            "DATABASE_URL must be a PostgreSQL URL starting with postgres:// or postgresql://",
+        ));
+    }
     let options = PgConnectOptions::from_str(url).map_err(|err| {
         Failure::usage(format!(
             "DATABASE_URL is not a valid PostgreSQL URL ({}); expected \
@@ -346,20 +348,28 @@ pub(crate) async fn connect(url: Option<&str>, max_connections: u32) -> Result<P
             redact(&err.to_string(), url)
         ))
     })?;
-    let host = options.get_host().to_owned();
-    let port = options.get_port();
+    let unreachable = |err: String| {
+        Failure::failed(format!(
+            "cannot connect to PostgreSQL at {}:{} (from DATABASE_URL): {}; \
+             is it running, and does the database exist?",
+            options.get_host(),
+            options.get_port(),
+            redact(&err, url)
+        ))
+    };
+    // One direct connection first: a pool would hide "connection refused" behind a
+    // generic timeout.
+    let probe = tokio::time::timeout(Duration::from_secs(10), options.connect())
+        .await
+        .map_err(|_| unreachable("no answer within 10 s".to_owned()))?
+        .map_err(|err| unreachable(err.to_string()))?;
+    drop(probe);
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options.clone())
         .await
-        .map_err(|err| {
-            Failure::failed(format!(
-                "cannot connect to PostgreSQL at {host}:{port} (from DATABASE_URL): {}; \
-                 is it running and reachable?",
-                redact(&err.to_string(), url)
-            ))
-        })
+        .map_err(|err| unreachable(err.to_string()))
 }
 
 /// Removes the URL's password from a message, in case a driver error quotes it.

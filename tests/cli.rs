@@ -1,0 +1,108 @@
+//! The CLI contract: exit codes (0 ok, 1 failed, 2 bad input), one-line errors that say
+//! what and how to fix it, and stable `--json` documents.
+
+mod support;
+
+use cairn_testkit::TestDb;
+use serde_json::Value;
+use support::{WorkerProcess, cairn, run};
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_clean_error(output: &std::process::Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked") && !err.contains("backtrace"), "not a clean error: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_that_says_what() {
+    let url = "postgres://postgres@127.0.0.1:1/none";
+    assert_clean_error(&run(url, &["start", "nope"]), 2, "unknown workflow `nope`");
+    assert_clean_error(&run(url, &["start", "tour", "--input", "{bad"]), 2, "--input is not valid JSON");
+    assert_clean_error(
+        &run(url, &["start", "tour", "--input", r#"{"visitor": 5}"#]),
+        2,
+        "invalid input for workflow `tour`",
+    );
+    assert_clean_error(&run(url, &["runs", "show", "not-a-uuid"]), 2, "is not a run id");
+    assert_clean_error(&run("mysql://x", &["runs", "list"]), 2, "must be a PostgreSQL URL");
+    let missing = cairn()
+        .env_remove("DATABASE_URL")
+        .args(["runs", "list"])
+        .output()
+        .unwrap();
+    assert_clean_error(&missing, 2, "DATABASE_URL is not set");
+    let usage = run(url, &["runs", "frobnicate"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn an_unreachable_database_exits_1_without_leaking_the_password() {
+    let output = run("postgres://postgres:s3cret-pw@127.0.0.1:1/none", &["runs", "list"]);
+    assert_clean_error(&output, 1, "cannot connect to PostgreSQL at 127.0.0.1:1");
+    assert!(!stderr(&output).contains("s3cret-pw"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_wait_runs_show_and_cancel_through_the_binary() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let migrated = run(&url, &["migrate"]);
+    assert_eq!(migrated.status.code(), Some(0), "{}", stderr(&migrated));
+
+    let worker = WorkerProcess::spawn(&url, &["--concurrency", "4"]);
+    let input = r#"{"visitor": "cli", "sleep_ms": 300, "flaky_failures": 1}"#;
+    let waited = run(&url, &["start", "tour", "--input", input, "--wait", "--json"]);
+    assert_eq!(waited.status.code(), Some(0), "{}", stderr(&waited));
+    let run_doc: Value = serde_json::from_slice(&waited.stdout).expect("one JSON document");
+    assert_eq!(run_doc["status"], "completed");
+    assert_eq!(run_doc["output"]["greeting"], "hello, cli");
+    assert_eq!(run_doc["output"]["flaky_succeeded_on"], 2);
+    let steps = run_doc["steps"].as_array().unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["greet", "count runs", "record visit", "sleep", "call flaky service"]);
+    assert_eq!(steps[4]["attempts"], 2);
+    assert!(steps[4]["duration_ms"].is_number());
+    let id = run_doc["id"].as_str().unwrap().to_owned();
+
+    let shown = run(&url, &["runs", "show", &id, "--json"]);
+    assert_eq!(shown.status.code(), Some(0));
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["id"], id.as_str());
+    let human = run(&url, &["runs", "show", &id]);
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(human.contains("call flaky service") && human.contains("completed"), "{human}");
+
+    let listed = run(&url, &["runs", "list", "--json", "--status", "completed"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
+
+    let again = run(&url, &["runs", "cancel", &id]);
+    assert_clean_error(&again, 1, "has already ended");
+
+    let key = ["start", "tour", "--input", r#"{"sleep_ms": 600000}"#, "--idempotency-key", "k1", "--json"];
+    let first: Value = serde_json::from_slice(&run(&url, &key).stdout).unwrap();
+    let second: Value = serde_json::from_slice(&run(&url, &key).stdout).unwrap();
+    assert_eq!(first["run_id"], second["run_id"]);
+    assert_eq!((first["created"].as_bool(), second["created"].as_bool()), (Some(true), Some(false)));
+    let sleeper = first["run_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let doc: Value = serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout).unwrap();
+        if doc["status"] == "sleeping" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run never went to sleep: {doc}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cancelled = run(&url, &["runs", "cancel", sleeper]);
+    assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
+    let doc: Value = serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout).unwrap();
+    assert_eq!(doc["status"], "cancelled");
+    assert_eq!(worker.terminate(), Some(0));
+}

@@ -1,0 +1,171 @@
+//! OAuth2 client credentials and API keys.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Form;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fastrand::Rng;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::AuthConfig;
+use super::secret::Secret;
+use super::vendor::Vendor;
+
+/// Tokens issued, by token, with the Unix millisecond they expire at.
+///
+/// Deliberately without `Debug`: it is a table of live credentials.
+pub(crate) struct TokenStore {
+    expiries: HashMap<String, i64>,
+    rng: Rng,
+}
+
+impl TokenStore {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self {
+            expiries: HashMap::new(),
+            rng: Rng::with_seed(seed ^ 0x5eed_70c3),
+        }
+    }
+
+    fn issue(&mut self, now_ms: i64, ttl: Duration) -> Secret {
+        let token: String = (0..4)
+            .map(|_| format!("{:016x}", self.rng.u64(..)))
+            .collect();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        self.expiries
+            .insert(token.clone(), now_ms.saturating_add(ttl_ms));
+        Secret::new(token)
+    }
+
+    fn check(&self, token: &str, now_ms: i64) -> Result<(), AuthFailure> {
+        match self.expiries.get(token) {
+            None => Err(AuthFailure::Invalid),
+            Some(expires) if now_ms >= *expires => Err(AuthFailure::Expired),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Why an API request was not let in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AuthFailure {
+    Missing,
+    Invalid,
+    Expired,
+}
+
+impl IntoResponse for AuthFailure {
+    fn into_response(self) -> Response {
+        let (code, description) = match self {
+            AuthFailure::Missing => ("invalid_request", "no credentials were sent"),
+            AuthFailure::Invalid => ("invalid_token", "the credentials are not valid"),
+            AuthFailure::Expired => ("invalid_token", "the access token expired"),
+        };
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                format!("Bearer error=\"{code}\", error_description=\"{description}\""),
+            )],
+            axum::Json(json!({"error": code, "error_description": description})),
+        )
+            .into_response()
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Checks an API request's credentials against the configured mode.
+pub(crate) fn authenticate(vendor: &Vendor, headers: &HeaderMap) -> Result<(), AuthFailure> {
+    let inner = vendor.inner();
+    match &inner.config.auth {
+        AuthConfig::None => Ok(()),
+        AuthConfig::ApiKey(key) => {
+            let sent = headers
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok())
+                .or_else(|| bearer(headers))
+                .ok_or(AuthFailure::Missing)?;
+            if sent == key.expose() {
+                Ok(())
+            } else {
+                Err(AuthFailure::Invalid)
+            }
+        }
+        AuthConfig::OAuth(_) => {
+            let token = bearer(headers).ok_or(AuthFailure::Missing)?;
+            let now_ms = inner.config.clock.now().timestamp_millis();
+            vendor.tokens().check(token, now_ms)
+        }
+    }
+}
+
+/// A client-credentials token request (RFC 6749 §4.4), form encoded.
+#[derive(Deserialize)]
+pub(crate) struct TokenRequest {
+    grant_type: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+/// `POST /oauth/token`.
+pub(crate) async fn token(
+    State(vendor): State<Vendor>,
+    Form(request): Form<TokenRequest>,
+) -> Response {
+    let inner = vendor.inner();
+    let AuthConfig::OAuth(oauth) = &inner.config.auth else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "this sandbox does not use OAuth (start it with --auth oauth)",
+        );
+    };
+    if request.grant_type != "client_credentials" {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only client_credentials is supported",
+        );
+    }
+    let valid = request.client_id.as_deref() == Some(oauth.client_id.as_str())
+        && request.client_secret.as_deref() == Some(oauth.client_secret.expose());
+    if !valid {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "unknown client id or wrong secret",
+        );
+    }
+    let now_ms = inner.config.clock.now().timestamp_millis();
+    let token = vendor.tokens().issue(now_ms, oauth.token_ttl);
+    inner.stats.token_issued();
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(json!({
+            "access_token": token.expose(),
+            "token_type": "Bearer",
+            "expires_in": oauth.token_ttl.as_secs(),
+        })),
+    )
+        .into_response()
+}

@@ -1,0 +1,76 @@
+//! The sandbox vendor: a fake CRM served over real HTTP on 127.0.0.1 that
+//! misbehaves the way SaaS APIs do, so every sync capability is tested,
+//! demonstrated and benchmarked against something realistic.
+//!
+//! Start it in-process with [`Sandbox::start`] (port 0 in tests) or from the
+//! command line as `cairn mock-vendor` ([`MockVendorArgs`]). Everything random
+//! — data, mutations, faults, tokens — comes from [`SandboxConfig::seed`].
+//!
+//! # Data
+//!
+//! Streams `contacts`, `companies` and `deals` ([`Stream`]) hold
+//! [`SandboxConfig::records_per_stream`] records each: string `id`s ascending
+//! with `created_at`, `updated_at` spread over the year before
+//! [`SandboxConfig::as_of`] (whole seconds, RFC 3339 UTC), nested objects,
+//! arrays and nullable fields. The admin API changes it ([`Mutation`]) and
+//! reports on it ([`StatsSnapshot`], with a [`checksum`] per stream).
+//!
+//! # Routes
+//!
+//! The same records are behind every listing, so one suite covers every
+//! paginator:
+//!
+//! | route | style |
+//! | --- | --- |
+//! | `GET /crm/v3/objects/{stream}?limit&after` | HubSpot: `{results, paging.next.after}` |
+//! | `POST /crm/v3/objects/{stream}/search` | HubSpot search: `filterGroups` on `updatedAt`/`createdAt` (`GT`, `GTE`, `LT`, `LTE`) |
+//! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}` |
+//! | `GET /v1/{stream}?limit&starting_after&created[gte]` | Stripe: `{data, has_more}`, newest first |
+//! | `GET /api/v1/{stream}?offset&limit` | offset paging with `total` |
+//! | `GET /rest/{stream}?limit&cursor` | a bare array and `Link: <...>; rel="next"` |
+//! | `GET /ids/{stream}?limit&after` | `{ids, next_after}`, for delete reconciliation |
+//! | `GET /items`, `POST /items`, `GET`/`PUT /items/{id}` | writes: `Idempotency-Key`, `ETag`/`If-Match` |
+//! | `POST /oauth/token` | OAuth2 client credentials |
+//! | `GET /admin/stats`, `POST /admin/streams/{stream}/mutate` | the admin API |
+//!
+//! # Misbehaviour
+//!
+//! API routes (not `/oauth/token`, not `/admin`) pass, in order: credentials
+//! ([`AuthConfig`], 401), the concurrency cap (429), the token bucket
+//! ([`RateLimit`], 429 with `Retry-After` as configured and
+//! `X-RateLimit-Remaining`/`X-RateLimit-Reset` on every response), the daily
+//! quota (403 `REQUEST_LIMIT_EXCEEDED`), then [`SandboxConfig::latency`] and a
+//! draw of transient faults ([`FaultConfig`]).
+
+mod api;
+mod args;
+mod auth;
+pub mod checksum;
+mod clock;
+mod config;
+mod faults;
+mod generate;
+mod guard;
+mod items;
+mod limits;
+mod mutation;
+mod secret;
+mod server;
+mod stats;
+mod store;
+mod stream;
+mod vendor;
+
+pub use args::{AuthMode, MockVendorArgs};
+pub use checksum::{ChecksumError, checksum_records};
+pub use clock::{Clock, ManualClock};
+pub use config::{
+    AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, RateLimit, RetryAfterStyle,
+    SandboxConfig,
+};
+pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
+pub use secret::Secret;
+pub use server::{Sandbox, SandboxError, SandboxHandle};
+pub use stats::{StatsSnapshot, StreamStats};
+pub use stream::{Stream, UnknownStream};
+pub use vendor::{Hold, Vendor};

@@ -1,0 +1,397 @@
+//! One stream's records, kept in id order with their JSON pre-serialized so a
+//! page response is a concatenation, not a serialization.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use fastrand::Rng;
+use serde_json::{Map, Value};
+
+use super::checksum::{ChecksumError, checksum_maps};
+use super::generate::{self, timestamp};
+use super::mutation::SchemaChange;
+use super::stream::Stream;
+
+const YEAR_SECS: i64 = 365 * 24 * 3600;
+
+pub(crate) struct StoredRecord {
+    pub(crate) created: i64,
+    pub(crate) updated: i64,
+    pub(crate) fields: Map<String, Value>,
+    pub(crate) json: Bytes,
+}
+
+impl StoredRecord {
+    fn new(created: i64, updated: i64, fields: Map<String, Value>) -> Self {
+        let json = serialize(&fields);
+        Self {
+            created,
+            updated,
+            fields,
+            json,
+        }
+    }
+
+    fn refresh(&mut self) {
+        self.json = serialize(&self.fields);
+    }
+
+    fn touch(&mut self, stamp: i64) {
+        self.updated = stamp;
+        self.fields
+            .insert("updated_at".to_owned(), Value::from(timestamp(stamp)));
+    }
+}
+
+fn serialize(fields: &Map<String, Value>) -> Bytes {
+    Bytes::from(serde_json::to_vec(fields).expect("a JSON map always serializes"))
+}
+
+/// An interval of Unix milliseconds; each end optional, inclusive or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    pub(crate) lower: Option<(i64, bool)>,
+    pub(crate) upper: Option<(i64, bool)>,
+}
+
+impl Bounds {
+    fn contains(&self, value: i64) -> bool {
+        let above = match self.lower {
+            Some((bound, true)) => value >= bound,
+            Some((bound, false)) => value > bound,
+            None => true,
+        };
+        let below = match self.upper {
+            Some((bound, true)) => value <= bound,
+            Some((bound, false)) => value < bound,
+            None => true,
+        };
+        above && below
+    }
+
+    /// Narrows to values above `bound`, keeping the tighter of two lower ends.
+    pub(crate) fn above(&mut self, bound: i64, inclusive: bool) {
+        let tighter = match self.lower {
+            Some((old, old_inclusive)) => {
+                bound > old || (bound == old && !inclusive && old_inclusive)
+            }
+            None => true,
+        };
+        if tighter {
+            self.lower = Some((bound, inclusive));
+        }
+    }
+
+    /// Narrows to values below `bound`, keeping the tighter of two upper ends.
+    pub(crate) fn below(&mut self, bound: i64, inclusive: bool) {
+        let tighter = match self.upper {
+            Some((old, old_inclusive)) => {
+                bound < old || (bound == old && !inclusive && old_inclusive)
+            }
+            None => true,
+        };
+        if tighter {
+            self.upper = Some((bound, inclusive));
+        }
+    }
+}
+
+/// Which records a listing returns, by their timestamps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TimeFilter {
+    pub(crate) created: Bounds,
+    pub(crate) updated: Bounds,
+}
+
+impl TimeFilter {
+    fn matches(&self, record: &StoredRecord) -> bool {
+        self.created.contains(record.created * 1000) && self.updated.contains(record.updated * 1000)
+    }
+}
+
+/// One page of a keyset traversal.
+pub(crate) struct Page {
+    pub(crate) records: Vec<Bytes>,
+    /// The id of the last record on the page: the next cursor.
+    pub(crate) last_id: Option<u64>,
+    pub(crate) has_more: bool,
+}
+
+/// The records a traversal has already passed, for changes behind a cursor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Behind {
+    /// Ascending keyset: ids up to and including this one.
+    UpTo(u64),
+    /// Descending keyset: ids from this one up.
+    From(u64),
+    /// Offset paging: the first n records.
+    First(usize),
+}
+
+struct PagingTrigger {
+    pages_left: u32,
+    count: usize,
+}
+
+pub(crate) struct StreamData {
+    stream: Stream,
+    records: BTreeMap<u64, StoredRecord>,
+    next_id: u64,
+    newest_update: i64,
+    population: u64,
+    schema: Vec<SchemaChange>,
+    rng: Rng,
+    trigger: Option<PagingTrigger>,
+    paging_updates: Vec<u64>,
+}
+
+impl StreamData {
+    /// `count` records created over the year before `as_of`, ids ascending
+    /// with creation time, each updated at some point since its creation.
+    pub(crate) fn generate(stream: Stream, count: usize, seed: u64, as_of: i64) -> Self {
+        let mut rng = Rng::with_seed(seed ^ stream.salt());
+        let population = count as u64;
+        let start = as_of - YEAR_SECS;
+        let step = YEAR_SECS / i64::try_from(count.max(1)).unwrap_or(i64::MAX);
+        let mut records = BTreeMap::new();
+        let mut newest_update = start;
+        for index in 0..count {
+            let id = index as u64 + 1;
+            let created = start + step * index as i64 + rng.i64(0..=step.max(1) - 1);
+            let updated = rng.i64(created..as_of.max(created + 1));
+            newest_update = newest_update.max(updated);
+            let fields = generate::record(stream, id, created, updated, population, &mut rng);
+            records.insert(id, StoredRecord::new(created, updated, fields));
+        }
+        Self {
+            stream,
+            records,
+            next_id: population + 1,
+            newest_update,
+            population,
+            schema: Vec::new(),
+            rng: Rng::with_seed(seed.rotate_left(29) ^ stream.salt()),
+            trigger: None,
+            paging_updates: Vec::new(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// A keyset page: records after `after` (below it when descending) that
+    /// match `filter`.
+    pub(crate) fn page(
+        &self,
+        after: Option<u64>,
+        descending: bool,
+        filter: &TimeFilter,
+        limit: usize,
+    ) -> Page {
+        let matching = |(_, record): &(&u64, &StoredRecord)| filter.matches(record);
+        let mut taken: Vec<(u64, Bytes)> = Vec::with_capacity(limit.min(1024) + 1);
+        let mut take = |iter: &mut dyn Iterator<Item = (&u64, &StoredRecord)>| {
+            for (id, record) in iter.filter(matching).take(limit + 1) {
+                taken.push((*id, record.json.clone()));
+            }
+        };
+        if descending {
+            let upper = after.map_or(Bound::Unbounded, Bound::Excluded);
+            take(&mut self.records.range((Bound::Unbounded, upper)).rev());
+        } else {
+            let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+            take(&mut self.records.range((lower, Bound::Unbounded)));
+        }
+        let has_more = taken.len() > limit;
+        taken.truncate(limit);
+        Page {
+            last_id: taken.last().map(|(id, _)| *id),
+            records: taken.into_iter().map(|(_, json)| json).collect(),
+            has_more,
+        }
+    }
+
+    /// How many records match `filter`.
+    pub(crate) fn count(&self, filter: &TimeFilter) -> usize {
+        self.records.values().filter(|r| filter.matches(r)).count()
+    }
+
+    /// Records `offset..offset + limit` in id order, and how many there are.
+    pub(crate) fn offset_page(&self, offset: usize, limit: usize) -> (usize, Vec<Bytes>) {
+        let records = self
+            .records
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(|record| record.json.clone())
+            .collect();
+        (self.records.len(), records)
+    }
+
+    /// Ids after `after`, and whether more follow.
+    pub(crate) fn ids_page(&self, after: Option<u64>, limit: usize) -> (Vec<u64>, bool) {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut ids: Vec<u64> = self
+            .records
+            .range((lower, Bound::Unbounded))
+            .map(|(id, _)| *id)
+            .take(limit + 1)
+            .collect();
+        let has_more = ids.len() > limit;
+        ids.truncate(limit);
+        (ids, has_more)
+    }
+
+    /// The vendor time for a change made at `now`: never at or before an
+    /// earlier change, so whatever changes lands after every cursor taken
+    /// before it.
+    fn stamp(&mut self, now: i64) -> i64 {
+        self.newest_update = now.max(self.newest_update + 1);
+        self.newest_update
+    }
+
+    fn choose(&mut self, candidates: Vec<u64>, count: usize) -> Vec<u64> {
+        let mut candidates = candidates;
+        let count = count.min(candidates.len());
+        for i in 0..count {
+            let j = self.rng.usize(i..candidates.len());
+            candidates.swap(i, j);
+        }
+        candidates.truncate(count);
+        candidates.sort_unstable();
+        candidates
+    }
+
+    fn update_ids(&mut self, ids: &[u64], now: i64) {
+        let stamp = self.stamp(now);
+        let field = generate::volatile_field(self.stream);
+        for id in ids {
+            let value = self.rng.u32(1..1_000_000);
+            if let Some(record) = self.records.get_mut(id) {
+                if record.fields.get(field).is_some_and(Value::is_number) {
+                    record.fields.insert(field.to_owned(), Value::from(value));
+                }
+                record.touch(stamp);
+                record.refresh();
+            }
+        }
+    }
+
+    pub(crate) fn update(&mut self, count: usize, now: i64) -> Vec<u64> {
+        let all = self.records.keys().copied().collect();
+        let ids = self.choose(all, count);
+        self.update_ids(&ids, now);
+        ids
+    }
+
+    pub(crate) fn create(&mut self, count: usize, now: i64) -> Vec<u64> {
+        let stamp = self.stamp(now);
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = self.next_id;
+            self.next_id += 1;
+            let mut fields = generate::record(
+                self.stream,
+                id,
+                stamp,
+                stamp,
+                self.population,
+                &mut self.rng,
+            );
+            for change in &self.schema {
+                change.apply(id, &mut fields);
+            }
+            self.records
+                .insert(id, StoredRecord::new(stamp, stamp, fields));
+            ids.push(id);
+        }
+        ids
+    }
+
+    pub(crate) fn delete(&mut self, count: usize) -> Vec<u64> {
+        let all = self.records.keys().copied().collect();
+        let ids = self.choose(all, count);
+        for id in &ids {
+            self.records.remove(id);
+        }
+        ids
+    }
+
+    /// Applies a checked schema change to every record and remembers it for
+    /// records created later.
+    pub(crate) fn change_schema(
+        &mut self,
+        change: SchemaChange,
+        touch: bool,
+        now: i64,
+    ) -> Result<Vec<u64>, super::mutation::MutationError> {
+        change.check(|field| self.records.values().any(|r| r.fields.contains_key(field)))?;
+        let stamp = if touch { Some(self.stamp(now)) } else { None };
+        let mut changed = Vec::new();
+        for (id, record) in &mut self.records {
+            if change.apply(*id, &mut record.fields) {
+                if let Some(stamp) = stamp {
+                    record.touch(stamp);
+                }
+                record.refresh();
+                changed.push(*id);
+            }
+        }
+        self.schema.push(change);
+        Ok(changed)
+    }
+
+    pub(crate) fn arm_paging_update(&mut self, count: usize, after_pages: u32) {
+        self.trigger = Some(PagingTrigger {
+            pages_left: after_pages,
+            count,
+        });
+    }
+
+    pub(crate) fn is_armed(&self) -> bool {
+        self.trigger.is_some()
+    }
+
+    /// Counts a page request and fires an armed paging update when due and
+    /// there is something behind the cursor to update.
+    pub(crate) fn on_page_request(&mut self, behind: Option<Behind>, now: i64) {
+        let Some(trigger) = &mut self.trigger else {
+            return;
+        };
+        if trigger.pages_left > 0 {
+            trigger.pages_left -= 1;
+            return;
+        }
+        let count = trigger.count;
+        let passed: Vec<u64> = match behind {
+            None => return,
+            Some(Behind::UpTo(id)) => self.records.range(..=id).map(|(id, _)| *id).collect(),
+            Some(Behind::From(id)) => self.records.range(id..).map(|(id, _)| *id).collect(),
+            Some(Behind::First(n)) => self.records.keys().take(n).copied().collect(),
+        };
+        if passed.is_empty() {
+            return;
+        }
+        self.trigger = None;
+        let ids = self.choose(passed, count);
+        self.update_ids(&ids, now);
+        self.paging_updates.extend(ids);
+    }
+
+    pub(crate) fn paging_updates(&self) -> &[u64] {
+        &self.paging_updates
+    }
+
+    pub(crate) fn checksum(&self) -> Result<String, ChecksumError> {
+        checksum_maps(self.records.values().map(|r| &r.fields).enumerate())
+    }
+
+    pub(crate) fn records(&self) -> Vec<Value> {
+        self.records
+            .values()
+            .map(|r| Value::Object(r.fields.clone()))
+            .collect()
+    }
+}

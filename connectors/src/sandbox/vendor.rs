@@ -1,0 +1,274 @@
+//! The vendor's state: records, items, credentials, limits and counters.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use fastrand::Rng;
+use serde_json::Value;
+use tokio::sync::{Semaphore, watch};
+
+use super::api::QueryStore;
+use super::auth::TokenStore;
+use super::config::SandboxConfig;
+use super::items::ItemStore;
+use super::limits::{DailyQuota, TokenBucket};
+use super::mutation::{Mutation, MutationError, MutationOutcome, SchemaChange};
+use super::stats::{Stats, StatsSnapshot, StreamStats};
+use super::store::{Behind, StreamData};
+use super::stream::Stream;
+
+/// In-process access to a running sandbox's data: what the admin HTTP API
+/// does, without HTTP. Cheap to clone; every clone is the same vendor.
+#[derive(Clone)]
+pub struct Vendor {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: SandboxConfig,
+    pub(crate) base_url: String,
+    streams: [RwLock<StreamData>; 3],
+    pub(crate) stats: Stats,
+    items: Mutex<ItemStore>,
+    tokens: Mutex<TokenStore>,
+    queries: QueryStore,
+    pub(crate) bucket: Option<Mutex<TokenBucket>>,
+    pub(crate) quota: Option<Mutex<DailyQuota>>,
+    pub(crate) concurrency: Option<Arc<Semaphore>>,
+    fault_rng: Mutex<Rng>,
+    hold: watch::Sender<bool>,
+    waiting: watch::Sender<usize>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Vendor {
+    /// Generates the data for `config` (already validated).
+    pub(crate) fn new(config: SandboxConfig, base_url: String) -> Self {
+        let now = config.clock.now();
+        let as_of = config.as_of.unwrap_or(now).timestamp();
+        let generate = |stream| {
+            RwLock::new(StreamData::generate(
+                stream,
+                config.records_per_stream,
+                config.seed,
+                as_of,
+            ))
+        };
+        let streams = Stream::ALL.map(generate);
+        let bucket = config.rate_limit.as_ref().map(|limit| {
+            Mutex::new(TokenBucket::new(
+                limit.rate_per_sec,
+                limit.burst,
+                config.clock.elapsed(),
+            ))
+        });
+        let quota = config
+            .daily_quota
+            .map(|total| Mutex::new(DailyQuota::new(total, now.date_naive())));
+        let concurrency = config
+            .max_concurrent
+            .map(|cap| Arc::new(Semaphore::new(cap)));
+        Self {
+            inner: Arc::new(Inner {
+                streams,
+                stats: Stats::default(),
+                items: Mutex::new(ItemStore::default()),
+                tokens: Mutex::new(TokenStore::new(config.seed)),
+                queries: QueryStore::default(),
+                bucket,
+                quota,
+                concurrency,
+                fault_rng: Mutex::new(Rng::with_seed(config.seed ^ 0xfa17)),
+                hold: watch::Sender::new(false),
+                waiting: watch::Sender::new(0),
+                base_url,
+                config,
+            }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    pub(crate) fn read(&self, stream: Stream) -> RwLockReadGuard<'_, StreamData> {
+        self.inner.streams[stream.index()]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self, stream: Stream) -> RwLockWriteGuard<'_, StreamData> {
+        self.inner.streams[stream.index()]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, TokenStore> {
+        lock(&self.inner.tokens)
+    }
+
+    pub(crate) fn queries(&self) -> &QueryStore {
+        &self.inner.queries
+    }
+
+    pub(crate) fn items(&self) -> MutexGuard<'_, ItemStore> {
+        lock(&self.inner.items)
+    }
+
+    /// Draws a number in `[0, 1)` from the fault sequence.
+    pub(crate) fn fault_draw(&self) -> (f64, usize) {
+        let mut rng = lock(&self.inner.fault_rng);
+        (rng.f64(), rng.usize(..usize::MAX))
+    }
+
+    fn now_secs(&self) -> i64 {
+        self.inner.config.clock.now().timestamp()
+    }
+
+    /// Called before each page of a listing is read, with the records the
+    /// traversal has passed; fires an armed
+    /// [`Mutation::UpdateWhilePaging`].
+    pub(crate) fn before_page(&self, stream: Stream, behind: Option<Behind>) {
+        if self.read(stream).is_armed() {
+            let now = self.now_secs();
+            self.write(stream).on_page_request(behind, now);
+        }
+    }
+
+    /// The URL the sandbox is reached at, e.g. `http://127.0.0.1:40123`.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Applies a [`Mutation`] to `stream`.
+    pub fn mutate(
+        &self,
+        stream: Stream,
+        mutation: Mutation,
+    ) -> Result<MutationOutcome, MutationError> {
+        let now = self.now_secs();
+        let mut data = self.write(stream);
+        let ids = match mutation {
+            Mutation::Update { count } => data.update(count, now),
+            Mutation::Create { count } => data.create(count, now),
+            Mutation::Delete { count } => data.delete(count),
+            Mutation::UpdateWhilePaging { count, after_pages } => {
+                data.arm_paging_update(count, after_pages);
+                Vec::new()
+            }
+            Mutation::AddField {
+                field,
+                value,
+                touch,
+            } => data.change_schema(SchemaChange::Add { field, value }, touch, now)?,
+            Mutation::RenameField { from, to, touch } => {
+                data.change_schema(SchemaChange::Rename { from, to }, touch, now)?
+            }
+            Mutation::RemoveField { field, touch } => {
+                data.change_schema(SchemaChange::Remove { field }, touch, now)?
+            }
+            Mutation::ChangeFieldType { field, to, touch } => {
+                data.change_schema(SchemaChange::Retype { field, to }, touch, now)?
+            }
+        };
+        Ok(MutationOutcome {
+            ids: ids.into_iter().map(|id| id.to_string()).collect(),
+        })
+    }
+
+    /// Every live record of `stream`, in id order (numeric).
+    pub fn records(&self, stream: Stream) -> Vec<Value> {
+        self.read(stream).records()
+    }
+
+    /// The checksum of `stream`'s live records (see
+    /// [`checksum`](super::checksum)).
+    pub fn checksum(&self, stream: Stream) -> String {
+        // Records are built by the sandbox with string ids, so this cannot fail.
+        self.read(stream)
+            .checksum()
+            .unwrap_or_else(|error| format!("invalid: {error}"))
+    }
+
+    /// Counters and the current record sets, as `GET /admin/stats` reports.
+    pub fn stats(&self) -> StatsSnapshot {
+        let today = self.inner.config.clock.now().date_naive();
+        let quota_used = self
+            .inner
+            .quota
+            .as_ref()
+            .map(|quota| lock(quota).used(today));
+        let streams = Stream::ALL
+            .into_iter()
+            .map(|stream| {
+                let data = self.read(stream);
+                let stats = StreamStats {
+                    records: data.len(),
+                    checksum: data
+                        .checksum()
+                        .unwrap_or_else(|error| format!("invalid: {error}")),
+                    updated_while_paging: data
+                        .paging_updates()
+                        .iter()
+                        .map(u64::to_string)
+                        .collect(),
+                };
+                (stream.name().to_owned(), stats)
+            })
+            .collect::<BTreeMap<_, _>>();
+        self.inner.stats.snapshot(quota_used, streams)
+    }
+
+    /// Holds every API request that got past authentication and the limits
+    /// until the returned guard is dropped. Tests use it to keep requests in
+    /// flight deterministically (the concurrency cap, shutdown).
+    pub fn hold(&self) -> Hold {
+        self.inner.hold.send_replace(true);
+        Hold {
+            vendor: self.clone(),
+        }
+    }
+
+    /// Waits here while a [`Hold`] is in place.
+    pub(crate) async fn pass_hold(&self) {
+        let mut held = self.inner.hold.subscribe();
+        if !*held.borrow_and_update() {
+            return;
+        }
+        self.inner.waiting.send_modify(|n| *n += 1);
+        let _leave = Waiting(self);
+        // An error means the sender is gone, i.e. the vendor is: stop waiting.
+        let _ = held.wait_for(|held| !*held).await;
+    }
+}
+
+struct Waiting<'a>(&'a Vendor);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.inner.waiting.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Keeps API requests waiting; see [`Vendor::hold`]. Dropping it lets them go.
+pub struct Hold {
+    vendor: Vendor,
+}
+
+impl Hold {
+    /// Resolves once `count` requests are waiting at the hold.
+    pub async fn until_waiting(&self, count: usize) {
+        let mut waiting = self.vendor.inner.waiting.subscribe();
+        // The sender lives as long as the vendor this guard holds.
+        let _ = waiting.wait_for(|n| *n >= count).await;
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.vendor.inner.hold.send_replace(false);
+    }
+}

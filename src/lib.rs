@@ -27,6 +27,11 @@
 
 pub mod cli;
 
+/// The README's examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use cairn_connectors as connectors;
 pub use cairn_runner::*;
 pub use cairn_workflows as workflows;

@@ -15,7 +15,10 @@ fn assert_clean_error(output: &std::process::Output, code: i32, needle: &str) {
     let err = stderr(output);
     assert_eq!(output.status.code(), Some(code), "stderr: {err}");
     assert!(err.contains(needle), "expected `{needle}` in: {err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "not a clean error: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "not a clean error: {err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
@@ -23,14 +26,26 @@ fn assert_clean_error(output: &std::process::Output, code: i32, needle: &str) {
 fn bad_input_exits_2_with_a_message_that_says_what() {
     let url = "postgres://postgres@127.0.0.1:1/none";
     assert_clean_error(&run(url, &["start", "nope"]), 2, "unknown workflow `nope`");
-    assert_clean_error(&run(url, &["start", "tour", "--input", "{bad"]), 2, "--input is not valid JSON");
+    assert_clean_error(
+        &run(url, &["start", "tour", "--input", "{bad"]),
+        2,
+        "--input is not valid JSON",
+    );
     assert_clean_error(
         &run(url, &["start", "tour", "--input", r#"{"visitor": 5}"#]),
         2,
         "invalid input for workflow `tour`",
     );
-    assert_clean_error(&run(url, &["runs", "show", "not-a-uuid"]), 2, "is not a run id");
-    assert_clean_error(&run("mysql://x", &["runs", "list"]), 2, "must be a PostgreSQL URL");
+    assert_clean_error(
+        &run(url, &["runs", "show", "not-a-uuid"]),
+        2,
+        "is not a run id",
+    );
+    assert_clean_error(
+        &run("mysql://x", &["runs", "list"]),
+        2,
+        "must be a PostgreSQL URL",
+    );
     let missing = cairn()
         .env_remove("DATABASE_URL")
         .args(["runs", "list"])
@@ -43,7 +58,10 @@ fn bad_input_exits_2_with_a_message_that_says_what() {
 
 #[test]
 fn an_unreachable_database_exits_1_without_leaking_the_password() {
-    let output = run("postgres://postgres:s3cret-pw@127.0.0.1:1/none", &["runs", "list"]);
+    let output = run(
+        "postgres://postgres:s3cret-pw@127.0.0.1:1/none",
+        &["runs", "list"],
+    );
     assert_clean_error(&output, 1, "cannot connect to PostgreSQL at 127.0.0.1:1");
     assert!(!stderr(&output).contains("s3cret-pw"));
 }
@@ -57,7 +75,10 @@ async fn start_wait_runs_show_and_cancel_through_the_binary() {
 
     let worker = WorkerProcess::spawn(&url, &["--concurrency", "4"]);
     let input = r#"{"visitor": "cli", "sleep_ms": 300, "flaky_failures": 1}"#;
-    let waited = run(&url, &["start", "tour", "--input", input, "--wait", "--json"]);
+    let waited = run(
+        &url,
+        &["start", "tour", "--input", input, "--wait", "--json"],
+    );
     assert_eq!(waited.status.code(), Some(0), "{}", stderr(&waited));
     let run_doc: Value = serde_json::from_slice(&waited.stdout).expect("one JSON document");
     assert_eq!(run_doc["status"], "completed");
@@ -65,7 +86,16 @@ async fn start_wait_runs_show_and_cancel_through_the_binary() {
     assert_eq!(run_doc["output"]["flaky_succeeded_on"], 2);
     let steps = run_doc["steps"].as_array().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["greet", "count runs", "record visit", "sleep", "call flaky service"]);
+    assert_eq!(
+        names,
+        [
+            "greet",
+            "count runs",
+            "record visit",
+            "sleep",
+            "call flaky service"
+        ]
+    );
     assert_eq!(steps[4]["attempts"], 2);
     assert!(steps[4]["duration_ms"].is_number());
     let id = run_doc["id"].as_str().unwrap().to_owned();
@@ -76,33 +106,59 @@ async fn start_wait_runs_show_and_cancel_through_the_binary() {
     assert_eq!(shown["id"], id.as_str());
     let human = run(&url, &["runs", "show", &id]);
     let human = String::from_utf8_lossy(&human.stdout);
-    assert!(human.contains("call flaky service") && human.contains("completed"), "{human}");
+    assert!(
+        human.contains("call flaky service") && human.contains("completed"),
+        "{human}"
+    );
 
     let listed = run(&url, &["runs", "list", "--json", "--status", "completed"]);
     let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert!(listed.as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
 
     let again = run(&url, &["runs", "cancel", &id]);
     assert_clean_error(&again, 1, "has already ended");
 
-    let key = ["start", "tour", "--input", r#"{"sleep_ms": 600000}"#, "--idempotency-key", "k1", "--json"];
+    let key = [
+        "start",
+        "tour",
+        "--input",
+        r#"{"sleep_ms": 600000}"#,
+        "--idempotency-key",
+        "k1",
+        "--json",
+    ];
     let first: Value = serde_json::from_slice(&run(&url, &key).stdout).unwrap();
     let second: Value = serde_json::from_slice(&run(&url, &key).stdout).unwrap();
     assert_eq!(first["run_id"], second["run_id"]);
-    assert_eq!((first["created"].as_bool(), second["created"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(
+        (first["created"].as_bool(), second["created"].as_bool()),
+        (Some(true), Some(false))
+    );
     let sleeper = first["run_id"].as_str().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let doc: Value = serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout).unwrap();
+        let doc: Value =
+            serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout)
+                .unwrap();
         if doc["status"] == "sleeping" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the run never went to sleep: {doc}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never went to sleep: {doc}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let cancelled = run(&url, &["runs", "cancel", sleeper]);
     assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
-    let doc: Value = serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout).unwrap();
+    let doc: Value =
+        serde_json::from_slice(&run(&url, &["runs", "show", sleeper, "--json"]).stdout).unwrap();
     assert_eq!(doc["status"], "cancelled");
     assert_eq!(worker.terminate(), Some(0));
 }

@@ -35,7 +35,10 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
         if done >= 12 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the first worker made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     first.kill();
@@ -50,18 +53,33 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
         .filter(|s| s.status == StepStatus::Completed && s.position > 0)
         .map(|s| s.position)
         .collect();
-    assert!(checkpointed.len() < STEPS as usize, "the kill landed before the end");
+    assert!(
+        checkpointed.len() < STEPS as usize,
+        "the kill landed before the end"
+    );
 
     let second = WorkerProcess::spawn(&db.url(), &[]);
     let done = client
         .wait(run.run_id, Some(Duration::from_secs(90)))
         .await
         .unwrap();
-    assert_eq!(second.terminate(), Some(0), "SIGTERM stops a worker cleanly");
+    assert_eq!(
+        second.terminate(),
+        Some(0),
+        "SIGTERM stops a worker cleanly"
+    );
 
-    assert_eq!(done.summary.status, RunStatus::Completed, "{:?}", done.error);
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
     assert_eq!(done.output, Some(json!({ "steps": STEPS })));
-    assert_eq!(done.summary.claims, 2, "claimed by the first worker, then the second");
+    assert_eq!(
+        done.summary.claims, 2,
+        "claimed by the first worker, then the second"
+    );
 
     let rows: Vec<(i32, String, i64)> = sqlx::query_as(
         "SELECT step, kind, count(*) FROM public.cairn_ledger WHERE run_id = $1
@@ -71,8 +89,10 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
     .fetch_all(db.pool())
     .await
     .unwrap();
-    let executions: HashMap<i32, (String, i64)> =
-        rows.into_iter().map(|(step, kind, n)| (step, (kind, n))).collect();
+    let executions: HashMap<i32, (String, i64)> = rows
+        .into_iter()
+        .map(|(step, kind, n)| (step, (kind, n)))
+        .collect();
     for step in 1..=STEPS {
         let (kind, n) = executions
             .get(&step)
@@ -80,11 +100,17 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
         if kind == "transaction" {
             assert_eq!(*n, 1, "transactional step {step} took effect {n} times");
         } else if checkpointed.contains(&step) {
-            assert_eq!(*n, 1, "step {step} was checkpointed before the kill yet ran {n} times");
+            assert_eq!(
+                *n, 1,
+                "step {step} was checkpointed before the kill yet ran {n} times"
+            );
         } else {
             assert!(*n <= 2, "step {step} ran {n} times");
         }
     }
     let repeated = executions.values().filter(|(_, n)| *n > 1).count();
-    assert!(repeated <= 1, "only the step in flight at the kill may run twice");
+    assert!(
+        repeated <= 1,
+        "only the step in flight at the kill may run twice"
+    );
 }

@@ -259,7 +259,8 @@ impl Context {
                 Some(at) if at > self.run.claimed_at => {
                     // Claimed before the timer fired (a released run): park again.
                     let step = self.sleep_write(position, name, &record.started_at);
-                    self.park::<()>(RunStatus::Sleeping, WakeAt::At(at), &step).await;
+                    self.park::<()>(RunStatus::Sleeping, WakeAt::At(at), &step)
+                        .await;
                 }
                 _ => return,
             }
@@ -291,7 +292,12 @@ impl Context {
         }
     }
 
-    async fn run_step<T, F, Fut>(&self, name: String, policy: RetryPolicy, mut f: F) -> Result<T, Error>
+    async fn run_step<T, F, Fut>(
+        &self,
+        name: String,
+        policy: RetryPolicy,
+        mut f: F,
+    ) -> Result<T, Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut() -> Fut,
@@ -512,7 +518,8 @@ impl Context {
                 write.attempts = progress.attempts;
                 write.throttled = progress.throttled;
                 warn!(%until, error = %message, "rate limited; parking the run");
-                self.park(RunStatus::Parked, WakeAt::At(until), &write).await
+                self.park(RunStatus::Parked, WakeAt::At(until), &write)
+                    .await
             }
             crate::ErrorClass::Transient if progress.attempts < policy.max_attempts as i32 => {
                 let delay = policy.delay(progress.attempts as u32);
@@ -778,12 +785,16 @@ impl std::ops::Deref for TxConn<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        self.guard.as_ref().expect("checked when the guard was made")
+        self.guard
+            .as_ref()
+            .expect("checked when the guard was made")
     }
 }
 
 impl std::ops::DerefMut for TxConn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.guard.as_mut().expect("checked when the guard was made")
+        self.guard
+            .as_mut()
+            .expect("checked when the guard was made")
     }
 }

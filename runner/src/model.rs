@@ -73,7 +73,9 @@ impl fmt::Display for RunStatus {
 
 /// A status name that is not one of [`RunStatus::ALL`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown run status `{0}`; expected one of: pending, running, sleeping, parked, retrying, completed, failed, cancelled")]
+#[error(
+    "unknown run status `{0}`; expected one of: pending, running, sleeping, parked, retrying, completed, failed, cancelled"
+)]
 pub struct UnknownStatus(String);
 
 impl FromStr for RunStatus {

@@ -75,7 +75,8 @@ mod tests {
 
     #[test]
     fn ceiling_grows_exponentially_then_caps() {
-        let policy = RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
+        let policy =
+            RetryPolicy::default().backoff(Duration::from_millis(100), Duration::from_secs(1));
         assert_eq!(policy.ceiling(1), Duration::from_millis(100));
         assert_eq!(policy.ceiling(2), Duration::from_millis(200));
         assert_eq!(policy.ceiling(4), Duration::from_millis(800));

@@ -159,7 +159,7 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
-        let rows: Vec<(RunId, i64, String, Value, bool, i32, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<ClaimRow> = sqlx::query_as(
             "WITH picked AS (
                  SELECT id FROM (
                      (SELECT id, wake_at FROM cairn.runs
@@ -185,7 +185,8 @@ impl Store {
                     lease_expires_at = now() + make_interval(secs => $5), claims = r.claims + 1,
                     started_at = coalesce(r.started_at, now()), updated_at = now()
                FROM locked WHERE r.id = locked.id
-             RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims, now()",
+             RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims,
+                       now() AS claimed_at",
         )
         .bind(queue)
         .bind(workflows)
@@ -197,8 +198,8 @@ impl Store {
 
         let resumed: Vec<RunId> = rows
             .iter()
-            .filter(|row| row.5 > 1)
-            .map(|row| row.0)
+            .filter(|row| row.claims > 1)
+            .map(|row| row.id)
             .collect();
         let mut history = if resumed.is_empty() {
             Vec::new()
@@ -215,19 +216,19 @@ impl Store {
 
         Ok(rows
             .into_iter()
-            .map(|(id, epoch, workflow, input, cancel_requested, _, claimed_at)| {
-                let mine: Vec<StepRecord> = history
-                    .extract_if(.., |row| row.run_id == id)
-                    .map(|row| row.step)
-                    .collect();
-                ClaimedRun {
-                    lease: Lease { run_id: id, epoch },
-                    workflow,
-                    input,
-                    cancel_requested,
-                    claimed_at,
-                    history: mine,
-                }
+            .map(|row| ClaimedRun {
+                lease: Lease {
+                    run_id: row.id,
+                    epoch: row.lease_epoch,
+                },
+                history: history
+                    .extract_if(.., |step| step.run_id == row.id)
+                    .map(|step| step.step)
+                    .collect(),
+                workflow: row.workflow,
+                input: row.input,
+                cancel_requested: row.cancel_requested,
+                claimed_at: row.claimed_at,
             })
             .collect())
     }
@@ -527,6 +528,17 @@ const PARK_SQL: &str = "
          WHERE s.status <> 'completed'
     )
     SELECT wake_at FROM parked";
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    id: RunId,
+    lease_epoch: i64,
+    workflow: String,
+    input: Value,
+    cancel_requested: bool,
+    claims: i32,
+    claimed_at: DateTime<Utc>,
+}
 
 #[derive(sqlx::FromRow)]
 struct HistoryRow {

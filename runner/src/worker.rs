@@ -134,8 +134,12 @@ impl Worker {
 
         let mut background = JoinSet::new();
         background.spawn(
-            listen(self.store.pool().clone(), config.queue.clone(), Arc::clone(&wake))
-                .instrument(span.clone()),
+            listen(
+                self.store.pool().clone(),
+                config.queue.clone(),
+                Arc::clone(&wake),
+            )
+            .instrument(span.clone()),
         );
         background.spawn(
             heartbeat(self.store.clone(), Arc::clone(&active), config.lease)
@@ -182,7 +186,9 @@ impl Worker {
             let got = claimed.len();
             for run in claimed {
                 let permit = permits.pop().expect("one permit per claimed run");
-                self.spawn_run(&mut runs, run, permit, &settings, &active, &next_wake, &span);
+                self.spawn_run(
+                    &mut runs, run, permit, &settings, &active, &next_wake, &span,
+                );
             }
             drop(permits);
             while runs.try_join_next().is_some() {}
@@ -240,7 +246,8 @@ impl Worker {
         worker_span: &tracing::Span,
     ) {
         let run_id = run.lease.run_id;
-        let span = info_span!(parent: worker_span, "run", run_id = %run_id, workflow = %run.workflow);
+        let span =
+            info_span!(parent: worker_span, "run", run_id = %run_id, workflow = %run.workflow);
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let ctx = Context::new(
@@ -290,11 +297,7 @@ enum Ending {
     Halted(Halt),
 }
 
-async fn execute(
-    ctx: Context,
-    runner: Arc<crate::registry::RunFn>,
-    input: Value,
-) -> Ending {
+async fn execute(ctx: Context, runner: Arc<crate::registry::RunFn>, input: Value) -> Ending {
     let state = Arc::clone(ctx.state());
     let workflow = AssertUnwindSafe(runner(ctx, input)).catch_unwind();
     tokio::select! {

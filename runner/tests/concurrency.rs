@@ -83,15 +83,26 @@ async fn four_workers_share_two_hundred_runs_without_overlap() {
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
     for _ in 0..RUNS {
-        client.start("three", &(), &StartOptions::default()).await.unwrap();
+        client
+            .start("three", &(), &StartOptions::default())
+            .await
+            .unwrap();
     }
     let mut workers = Vec::new();
     for _ in 0..4 {
         let pool = db.new_pool(10).await;
-        workers.push(RunningWorker::start(pool, Arc::clone(&registry), fast_config(8)));
+        workers.push(RunningWorker::start(
+            pool,
+            Arc::clone(&registry),
+            fast_config(8),
+        ));
     }
     eventually("all runs to complete", Duration::from_secs(120), || async {
-        let done = client.list(Some(RunStatus::Completed), 1_000).await.unwrap().len();
+        let done = client
+            .list(Some(RunStatus::Completed), 1_000)
+            .await
+            .unwrap()
+            .len();
         (done == RUNS).then_some(())
     })
     .await;
@@ -99,22 +110,35 @@ async fn four_workers_share_two_hundred_runs_without_overlap() {
         worker.shutdown().await;
     }
 
-    assert_eq!(exclusive.overlaps.load(Ordering::Relaxed), 0, "a run ran on two workers at once");
-    assert_eq!(exclusive.executions.load(Ordering::Relaxed), RUNS * 3, "every step ran exactly once");
+    assert_eq!(
+        exclusive.overlaps.load(Ordering::Relaxed),
+        0,
+        "a run ran on two workers at once"
+    );
+    assert_eq!(
+        exclusive.executions.load(Ordering::Relaxed),
+        RUNS * 3,
+        "every step ran exactly once"
+    );
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT run_id) FROM effects")
             .fetch_one(db.pool())
             .await
             .unwrap();
-    assert_eq!((rows, distinct), (RUNS as i64, RUNS as i64), "each effect exactly once");
+    assert_eq!(
+        (rows, distinct),
+        (RUNS as i64, RUNS as i64),
+        "each effect exactly once"
+    );
     let claims: i64 = sqlx::query_scalar("SELECT sum(claims) FROM cairn.runs")
         .fetch_one(db.pool())
         .await
         .unwrap();
     assert_eq!(claims, RUNS as i64, "no run was claimed twice");
-    let workers_used: i64 = sqlx::query_scalar("SELECT count(DISTINCT lease_owner) FROM cairn.runs")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let workers_used: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT lease_owner) FROM cairn.runs")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert_eq!(workers_used, 0, "leases are cleared when runs finish");
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_runner::store::{Fenced, Lease, StepWrite, Store};
-use cairn_runner::{
-    Client, Context, Registry, RunStatus, StartOptions, StepKind, StepStatus,
-};
+use cairn_runner::{Client, Context, Registry, RunStatus, StartOptions, StepKind, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
 use common::{RunningWorker, eventually, fast_config, finished};
@@ -31,55 +29,87 @@ fn write(position: i32) -> StepWrite<'static> {
 }
 
 async fn expire(store: &Store, lease: Lease) {
-    sqlx::query("UPDATE cairn.runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
-        .bind(lease.run_id)
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE cairn.runs SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind(lease.run_id)
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
 async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool().clone());
-    let (run_id, _) = store.start("wf", "default", &json!(null), None).await.unwrap();
+    let (run_id, _) = store
+        .start("wf", "default", &json!(null), None)
+        .await
+        .unwrap();
     let workflows = vec!["wf".to_owned()];
     let lease = Duration::from_secs(30);
 
-    let a = store.claim("default", &workflows, 10, "a", lease).await.unwrap();
+    let a = store
+        .claim("default", &workflows, 10, "a", lease)
+        .await
+        .unwrap();
     assert_eq!(a.len(), 1);
     let a = a[0].lease;
     assert_eq!(
         Store::write_step(store.pool(), a, &write(0)).await.unwrap(),
         Fenced::Held(false)
     );
-    let nobody = store.claim("default", &workflows, 10, "b", lease).await.unwrap();
+    let nobody = store
+        .claim("default", &workflows, 10, "b", lease)
+        .await
+        .unwrap();
     assert!(nobody.is_empty(), "a held lease is not claimable");
 
     // Expired but not yet taken over: the worker has lost the right to write.
     expire(&store, a).await;
-    assert_eq!(Store::write_step(store.pool(), a, &write(1)).await.unwrap(), Fenced::Lost);
-    assert!(store.heartbeat(&[a], lease).await.unwrap().is_empty(), "an expired lease is not renewed");
+    assert_eq!(
+        Store::write_step(store.pool(), a, &write(1)).await.unwrap(),
+        Fenced::Lost
+    );
+    assert!(
+        store.heartbeat(&[a], lease).await.unwrap().is_empty(),
+        "an expired lease is not renewed"
+    );
 
-    let b = store.claim("default", &workflows, 10, "b", lease).await.unwrap();
+    let b = store
+        .claim("default", &workflows, 10, "b", lease)
+        .await
+        .unwrap();
     assert_eq!(b.len(), 1, "an expired lease is claimable");
     let b = b[0].lease;
     assert_eq!(b.epoch, a.epoch + 1);
     assert_eq!(b.run_id, run_id);
 
     // Taken over: every kind of write by the old holder is refused.
-    assert_eq!(Store::write_step(store.pool(), a, &write(1)).await.unwrap(), Fenced::Lost);
     assert_eq!(
-        store.finish(a, RunStatus::Completed, Some(&json!("zombie")), None).await.unwrap(),
+        Store::write_step(store.pool(), a, &write(1)).await.unwrap(),
+        Fenced::Lost
+    );
+    assert_eq!(
+        store
+            .finish(a, RunStatus::Completed, Some(&json!("zombie")), None)
+            .await
+            .unwrap(),
         Fenced::Lost
     );
     assert_eq!(store.release(&[a], "default").await.unwrap(), 0);
     assert!(store.heartbeat(&[a], lease).await.unwrap().is_empty());
 
     // The new holder writes normally.
-    assert_eq!(Store::write_step(store.pool(), b, &write(1)).await.unwrap(), Fenced::Held(false));
     assert_eq!(
-        store.finish(b, RunStatus::Completed, Some(&json!("done")), None).await.unwrap(),
+        Store::write_step(store.pool(), b, &write(1)).await.unwrap(),
+        Fenced::Held(false)
+    );
+    assert_eq!(
+        store
+            .finish(b, RunStatus::Completed, Some(&json!("done")), None)
+            .await
+            .unwrap(),
         Fenced::Held(())
     );
     let run = store.show(run_id).await.unwrap();
@@ -115,18 +145,25 @@ async fn a_transactional_step_that_lost_its_lease_rolls_back_its_writes() {
     });
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let started = client.start("takeover", &(), &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("takeover", &(), &StartOptions::default())
+        .await
+        .unwrap();
     let worker = RunningWorker::start(db.pool().clone(), registry, fast_config(1));
 
-    let run = eventually("the worker to give the run up", Duration::from_secs(20), || async {
-        let run = client.show(started.run_id).await.unwrap();
-        let epoch: i64 = sqlx::query_scalar("SELECT lease_epoch FROM cairn.runs WHERE id = $1")
-            .bind(started.run_id)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-        (epoch == 2).then_some(run)
-    })
+    let run = eventually(
+        "the worker to give the run up",
+        Duration::from_secs(20),
+        || async {
+            let run = client.show(started.run_id).await.unwrap();
+            let epoch: i64 = sqlx::query_scalar("SELECT lease_epoch FROM cairn.runs WHERE id = $1")
+                .bind(started.run_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            (epoch == 2).then_some(run)
+        },
+    )
     .await;
     worker.shutdown().await;
 
@@ -136,8 +173,15 @@ async fn a_transactional_step_that_lost_its_lease_rolls_back_its_writes() {
         .unwrap();
     assert_eq!(effects, 0, "the fenced-out transaction was rolled back");
     let run_after = client.show(started.run_id).await.unwrap();
-    assert!(run_after.steps.is_empty(), "no checkpoint from the old holder");
-    assert_eq!(run_after.summary.status, RunStatus::Running, "left to its new owner");
+    assert!(
+        run_after.steps.is_empty(),
+        "no checkpoint from the old holder"
+    );
+    assert_eq!(
+        run_after.summary.status,
+        RunStatus::Running,
+        "left to its new owner"
+    );
     assert_eq!(run.summary.claims, 1);
 }
 
@@ -167,7 +211,10 @@ async fn transactional_steps_commit_their_effect_exactly_once() {
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
     let worker = RunningWorker::start(db.pool().clone(), registry, fast_config(2));
-    let started = client.start("once", &7, &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("once", &7, &StartOptions::default())
+        .await
+        .unwrap();
     let run = finished(&client, started.run_id).await;
     worker.shutdown().await;
     assert_eq!(run.summary.status, RunStatus::Completed);

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_runner::{
-    Client, Context, Error, ErrorClass, Registry, RetryPolicy, RunStatus, StartOptions,
-    StepKind, StepStatus,
+    Client, Context, Error, ErrorClass, Registry, RetryPolicy, RunStatus, StartOptions, StepKind,
+    StepStatus,
 };
 use cairn_testkit::TestDb;
 use chrono::Utc;
@@ -51,8 +51,18 @@ async fn completed_steps_are_not_run_again_after_a_crash() {
             let counts = counts.clone();
             let gate = Arc::clone(&gate);
             async move {
-                let a: u32 = ctx.step("a", || async { counts.hit("a"); Ok(n + 1) }).await?;
-                let b: u32 = ctx.step("b", || async { counts.hit("b"); Ok(a * 10) }).await?;
+                let a: u32 = ctx
+                    .step("a", || async {
+                        counts.hit("a");
+                        Ok(n + 1)
+                    })
+                    .await?;
+                let b: u32 = ctx
+                    .step("b", || async {
+                        counts.hit("b");
+                        Ok(a * 10)
+                    })
+                    .await?;
                 let c: u32 = ctx
                     .step("c", || async {
                         // The first execution hangs as if its worker froze mid-step.
@@ -68,7 +78,10 @@ async fn completed_steps_are_not_run_again_after_a_crash() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let run = client.start("three", &1, &StartOptions::default()).await.unwrap();
+    let run = client
+        .start("three", &1, &StartOptions::default())
+        .await
+        .unwrap();
 
     let first = RunningWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
     eventually("step c to start", Duration::from_secs(20), || async {
@@ -83,12 +96,24 @@ async fn completed_steps_are_not_run_again_after_a_crash() {
 
     assert_eq!(done.summary.status, RunStatus::Completed);
     assert_eq!(done.output, Some(json!(21)));
-    assert_eq!((counts.get("a"), counts.get("b")), (1, 1), "completed steps re-ran");
-    assert_eq!(counts.get("c"), 2, "the step in flight runs again (at-least-once)");
+    assert_eq!(
+        (counts.get("a"), counts.get("b")),
+        (1, 1),
+        "completed steps re-ran"
+    );
+    assert_eq!(
+        counts.get("c"),
+        2,
+        "the step in flight runs again (at-least-once)"
+    );
     assert_eq!(done.summary.claims, 2);
     let names: Vec<&str> = done.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["a", "b", "c"]);
-    assert!(done.steps.iter().all(|s| s.status == StepStatus::Completed && s.attempts == 1));
+    assert!(
+        done.steps
+            .iter()
+            .all(|s| s.status == StepStatus::Completed && s.attempts == 1)
+    );
 }
 
 #[tokio::test]
@@ -120,22 +145,34 @@ async fn transient_errors_are_retried_with_backoff_then_fail_for_good() {
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
 
-    let recovers = client.start("flaky", &2, &StartOptions::default()).await.unwrap();
+    let recovers = client
+        .start("flaky", &2, &StartOptions::default())
+        .await
+        .unwrap();
     let run = finished(&client, recovers.run_id).await;
     assert_eq!(run.summary.status, RunStatus::Completed);
     assert_eq!(run.output, Some(json!(3)));
     assert_eq!(run.steps[0].attempts, 3);
     assert_eq!(run.steps[0].status, StepStatus::Completed);
 
-    let hopeless = client.start("flaky", &100, &StartOptions::default()).await.unwrap();
+    let hopeless = client
+        .start("flaky", &100, &StartOptions::default())
+        .await
+        .unwrap();
     let run = finished(&client, hopeless.run_id).await;
     worker.shutdown().await;
     assert_eq!(run.summary.status, RunStatus::Failed);
     assert_eq!(run.steps[0].attempts, 4, "exactly max_attempts attempts");
     assert_eq!(run.steps[0].status, StepStatus::Failed);
-    assert_eq!(run.steps[0].last_error.as_deref(), Some("service unavailable #7"));
+    assert_eq!(
+        run.steps[0].last_error.as_deref(),
+        Some("service unavailable #7")
+    );
     let error = run.error.expect("a failed run records its error");
-    assert_eq!(error["class"], "permanent", "exhausted retries are permanent: {error}");
+    assert_eq!(
+        error["class"], "permanent",
+        "exhausted retries are permanent: {error}"
+    );
     assert_eq!(error["message"], "service unavailable #7");
 }
 
@@ -151,7 +188,9 @@ async fn permanent_errors_are_not_retried() {
             async move {
                 ctx.step("validate", || async {
                     counts.hit("validate");
-                    Err::<(), _>(Error::permanent("field `email` is required").with_category("validation"))
+                    Err::<(), _>(
+                        Error::permanent("field `email` is required").with_category("validation"),
+                    )
                 })
                 .await
             }
@@ -160,7 +199,10 @@ async fn permanent_errors_are_not_retried() {
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
-    let started = client.start("bad", &(), &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("bad", &(), &StartOptions::default())
+        .await
+        .unwrap();
     let run = finished(&client, started.run_id).await;
     worker.shutdown().await;
     assert_eq!(counts.get("validate"), 1);
@@ -199,14 +241,26 @@ async fn a_rate_limited_step_parks_the_run_without_holding_a_worker() {
     // One slot: if the parked run held it, `quick` could not run meanwhile.
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
 
-    let throttled = client.start("throttled", &3_000, &StartOptions::default()).await.unwrap();
+    let throttled = client
+        .start("throttled", &3_000, &StartOptions::default())
+        .await
+        .unwrap();
     let parked = reaches(&client, throttled.run_id, RunStatus::Parked).await;
     assert!(parked.lease_owner.is_none(), "a parked run holds no lease");
-    assert!(parked.summary.wake_at > Utc::now(), "it wakes at the rate limit's end");
+    assert!(
+        parked.summary.wake_at > Utc::now(),
+        "it wakes at the rate limit's end"
+    );
     assert_eq!(parked.steps[0].throttled, 1);
-    assert_eq!(parked.steps[0].attempts, 0, "throttling does not use up attempts");
+    assert_eq!(
+        parked.steps[0].attempts, 0,
+        "throttling does not use up attempts"
+    );
 
-    let quick = client.start("quick", &(), &StartOptions::default()).await.unwrap();
+    let quick = client
+        .start("quick", &(), &StartOptions::default())
+        .await
+        .unwrap();
     let quick = finished(&client, quick.run_id).await;
     assert_eq!(quick.summary.status, RunStatus::Completed);
     assert_eq!(
@@ -233,9 +287,17 @@ async fn durable_sleep_parks_the_run_and_resumes_after_it() {
         registry.register("nap", move |ctx: Context, ms: u64| {
             let counts = counts.clone();
             async move {
-                ctx.step("before", || async { counts.hit("before"); Ok(()) }).await?;
+                ctx.step("before", || async {
+                    counts.hit("before");
+                    Ok(())
+                })
+                .await?;
                 ctx.sleep(Duration::from_millis(ms)).await;
-                ctx.step("after", || async { counts.hit("after"); Ok(()) }).await?;
+                ctx.step("after", || async {
+                    counts.hit("after");
+                    Ok(())
+                })
+                .await?;
                 Ok(())
             }
         });
@@ -243,7 +305,10 @@ async fn durable_sleep_parks_the_run_and_resumes_after_it() {
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
-    let started = client.start("nap", &1_500, &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("nap", &1_500, &StartOptions::default())
+        .await
+        .unwrap();
     let sleeping = reaches(&client, started.run_id, RunStatus::Sleeping).await;
     assert!(sleeping.lease_owner.is_none());
     assert_eq!(sleeping.steps.last().unwrap().kind, StepKind::Sleep);
@@ -256,9 +321,15 @@ async fn durable_sleep_parks_the_run_and_resumes_after_it() {
     worker.shutdown().await;
     assert_eq!(done.summary.status, RunStatus::Completed);
     assert_eq!((counts.get("before"), counts.get("after")), (1, 1));
-    assert_eq!(done.summary.claims, 2, "claimed once before and once after the timer");
+    assert_eq!(
+        done.summary.claims, 2,
+        "claimed once before and once after the timer"
+    );
     let slept = done.summary.finished_at.unwrap() - sleeping.steps[0].started_at;
-    assert!(slept >= chrono::Duration::milliseconds(1_500), "woke after {slept}");
+    assert!(
+        slept >= chrono::Duration::milliseconds(1_500),
+        "woke after {slept}"
+    );
 }
 
 #[tokio::test]
@@ -288,12 +359,25 @@ async fn unknown_workflows_and_bad_inputs_are_refused_before_a_run_exists() {
     registry.register("typed", |_: Context, n: u32| async move { Ok(n) });
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let err = client.start("nope", &(), &StartOptions::default()).await.unwrap_err();
+    let err = client
+        .start("nope", &(), &StartOptions::default())
+        .await
+        .unwrap_err();
     assert!(err.is_bad_input());
     assert!(err.to_string().contains("unknown workflow `nope`"), "{err}");
-    assert!(err.to_string().contains("typed"), "names the known workflows: {err}");
-    let err = client.start("typed", &"seven", &StartOptions::default()).await.unwrap_err();
-    assert!(err.to_string().contains("invalid input for workflow `typed`"), "{err}");
+    assert!(
+        err.to_string().contains("typed"),
+        "names the known workflows: {err}"
+    );
+    let err = client
+        .start("typed", &"seven", &StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("invalid input for workflow `typed`"),
+        "{err}"
+    );
     assert!(client.list(None, 10).await.unwrap().is_empty());
 }
 
@@ -326,7 +410,10 @@ async fn a_changed_step_name_fails_the_run_with_a_non_determinism_error() {
     });
     let (v1, v2) = (Arc::new(v1), Arc::new(v2));
     let client = client(&db, &v1);
-    let started = client.start("evolving", &(), &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("evolving", &(), &StartOptions::default())
+        .await
+        .unwrap();
     let old = RunningWorker::start(db.new_pool(4).await, v1, fast_config(1));
     reached.notified().await;
     old.kill().await;
@@ -338,7 +425,10 @@ async fn a_changed_step_name_fails_the_run_with_a_non_determinism_error() {
     let error = run.error.unwrap();
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("non-determinism"), "{message}");
-    assert!(message.contains("`fetch contacts`") && message.contains("`fetch companies`"), "{message}");
+    assert!(
+        message.contains("`fetch contacts`") && message.contains("`fetch companies`"),
+        "{message}"
+    );
     assert_eq!(error["category"], "non_determinism");
 }
 
@@ -361,7 +451,11 @@ async fn cancellation_stops_a_run_at_the_next_step_boundary() {
                     Ok(())
                 })
                 .await?;
-                ctx.step("second", || async { counts.hit("second"); Ok(()) }).await?;
+                ctx.step("second", || async {
+                    counts.hit("second");
+                    Ok(())
+                })
+                .await?;
                 Ok(())
             }
         });
@@ -374,21 +468,39 @@ async fn cancellation_stops_a_run_at_the_next_step_boundary() {
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
 
-    let running = client.start("long", &(), &StartOptions::default()).await.unwrap();
-    eventually("the first step to start", Duration::from_secs(20), || async {
-        (counts.get("first") == 1).then_some(())
-    })
+    let running = client
+        .start("long", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    eventually(
+        "the first step to start",
+        Duration::from_secs(20),
+        || async { (counts.get("first") == 1).then_some(()) },
+    )
     .await;
-    assert_eq!(client.cancel(running.run_id).await.unwrap(), RunStatus::Running);
+    assert_eq!(
+        client.cancel(running.run_id).await.unwrap(),
+        RunStatus::Running
+    );
     gate.notify_one();
     let run = finished(&client, running.run_id).await;
     assert_eq!(run.summary.status, RunStatus::Cancelled);
     assert_eq!(counts.get("second"), 0, "no step starts after cancellation");
-    assert_eq!(run.steps.len(), 1, "the step in flight completed and was checkpointed");
+    assert_eq!(
+        run.steps.len(),
+        1,
+        "the step in flight completed and was checkpointed"
+    );
 
-    let sleeping = client.start("sleepy", &(), &StartOptions::default()).await.unwrap();
+    let sleeping = client
+        .start("sleepy", &(), &StartOptions::default())
+        .await
+        .unwrap();
     reaches(&client, sleeping.run_id, RunStatus::Sleeping).await;
-    assert_eq!(client.cancel(sleeping.run_id).await.unwrap(), RunStatus::Cancelled);
+    assert_eq!(
+        client.cancel(sleeping.run_id).await.unwrap(),
+        RunStatus::Cancelled
+    );
     worker.shutdown().await;
     assert_eq!(
         client.show(sleeping.run_id).await.unwrap().summary.status,
@@ -416,7 +528,11 @@ async fn graceful_shutdown_finishes_the_step_and_releases_the_run() {
                     Ok(())
                 })
                 .await?;
-                ctx.step("two", || async { counts.hit("two"); Ok(()) }).await?;
+                ctx.step("two", || async {
+                    counts.hit("two");
+                    Ok(())
+                })
+                .await?;
                 Ok(())
             }
         });
@@ -424,7 +540,10 @@ async fn graceful_shutdown_finishes_the_step_and_releases_the_run() {
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
-    let started = client.start("two", &(), &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("two", &(), &StartOptions::default())
+        .await
+        .unwrap();
     eventually("step one to start", Duration::from_secs(20), || async {
         (counts.get("one") == 1).then_some(())
     })
@@ -434,9 +553,17 @@ async fn graceful_shutdown_finishes_the_step_and_releases_the_run() {
     shutdown.await.unwrap();
 
     let released = client.show(started.run_id).await.unwrap();
-    assert_eq!(released.summary.status, RunStatus::Pending, "handed back to the queue");
+    assert_eq!(
+        released.summary.status,
+        RunStatus::Pending,
+        "handed back to the queue"
+    );
     assert!(released.lease_owner.is_none());
-    assert_eq!(released.steps.len(), 1, "the step in flight finished and was checkpointed");
+    assert_eq!(
+        released.steps.len(),
+        1,
+        "the step in flight finished and was checkpointed"
+    );
     assert_eq!(counts.get("two"), 0);
 
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
@@ -460,13 +587,21 @@ async fn a_panicking_workflow_fails_its_run_instead_of_looping() {
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
     let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
-    let started = client.start("panics", &(), &StartOptions::default()).await.unwrap();
+    let started = client
+        .start("panics", &(), &StartOptions::default())
+        .await
+        .unwrap();
     let run = finished(&client, started.run_id).await;
     worker.shutdown().await;
     assert_eq!(run.summary.status, RunStatus::Failed);
     let error = run.error.unwrap();
     assert_eq!(error["category"], "panic");
-    assert!(error["message"].as_str().unwrap().contains("invariant broken"));
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("invariant broken")
+    );
     assert_eq!(run.summary.claims, 1);
 }
 
@@ -474,6 +609,12 @@ async fn a_panicking_workflow_fails_its_run_instead_of_looping() {
 fn errors_default_to_transient_and_database_errors_are_classified() {
     let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
     assert_eq!(Error::from(io).class(), ErrorClass::Transient);
-    assert_eq!(Error::from(sqlx::Error::PoolTimedOut).class(), ErrorClass::Transient);
-    assert_eq!(Error::from(sqlx::Error::RowNotFound).class(), ErrorClass::Permanent);
+    assert_eq!(
+        Error::from(sqlx::Error::PoolTimedOut).class(),
+        ErrorClass::Transient
+    );
+    assert_eq!(
+        Error::from(sqlx::Error::RowNotFound).class(),
+        ErrorClass::Permanent
+    );
 }

@@ -59,7 +59,9 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
             }
             if step.status != cairn_runner::StepStatus::Retrying && shown.insert(step.position) {
                 let detail = match step.kind {
-                    cairn_runner::StepKind::Sleep => "durable timer set; no worker holds the run".to_owned(),
+                    cairn_runner::StepKind::Sleep => {
+                        "durable timer set; no worker holds the run".to_owned()
+                    }
                     _ => format!(
                         "{} after {} attempt(s), {}",
                         step.status.as_str(),
@@ -67,7 +69,11 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
                         step.duration_ms.map(format_ms).unwrap_or_default()
                     ),
                 };
-                println!("     ✓ {:<22} {:<12} {detail}", step.name, step.kind.as_str());
+                println!(
+                    "     ✓ {:<22} {:<12} {detail}",
+                    step.name,
+                    step.kind.as_str()
+                );
             }
         }
         if run.summary.status.is_terminal() {
@@ -91,12 +97,18 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
     println!();
     match &run.output {
         Some(output) => println!("run {}: {}", run.summary.status, output),
-        None => println!("run {}: {}", run.summary.status, run.error.clone().unwrap_or_default()),
+        None => println!(
+            "run {}: {}",
+            run.summary.status,
+            run.error.clone().unwrap_or_default()
+        ),
     }
     println!("inspect it with: cairn runs show {}", run.summary.id);
-    Ok(if run.summary.status == cairn_runner::RunStatus::Completed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(
+        if run.summary.status == cairn_runner::RunStatus::Completed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

@@ -14,8 +14,8 @@ use cairn_runner::{
 };
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sqlx::{ConnectOptions, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 
 /// cairn: durable workflows of checkpointed steps on PostgreSQL.
 ///
@@ -224,9 +224,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             wait,
             json,
         } => {
-            let input: Value = serde_json::from_str(&input).map_err(|err| {
-                Failure::usage(format!("--input is not valid JSON: {err}"))
-            })?;
+            let input: Value = serde_json::from_str(&input)
+                .map_err(|err| Failure::usage(format!("--input is not valid JSON: {err}")))?;
             // Check the name and input before touching the database.
             registry.check_input(&workflow, &input)?;
             let pool = connect(url, 2).await?;
@@ -242,7 +241,10 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 } else if started.created {
                     println!("started run {}", started.run_id);
                 } else {
-                    println!("run {} already exists for this idempotency key", started.run_id);
+                    println!(
+                        "run {} already exists for this idempotency key",
+                        started.run_id
+                    );
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -316,7 +318,9 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
 
 fn parse_run_id(raw: &str) -> Result<RunId, Failure> {
     RunId::from_str(raw).map_err(|err| {
-        Failure::usage(format!("`{raw}` is not a run id ({err}); run ids are UUIDs, see `cairn runs list`"))
+        Failure::usage(format!(
+            "`{raw}` is not a run id ({err}); run ids are UUIDs, see `cairn runs list`"
+        ))
     })
 }
 

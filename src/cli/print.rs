@@ -46,7 +46,15 @@ pub(crate) fn run_detail(run: &RunDetail) {
     let s = &run.summary;
     println!("run       {}", s.id);
     println!("workflow  {}", s.workflow);
-    println!("status    {}{}", s.status, if run.cancel_requested && !s.status.is_terminal() { " (cancel requested)" } else { "" });
+    println!(
+        "status    {}{}",
+        s.status,
+        if run.cancel_requested && !s.status.is_terminal() {
+            " (cancel requested)"
+        } else {
+            ""
+        }
+    );
     println!("queue     {}   claims {}", s.queue, s.claims);
     if let Some(key) = &s.idempotency_key {
         println!("key       {key}");
@@ -65,7 +73,10 @@ pub(crate) fn run_detail(run: &RunDetail) {
         println!("output    {output}");
     }
     if let Some(error) = &run.error {
-        let message = error.get("message").and_then(|m| m.as_str()).map(str::to_owned);
+        let message = error
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned);
         println!("error     {}", message.unwrap_or_else(|| error.to_string()));
     }
     if run.steps.is_empty() {
@@ -96,7 +107,10 @@ fn print_step(step: &StepRecord) {
         step.status.as_str(),
         attempts,
         step.duration_ms.map(format_ms).unwrap_or_default(),
-        step.last_error.as_deref().map(|e| truncate(e, 80)).unwrap_or_default(),
+        step.last_error
+            .as_deref()
+            .map(|e| truncate(e, 80))
+            .unwrap_or_default(),
     );
 }
 

@@ -66,7 +66,10 @@ impl WorkerProcess {
             if let Some(status) = child.try_wait().expect("polling the worker") {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "worker ignored SIGTERM");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker ignored SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

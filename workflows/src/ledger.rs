@@ -77,8 +77,7 @@ where
 /// The workflow.
 pub async fn ledger(ctx: Context, input: LedgerInput) -> Result<LedgerOutput, Error> {
     if input.record {
-        ctx.transaction("prepare ledger", prepare)
-            .await?;
+        ctx.transaction("prepare ledger", prepare).await?;
     }
     let work = Duration::from_millis(input.step_ms);
     for step in 1..=input.steps {

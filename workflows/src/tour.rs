@@ -55,7 +55,9 @@ struct Unavailable(u32);
 /// The workflow.
 pub async fn tour(ctx: Context, input: TourInput) -> Result<TourOutput, Error> {
     let greeting = ctx
-        .step("greet", || async { Ok(format!("hello, {}", input.visitor)) })
+        .step("greet", || async {
+            Ok(format!("hello, {}", input.visitor))
+        })
         .await?;
 
     let runs_seen: i64 = ctx
@@ -95,10 +97,10 @@ pub async fn tour(ctx: Context, input: TourInput) -> Result<TourOutput, Error> {
 
     let mut attempt = 0;
     let flaky_succeeded_on = ctx
-        .with_retry(RetryPolicy::attempts(input.flaky_failures + 3).backoff(
-            Duration::from_millis(100),
-            Duration::from_millis(500),
-        ))
+        .with_retry(
+            RetryPolicy::attempts(input.flaky_failures + 3)
+                .backoff(Duration::from_millis(100), Duration::from_millis(500)),
+        )
         .step("call flaky service", || {
             attempt += 1;
             let attempt = attempt;

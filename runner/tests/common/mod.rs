@@ -97,9 +97,13 @@ pub async fn finished(client: &Client, run_id: RunId) -> RunDetail {
 
 /// Waits until the run is in `status`.
 pub async fn reaches(client: &Client, run_id: RunId, status: RunStatus) -> RunDetail {
-    eventually(&format!("run {run_id} to be {status}"), Duration::from_secs(30), || async {
-        let run = client.show(run_id).await.expect("show");
-        (run.summary.status == status).then_some(run)
-    })
+    eventually(
+        &format!("run {run_id} to be {status}"),
+        Duration::from_secs(30),
+        || async {
+            let run = client.show(run_id).await.expect("show");
+            (run.summary.status == status).then_some(run)
+        },
+    )
     .await
 }

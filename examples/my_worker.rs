@@ -23,16 +23,20 @@ struct Welcome {
 async fn signup(ctx: Context, input: Signup) -> Result<Welcome, Error> {
     let email = input.email.trim().to_lowercase();
     if !email.contains('@') {
-        return Err(Error::permanent(format!("`{email}` is not an email address")));
+        return Err(Error::permanent(format!(
+            "`{email}` is not an email address"
+        )));
     }
     // Exactly once: the insert and the step's checkpoint commit together.
     let email = &email;
     let account: i64 = ctx
         .transaction("create account", |tx| async move {
             let mut conn = tx.conn().await?;
-            sqlx::query("CREATE TABLE IF NOT EXISTS accounts (id bigserial PRIMARY KEY, email text UNIQUE)")
-                .execute(&mut *conn)
-                .await?;
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS accounts (id bigserial PRIMARY KEY, email text UNIQUE)",
+            )
+            .execute(&mut *conn)
+            .await?;
             let id = sqlx::query_scalar("INSERT INTO accounts (email) VALUES ($1) RETURNING id")
                 .bind(email)
                 .fetch_one(&mut *conn)
@@ -44,7 +48,9 @@ async fn signup(ctx: Context, input: Signup) -> Result<Welcome, Error> {
     // A durable timer: no worker waits out the day, and a restart does not reset it.
     ctx.sleep(Duration::from_secs(24 * 3600)).await;
     ctx.with_retry(RetryPolicy::attempts(10))
-        .step("send follow-up", || async { Ok(format!("sent to {email}")) })
+        .step("send follow-up", || async {
+            Ok(format!("sent to {email}"))
+        })
         .await?;
     Ok(Welcome { account })
 }

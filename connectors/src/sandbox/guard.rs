@@ -92,11 +92,27 @@ fn limit_info(headers: &mut HeaderMap, (used, total): (u64, u64)) {
     );
 }
 
+/// The bucket's state without taking a token, for responses refused before
+/// the bucket is consulted.
+fn peek(vendor: &Vendor) -> Option<BucketState> {
+    let inner = vendor.inner();
+    let bucket = inner.bucket.as_ref()?;
+    let state = bucket
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .peek(inner.config.clock.elapsed());
+    Some(state)
+}
+
 /// Admits an API request or answers for it.
 pub(crate) async fn guard(State(vendor): State<Vendor>, request: Request, next: Next) -> Response {
     let inner = vendor.inner();
     if let Err(failure) = authenticate(&vendor, request.headers()) {
-        return failure.into_response();
+        let mut response = failure.into_response();
+        if let Some(state) = peek(&vendor) {
+            rate_headers(&vendor, response.headers_mut(), state);
+        }
+        return response;
     }
     let _permit = match &inner.concurrency {
         Some(slots) => match slots.clone().try_acquire_owned() {
@@ -105,7 +121,7 @@ pub(crate) async fn guard(State(vendor): State<Vendor>, request: Request, next: 
                 return too_many(
                     &vendor,
                     Duration::from_secs(1),
-                    None,
+                    peek(&vendor),
                     "too many concurrent requests",
                 );
             }
@@ -148,6 +164,9 @@ pub(crate) async fn guard(State(vendor): State<Vendor>, request: Request, next: 
                         "TotalRequests Limit exceeded.",
                     );
                     limit_info(response.headers_mut(), usage);
+                    if let Some(state) = bucket {
+                        rate_headers(&vendor, response.headers_mut(), state);
+                    }
                     return response;
                 }
             }

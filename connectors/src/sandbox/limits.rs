@@ -53,6 +53,12 @@ impl TokenBucket {
         }
     }
 
+    /// The state at `now`, taking nothing.
+    pub(crate) fn peek(&mut self, now: Duration) -> BucketState {
+        self.refill(now);
+        self.state()
+    }
+
     /// Takes a token if there is one.
     pub(crate) fn try_take(&mut self, now: Duration) -> Result<BucketState, Refusal> {
         self.refill(now);

@@ -37,8 +37,9 @@
 //!
 //! API routes (not `/oauth/token`, not `/admin`) pass, in order: credentials
 //! ([`AuthConfig`], 401), the concurrency cap (429), the token bucket
-//! ([`RateLimit`], 429 with `Retry-After` as configured and
-//! `X-RateLimit-Remaining`/`X-RateLimit-Reset` on every response), the daily
+//! ([`RateLimit`], 429 with `Retry-After` as configured; when a limit is set
+//! every API response, refused or not, carries `X-RateLimit-Limit`,
+//! `X-RateLimit-Remaining` and `X-RateLimit-Reset` in seconds), the daily
 //! quota (403 `REQUEST_LIMIT_EXCEEDED`), then [`SandboxConfig::latency`] and a
 //! draw of transient faults ([`FaultConfig`]).
 

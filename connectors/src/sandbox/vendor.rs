@@ -118,7 +118,7 @@ impl Vendor {
         lock(&self.inner.items)
     }
 
-    /// Draws a number in `[0, 1)` from the fault sequence.
+    /// Draws from the seeded fault sequence: a roll in `[0, 1)` and a pick.
     pub(crate) fn fault_draw(&self) -> (f64, usize) {
         let mut rng = lock(&self.inner.fault_rng);
         (rng.f64(), rng.usize(..usize::MAX))

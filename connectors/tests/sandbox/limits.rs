@@ -178,3 +178,23 @@ async fn daily_quota_is_spent_then_renewed_the_next_day() {
     assert_eq!(header(&renewed, "sforce-limit-info"), Some("api-usage=1/3"));
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn refusals_before_the_bucket_carry_its_headers_and_cost_no_token() {
+    let (mut config, _clock) = limited(1.0, 4, RetryAfterStyle::Seconds);
+    config.auth = cairn_connectors::sandbox::AuthConfig::ApiKey("k".into());
+    let sandbox = start(config).await;
+    let refused = get(sandbox.base_url()).await;
+    assert_eq!(refused.status(), 401);
+    assert_eq!(header(&refused, "x-ratelimit-limit"), Some("4"));
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), Some("4"));
+    let admitted = http()
+        .get(format!("{}/ids/deals", sandbox.base_url()))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admitted.status(), 200);
+    assert_eq!(header(&admitted, "x-ratelimit-remaining"), Some("3"));
+    sandbox.shutdown().await;
+}

@@ -82,7 +82,7 @@ pub struct MockVendorArgs {
 
     /// OAuth client secret (with --auth oauth).
     #[arg(long, env = "CAIRN_MOCK_CLIENT_SECRET", hide_env_values = true)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
 
     /// Seconds an OAuth access token works before the API answers 401.
     #[arg(long, value_name = "SECS")]
@@ -90,7 +90,7 @@ pub struct MockVendorArgs {
 
     /// The API key (with --auth api-key).
     #[arg(long, env = "CAIRN_MOCK_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
 
     /// Probability (0 to 1) that an API request gets a transient fault.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
@@ -148,10 +148,9 @@ impl MockVendorArgs {
                     client_id: self
                         .client_id
                         .ok_or(missing("--auth oauth", "--client-id"))?,
-                    client_secret: Secret::new(
-                        self.client_secret
-                            .ok_or(missing("--auth oauth", "--client-secret"))?,
-                    ),
+                    client_secret: self
+                        .client_secret
+                        .ok_or(missing("--auth oauth", "--client-secret"))?,
                     token_ttl: Duration::from_secs(self.token_ttl.unwrap_or(3600)),
                 })
             }
@@ -162,9 +161,7 @@ impl MockVendorArgs {
                 if self.token_ttl.is_some() {
                     return Err(without("--token-ttl", "--auth oauth"));
                 }
-                AuthConfig::ApiKey(Secret::new(
-                    self.api_key.ok_or(missing("--auth api-key", "--api-key"))?,
-                ))
+                AuthConfig::ApiKey(self.api_key.ok_or(missing("--auth api-key", "--api-key"))?)
             }
         };
         let defaults = FaultConfig::default();
@@ -259,7 +256,8 @@ mod tests {
 
     #[test]
     fn flags_map_onto_the_config() {
-        let config = parse(&[
+        let argv = [
+            "mock-vendor",
             "--rate",
             "2.5",
             "--auth",
@@ -267,20 +265,22 @@ mod tests {
             "--client-id",
             "c",
             "--client-secret",
-            "s",
+            "hunter2",
             "--fault-rate",
             "0.1",
             "--faults",
             "503,reset",
-        ])
-        .unwrap();
-        let limit = config.rate_limit.unwrap();
+        ];
+        let args = Cli::try_parse_from(argv).unwrap().args;
+        assert!(!format!("{args:?}").contains("hunter2"));
+        let config = args.into_config().unwrap();
+        let limit = config.rate_limit.as_ref().unwrap();
         assert_eq!((limit.rate_per_sec, limit.burst), (2.5, 3));
         assert_eq!(
             config.faults.kinds,
             [FaultKind::Unavailable, FaultKind::Reset]
         );
-        assert!(!format!("{:?}", config.auth).contains("\"s\""));
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 
     #[test]

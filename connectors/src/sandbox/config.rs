@@ -145,12 +145,12 @@ impl RateLimit {
 /// The `Retry-After` header of a 429, in the forms vendors really send.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RetryAfterStyle {
-        /// Retry-After: 2 (delay-seconds, rounded up).
+    /// Retry-After: 2 (delay-seconds, rounded up).
     #[default]
     Seconds,
-        /// Retry-After: Sun, 22 Nov 2026 21:00:02 GMT (an HTTP-date).
+    /// Retry-After: Sun, 22 Nov 2026 21:00:02 GMT (an HTTP-date).
     HttpDate,
-        /// No Retry-After at all; the client must back off on its own.
+    /// No Retry-After at all; the client must back off on its own.
     Absent,
 }
 
@@ -220,14 +220,14 @@ pub enum FaultKind {
     /// 504 Gateway Timeout, after handling.
     #[value(name = "504")]
     GatewayTimeout,
-        /// The TCP connection is reset (RST) instead of answering, after handling.
+    /// The TCP connection is reset (RST) instead of answering, after handling.
     Reset,
-        /// The response is delayed by the slow delay (--slow-ms), after handling.
+    /// The response is delayed by the slow delay (--slow-ms), after handling.
     Slow,
-        /// The headers promise the whole body, half of it arrives, the connection
+    /// The headers promise the whole body, half of it arrives, the connection
     /// closes (after handling).
     Truncated,
-        /// A complete response whose body is not valid JSON, after handling.
+    /// A complete response whose body is not valid JSON, after handling.
     Malformed,
 }
 

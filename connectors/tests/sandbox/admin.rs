@@ -263,6 +263,14 @@ async fn refused_mutations_answer_with_a_status() {
     assert_eq!(unknown.status(), 404);
     let stream = mutate(base, "widgets", json!({"op": "update", "count": 1})).await;
     assert_eq!(stream.status(), 404);
+    let armed = mutate(
+        base,
+        "deals",
+        json!({"op": "update_while_paging", "count": 2, "after_pages": 0}),
+    )
+    .await;
+    assert_eq!(armed.status(), 200);
+    assert_eq!(armed.json::<Value>().await.unwrap(), json!({"ids": []}));
     let retyped = mutate(
         base,
         "deals",

@@ -245,6 +245,15 @@ impl Vendor {
     }
 }
 
+impl std::fmt::Debug for Vendor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only what identifies it: the rest is data, and credentials.
+        f.debug_struct("Vendor")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Waiting<'a>(&'a Vendor);
 
 impl Drop for Waiting<'_> {
@@ -254,6 +263,7 @@ impl Drop for Waiting<'_> {
 }
 
 /// Keeps API requests waiting; see [`Vendor::hold`]. Dropping it lets them go.
+#[derive(Debug)]
 pub struct Hold {
     vendor: Vendor,
 }

@@ -6,5 +6,6 @@ mod auth;
 mod common;
 mod faults;
 mod items;
+mod lifecycle;
 mod limits;
 mod paging;

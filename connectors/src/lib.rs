@@ -21,10 +21,24 @@
 //!
 //! # Layout
 //!
+//! - [`http`]: [`http::HttpClient`], the one client every source uses: timeouts,
+//!   pooling, compression, auth, the shared rate budget, telemetry, categorised errors.
+//! - [`auth`]: bearer tokens, API keys, OAuth2 client credentials with refresh.
+//! - [`secret`]: credentials that never print themselves, read from env, files or
+//!   commands.
+//! - [`error`]: [`error::HttpError`] and its categories, mapped to the engine's classes.
+//! - [`telemetry`]: `Retry-After`, `X-RateLimit-*` and `Sforce-Limit-Info` parsing.
+//! - [`budget`]: the per-credential token bucket shared through Postgres.
 //! - [`sandbox`]: a fake CRM over real HTTP on 127.0.0.1 — HubSpot-,
 //!   Salesforce- and Stripe-like listings, offset and `Link` paging, an ids
 //!   listing, idempotent writes, an admin API that mutates data and schema,
 //!   and switchable rate limits, auth expiry, quotas and transient faults.
 //!   Served by `cairn mock-vendor`.
 
+pub mod auth;
+pub mod budget;
+pub mod error;
+pub mod http;
 pub mod sandbox;
+pub mod secret;
+pub mod telemetry;

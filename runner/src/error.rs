@@ -2,7 +2,6 @@
 //! whether to retry, park or give up; [`EngineError`] is what the engine's own
 //! operations (start, list, claim, migrate) return.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -33,11 +32,12 @@ pub enum ErrorClass {
 
 /// The error of a step or a workflow.
 ///
-/// Any `std::error::Error` converts into it with `?` and is **transient** by default, so
-/// flaky I/O is retried without ceremony; mark what retrying cannot fix with
-/// [`Error::permanent`] or [`ResultExt::permanent`]. Database errors from `sqlx` are
-/// classified by SQLSTATE (a serialization failure is transient, a constraint violation
-/// permanent).
+/// `?` converts the errors whose class is known: `sqlx` errors are classified by SQLSTATE
+/// (a serialization failure is transient, a constraint violation permanent), I/O errors
+/// are transient, JSON errors permanent, and `cairn-connectors`' HTTP errors follow their
+/// category (a 429 parks the run until its `Retry-After`). Any other error says its class
+/// where it is understood, with [`ResultExt::transient`] or [`ResultExt::permanent`]; a
+/// crate classifies its own error types once with `impl From<TheirError> for Error`.
 pub struct Error {
     class: ErrorClass,
     category: Option<Cow<'static, str>>,
@@ -141,16 +141,35 @@ impl fmt::Debug for Error {
     }
 }
 
-impl<E> From<E> for Error
-where
-    E: std::error::Error + Send + Sync + 'static,
-{
-    fn from(err: E) -> Self {
-        let class = match (&err as &dyn Any).downcast_ref::<sqlx::Error>() {
-            Some(db) if !is_transient_db_error(db) => ErrorClass::Permanent,
-            _ => ErrorClass::Transient,
-        };
-        Self::new(class, err)
+impl From<sqlx::Error> for Error {
+    /// Classified by SQLSTATE: see [`is_transient_db_error`].
+    fn from(err: sqlx::Error) -> Self {
+        if is_transient_db_error(&err) {
+            Self::transient(err)
+        } else {
+            Self::permanent(err)
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    /// I/O fails for passing reasons far more often than for lasting ones: transient.
+    fn from(err: std::io::Error) -> Self {
+        Self::transient(err)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    /// Bad data stays bad: permanent.
+    fn from(err: serde_json::Error) -> Self {
+        Self::permanent(err)
+    }
+}
+
+impl From<BoxError> for Error {
+    /// An error of unknown kind is worth a retry: transient.
+    fn from(err: BoxError) -> Self {
+        Self::transient(err)
     }
 }
 

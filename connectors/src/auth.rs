@@ -1,0 +1,284 @@
+//! Authentication: static bearer tokens, API keys, and OAuth2 client credentials with
+//! proactive refresh.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+
+use crate::error::{Category, HttpError};
+use crate::secret::{Secret, SecretSource};
+
+/// How a source authenticates, as written in its TOML `[auth]` table.
+///
+/// ```toml
+/// [auth]
+/// kind = "oauth2"
+/// token_url = "/oauth/token"
+/// client_id = { env = "CRM_CLIENT_ID" }
+/// client_secret = { env = "CRM_CLIENT_SECRET" }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AuthConfig {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>` with a long-lived token.
+    Bearer {
+        /// Where the token comes from.
+        token: SecretSource,
+    },
+    /// An API key in a header or a query parameter.
+    ApiKey {
+        /// The header or parameter name, e.g. `X-Api-Key` or `api_key`.
+        name: String,
+        /// Whether it travels in a header or the query string.
+        #[serde(default)]
+        location: KeyLocation,
+        /// Where the key comes from.
+        value: SecretSource,
+    },
+    /// OAuth2 client credentials (RFC 6749 §4.4): a token fetched from `token_url`,
+    /// refreshed before it expires, and refreshed once more if the vendor answers 401.
+    Oauth2 {
+        /// The token endpoint, absolute or relative to the base URL.
+        token_url: String,
+        /// The client id.
+        client_id: SecretSource,
+        /// The client secret.
+        client_secret: SecretSource,
+        /// Scopes to ask for, space separated.
+        #[serde(default)]
+        scope: Option<String>,
+        /// Refresh this many seconds before the token expires.
+        #[serde(default = "default_margin")]
+        refresh_margin_secs: u64,
+    },
+}
+
+fn default_margin() -> u64 {
+    60
+}
+
+/// Where an API key travels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyLocation {
+    /// In a request header.
+    #[default]
+    Header,
+    /// In the query string (it is removed from URLs in errors and logs).
+    Query,
+}
+
+/// Credentials resolved and ready to apply to requests.
+pub(crate) struct Authenticator {
+    scheme: Scheme,
+}
+
+enum Scheme {
+    None,
+    Bearer(Secret),
+    ApiKey {
+        name: String,
+        location: KeyLocation,
+        value: Secret,
+    },
+    Oauth2 {
+        token_url: String,
+        client_id: Secret,
+        client_secret: Secret,
+        scope: Option<String>,
+        margin: Duration,
+        token: Mutex<Option<Token>>,
+    },
+}
+
+struct Token {
+    value: Secret,
+    /// When to fetch the next one: `margin` before expiry, but never past half the
+    /// token's life, so short-lived tokens are not refreshed on every request.
+    refresh_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+impl Authenticator {
+    /// Reads the credentials `config` names. `base_url` resolves a relative token URL.
+    pub(crate) async fn new(config: &AuthConfig, base_url: &str) -> Result<Self, HttpError> {
+        let read = |source: &SecretSource| {
+            let source = source.clone();
+            async move {
+                source.resolve().await.map_err(|err| {
+                    HttpError::config(format!("cannot read a credential: {err}")).caused_by(err)
+                })
+            }
+        };
+        let scheme = match config {
+            AuthConfig::None => Scheme::None,
+            AuthConfig::Bearer { token } => Scheme::Bearer(read(token).await?),
+            AuthConfig::ApiKey {
+                name,
+                location,
+                value,
+            } => Scheme::ApiKey {
+                name: name.clone(),
+                location: *location,
+                value: read(value).await?,
+            },
+            AuthConfig::Oauth2 {
+                token_url,
+                client_id,
+                client_secret,
+                scope,
+                refresh_margin_secs,
+            } => Scheme::Oauth2 {
+                token_url: crate::http::join_url(base_url, token_url),
+                client_id: read(client_id).await?,
+                client_secret: read(client_secret).await?,
+                scope: scope.clone(),
+                margin: Duration::seconds(*refresh_margin_secs as i64),
+                token: Mutex::new(None),
+            },
+        };
+        Ok(Self { scheme })
+    }
+
+    /// Adds credentials to a request, fetching or refreshing an OAuth token first when
+    /// it is missing or about to expire.
+    pub(crate) async fn apply(
+        &self,
+        request: reqwest::RequestBuilder,
+        http: &reqwest::Client,
+    ) -> Result<reqwest::RequestBuilder, HttpError> {
+        Ok(match &self.scheme {
+            Scheme::None => request,
+            Scheme::Bearer(token) => request.bearer_auth(token.expose()),
+            Scheme::ApiKey {
+                name,
+                location: KeyLocation::Header,
+                value,
+            } => request.header(name.as_str(), value.expose()),
+            Scheme::ApiKey {
+                name,
+                location: KeyLocation::Query,
+                value,
+            } => request.query(&[(name.as_str(), value.expose())]),
+            Scheme::Oauth2 { token, .. } => {
+                // One refresh at a time: concurrent requests wait for it instead of
+                // each fetching a token.
+                let mut cached = token.lock().await;
+                let fresh = cached.as_ref().is_some_and(|t| Utc::now() < t.refresh_at);
+                if !fresh {
+                    *cached = Some(self.fetch_token(http).await?);
+                }
+                let value = cached.as_ref().map(|t| t.value.clone());
+                drop(cached);
+                match value {
+                    Some(value) => request.bearer_auth(value.expose()),
+                    None => request,
+                }
+            }
+        })
+    }
+
+    /// Whether a 401 may be cured by fetching a new token.
+    pub(crate) fn can_refresh(&self) -> bool {
+        matches!(self.scheme, Scheme::Oauth2 { .. })
+    }
+
+    /// Forgets the cached token, so the next request fetches a new one.
+    pub(crate) async fn invalidate(&self) {
+        if let Scheme::Oauth2 { token, .. } = &self.scheme {
+            *token.lock().await = None;
+        }
+    }
+
+    /// The query parameter that carries a credential, to strip from logged URLs.
+    pub(crate) fn secret_query_param(&self) -> Option<&str> {
+        match &self.scheme {
+            Scheme::ApiKey {
+                name,
+                location: KeyLocation::Query,
+                ..
+            } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// A stable, non-reversible name for these credentials, so every client using the
+    /// same credential shares one rate budget.
+    pub(crate) fn identity(&self) -> String {
+        let material = match &self.scheme {
+            Scheme::None => return "anonymous".to_owned(),
+            Scheme::Bearer(token) => token.expose().to_owned(),
+            Scheme::ApiKey { value, .. } => value.expose().to_owned(),
+            Scheme::Oauth2 { client_id, .. } => client_id.expose().to_owned(),
+        };
+        let digest = Sha256::digest(material.as_bytes());
+        digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn fetch_token(&self, http: &reqwest::Client) -> Result<Token, HttpError> {
+        let Scheme::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            margin,
+            ..
+        } = &self.scheme
+        else {
+            return Err(HttpError::config("not an OAuth2 source"));
+        };
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.expose()),
+            ("client_secret", client_secret.expose()),
+        ];
+        if let Some(scope) = scope {
+            form.push(("scope", scope.as_str()));
+        }
+        let fail = |category, status, message: String| {
+            HttpError::request(category, "POST", token_url, status, message)
+        };
+        let response = http
+            .post(token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|err| crate::http::transport_error("POST", token_url, err))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            // 400/401 from a token endpoint mean the client credentials are refused.
+            let category = match Category::of_status(status) {
+                Category::Validation | Category::NotFound => Category::AuthDrift,
+                other => other,
+            };
+            return Err(fail(
+                category,
+                Some(status),
+                "the token endpoint refused the client credentials".to_owned(),
+            ));
+        }
+        let body: TokenResponse = response.json().await.map_err(|_| {
+            fail(
+                Category::MalformedBody,
+                Some(status),
+                "the token endpoint's answer has no access_token".to_owned(),
+            )
+        })?;
+        let lifetime = Duration::seconds(body.expires_in.unwrap_or(3600).max(1));
+        tracing::debug!(expires_in = lifetime.num_seconds(), "fetched an OAuth token");
+        Ok(Token {
+            value: Secret::new(body.access_token),
+            refresh_at: Utc::now() + lifetime - (*margin).min(lifetime / 2),
+        })
+    }
+}

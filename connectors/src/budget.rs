@@ -1,0 +1,232 @@
+//! The rate budget: one token bucket per vendor credential, kept in PostgreSQL so every
+//! worker and run using the credential shares it.
+//!
+//! Each request takes a token in one atomic statement. The bucket may go into debt: a
+//! caller that finds no token is told how long to wait for the one it reserved, so
+//! concurrent callers queue fairly without polling. A 429 pauses the whole budget until
+//! its `Retry-After` (or a jittered exponential backoff when absent) and lowers the rate;
+//! sustained success raises it back to the configured ceiling (additive increase,
+//! multiplicative decrease).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use sqlx::PgPool;
+
+/// The `[rate_limit]` table of a source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The vendor's limit in requests per second.
+    pub requests_per_second: f64,
+    /// Requests that may go out back to back after a quiet spell.
+    #[serde(default = "default_burst")]
+    pub burst: f64,
+    /// The budget's name. By default it is derived from the base URL's host and the
+    /// credential (hashed), so sources sharing a credential share a budget.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Waits for the budget up to this long happen inside the step; a longer wait
+    /// (a long `Retry-After`) parks the run instead.
+    #[serde(default = "default_max_wait")]
+    pub max_wait_secs: f64,
+}
+
+fn default_burst() -> f64 {
+    1.0
+}
+
+fn default_max_wait() -> f64 {
+    10.0
+}
+
+/// The lowest the adaptive rate goes, as a share of the ceiling.
+const FLOOR: f64 = 0.1;
+/// The rate is multiplied by this on a 429 (once per pause).
+const DECREASE: f64 = 0.75;
+/// The rate grows by this share of the ceiling after each stretch of success.
+const INCREASE: f64 = 0.05;
+/// A stretch of success is this many seconds' worth of requests at the current rate.
+const STRETCH_SECS: f64 = 5.0;
+
+/// A shared token bucket. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct RateBudget {
+    pool: PgPool,
+    key: String,
+    max_wait: Duration,
+}
+
+/// The answer to [`RateBudget::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Grant {
+    /// Send after waiting this long (zero: now).
+    After(Duration),
+    /// The budget is paused or queued past the caller's patience; the token was given
+    /// back. Try again at this instant.
+    Refused(DateTime<Utc>),
+}
+
+/// A budget snapshot, for reports and benchmarks.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct BudgetState {
+    /// The configured ceiling.
+    pub ceiling: f64,
+    /// The current rate.
+    pub rate: f64,
+    /// Tokens granted in all.
+    pub granted: i64,
+    /// 429s reported in all.
+    pub throttled: i64,
+    /// Paused until then, if in the future.
+    pub paused_until: DateTime<Utc>,
+}
+
+impl RateBudget {
+    /// Opens the budget `key`, creating it or updating its configured ceiling and burst.
+    pub async fn open(pool: PgPool, key: &str, config: &RateLimitConfig) -> Result<Self, sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO cairn.rate_budgets (key, ceiling, rate, burst, tokens)
+             VALUES ($1, $2, $2, $3, $3)
+             ON CONFLICT (key) DO UPDATE
+                SET ceiling = EXCLUDED.ceiling, burst = EXCLUDED.burst,
+                    rate = least(cairn.rate_budgets.rate, EXCLUDED.ceiling)
+              WHERE cairn.rate_budgets.ceiling <> EXCLUDED.ceiling
+                 OR cairn.rate_budgets.burst <> EXCLUDED.burst",
+        )
+        .bind(key)
+        .bind(config.requests_per_second)
+        .bind(config.burst.max(1.0))
+        .execute(&pool)
+        .await?;
+        Ok(Self {
+            pool,
+            key: key.to_owned(),
+            max_wait: Duration::from_secs_f64(config.max_wait_secs.max(0.0)),
+        })
+    }
+
+    /// How long a caller waits for the budget inside a request before the wait is
+    /// handed to the engine (which parks the run).
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The budget's name.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Takes a token, reporting `successes` responses since the last call (they drive
+    /// the rate back up). Returns how long to wait before sending.
+    pub async fn acquire(&self, successes: u32) -> Result<Grant, sqlx::Error> {
+        let (wait, at): (f64, DateTime<Utc>) = sqlx::query_as(
+            "WITH t AS (SELECT clock_timestamp() AS now)
+             UPDATE cairn.rate_budgets b
+                SET tokens = least(b.burst, b.tokens + b.rate *
+                                 greatest(0, extract(epoch FROM t.now - b.refilled_at)::float8)) - 1,
+                    refilled_at = greatest(b.refilled_at, t.now),
+                    granted = b.granted + 1,
+                    throttle_streak = CASE WHEN $2 > 0 THEN 0 ELSE b.throttle_streak END,
+                    rate = CASE WHEN b.successes + $2 >= b.rate * $3
+                                THEN least(b.ceiling, b.rate + b.ceiling * $4) ELSE b.rate END,
+                    successes = CASE WHEN b.successes + $2 >= b.rate * $3
+                                     THEN 0 ELSE b.successes + $2 END,
+                    updated_at = t.now
+               FROM t
+              WHERE b.key = $1
+             RETURNING extract(epoch FROM b.refilled_at - t.now)::float8
+                       + greatest(0, -b.tokens) / b.rate,
+                       t.now",
+        )
+        .bind(&self.key)
+        .bind(i64::from(successes))
+        .bind(STRETCH_SECS)
+        .bind(INCREASE)
+        .fetch_one(&self.pool)
+        .await?;
+        let wait = Duration::from_secs_f64(wait.max(0.0));
+        if wait <= self.max_wait {
+            return Ok(Grant::After(wait));
+        }
+        self.give_back().await?;
+        Ok(Grant::Refused(
+            at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
+        ))
+    }
+
+    async fn give_back(&self) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE cairn.rate_budgets SET tokens = least(burst, tokens + 1), granted = granted - 1
+              WHERE key = $1",
+        )
+        .bind(&self.key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Reports a 429: pauses the budget until `retry_at` (or a jittered exponential
+    /// backoff when the vendor gave none) and lowers the rate, once per pause however
+    /// many in-flight requests report it. Returns when the pause ends.
+    pub async fn throttle(&self, retry_at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, sqlx::Error> {
+        sqlx::query_scalar(
+            "WITH t AS (SELECT clock_timestamp() AS now),
+             next AS (
+                 SELECT b.key,
+                        greatest(b.paused_until, coalesce($2,
+                            t.now + make_interval(secs =>
+                                least(60, 2 ^ least(b.throttle_streak, 6)) * (0.5 + random() / 2)))
+                        ) AS until,
+                        t.now < b.paused_until AS already
+                   FROM cairn.rate_budgets b, t WHERE b.key = $1 FOR UPDATE OF b
+             )
+             UPDATE cairn.rate_budgets b
+                SET paused_until = next.until,
+                    refilled_at = greatest(b.refilled_at, next.until),
+                    tokens = least(b.tokens, 0),
+                    rate = CASE WHEN next.already THEN b.rate
+                                ELSE greatest(b.ceiling * $3, b.rate * $4) END,
+                    throttle_streak = b.throttle_streak + CASE WHEN next.already THEN 0 ELSE 1 END,
+                    throttled = b.throttled + 1,
+                    successes = 0,
+                    updated_at = clock_timestamp()
+               FROM next WHERE b.key = next.key
+             RETURNING b.paused_until",
+        )
+        .bind(&self.key)
+        .bind(retry_at)
+        .bind(FLOOR)
+        .bind(DECREASE)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Pauses without lowering the rate: the vendor said its window is used up
+    /// (`X-RateLimit-Remaining: 0`) and when it resets, so no 429 need be provoked.
+    pub async fn hold_until(&self, until: DateTime<Utc>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE cairn.rate_budgets
+                SET paused_until = greatest(paused_until, $2),
+                    refilled_at = greatest(refilled_at, $2), tokens = least(tokens, 0)
+              WHERE key = $1",
+        )
+        .bind(&self.key)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The budget as it stands.
+    pub async fn state(&self) -> Result<BudgetState, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT ceiling, rate, granted, throttled, paused_until
+               FROM cairn.rate_budgets WHERE key = $1",
+        )
+        .bind(&self.key)
+        .fetch_one(&self.pool)
+        .await
+    }
+}

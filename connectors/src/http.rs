@@ -1,0 +1,423 @@
+//! The HTTP client every source uses: timeouts, pooling, compression, auth, the shared
+//! rate budget, rate-limit telemetry and categorised errors, in one `get`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Days, Utc};
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use sqlx::PgPool;
+use tracing::{debug, warn};
+
+use crate::auth::{AuthConfig, Authenticator};
+use crate::budget::{Grant, RateBudget, RateLimitConfig};
+use crate::error::{Category, HttpError};
+use crate::telemetry::Telemetry;
+
+/// How to reach a vendor: the part of a source's TOML that is about HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// The API's root, e.g. `https://api.hubapi.com`.
+    pub base_url: String,
+    /// How to authenticate.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// The vendor's rate limit; requests are paced by a budget shared through Postgres.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Connect, read and total timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Timeouts in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Establishing a connection.
+    pub connect_secs: f64,
+    /// Between two reads of a response.
+    pub read_secs: f64,
+    /// A whole request, body included.
+    pub total_secs: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_secs: 5.0,
+            read_secs: 30.0,
+            total_secs: 60.0,
+        }
+    }
+}
+
+/// A successful response with its JSON body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status (2xx).
+    pub status: u16,
+    /// The headers (for `Link` paging and telemetry).
+    pub headers: HeaderMap,
+    /// The parsed body.
+    pub body: serde_json::Value,
+    /// The URL that answered, credentials removed.
+    pub url: String,
+}
+
+/// A vendor client. Cheap to clone; clones share connections, tokens and the budget.
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    auth: Authenticator,
+    budget: Option<RateBudget>,
+    /// Successes not yet reported to the budget.
+    successes: AtomicU32,
+    /// 429s retried inside one `get` before giving the wait to the engine.
+    max_throttle_retries: u32,
+}
+
+/// The User-Agent vendors see.
+pub const USER_AGENT: &str = concat!("cairn/", env!("CARGO_PKG_VERSION"));
+
+impl HttpClient {
+    /// Builds a client for `config`. A configured rate limit needs `pool`: the budget
+    /// lives in Postgres so every worker shares it.
+    pub async fn new(config: HttpConfig, pool: Option<PgPool>) -> Result<Self, HttpError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let parsed = reqwest::Url::parse(&base_url).map_err(|err| {
+            HttpError::config(format!("base_url `{base_url}` is not a URL: {err}"))
+        })?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::config(format!("`{name}` is not a valid header name")))?;
+            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                HttpError::config(format!("the value of header `{name}` is not valid"))
+            })?;
+            headers.insert(name, value);
+        }
+        // Several crates may race to install it; any installed provider will do.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let t = config.timeouts;
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .default_headers(headers)
+            .connect_timeout(Duration::from_secs_f64(t.connect_secs.max(0.001)))
+            .read_timeout(Duration::from_secs_f64(t.read_secs.max(0.001)))
+            .timeout(Duration::from_secs_f64(t.total_secs.max(0.001)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .gzip(true)
+            .build()
+            .map_err(|err| HttpError::config(format!("cannot build the HTTP client: {err}")))?;
+        let auth = Authenticator::new(&config.auth, &base_url).await?;
+        let budget = match (&config.rate_limit, pool) {
+            (None, _) => None,
+            (Some(limit), Some(pool)) => {
+                if !(limit.requests_per_second > 0.0 && limit.requests_per_second.is_finite()) {
+                    return Err(HttpError::config(
+                        "rate_limit.requests_per_second must be a positive number",
+                    ));
+                }
+                let key = limit.key.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}:{}",
+                        parsed.host_str().unwrap_or("local"),
+                        auth.identity()
+                    )
+                });
+                let budget = RateBudget::open(pool, &key, limit).await.map_err(|err| {
+                    HttpError::config(format!("cannot open the rate budget `{key}`: {err}"))
+                        .caused_by(err)
+                })?;
+                Some(budget)
+            }
+            (Some(_), None) => {
+                return Err(HttpError::config(
+                    "a rate limit is configured but no database was given for its shared budget",
+                ));
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                auth,
+                budget,
+                successes: AtomicU32::new(0),
+                max_throttle_retries: 3,
+            }),
+        })
+    }
+
+    /// The API's root URL.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The shared rate budget, when one is configured.
+    pub fn budget(&self) -> Option<&RateBudget> {
+        self.inner.budget.as_ref()
+    }
+
+    /// GETs `url` (absolute, or relative to the base URL) with `query` and parses the
+    /// body as JSON.
+    ///
+    /// Takes a budget token first (waiting for it when the budget says so), applies
+    /// credentials (an OAuth token is refreshed before it expires, and once more on a
+    /// 401), reads rate-limit headers, retries 429s whose wait is short, and returns every
+    /// other failure categorised. A long wait comes back as [`Category::Throttled`] or
+    /// [`Category::QuotaExhausted`] with its retry time, so the engine parks the run.
+    pub async fn get(&self, url: &str, query: &[(String, String)]) -> Result<Response, HttpError> {
+        let inner = &*self.inner;
+        let url = join_url(&inner.base_url, url);
+        let shown = self.redact(&url);
+        let mut refreshed = false;
+        let mut throttles = 0;
+        loop {
+            self.take_token(&shown).await?;
+            let request = inner.http.get(&url).query(query);
+            let request = inner.auth.apply(request, &inner.http).await?;
+            let response = request
+                .send()
+                .await
+                .map_err(|err| transport_error("GET", &shown, err))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let telemetry = Telemetry::parse(&headers, Utc::now());
+            if (200..300).contains(&status) {
+                let bytes = response
+                    .bytes()
+                    .await
+                    .map_err(|err| transport_error("GET", &shown, err))?;
+                let body = serde_json::from_slice(&bytes).map_err(|err| {
+                    HttpError::request(
+                        Category::MalformedBody,
+                        "GET",
+                        &shown,
+                        Some(status),
+                        format!("the body is not valid JSON ({err}; {} bytes)", bytes.len()),
+                    )
+                })?;
+                self.after_success(&telemetry).await;
+                return Ok(Response {
+                    status,
+                    headers,
+                    body,
+                    url: shown,
+                });
+            }
+            let detail = response.text().await.unwrap_or_default();
+            let category = Category::of_status(status);
+            if status == 401 && !refreshed && inner.auth.can_refresh() {
+                debug!(url = %shown, "401: refreshing the token and retrying once");
+                inner.auth.invalidate().await;
+                refreshed = true;
+                continue;
+            }
+            if status == 429 {
+                let until = self.on_throttle(telemetry.retry_after).await;
+                throttles += 1;
+                let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                if throttles <= inner.max_throttle_retries && inner.budget.is_some() && wait <= self.max_wait() {
+                    debug!(url = %shown, ?wait, "429: waiting for the budget and retrying");
+                    continue;
+                }
+                return Err(HttpError::request(category, "GET", &shown, Some(status), "rate limited")
+                    .retry_at(until));
+            }
+            if status == 403 && (detail.contains("REQUEST_LIMIT_EXCEEDED") || telemetry.quota.is_some_and(|q| q.is_spent())) {
+                let until = telemetry.reset_at.unwrap_or_else(next_utc_midnight);
+                warn!(url = %shown, %until, "API quota spent; pausing until it resets");
+                if let Some(budget) = &inner.budget {
+                    let _ = budget.hold_until(until).await;
+                }
+                return Err(HttpError::request(
+                    Category::QuotaExhausted,
+                    "GET",
+                    &shown,
+                    Some(status),
+                    "the vendor's API quota is spent",
+                )
+                .retry_at(until));
+            }
+            return Err(HttpError::request(
+                category,
+                "GET",
+                &shown,
+                Some(status),
+                snippet(&detail),
+            ));
+        }
+    }
+
+    fn max_wait(&self) -> Duration {
+        self.inner
+            .budget
+            .as_ref()
+            .map_or(Duration::ZERO, RateBudget::max_wait)
+    }
+
+    async fn take_token(&self, shown: &str) -> Result<(), HttpError> {
+        let Some(budget) = &self.inner.budget else {
+            return Ok(());
+        };
+        let successes = self.inner.successes.swap(0, Ordering::Relaxed);
+        let grant = budget.acquire(successes).await.map_err(|err| {
+            HttpError::request(Category::Network, "GET", shown, None, "the rate budget is unreachable")
+                .caused_by(err)
+        })?;
+        match grant {
+            Grant::After(wait) => {
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(())
+            }
+            Grant::Refused(at) => Err(HttpError::request(
+                Category::Throttled,
+                "GET",
+                shown,
+                None,
+                "the shared rate budget is paused",
+            )
+            .retry_at(at)),
+        }
+    }
+
+    async fn after_success(&self, telemetry: &Telemetry) {
+        let Some(budget) = &self.inner.budget else {
+            return;
+        };
+        self.inner.successes.fetch_add(1, Ordering::Relaxed);
+        if let (Some(0), Some(reset)) = (telemetry.remaining, telemetry.reset_at) {
+            // The window is used up: wait for it rather than provoke a 429.
+            if let Err(err) = budget.hold_until(reset).await {
+                warn!(error = %err, "cannot record the vendor's exhausted window");
+            }
+        }
+    }
+
+    async fn on_throttle(&self, retry_after: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        match &self.inner.budget {
+            Some(budget) => match budget.throttle(retry_after).await {
+                Ok(until) => until,
+                Err(err) => {
+                    warn!(error = %err, "cannot record a 429 in the rate budget");
+                    retry_after.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(5))
+                }
+            },
+            None => retry_after.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(5)),
+        }
+    }
+
+    /// The URL without credentials, for messages and logs.
+    fn redact(&self, url: &str) -> String {
+        redact_url(url, self.inner.auth.secret_query_param())
+    }
+}
+
+/// `path` resolved against `base` (absolute URLs are kept).
+pub fn join_url(base: &str, path: &str) -> String {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        path.to_owned()
+    } else if path.starts_with('/') {
+        format!("{}{path}", base.trim_end_matches('/'))
+    } else {
+        format!("{}/{path}", base.trim_end_matches('/'))
+    }
+}
+
+/// Removes user info and the named credential parameter from a URL.
+pub fn redact_url(url: &str, secret_param: Option<&str>) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return url.to_owned();
+    };
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if let Some(secret) = secret_param {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(name, _)| name != secret)
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
+    parsed.to_string()
+}
+
+/// The category of a failure below HTTP (connect, reset, timeout).
+pub(crate) fn transport_error(method: &'static str, url: &str, err: reqwest::Error) -> HttpError {
+    let category = if err.is_timeout() {
+        Category::Timeout
+    } else if err.is_decode() {
+        Category::MalformedBody
+    } else {
+        Category::Network
+    };
+    let message = if err.is_timeout() {
+        "no answer in time".to_owned()
+    } else if err.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "the connection failed".to_owned()
+    };
+    // reqwest's own message quotes the URL, query credentials included: keep only the
+    // chain below it.
+    let cause = std::error::Error::source(&err).map(|s| s.to_string());
+    let message = match cause {
+        Some(cause) => format!("{message} ({cause})"),
+        None => message,
+    };
+    HttpError::request(category, method, url, None, message)
+}
+
+fn snippet(body: &str) -> String {
+    let trimmed: String = body.trim().chars().take(300).collect();
+    if trimmed.is_empty() {
+        "no details in the body".to_owned()
+    } else {
+        trimmed
+    }
+}
+
+fn next_utc_midnight() -> DateTime<Utc> {
+    let tomorrow = Utc::now().date_naive() + Days::new(1);
+    tomorrow
+        .and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc())
+        .unwrap_or_else(Utc::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_join_and_lose_their_credentials() {
+        assert_eq!(join_url("http://h:1/", "/v1/x"), "http://h:1/v1/x");
+        assert_eq!(join_url("http://h:1", "v1/x"), "http://h:1/v1/x");
+        assert_eq!(join_url("http://h:1", "https://o/x"), "https://o/x");
+        assert_eq!(
+            redact_url("http://u:p@h/x?api_key=s3cret&limit=5", Some("api_key")),
+            "http://h/x?limit=5"
+        );
+        assert_eq!(redact_url("http://h/x?api_key=s3cret", Some("api_key")), "http://h/x");
+    }
+}

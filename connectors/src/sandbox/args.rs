@@ -10,7 +10,7 @@ use super::config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, RateLimit, RetryAfterStyle,
     SandboxConfig,
 };
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// How API clients authenticate, on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

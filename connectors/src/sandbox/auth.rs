@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::config::AuthConfig;
-use super::secret::Secret;
+use crate::secret::Secret;
 use super::vendor::Vendor;
 
 /// Tokens issued, by token, with the Unix millisecond they expire at.

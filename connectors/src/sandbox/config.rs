@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::clock::Clock;
-use super::secret::Secret;
+use crate::secret::Secret;
 
 /// Everything a [`Sandbox`](super::Sandbox) is started with.
 ///

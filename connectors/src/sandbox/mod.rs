@@ -55,7 +55,6 @@ mod guard;
 mod items;
 mod limits;
 mod mutation;
-mod secret;
 mod server;
 mod stats;
 mod store;
@@ -70,7 +69,7 @@ pub use config::{
     SandboxConfig,
 };
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
-pub use secret::Secret;
+pub use crate::secret::Secret;
 pub use server::{Sandbox, SandboxError, SandboxHandle};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{Stream, UnknownStream};

@@ -175,17 +175,18 @@ impl RateBudget {
             "WITH t AS (SELECT clock_timestamp() AS now),
              next AS (
                  SELECT b.key,
-                        greatest(b.paused_until, coalesce($2,
-                            t.now + make_interval(secs =>
-                                least(60, 2 ^ least(b.throttle_streak, 6)) * (0.5 + random() / 2)))
-                        ) AS until,
+                        CASE WHEN t.now < b.paused_until AND $2 IS NULL THEN b.paused_until
+                             ELSE greatest(b.paused_until, coalesce($2,
+                                 t.now + make_interval(secs =>
+                                     least(60, 2 ^ least(b.throttle_streak, 6)) * (0.5 + random() / 2))))
+                        END AS until,
                         t.now < b.paused_until AS already
                    FROM cairn.rate_budgets b, t WHERE b.key = $1 FOR UPDATE OF b
              )
              UPDATE cairn.rate_budgets b
                 SET paused_until = next.until,
                     refilled_at = greatest(b.refilled_at, next.until),
-                    tokens = least(b.tokens, 0),
+                    tokens = least(b.tokens, 1),
                     rate = CASE WHEN next.already THEN b.rate
                                 ELSE greatest(b.ceiling * $3, b.rate * $4) END,
                     throttle_streak = b.throttle_streak + CASE WHEN next.already THEN 0 ELSE 1 END,
@@ -209,7 +210,7 @@ impl RateBudget {
         sqlx::query(
             "UPDATE cairn.rate_budgets
                 SET paused_until = greatest(paused_until, $2),
-                    refilled_at = greatest(refilled_at, $2), tokens = least(tokens, 0)
+                    refilled_at = greatest(refilled_at, $2), tokens = least(tokens, 1)
               WHERE key = $1",
         )
         .bind(&self.key)

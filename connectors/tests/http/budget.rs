@@ -1,0 +1,194 @@
+//! The rate budget shared through Postgres.
+
+use std::time::Duration;
+
+use cairn_connectors::budget::{Grant, RateBudget, RateLimitConfig};
+use cairn_connectors::http::HttpClient;
+use cairn_connectors::sandbox::{RateLimit, RetryAfterStyle, SandboxConfig};
+use cairn_testkit::TestDb;
+use chrono::Utc;
+
+use crate::{config, sandbox};
+
+fn limit(rate: f64, key: &str) -> RateLimitConfig {
+    RateLimitConfig {
+        requests_per_second: rate,
+        burst: 1.0,
+        key: Some(key.to_owned()),
+        max_wait_secs: 10.0,
+    }
+}
+
+/// Two clients (as two workers would have) on one credential share the vendor's limit
+/// instead of each taking all of it: together they stay under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_credential_share_one_budget() {
+    const EACH: usize = 25;
+    let db = TestDb::new().await;
+    let vendor = sandbox(SandboxConfig {
+        rate_limit: Some(RateLimit::new(20.0, 2)),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let mut cfg = config(vendor.base_url());
+        cfg.rate_limit = Some(limit(20.0, "sandbox-shared"));
+        clients.push(
+            HttpClient::new(cfg, Some(db.new_pool(4).await))
+                .await
+                .unwrap(),
+        );
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            tokio::spawn(async move {
+                for _ in 0..EACH {
+                    client
+                        .get(
+                            "/crm/v3/objects/contacts",
+                            &[("limit".to_owned(), "5".to_owned())],
+                        )
+                        .await
+                        .expect("paced requests succeed");
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = vendor.vendor().stats();
+    let ok = stats.count("GET /crm/v3/objects/{stream}", "200");
+    assert_eq!(ok, 2 * EACH as u64);
+    let share = stats.rate_limited as f64 / (ok + stats.rate_limited) as f64;
+    assert!(
+        share < 0.02,
+        "{} of {} requests were answered 429",
+        stats.rate_limited,
+        ok + stats.rate_limited
+    );
+    let granted: i64 =
+        sqlx::query_scalar("SELECT granted FROM cairn.rate_budgets WHERE key = 'sandbox-shared'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(
+        granted >= 2 * EACH as i64,
+        "both clients drew from the one budget: {granted}"
+    );
+}
+
+/// The vendor's `X-RateLimit-Remaining: 0` and reset time hold the budget, so an
+/// optimistic budget is corrected without provoking a single 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_vendor_window_holds_the_budget_without_a_429() {
+    let db = TestDb::new().await;
+    let vendor = sandbox(SandboxConfig {
+        rate_limit: Some(RateLimit {
+            retry_after: RetryAfterStyle::Seconds,
+            ..RateLimit::new(8.0, 1)
+        }),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut cfg = config(vendor.base_url());
+    // The budget believes in 80 req/s; the vendor allows 8.
+    cfg.rate_limit = Some(limit(80.0, "optimistic"));
+    let client = HttpClient::new(cfg, Some(db.pool().clone())).await.unwrap();
+    for _ in 0..8 {
+        client
+            .get(
+                "/crm/v3/objects/contacts",
+                &[("limit".to_owned(), "5".to_owned())],
+            )
+            .await
+            .expect("paced by the vendor's own headers");
+    }
+    let stats = vendor.vendor().stats();
+    assert_eq!(stats.count("GET /crm/v3/objects/{stream}", "200"), 8);
+    assert_eq!(stats.rate_limited, 0);
+}
+
+/// A 429 pauses the whole budget until its retry time and lowers the rate once per
+/// pause, however many in-flight requests report it; sustained success raises it back.
+#[tokio::test]
+async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
+    let db = TestDb::new().await;
+    let budget = RateBudget::open(db.pool().clone(), "aimd", &limit(10.0, "aimd"))
+        .await
+        .unwrap();
+    let retry_at = Utc::now() + chrono::Duration::milliseconds(800);
+    let until = budget.throttle(Some(retry_at)).await.unwrap();
+    let close = |a: chrono::DateTime<Utc>| (a - retry_at).num_microseconds().unwrap().abs() <= 1;
+    assert!(close(until), "{until} vs {retry_at}");
+    let again = budget.throttle(None).await.unwrap();
+    assert!(close(again), "an in-flight 429 during the pause does not extend it");
+    let state = budget.state().await.unwrap();
+    assert_eq!(state.throttled, 2);
+    assert!(
+        (state.rate - 7.5).abs() < 1e-9,
+        "lowered once: {}",
+        state.rate
+    );
+
+    match budget.acquire(0).await.unwrap() {
+        Grant::After(wait) => {
+            assert!(
+                wait > Duration::from_millis(500) && wait <= Duration::from_millis(900),
+                "{wait:?}"
+            )
+        }
+        other => panic!("a short pause is waited out: {other:?}"),
+    }
+    // Five seconds' worth of successes at the current rate earn one step back up.
+    budget.acquire(40).await.unwrap();
+    let state = budget.state().await.unwrap();
+    assert!(
+        (state.rate - 8.0).abs() < 1e-9,
+        "raised by 5% of the ceiling: {}",
+        state.rate
+    );
+    for _ in 0..20 {
+        budget.acquire(1_000).await.unwrap();
+    }
+    assert!(
+        (budget.state().await.unwrap().rate - 10.0).abs() < 1e-9,
+        "never above the ceiling"
+    );
+}
+
+/// A wait longer than the caller's patience is handed back as a retry time (the engine
+/// parks the run) and the token is returned.
+#[tokio::test]
+async fn a_long_pause_is_refused_with_its_end() {
+    let db = TestDb::new().await;
+    let vendor = sandbox(SandboxConfig::default()).await;
+    let mut cfg = config(vendor.base_url());
+    cfg.rate_limit = Some(RateLimitConfig {
+        max_wait_secs: 1.0,
+        ..limit(5.0, "paused")
+    });
+    let client = HttpClient::new(cfg, Some(db.pool().clone())).await.unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(30);
+    client.budget().unwrap().hold_until(until).await.unwrap();
+    let err = client
+        .get("/crm/v3/objects/contacts", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.category(), cairn_connectors::error::Category::Throttled);
+    let at = err.retry_time().unwrap();
+    assert!(
+        at >= until - chrono::Duration::milliseconds(5),
+        "{at} vs {until}"
+    );
+    assert_eq!(
+        vendor
+            .vendor()
+            .stats()
+            .count("GET /crm/v3/objects/{stream}", "200"),
+        0,
+        "nothing was sent"
+    );
+}

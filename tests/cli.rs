@@ -162,3 +162,92 @@ async fn start_wait_runs_show_and_cancel_through_the_binary() {
     assert_eq!(doc["status"], "cancelled");
     assert_eq!(worker.terminate(), Some(0));
 }
+
+#[test]
+fn mock_vendor_help_documents_every_flag() {
+    let help = cairn().args(["mock-vendor", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--port",
+        "--records",
+        "--seed",
+        "--as-of",
+        "--max-page-size",
+        "--rate",
+        "--burst",
+        "--retry-after",
+        "--max-concurrent",
+        "--daily-quota",
+        "--auth",
+        "--client-id",
+        "--client-secret",
+        "--token-ttl",
+        "--api-key",
+        "--fault-rate",
+        "--faults",
+        "--slow-ms",
+        "--latency-ms",
+    ] {
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with(flag))
+            .unwrap_or_else(|| panic!("{flag} is missing from --help:\n{text}"));
+        let described = text
+            .lines()
+            .nth(line + 1)
+            .is_some_and(|l| !l.trim().is_empty());
+        assert!(described, "{flag} has no description:\n{text}");
+    }
+}
+
+#[test]
+fn mock_vendor_refuses_contradictory_flags() {
+    let output = cairn()
+        .args(["mock-vendor", "--burst", "5"])
+        .output()
+        .unwrap();
+    assert_clean_error(&output, 2, "mock-vendor");
+}
+
+#[test]
+fn mock_vendor_serves_until_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = cairn()
+        .args(["mock-vendor", "--port", "0", "--records", "7"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let addr = banner
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no URL in the banner: {banner}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/contacts?limit=100 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body: Value = serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        7,
+        "the records asked for"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

@@ -606,7 +606,7 @@ async fn a_panicking_workflow_fails_its_run_instead_of_looping() {
 }
 
 #[test]
-fn errors_default_to_transient_and_database_errors_are_classified() {
+fn errors_convert_with_their_class_and_database_errors_by_sqlstate() {
     let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
     assert_eq!(Error::from(io).class(), ErrorClass::Transient);
     assert_eq!(

@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_connectors::sandbox::{MockVendorArgs, Sandbox};
 use cairn_runner::{
     Client, EngineError, Registry, RunId, RunStatus, StartOptions, Worker, WorkerConfig,
 };
@@ -80,6 +81,9 @@ enum Command {
     /// One command: migrate, run a worker in-process and take the `tour` workflow
     /// through every kind of step, printing each as it lands.
     Demo,
+    /// Serve the sandbox vendor: a rate-limited CRM-like API on 127.0.0.1 for demos,
+    /// tests and benchmarks. No auth, no limits and no faults unless asked for.
+    MockVendor(MockVendorArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,7 +175,7 @@ pub fn main(registry: Registry) -> ExitCode {
 
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Worker { .. } => "info,sqlx=warn",
+        Command::Worker { .. } | Command::MockVendor(_) => "info,sqlx=warn",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -265,6 +269,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         }
         Command::Runs { command } => runs(url, command).await,
         Command::Demo => demo::run(url, registry).await,
+        Command::MockVendor(args) => mock_vendor(args).await,
     }
 }
 
@@ -313,6 +318,25 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn mock_vendor(args: MockVendorArgs) -> Outcome {
+    let addr = args.addr();
+    let config = args
+        .into_config()
+        .map_err(|err| Failure::usage(format!("mock-vendor: {err}")))?;
+    let records = config.records_per_stream;
+    let sandbox = Sandbox::start(config, addr)
+        .await
+        .map_err(|err| Failure::failed(format!("mock-vendor: {err}")))?;
+    println!(
+        "sandbox vendor on {} ({records} records per stream: contacts, companies, deals); \
+         Ctrl-C to stop",
+        sandbox.base_url()
+    );
+    shutdown_signal().await;
+    sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,7 +124,10 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
     let close = |a: chrono::DateTime<Utc>| (a - retry_at).num_microseconds().unwrap().abs() <= 1;
     assert!(close(until), "{until} vs {retry_at}");
     let again = budget.throttle(None).await.unwrap();
-    assert!(close(again), "an in-flight 429 during the pause does not extend it");
+    assert!(
+        close(again),
+        "an in-flight 429 during the pause does not extend it"
+    );
     let state = budget.state().await.unwrap();
     assert_eq!(state.throttled, 2);
     assert!(

@@ -29,6 +29,13 @@
 //! - [`error`]: [`error::HttpError`] and its categories, mapped to the engine's classes.
 //! - [`telemetry`]: `Retry-After`, `X-RateLimit-*` and `Sforce-Limit-Info` parsing.
 //! - [`budget`]: the per-credential token bucket shared through Postgres.
+//! - [`paginate`]: one normalised cursor for every vendor paging style, and a
+//!   [`paginate::Traversal`] that errors on repeated cursors, empty pages with a
+//!   next link and totals that disagree, instead of looping.
+//! - [`source`]: the [`source::Source`] trait sync workflows read vendors through:
+//!   streams, a page at a cursor (optionally since a watermark), the ids listing.
+//! - [`rest`]: the declarative REST source — a TOML file per API, no Rust code;
+//!   ready profiles for the sandbox in `examples/sources/`.
 //! - [`sandbox`]: a fake CRM over real HTTP on 127.0.0.1 — HubSpot-,
 //!   Salesforce- and Stripe-like listings, offset and `Link` paging, an ids
 //!   listing, idempotent writes, an admin API that mutates data and schema,
@@ -39,6 +46,9 @@ pub mod auth;
 pub mod budget;
 pub mod error;
 pub mod http;
+pub mod paginate;
+pub mod rest;
 pub mod sandbox;
 pub mod secret;
+pub mod source;
 pub mod telemetry;

@@ -1,0 +1,509 @@
+//! Loading a source file: parse, deserialize, check the rules serde cannot,
+//! and say exactly where anything is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::de::DeTable;
+use url::Url;
+
+use super::locate::{Document, line_column};
+use super::schema::{
+    IdsFile, IncrementalFile, PaginatorFile, PaginatorKind, SinceFormat, SourceFile, StreamFile,
+};
+use crate::auth::{AuthConfig, KeyLocation};
+use crate::http::HttpConfig;
+use crate::paginate::{JsonPath, Paginator};
+
+/// The placeholder an incremental query template puts the watermark in.
+pub(crate) const SINCE_PLACEHOLDER: &str = "{since}";
+
+/// Why a source file cannot be used. Every variant names the file; problems
+/// in its content also give the line, column and dotted field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the source file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A field is missing, unknown, of the wrong type or inconsistent with
+    /// another, or the TOML itself does not parse (then `field` is the table
+    /// being read, empty at top level).
+    #[error("{file}:{line}:{column}: {}{message}", field_prefix(field))]
+    Invalid {
+        /// The file, as given to the loader.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column, in characters.
+        column: usize,
+        /// The dotted path of the field, e.g. `streams.contacts.paginator.param`.
+        field: String,
+        /// What is wrong, and what is expected instead.
+        message: String,
+    },
+    /// A base URL given to [`RestConfig::with_base_url`] is not an http(s) URL.
+    #[error("{file}: base URL {url:?} overriding the file's is not an http(s) URL")]
+    BaseUrl {
+        /// The file whose base URL was being replaced.
+        file: String,
+        /// The URL given.
+        url: String,
+    },
+}
+
+fn field_prefix(field: &str) -> String {
+    if field.is_empty() {
+        String::new()
+    } else {
+        format!("`{field}`: ")
+    }
+}
+
+/// One listing: where it is, and how to read and page it.
+#[derive(Clone, Debug)]
+pub(crate) struct Listing {
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) items_path: JsonPath,
+    pub(crate) total_path: Option<JsonPath>,
+    pub(crate) paginator: Paginator,
+}
+
+/// How a stream reads only what changed.
+#[derive(Clone, Debug)]
+pub(crate) struct Incremental {
+    pub(crate) param: Option<String>,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) format: SinceFormat,
+    pub(crate) client_filter: bool,
+}
+
+/// A validated stream.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamPlan {
+    pub(crate) listing: Listing,
+    pub(crate) primary_key: JsonPath,
+    pub(crate) cursor_field: Option<JsonPath>,
+    pub(crate) incremental: Option<Incremental>,
+    /// The ids-only listing and where an id is in its items (`None`: the items
+    /// are the ids); absent, ids come from the records listing.
+    pub(crate) ids: Option<(Listing, Option<JsonPath>)>,
+}
+
+/// A validated declarative REST source, loaded from a TOML file (see the
+/// [module docs](super) for the schema).
+///
+/// Only [`from_file`](Self::from_file) and [`parse`](Self::parse) make one, so
+/// a `RestConfig` always satisfies every rule of the schema.
+#[derive(Clone, Debug)]
+pub struct RestConfig {
+    pub(crate) file: String,
+    pub(crate) name: String,
+    pub(crate) http: HttpConfig,
+    pub(crate) secret_params: Vec<String>,
+    pub(crate) streams: BTreeMap<String, StreamPlan>,
+}
+
+impl RestConfig {
+    /// Reads and validates the source file at `path`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates a source file's `text`; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let invalid = |span: std::ops::Range<usize>, field: String, message: String| {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                line,
+                column,
+                field,
+                message,
+            }
+        };
+        let (root, syntax) = DeTable::parse_recoverable(text);
+        let document = Document::new(&root);
+        if let Some(error) = syntax.first() {
+            let span = error.span().unwrap_or(0..0);
+            let field = document.path_at(span.start).join(".");
+            return Err(invalid(span, field, error.message().to_owned()));
+        }
+        let source = SourceFile::deserialize(toml::de::Deserializer::from(root.clone())).map_err(
+            |error| {
+                let span = error.span().unwrap_or(0..0);
+                // A missing field's span is its table's, so the path found
+                // there is the table's.
+                let mut field = document.path_at(span.start);
+                if let Some(missing) = missing_field(error.message()) {
+                    field.push(missing.to_owned());
+                }
+                invalid(span, field.join("."), error.message().to_owned())
+            },
+        )?;
+        validate(source, file).map_err(|problem| {
+            let path: Vec<&str> = problem.field.iter().map(String::as_str).collect();
+            invalid(
+                document.span_of(&path),
+                problem.field.join("."),
+                problem.message,
+            )
+        })
+    }
+
+    /// The same source against another base URL — a sandbox on an ephemeral
+    /// port, a vendor's EU instance. Paths, next links and token URLs resolve
+    /// against it.
+    pub fn with_base_url(mut self, base_url: &str) -> Result<Self, ConfigError> {
+        if !is_http_url(base_url) {
+            return Err(ConfigError::BaseUrl {
+                file: self.file,
+                url: base_url.to_owned(),
+            });
+        }
+        self.http.base_url = base_url.trim_end_matches('/').to_owned();
+        Ok(self)
+    }
+
+    /// The source's name, e.g. `sandbox-hubspot`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it was loaded from, as given.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// How its HTTP client is configured.
+    pub fn http(&self) -> &HttpConfig {
+        &self.http
+    }
+
+    /// Its streams' names, in order.
+    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
+        self.streams.keys().map(String::as_str)
+    }
+}
+
+/// The field named by serde's "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+fn is_http_url(text: &str) -> bool {
+    Url::parse(text).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+}
+
+/// A rule broken, at a dotted field.
+struct Problem {
+    field: Vec<String>,
+    message: String,
+}
+
+fn problem(at: &[&str], message: impl Into<String>) -> Problem {
+    Problem {
+        field: at.iter().map(|s| (*s).to_owned()).collect(),
+        message: message.into(),
+    }
+}
+
+fn path(text: &str, at: &[&str]) -> Result<JsonPath, Problem> {
+    text.parse()
+        .map_err(|error| problem(at, format!("{error}")))
+}
+
+fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
+    if source.name.trim().is_empty() {
+        return Err(problem(&["name"], "the source needs a name"));
+    }
+    if !is_http_url(&source.base_url) {
+        return Err(problem(
+            &["base_url"],
+            format!("{:?} is not an http(s) URL", source.base_url),
+        ));
+    }
+    if source.streams.is_empty() {
+        return Err(problem(
+            &["streams"],
+            "the source needs at least one [streams.<name>] table",
+        ));
+    }
+    let mut secret_params = source.secret_params;
+    if let AuthConfig::ApiKey {
+        name,
+        location: KeyLocation::Query,
+        ..
+    } = &source.auth
+    {
+        secret_params.push(name.clone());
+    }
+    let streams = source
+        .streams
+        .into_iter()
+        .map(|(name, stream)| Ok((name.clone(), stream_plan(&name, stream)?)))
+        .collect::<Result<_, Problem>>()?;
+    Ok(RestConfig {
+        file: file.to_owned(),
+        name: source.name,
+        http: HttpConfig {
+            base_url: source.base_url.trim_end_matches('/').to_owned(),
+            auth: source.auth,
+            rate_limit: source.rate_limit,
+            headers: source.headers,
+            timeouts: source.timeouts,
+        },
+        secret_params,
+        streams,
+    })
+}
+
+fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
+    let at = |field: &'static str| ["streams", name, field];
+    if stream.path.trim().is_empty() {
+        return Err(problem(&at("path"), "the listing's path is empty"));
+    }
+    let primary_key = path(&stream.primary_key, &at("primary_key"))?;
+    if primary_key.is_root() {
+        return Err(problem(
+            &at("primary_key"),
+            "name the field that identifies a record, e.g. \"id\"",
+        ));
+    }
+    let cursor_field = match &stream.cursor_field {
+        Some(field) => Some(path(field, &at("cursor_field"))?).filter(|p| !p.is_root()),
+        None => None,
+    };
+    let incremental = match stream.incremental {
+        Some(incremental) => Some(incremental_plan(name, incremental, cursor_field.is_some())?),
+        None => None,
+    };
+    let paginator = paginator(
+        &stream.paginator,
+        &["streams", name, "paginator"],
+        &primary_key,
+    )?;
+    let listing = Listing {
+        path: stream.path,
+        query: stream
+            .query
+            .into_iter()
+            .map(|(name, value)| (name, value.0))
+            .collect(),
+        items_path: path(&stream.records_path, &at("records_path"))?,
+        total_path: stream
+            .total_path
+            .map(|total| path(&total, &at("total_path")))
+            .transpose()?,
+        paginator,
+    };
+    let ids = match stream.ids {
+        Some(ids) => Some(ids_plan(name, ids)?),
+        None => None,
+    };
+    Ok(StreamPlan {
+        listing,
+        primary_key,
+        cursor_field,
+        incremental,
+        ids,
+    })
+}
+
+fn incremental_plan(
+    name: &str,
+    incremental: IncrementalFile,
+    has_cursor_field: bool,
+) -> Result<Incremental, Problem> {
+    let at = |field: &'static str| ["streams", name, "incremental", field];
+    if !has_cursor_field {
+        return Err(problem(
+            &["streams", name, "incremental"],
+            "incremental reads need the stream's `cursor_field`, the field the watermark is read from",
+        ));
+    }
+    if incremental.param.is_some() && incremental.query.is_some() {
+        return Err(problem(
+            &at("query"),
+            "give either `param` (one parameter set to the watermark) or `query` (templates with {since}), not both",
+        ));
+    }
+    if incremental.param.is_none() && incremental.query.is_none() && !incremental.client_filter {
+        return Err(problem(
+            &["streams", name, "incremental"],
+            "say how to filter by the watermark: `param`, `query` (templates with {since}), or `client_filter = true` for a listing that cannot filter",
+        ));
+    }
+    if let Some(param) = &incremental.param
+        && param.is_empty()
+    {
+        return Err(problem(&at("param"), "the parameter name is empty"));
+    }
+    let query: Vec<(String, String)> = incremental.query.unwrap_or_default().into_iter().collect();
+    if !query.is_empty()
+        && !query
+            .iter()
+            .any(|(_, value)| value.contains(SINCE_PLACEHOLDER))
+    {
+        return Err(problem(
+            &at("query"),
+            "no template contains {since}, where the watermark goes",
+        ));
+    }
+    Ok(Incremental {
+        param: incremental.param,
+        query,
+        format: incremental.format,
+        client_filter: incremental.client_filter,
+    })
+}
+
+fn ids_plan(name: &str, ids: IdsFile) -> Result<(Listing, Option<JsonPath>), Problem> {
+    let at = |field: &'static str| ["streams", name, "ids", field];
+    if ids.path.trim().is_empty() {
+        return Err(problem(&at("path"), "the ids listing's path is empty"));
+    }
+    let id_field = ids
+        .id_field
+        .map(|field| path(&field, &at("id_field")))
+        .transpose()?
+        .filter(|field| !field.is_root());
+    let paginator = paginator(
+        &ids.paginator,
+        &["streams", name, "ids", "paginator"],
+        &id_field.clone().unwrap_or_default(),
+    )?;
+    let listing = Listing {
+        path: ids.path,
+        query: ids
+            .query
+            .into_iter()
+            .map(|(name, value)| (name, value.0))
+            .collect(),
+        items_path: path(&ids.ids_path, &at("ids_path"))?,
+        total_path: ids
+            .total_path
+            .map(|total| path(&total, &at("total_path")))
+            .transpose()?,
+        paginator,
+    };
+    Ok((listing, id_field))
+}
+
+/// The paginator of one listing, with its kind's required fields present and
+/// no field its kind does not read.
+fn paginator(file: &PaginatorFile, at: &[&str], id_field: &JsonPath) -> Result<Paginator, Problem> {
+    let kind = file.kind;
+    let field_at = |field: &'static str| -> Vec<&str> {
+        let mut path = at.to_vec();
+        path.push(field);
+        path
+    };
+    let reads: &[&str] = match kind {
+        PaginatorKind::None | PaginatorKind::LinkHeader => &[],
+        PaginatorKind::Cursor | PaginatorKind::PageToken => &["param", "next_path"],
+        PaginatorKind::Offset => &["param"],
+        PaginatorKind::NextUrl => &["next_path"],
+        PaginatorKind::Stripe => &["param", "has_more_path", "id_field"],
+    };
+    for (field, present) in [
+        ("param", file.param.is_some()),
+        ("next_path", file.next_path.is_some()),
+        ("has_more_path", file.has_more_path.is_some()),
+        ("id_field", file.id_field.is_some()),
+    ] {
+        if present && !reads.contains(&field) {
+            let reads = if reads.is_empty() {
+                "no other field".to_owned()
+            } else {
+                reads
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(problem(
+                &field_at(field),
+                format!(
+                    "a `{}` paginator does not read `{field}` (it reads {reads})",
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    let required = |value: &Option<String>, field: &'static str, what: &str| {
+        value.clone().ok_or_else(|| {
+            problem(
+                &field_at(field),
+                format!("a `{}` paginator needs `{field}`: {what}", kind.name()),
+            )
+        })
+    };
+    let param = |default: &str| file.param.clone().unwrap_or_else(|| default.to_owned());
+    let next_path = |default: &str| {
+        path(
+            file.next_path.as_deref().unwrap_or(default),
+            &field_at("next_path"),
+        )
+    };
+    Ok(match kind {
+        PaginatorKind::None => Paginator::Single,
+        PaginatorKind::LinkHeader => Paginator::LinkHeader,
+        PaginatorKind::Cursor => {
+            let param = required(
+                &file.param,
+                "param",
+                "the query parameter the token goes back in",
+            )?;
+            let next = required(
+                &file.next_path,
+                "next_path",
+                "where the next token is in the body, e.g. \"paging.next.after\"",
+            )?;
+            Paginator::Token {
+                param,
+                next_path: path(&next, &field_at("next_path"))?,
+            }
+        }
+        PaginatorKind::PageToken => Paginator::Token {
+            param: param("pageToken"),
+            next_path: next_path("nextPageToken")?,
+        },
+        PaginatorKind::Offset => Paginator::Offset {
+            param: param("offset"),
+        },
+        PaginatorKind::NextUrl => {
+            let next = required(
+                &file.next_path,
+                "next_path",
+                "where the next page's URL is in the body, e.g. \"nextRecordsUrl\"",
+            )?;
+            Paginator::NextUrl {
+                next_path: path(&next, &field_at("next_path"))?,
+            }
+        }
+        PaginatorKind::Stripe => Paginator::Stripe {
+            param: param("starting_after"),
+            has_more_path: path(
+                file.has_more_path.as_deref().unwrap_or("has_more"),
+                &field_at("has_more_path"),
+            )?,
+            id_field: match &file.id_field {
+                Some(field) => path(field, &field_at("id_field"))?,
+                None => id_field.clone(),
+            },
+        },
+    })
+}

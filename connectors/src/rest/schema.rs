@@ -1,0 +1,179 @@
+//! The source file as written: one serde struct per TOML table, every one
+//! refusing unknown fields. Cross-field rules are checked in
+//! [`config`](super::config), where the file becomes a [`RestConfig`](super::RestConfig).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use crate::auth::AuthConfig;
+use crate::budget::RateLimitConfig;
+use crate::http::Timeouts;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceFile {
+    pub(crate) name: String,
+    pub(crate) base_url: String,
+    #[serde(default)]
+    pub(crate) auth: AuthConfig,
+    #[serde(default)]
+    pub(crate) rate_limit: Option<RateLimitConfig>,
+    #[serde(default)]
+    pub(crate) headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) timeouts: Timeouts,
+    #[serde(default)]
+    pub(crate) secret_params: Vec<String>,
+    pub(crate) streams: BTreeMap<String, StreamFile>,
+}
+
+/// `[streams.<name>]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StreamFile {
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) query: BTreeMap<String, QueryValue>,
+    pub(crate) records_path: String,
+    pub(crate) primary_key: String,
+    #[serde(default)]
+    pub(crate) cursor_field: Option<String>,
+    #[serde(default)]
+    pub(crate) total_path: Option<String>,
+    #[serde(default)]
+    pub(crate) incremental: Option<IncrementalFile>,
+    pub(crate) paginator: PaginatorFile,
+    #[serde(default)]
+    pub(crate) ids: Option<IdsFile>,
+}
+
+/// `[streams.<name>.paginator]` (and `[streams.<name>.ids.paginator]`): the
+/// kind, and the fields that kind reads. Kept flat rather than as a tagged
+/// enum so that a field missing for its kind is reported, by `config`, at
+/// its exact place.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PaginatorFile {
+    pub(crate) kind: PaginatorKind,
+    #[serde(default)]
+    pub(crate) param: Option<String>,
+    #[serde(default)]
+    pub(crate) next_path: Option<String>,
+    #[serde(default)]
+    pub(crate) has_more_path: Option<String>,
+    #[serde(default)]
+    pub(crate) id_field: Option<String>,
+}
+
+/// The paginator kinds a file may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PaginatorKind {
+    None,
+    Cursor,
+    PageToken,
+    Offset,
+    LinkHeader,
+    NextUrl,
+    Stripe,
+}
+
+impl PaginatorKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PaginatorKind::None => "none",
+            PaginatorKind::Cursor => "cursor",
+            PaginatorKind::PageToken => "page_token",
+            PaginatorKind::Offset => "offset",
+            PaginatorKind::LinkHeader => "link_header",
+            PaginatorKind::NextUrl => "next_url",
+            PaginatorKind::Stripe => "stripe",
+        }
+    }
+}
+
+/// `[streams.<name>.incremental]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IncrementalFile {
+    #[serde(default)]
+    pub(crate) param: Option<String>,
+    #[serde(default)]
+    pub(crate) query: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub(crate) format: SinceFormat,
+    #[serde(default)]
+    pub(crate) client_filter: bool,
+}
+
+/// How a `since` watermark is written into a request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinceFormat {
+    /// As read from the records' cursor field.
+    #[default]
+    Raw,
+    /// An RFC 3339 instant in UTC (`2026-05-01T00:00:00Z`).
+    Rfc3339,
+    /// Whole Unix seconds, rounded down (so an inclusive filter still
+    /// includes the watermark's own second).
+    UnixSeconds,
+    /// Unix milliseconds, rounded down.
+    UnixMillis,
+}
+
+/// `[streams.<name>.ids]`: a listing of ids only, for delete reconciliation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdsFile {
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) query: BTreeMap<String, QueryValue>,
+    pub(crate) ids_path: String,
+    #[serde(default)]
+    pub(crate) id_field: Option<String>,
+    #[serde(default)]
+    pub(crate) total_path: Option<String>,
+    pub(crate) paginator: PaginatorFile,
+}
+
+/// A query parameter's value: a string, or an integer or boolean written
+/// without quotes (`limit = 100`), sent as its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueryValue(pub(crate) String);
+
+impl<'de> Deserialize<'de> for QueryValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+
+        impl Visitor<'_> for Text {
+            type Value = QueryValue;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, an integer or a boolean")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<QueryValue, E> {
+                Ok(QueryValue(value.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<QueryValue, E> {
+                Ok(QueryValue(value.to_string()))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<QueryValue, E> {
+                Ok(QueryValue(value.to_string()))
+            }
+
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<QueryValue, E> {
+                Ok(QueryValue(value.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(Text)
+    }
+}

@@ -1,0 +1,332 @@
+//! [`RestSource`]: a [`Source`] driven by a [`RestConfig`].
+
+use std::cmp::Ordering;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::header::LINK;
+use serde_json::Value;
+use sqlx::PgPool;
+use url::Url;
+
+use super::config::{Listing, RestConfig, SINCE_PLACEHOLDER, StreamPlan};
+use super::incremental::render;
+use crate::error::HttpError;
+use crate::http::HttpClient;
+use crate::paginate::{
+    JsonPath, PageCursor, PageView, PaginationError, Position, check_page, kind_of, scalar_text,
+};
+use crate::source::{
+    IdPage, Page, Source, StreamInfo, compare_watermarks, later_watermark, pagination_error,
+};
+
+/// A REST API read as configured by a source file.
+///
+/// Cheap to share: it holds the validated config and one [`HttpClient`]
+/// (connections, tokens and the rate budget are shared by every stream).
+#[derive(Clone)]
+pub struct RestSource {
+    config: RestConfig,
+    client: HttpClient,
+}
+
+/// One listing page as served, before it becomes records or ids.
+struct Served {
+    items: Vec<Value>,
+    next: Option<Position>,
+    total: Option<u64>,
+}
+
+impl RestSource {
+    /// A source for `config`. A `[rate_limit]` needs `pool`, where the budget
+    /// shared by every worker lives.
+    pub async fn new(config: RestConfig, pool: Option<PgPool>) -> Result<Self, HttpError> {
+        let client = HttpClient::new(config.http.clone(), pool).await?;
+        Ok(Self { config, client })
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &RestConfig {
+        &self.config
+    }
+
+    /// Its HTTP client.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    fn stream(&self, name: &str) -> Result<&StreamPlan, HttpError> {
+        self.config.streams.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.config.stream_names().collect();
+            HttpError::config(format!(
+                "{}: no stream {name:?} in {} (it has {})",
+                self.config.name,
+                self.config.file,
+                known.join(", ")
+            ))
+        })
+    }
+
+    fn paging_error(&self, stream: &str, url: &str, error: PaginationError) -> HttpError {
+        pagination_error(&self.config.name, stream, url, error)
+    }
+
+    /// Fetches one page of `listing` at `position`; `since` holds the
+    /// incremental parameters of a first-page or token request, which replace
+    /// the listing's own of the same name.
+    async fn serve(
+        &self,
+        stream: &str,
+        listing: &Listing,
+        position: &Position,
+        since: Vec<(String, String)>,
+    ) -> Result<Served, HttpError> {
+        if !listing.paginator.accepts(position) {
+            return Err(self.paging_error(
+                stream,
+                "",
+                PaginationError::ForeignCursor {
+                    position: position.clone(),
+                },
+            ));
+        }
+        let response = match position {
+            Position::Url(url) => self.client.get(url, &[]).await?,
+            _ => {
+                let mut query: Vec<(String, String)> = listing
+                    .query
+                    .iter()
+                    .filter(|(name, _)| !since.iter().any(|(replaced, _)| replaced == name))
+                    .cloned()
+                    .collect();
+                query.extend(since);
+                query.extend(listing.paginator.param(position));
+                self.client.get(&listing.path, &query).await?
+            }
+        };
+        let shown = response.url.as_str();
+        let malformed = |message: String| {
+            HttpError::malformed(shown, format!("{}/{stream}: {message}", self.config.name))
+        };
+        let items = match listing.items_path.get(&response.body) {
+            Some(Value::Array(items)) => items.clone(),
+            Some(other) => {
+                return Err(malformed(format!(
+                    "{} is {}, not an array",
+                    describe(&listing.items_path),
+                    kind_of(other)
+                )));
+            }
+            None => {
+                return Err(malformed(format!(
+                    "the body has no `{}` array",
+                    listing.items_path
+                )));
+            }
+        };
+        let total = match listing
+            .total_path
+            .as_ref()
+            .map(|p| (p, p.get(&response.body)))
+        {
+            None | Some((_, None | Some(Value::Null))) => None,
+            Some((path, Some(value))) => Some(value.as_u64().ok_or_else(|| {
+                malformed(format!(
+                    "the total at `{path}` is {}, not a count",
+                    kind_of(value)
+                ))
+            })?),
+        };
+        let link: Vec<String> = response
+            .headers
+            .get_all(LINK)
+            .iter()
+            .filter_map(|value| value.to_str().ok().map(str::to_owned))
+            .collect();
+        let url = Url::parse(shown).map_err(|error| malformed(format!("page URL: {error}")))?;
+        let view = PageView {
+            url: &url,
+            link: &link,
+            body: &response.body,
+            items: &items,
+            total,
+            secret_params: &self.config.secret_params,
+        };
+        let next = listing
+            .paginator
+            .next(position, &view)
+            .and_then(|next| check_page(position, items.len(), next.as_ref()).map(|()| next))
+            .map_err(|error| self.paging_error(stream, shown, error))?;
+        Ok(Served { items, next, total })
+    }
+
+    /// The incremental parameters for a request at `cursor`.
+    fn since_params(
+        &self,
+        name: &str,
+        stream: &StreamPlan,
+        cursor: &PageCursor,
+    ) -> Result<Vec<(String, String)>, HttpError> {
+        let Some(since) = &cursor.since else {
+            return Ok(Vec::new());
+        };
+        let Some(incremental) = &stream.incremental else {
+            return Err(HttpError::config(format!(
+                "{}: stream {name:?} has no [streams.{name}.incremental] table in {}, so it cannot read since a watermark",
+                self.config.name, self.config.file
+            )));
+        };
+        if matches!(cursor.position, Position::Url(_)) {
+            return Ok(Vec::new());
+        }
+        let value = render(since, incremental.format).map_err(|message| {
+            HttpError::config(format!("{}/{name}: {message}", self.config.name))
+        })?;
+        let mut params: Vec<(String, String)> = incremental
+            .query
+            .iter()
+            .map(|(param, template)| (param.clone(), template.replace(SINCE_PLACEHOLDER, &value)))
+            .collect();
+        if let Some(param) = &incremental.param {
+            params.push((param.clone(), value));
+        }
+        Ok(params)
+    }
+
+    async fn page(&self, name: &str, cursor: &PageCursor) -> Result<Page, HttpError> {
+        let stream = self.stream(name)?;
+        let since = self.since_params(name, stream, cursor)?;
+        let served = self
+            .serve(name, &stream.listing, &cursor.position, since)
+            .await?;
+        let fetched = served.items.len();
+        let cursor_value = |record: &Value| {
+            stream
+                .cursor_field
+                .as_ref()
+                .and_then(|field| field.get(record))
+                .and_then(scalar_text)
+        };
+        let client_filter = stream
+            .incremental
+            .as_ref()
+            .is_some_and(|incremental| incremental.client_filter);
+        let records: Vec<Value> = match (&cursor.since, client_filter) {
+            (Some(since), true) => served
+                .items
+                .into_iter()
+                .filter(|record| {
+                    // A record without a readable cursor value cannot be
+                    // proven old, so it is kept.
+                    cursor_value(record)
+                        .is_none_or(|value| compare_watermarks(&value, since) != Ordering::Less)
+                })
+                .collect(),
+            _ => served.items,
+        };
+        let watermark = records.iter().map(cursor_value).fold(None, later_watermark);
+        Ok(Page {
+            records,
+            fetched,
+            next: served.next.map(|position| cursor.at(position)),
+            total: served.total,
+            watermark,
+        })
+    }
+
+    async fn ids(&self, name: &str, cursor: &PageCursor) -> Result<IdPage, HttpError> {
+        let stream = self.stream(name)?;
+        if cursor.since.is_some() {
+            return Err(HttpError::config(format!(
+                "{}/{name}: an ids listing is always complete; start it with PageCursor::start(), not since a watermark",
+                self.config.name
+            )));
+        }
+        let (listing, id_field) = match &stream.ids {
+            Some((listing, id_field)) => (listing, id_field.as_ref()),
+            None => (&stream.listing, Some(&stream.primary_key)),
+        };
+        let served = self
+            .serve(name, listing, &cursor.position, Vec::new())
+            .await?;
+        let ids = served
+            .items
+            .iter()
+            .map(|item| {
+                let value = match id_field {
+                    Some(field) if item.is_object() => field.get(item),
+                    _ => Some(item),
+                };
+                value.and_then(scalar_text).ok_or_else(|| {
+                    HttpError::malformed(
+                        listing.path.as_str(),
+                        format!(
+                            "{}/{name}: an item of the ids listing has no id{}",
+                            self.config.name,
+                            id_field.map(|f| format!(" at `{f}`")).unwrap_or_default()
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(IdPage {
+            ids,
+            next: served.next.map(|position| cursor.at(position)),
+            total: served.total,
+        })
+    }
+}
+
+/// A listing's items path, for messages.
+fn describe(path: &JsonPath) -> String {
+    if path.is_root() {
+        "the body".to_owned()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+impl Source for RestSource {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn streams(&self) -> Vec<StreamInfo> {
+        self.config
+            .streams
+            .iter()
+            .map(|(name, stream)| StreamInfo {
+                name: name.clone(),
+                primary_key: stream.primary_key.to_string(),
+                cursor_field: stream.cursor_field.as_ref().map(ToString::to_string),
+                incremental: stream.incremental.is_some(),
+            })
+            .collect()
+    }
+
+    fn fetch_page<'a>(
+        &'a self,
+        stream: &'a str,
+        cursor: &'a PageCursor,
+    ) -> BoxFuture<'a, Result<Page, HttpError>> {
+        self.page(stream, cursor).boxed()
+    }
+
+    fn list_ids<'a>(
+        &'a self,
+        stream: &'a str,
+        cursor: &'a PageCursor,
+    ) -> BoxFuture<'a, Result<IdPage, HttpError>> {
+        self.ids(stream, cursor).boxed()
+    }
+}
+
+impl std::fmt::Debug for RestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestSource")
+            .field("name", &self.config.name)
+            .field("file", &self.config.file)
+            .field("base_url", &self.client.base_url())
+            .finish_non_exhaustive()
+    }
+}

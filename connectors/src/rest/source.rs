@@ -67,6 +67,25 @@ impl RestSource {
         })
     }
 
+    /// Refuses a stored URL position on another origin than the base URL (a
+    /// checkpoint from before the base URL changed, or an edited one): the
+    /// client would send our credentials there.
+    fn check_origin(&self, stream: &str, url: &str) -> Result<(), HttpError> {
+        let base = Url::parse(self.client.base_url()).ok();
+        let target = Url::parse(url).ok();
+        match (base, target) {
+            (Some(base), Some(target)) if base.origin() == target.origin() => Ok(()),
+            _ => Err(self.paging_error(
+                stream,
+                "",
+                PaginationError::ForeignUrl {
+                    next: url.to_owned(),
+                    page: self.client.base_url().to_owned(),
+                },
+            )),
+        }
+    }
+
     fn paging_error(&self, stream: &str, url: &str, error: PaginationError) -> HttpError {
         pagination_error(&self.config.name, stream, url, error)
     }
@@ -91,7 +110,10 @@ impl RestSource {
             ));
         }
         let response = match position {
-            Position::Url(url) => self.client.get(url, &[]).await?,
+            Position::Url(url) => {
+                self.check_origin(stream, url)?;
+                self.client.get(url, &[]).await?
+            }
             _ => {
                 let mut query: Vec<(String, String)> = listing
                     .query

@@ -292,3 +292,78 @@ async fn a_token_expiring_mid_stream_is_refreshed_and_the_traversal_completes() 
     assert_eq!(stats.count("GET /crm/v3/objects/{stream}", "401"), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Cursors come from checkpoints: one that does not fit the listing is
+/// refused before any request, whatever it holds.
+#[tokio::test]
+async fn a_stored_cursor_that_does_not_fit_is_refused_without_a_request() {
+    let fake = Fake::start(|_, _| page(&[1], None)).await;
+    let linked = items_source(&fake.url, "kind = \"link_header\"", "").await;
+    let elsewhere = PageCursor::start().at(Position::Url("http://evil.example/items".to_owned()));
+    let error = linked.fetch_page("items", &elsewhere).await.unwrap_err();
+    assert_eq!(error.category(), Category::Pagination, "{error}");
+    assert!(error.to_string().contains("another origin"), "{error}");
+    let source = items_source(&fake.url, CURSOR, "").await;
+    let offset = PageCursor::start().at(Position::Offset(50));
+    let error = source.fetch_page("items", &offset).await.unwrap_err();
+    assert_eq!(error.category(), Category::Config, "{error}");
+    assert!(fake.requests().is_empty());
+}
+
+/// Configured headers go out with every request.
+#[tokio::test]
+async fn extra_headers_are_sent() {
+    let fake = Fake::start(|target, _| match param(target, "after").as_deref() {
+        None => page(&[1], Some("a")),
+        _ => page(&[2], None),
+    })
+    .await;
+    let headers = "[headers]\n\"X-Tenant\" = \"acme\"\n";
+    let source = items_source(&fake.url, CURSOR, headers).await;
+    assert_eq!(read(&source).await.unwrap().records.len(), 2);
+    let heads = fake.heads();
+    assert_eq!(heads.len(), 2);
+    assert!(
+        heads
+            .iter()
+            .all(|head| head.to_ascii_lowercase().contains("x-tenant: acme")),
+        "{heads:?}"
+    );
+}
+
+/// Offsets shift when records are deleted mid-traversal: the vendor's total
+/// moves, and the traversal stops instead of silently skipping records.
+#[tokio::test]
+async fn records_deleted_during_an_offset_traversal_stop_it() {
+    let sandbox = start(sandbox_config().0).await;
+    let source = source(profile("sandbox-rest", sandbox.base_url())).await;
+    let mut traversal = cairn_connectors::paginate::Traversal::new(PageCursor::start());
+    let first = source
+        .fetch_page("contacts", traversal.cursor().unwrap())
+        .await
+        .unwrap();
+    traversal.advance(&first).unwrap();
+    sandbox
+        .vendor()
+        .mutate(
+            Stream::Contacts,
+            cairn_connectors::sandbox::Mutation::Delete { count: 3 },
+        )
+        .unwrap();
+    let second = source
+        .fetch_page("contacts", traversal.cursor().unwrap())
+        .await
+        .unwrap();
+    let error = traversal.advance(&second).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            cairn_connectors::paginate::PaginationError::TotalChanged {
+                before: 137,
+                after: 134
+            }
+        ),
+        "{error}"
+    );
+    sandbox.shutdown().await;
+}

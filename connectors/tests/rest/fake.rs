@@ -1,6 +1,6 @@
 //! A vendor that misbehaves on purpose, in a few lines of HTTP/1.1 over a
 //! tokio listener: each request's path and query go to a handler, and every
-//! request is recorded so tests assert how often the vendor was called.
+//! request's head is recorded so tests assert how often the vendor was called.
 
 use std::sync::{Arc, Mutex};
 
@@ -66,7 +66,7 @@ impl Fake {
                         }
                         let head = String::from_utf8_lossy(&head).into_owned();
                         let target = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
-                        requests.lock().unwrap().push(target.clone());
+                        requests.lock().unwrap().push(head.clone());
                         let reply = handler(&target, &url);
                         let mut response = format!(
                             "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -91,8 +91,16 @@ impl Fake {
         }
     }
 
-    /// The request targets served so far, in order.
+    /// The request targets (path and query) served so far, in order.
     pub fn requests(&self) -> Vec<String> {
+        self.heads()
+            .iter()
+            .map(|head| head.split_whitespace().nth(1).unwrap_or("/").to_owned())
+            .collect()
+    }
+
+    /// The requests' heads (request line and headers), in order.
+    pub fn heads(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()
     }
 }

@@ -74,6 +74,25 @@ fn the_valid_file_and_every_profile_load() {
 }
 
 #[test]
+fn http_settings_reach_the_client_config() {
+    let text = VALID.replace(
+        "\n[streams.contacts]",
+        "\n[rate_limit]\nrequests_per_second = 5.0\n\n[headers]\n\"X-Tenant\" = \"acme\"\n\n[streams.contacts]",
+    );
+    let config = RestConfig::parse(&text, "http.toml")
+        .unwrap()
+        .with_base_url("https://eu.example.com/")
+        .unwrap();
+    let http = config.http();
+    assert_eq!(http.base_url, "https://eu.example.com");
+    assert_eq!(
+        http.rate_limit.as_ref().map(|r| r.requests_per_second),
+        Some(5.0)
+    );
+    assert_eq!(http.headers["X-Tenant"], "acme");
+}
+
+#[test]
 fn a_syntax_error_names_its_line() {
     let text = VALID.replace("primary_key = \"id\"", "primary_key = \"id");
     let error = load("syntax", &text);

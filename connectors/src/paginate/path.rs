@@ -35,6 +35,15 @@ impl JsonPath {
             .try_fold(body, |value, key| value.as_object()?.get(key))
     }
 
+    /// Moves the value at this path out of `body`, leaving null in its place;
+    /// how a page's records leave its body without being copied.
+    pub fn take(&self, body: &mut Value) -> Option<Value> {
+        self.0
+            .iter()
+            .try_fold(body, |value, key| value.as_object_mut()?.get_mut(key))
+            .map(Value::take)
+    }
+
     /// Whether this is the path of the body itself.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
@@ -90,6 +99,10 @@ mod tests {
         assert_eq!(root.get(&body), Some(&body));
         let missing: JsonPath = "paging.previous".parse().expect("a path");
         assert_eq!(missing.get(&body), None);
+        let mut body = body;
+        let records: JsonPath = "records".parse().expect("a path");
+        assert_eq!(records.take(&mut body), Some(json!([1, 2])));
+        assert_eq!(body["records"], json!(null));
         assert!("records.".parse::<JsonPath>().is_err());
         assert!("a..b".parse::<JsonPath>().is_err());
     }

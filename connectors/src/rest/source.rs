@@ -109,7 +109,7 @@ impl RestSource {
                 },
             ));
         }
-        let response = match position {
+        let mut response = match position {
             Position::Url(url) => {
                 self.check_origin(stream, url)?;
                 self.client.get(url, &[]).await?
@@ -126,25 +126,9 @@ impl RestSource {
                 self.client.get(&listing.path, &query).await?
             }
         };
-        let shown = response.url.as_str();
+        let shown = std::mem::take(&mut response.url);
         let malformed = |message: String| {
-            HttpError::malformed(shown, format!("{}/{stream}: {message}", self.config.name))
-        };
-        let items = match listing.items_path.get(&response.body) {
-            Some(Value::Array(items)) => items.clone(),
-            Some(other) => {
-                return Err(malformed(format!(
-                    "{} is {}, not an array",
-                    describe(&listing.items_path),
-                    kind_of(other)
-                )));
-            }
-            None => {
-                return Err(malformed(format!(
-                    "the body has no `{}` array",
-                    listing.items_path
-                )));
-            }
+            HttpError::malformed(&shown, format!("{}/{stream}: {message}", self.config.name))
         };
         let total = match listing
             .total_path
@@ -159,13 +143,31 @@ impl RestSource {
                 ))
             })?),
         };
+        // The records are moved out of the body: the paginators read tokens,
+        // flags and URLs beside them, never inside.
+        let items = match listing.items_path.take(&mut response.body) {
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(malformed(format!(
+                    "{} is {}, not an array",
+                    describe(&listing.items_path),
+                    kind_of(&other)
+                )));
+            }
+            None => {
+                return Err(malformed(format!(
+                    "the body has no `{}` array",
+                    listing.items_path
+                )));
+            }
+        };
         let link: Vec<String> = response
             .headers
             .get_all(LINK)
             .iter()
             .filter_map(|value| value.to_str().ok().map(str::to_owned))
             .collect();
-        let url = Url::parse(shown).map_err(|error| malformed(format!("page URL: {error}")))?;
+        let url = Url::parse(&shown).map_err(|error| malformed(format!("page URL: {error}")))?;
         let view = PageView {
             url: &url,
             link: &link,
@@ -178,7 +180,7 @@ impl RestSource {
             .paginator
             .next(position, &view)
             .and_then(|next| check_page(position, items.len(), next.as_ref()).map(|()| next))
-            .map_err(|error| self.paging_error(stream, shown, error))?;
+            .map_err(|error| self.paging_error(stream, &shown, error))?;
         Ok(Served { items, next, total })
     }
 

@@ -103,3 +103,38 @@ async fn streams_describe_themselves() {
     assert!(unknown.to_string().contains("invoices"), "{unknown}");
     sandbox.shutdown().await;
 }
+
+/// `kind = "none"`: one request, whatever the body says about more.
+#[tokio::test]
+async fn a_single_page_listing_is_read_in_one_request() {
+    let fake = crate::fake::Fake::start(|_, _| {
+        crate::fake::Reply::json(
+            r#"{"data": {"rows": [{"id": "1"}, {"id": "2"}]}, "next": "ignored"}"#,
+        )
+    })
+    .await;
+    let source = crate::common::inline(&format!(
+        r#"
+name = "single"
+base_url = "{}"
+[streams.rows]
+path = "/rows"
+records_path = "data.rows"
+primary_key = "id"
+[streams.rows.paginator]
+kind = "none"
+"#,
+        fake.url
+    ))
+    .await;
+    let read = read_stream(&source, "rows", PageCursor::start())
+        .await
+        .unwrap();
+    assert_eq!(
+        read.records.iter().map(id_of).collect::<Vec<_>>(),
+        ["1", "2"]
+    );
+    assert_eq!((read.pages, read.watermark), (1, None));
+    assert_eq!(read_ids(&source, "rows").await.unwrap(), ["1", "2"]);
+    assert_eq!(fake.requests().len(), 2);
+}

@@ -152,7 +152,7 @@ const MILLIS_FROM: i64 = 100_000_000_000;
 /// An instant from the forms cursor fields come in: RFC 3339, Salesforce's
 /// `2026-01-01T00:00:00.000+0000`, a naive `2026-01-01T00:00:00` taken as UTC,
 /// or a Unix timestamp in seconds or milliseconds.
-pub(crate) fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
+pub fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
         let number: i64 = text.parse().ok()?;

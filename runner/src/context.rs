@@ -180,6 +180,24 @@ impl Context {
         self.run.settings.store.pool()
     }
 
+    /// Records what the run has done so far (records, pages, estimates) for
+    /// `cairn runs show` to display. Call it inside a transactional step with its
+    /// connection, so the report commits with the work it describes.
+    pub async fn report_progress(
+        &self,
+        conn: &mut PgConnection,
+        progress: &impl Serialize,
+    ) -> Result<(), Error> {
+        let progress = serde_json::to_value(progress)?;
+        sqlx::query("UPDATE cairn.runs SET progress = $2 WHERE id = $1 AND lease_epoch = $3")
+            .bind(self.run.lease.run_id)
+            .bind(progress)
+            .bind(self.run.lease.epoch)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Steps started through the returned handle use `policy` instead of the default
     /// retry policy: `ctx.with_retry(RetryPolicy::attempts(10)).step("fetch", ...)`.
     pub fn with_retry(&self, policy: RetryPolicy) -> Steps<'_> {

@@ -180,6 +180,8 @@ pub struct RunDetail {
     pub cancel_requested: bool,
     /// When a worker first picked it up.
     pub started_at: Option<DateTime<Utc>>,
+    /// What the workflow last reported about its progress.
+    pub progress: Option<Value>,
     /// Its steps in order.
     pub steps: Vec<StepRecord>,
 }

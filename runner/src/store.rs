@@ -418,7 +418,7 @@ impl Store {
         let run = sqlx::query_as::<_, RunRow>(
             "SELECT id, workflow, queue, status, idempotency_key, wake_at, claims, created_at,
                     finished_at, input, output, error, lease_owner, lease_expires_at,
-                    cancel_requested, started_at
+                    cancel_requested, started_at, progress
                FROM cairn.runs WHERE id = $1",
         )
         .bind(id)
@@ -444,6 +444,7 @@ impl Store {
             lease_expires_at: run.lease_expires_at,
             cancel_requested: run.cancel_requested,
             started_at: run.started_at,
+            progress: run.progress,
             steps,
         })
     }
@@ -558,4 +559,5 @@ struct RunRow {
     lease_expires_at: Option<DateTime<Utc>>,
     cancel_requested: bool,
     started_at: Option<DateTime<Utc>>,
+    progress: Option<Value>,
 }

@@ -69,6 +69,9 @@ pub(crate) fn run_detail(run: &RunDetail) {
         println!("worker    {owner}");
     }
     println!("input     {}", run.input);
+    if let Some(progress) = &run.progress {
+        println!("progress  {progress}");
+    }
     if let Some(output) = &run.output {
         println!("output    {output}");
     }

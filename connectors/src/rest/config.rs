@@ -144,12 +144,15 @@ impl RestConfig {
         let source = SourceFile::deserialize(toml::de::Deserializer::from(root.clone())).map_err(
             |error| {
                 let span = error.span().unwrap_or(0..0);
-                // A missing field's span is its table's, so the path found
-                // there is the table's.
-                let mut field = document.path_at(span.start);
-                if let Some(missing) = missing_field(error.message()) {
-                    field.push(missing.to_owned());
-                }
+                // A missing field's span is its table's.
+                let field = match missing_field(error.message()) {
+                    Some(missing) => {
+                        let mut table = document.table_at(&span);
+                        table.push(missing.to_owned());
+                        table
+                    }
+                    None => document.path_at(span.start),
+                };
                 invalid(span, field.join("."), error.message().to_owned())
             },
         )?;

@@ -42,6 +42,26 @@ impl<'i> Document<'i> {
         path
     }
 
+    /// The dotted path of the table whose value spans exactly `span` (where
+    /// serde points a missing-field error), empty for the document itself.
+    pub(crate) fn table_at(&self, span: &Range<usize>) -> Vec<String> {
+        fn find(table: &DeTable<'_>, span: &Range<usize>, path: &mut Vec<String>) -> bool {
+            for (key, value) in table.iter() {
+                if let DeValue::Table(inner) = value.get_ref() {
+                    path.push(key.get_ref().to_string());
+                    if value.span() == *span || find(inner, span, path) {
+                        return true;
+                    }
+                    path.pop();
+                }
+            }
+            false
+        }
+        let mut path = Vec::new();
+        find(self.root.get_ref(), span, &mut path);
+        path
+    }
+
     /// Where `path` is written: the key of its deepest existing prefix, so a
     /// missing field points at the table that lacks it. A table's place is
     /// where it starts: its `[header]`, or its key when written inline.
@@ -114,6 +134,16 @@ mod tests {
             document.span_of(&["streams", "contacts", "paginator"])
         );
         assert_eq!(document.path_at(0), ["name"]);
+        let paginator = root.get_ref()["streams"].get_ref().get("contacts");
+        let span = paginator
+            .and_then(|contacts| contacts.get_ref().get("paginator"))
+            .map(|p| p.span())
+            .expect("the paginator table");
+        assert_eq!(
+            document.table_at(&span),
+            ["streams", "contacts", "paginator"]
+        );
+        assert!(document.table_at(&(0..0)).is_empty());
     }
 
     #[test]

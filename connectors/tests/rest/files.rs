@@ -130,6 +130,20 @@ fn a_missing_field_is_named_at_its_table() {
 }
 
 #[test]
+fn a_missing_top_level_field_is_named() {
+    let text = VALID.replace("name = \"crm\"\n", "");
+    let error = load("toplevel", &text);
+    let ConfigError::Invalid { field, line, .. } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!((field.as_str(), *line), ("name", 1), "{error}");
+    assert!(
+        error.to_string().contains("missing field `name`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn a_paginator_without_the_fields_its_kind_needs() {
     let text = VALID.replace("next_path = \"paging.next.after\"\n", "");
     let error = load("paginator", &text);

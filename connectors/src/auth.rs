@@ -275,7 +275,10 @@ impl Authenticator {
             )
         })?;
         let lifetime = Duration::seconds(body.expires_in.unwrap_or(3600).max(1));
-        tracing::debug!(expires_in = lifetime.num_seconds(), "fetched an OAuth token");
+        tracing::debug!(
+            expires_in = lifetime.num_seconds(),
+            "fetched an OAuth token"
+        );
         Ok(Token {
             value: Secret::new(body.access_token),
             refresh_at: Utc::now() + lifetime - (*margin).min(lifetime / 2),

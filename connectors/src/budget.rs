@@ -85,7 +85,11 @@ pub struct BudgetState {
 
 impl RateBudget {
     /// Opens the budget `key`, creating it or updating its configured ceiling and burst.
-    pub async fn open(pool: PgPool, key: &str, config: &RateLimitConfig) -> Result<Self, sqlx::Error> {
+    pub async fn open(
+        pool: PgPool,
+        key: &str,
+        config: &RateLimitConfig,
+    ) -> Result<Self, sqlx::Error> {
         sqlx::query(
             "INSERT INTO cairn.rate_budgets (key, ceiling, rate, burst, tokens)
              VALUES ($1, $2, $2, $3, $3)
@@ -170,7 +174,10 @@ impl RateBudget {
     /// Reports a 429: pauses the budget until `retry_at` (or a jittered exponential
     /// backoff when the vendor gave none) and lowers the rate, once per pause however
     /// many in-flight requests report it. Returns when the pause ends.
-    pub async fn throttle(&self, retry_at: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, sqlx::Error> {
+    pub async fn throttle(
+        &self,
+        retry_at: Option<DateTime<Utc>>,
+    ) -> Result<DateTime<Utc>, sqlx::Error> {
         sqlx::query_scalar(
             "WITH t AS (SELECT clock_timestamp() AS now),
              next AS (

@@ -236,16 +236,40 @@ mod tests {
         assert_eq!(Category::of_status(422), Category::Validation);
         assert_eq!(Category::of_status(412), Category::Conflict);
         let at = Utc::now();
-        let throttled = HttpError::request(Category::Throttled, "GET", "http://x/y", Some(429), "slow down")
-            .retry_at(at);
+        let throttled = HttpError::request(
+            Category::Throttled,
+            "GET",
+            "http://x/y",
+            Some(429),
+            "slow down",
+        )
+        .retry_at(at);
         let engine = cairn_runner::Error::from(throttled);
         assert_eq!(engine.class(), ErrorClass::RateLimited { until: at });
         assert_eq!(engine.category(), Some("throttled"));
-        let fault = HttpError::request(Category::PlatformFault, "GET", "http://x/y", Some(502), "bad gateway");
-        assert_eq!(cairn_runner::Error::from(fault).class(), ErrorClass::Transient);
-        let auth = HttpError::request(Category::AuthDrift, "GET", "http://x/y", Some(401), "invalid_token");
+        let fault = HttpError::request(
+            Category::PlatformFault,
+            "GET",
+            "http://x/y",
+            Some(502),
+            "bad gateway",
+        );
+        assert_eq!(
+            cairn_runner::Error::from(fault).class(),
+            ErrorClass::Transient
+        );
+        let auth = HttpError::request(
+            Category::AuthDrift,
+            "GET",
+            "http://x/y",
+            Some(401),
+            "invalid_token",
+        );
         let engine = cairn_runner::Error::from(auth);
         assert_eq!(engine.class(), ErrorClass::Permanent);
-        assert_eq!(engine.to_string(), "auth: GET http://x/y answered 401: invalid_token");
+        assert_eq!(
+            engine.to_string(),
+            "auth: GET http://x/y answered 401: invalid_token"
+        );
     }
 }

@@ -231,14 +231,26 @@ impl HttpClient {
                 let until = self.on_throttle(telemetry.retry_after).await;
                 throttles += 1;
                 let wait = (until - Utc::now()).to_std().unwrap_or_default();
-                if throttles <= inner.max_throttle_retries && inner.budget.is_some() && wait <= self.max_wait() {
+                if throttles <= inner.max_throttle_retries
+                    && inner.budget.is_some()
+                    && wait <= self.max_wait()
+                {
                     debug!(url = %shown, ?wait, "429: waiting for the budget and retrying");
                     continue;
                 }
-                return Err(HttpError::request(category, "GET", &shown, Some(status), "rate limited")
-                    .retry_at(until));
+                return Err(HttpError::request(
+                    category,
+                    "GET",
+                    &shown,
+                    Some(status),
+                    "rate limited",
+                )
+                .retry_at(until));
             }
-            if status == 403 && (detail.contains("REQUEST_LIMIT_EXCEEDED") || telemetry.quota.is_some_and(|q| q.is_spent())) {
+            if status == 403
+                && (detail.contains("REQUEST_LIMIT_EXCEEDED")
+                    || telemetry.quota.is_some_and(|q| q.is_spent()))
+            {
                 let until = telemetry.reset_at.unwrap_or_else(next_utc_midnight);
                 warn!(url = %shown, %until, "API quota spent; pausing until it resets");
                 if let Some(budget) = &inner.budget {
@@ -276,8 +288,14 @@ impl HttpClient {
         };
         let successes = self.inner.successes.swap(0, Ordering::Relaxed);
         let grant = budget.acquire(successes).await.map_err(|err| {
-            HttpError::request(Category::Network, "GET", shown, None, "the rate budget is unreachable")
-                .caused_by(err)
+            HttpError::request(
+                Category::Network,
+                "GET",
+                shown,
+                None,
+                "the rate budget is unreachable",
+            )
+            .caused_by(err)
         })?;
         match grant {
             Grant::After(wait) => {
@@ -418,6 +436,9 @@ mod tests {
             redact_url("http://u:p@h/x?api_key=s3cret&limit=5", Some("api_key")),
             "http://h/x?limit=5"
         );
-        assert_eq!(redact_url("http://h/x?api_key=s3cret", Some("api_key")), "http://h/x");
+        assert_eq!(
+            redact_url("http://h/x?api_key=s3cret", Some("api_key")),
+            "http://h/x"
+        );
     }
 }

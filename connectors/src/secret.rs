@@ -166,11 +166,20 @@ mod tests {
         std::fs::write(&file, "  from-file\n").unwrap();
         let from_file = SecretSource::File(file).resolve().await.unwrap();
         assert_eq!(from_file.expose(), "from-file");
-        let from_command = SecretSource::Command("printf ' from-cmd '".into()).resolve().await.unwrap();
+        let from_command = SecretSource::Command("printf ' from-cmd '".into())
+            .resolve()
+            .await
+            .unwrap();
         assert_eq!(from_command.expose(), "from-cmd");
-        let failing = SecretSource::Command("exit 3".into()).resolve().await.unwrap_err();
+        let failing = SecretSource::Command("exit 3".into())
+            .resolve()
+            .await
+            .unwrap_err();
         assert!(failing.to_string().contains("failed"), "{failing}");
-        let missing = SecretSource::Env("CAIRN_SURELY_UNSET_VAR".into()).resolve().await.unwrap_err();
+        let missing = SecretSource::Env("CAIRN_SURELY_UNSET_VAR".into())
+            .resolve()
+            .await
+            .unwrap_err();
         assert!(missing.to_string().contains("CAIRN_SURELY_UNSET_VAR"));
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -40,7 +40,12 @@ impl Telemetry {
     /// Reads the headers, judging relative times against `now`. Unparsable headers are
     /// ignored rather than failing a response that is otherwise fine.
     pub fn parse(headers: &HeaderMap, now: DateTime<Utc>) -> Self {
-        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
         Self {
             retry_after: text("retry-after").and_then(|v| parse_retry_after(v, now)),
             remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
@@ -105,7 +110,10 @@ mod tests {
         let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
         let secs = Telemetry::parse(&headers(&[("retry-after", "30")]), now);
         assert_eq!(secs.retry_after, Some(now + Duration::seconds(30)));
-        let date = Telemetry::parse(&headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:09 GMT")]), now);
+        let date = Telemetry::parse(
+            &headers(&[("retry-after", "Wed, 21 Oct 2015 07:28:09 GMT")]),
+            now,
+        );
         assert_eq!(date.retry_after, Some(now + Duration::seconds(9)));
         let junk = Telemetry::parse(&headers(&[("retry-after", "soon")]), now);
         assert_eq!(junk.retry_after, None);

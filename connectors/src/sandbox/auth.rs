@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::config::AuthConfig;
-use crate::secret::Secret;
 use super::vendor::Vendor;
+use crate::secret::Secret;
 
 /// Tokens issued, by token, with the Unix millisecond they expire at.
 ///

@@ -61,6 +61,7 @@ mod store;
 mod stream;
 mod vendor;
 
+pub use crate::secret::Secret;
 pub use args::{AuthMode, MockVendorArgs};
 pub use checksum::{ChecksumError, checksum_records};
 pub use clock::{Clock, ManualClock};
@@ -69,7 +70,6 @@ pub use config::{
     SandboxConfig,
 };
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
-pub use crate::secret::Secret;
 pub use server::{Sandbox, SandboxError, SandboxHandle};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{Stream, UnknownStream};

@@ -143,7 +143,7 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
                 "{wait:?}"
             )
         }
-        other => panic!("a short pause is waited out: {other:?}"),
+        other @ Grant::Refused(_) => panic!("a short pause is waited out: {other:?}"),
     }
     // Five seconds' worth of successes at the current rate earn one step back up.
     budget.acquire(40).await.unwrap();
@@ -174,7 +174,7 @@ async fn a_long_pause_is_refused_with_its_end() {
         ..limit(5.0, "paused")
     });
     let client = HttpClient::new(cfg, Some(db.pool().clone())).await.unwrap();
-    let until = chrono::Utc::now() + chrono::Duration::seconds(30);
+    let until = Utc::now() + chrono::Duration::seconds(30);
     client.budget().unwrap().hold_until(until).await.unwrap();
     let err = client
         .get("/crm/v3/objects/contacts", &[])

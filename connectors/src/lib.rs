@@ -41,6 +41,8 @@
 //!   listing, idempotent writes, an admin API that mutates data and schema,
 //!   and switchable rate limits, auth expiry, quotas and transient faults.
 //!   Served by `cairn mock-vendor`.
+//! - [`warehouse`]: the Postgres warehouse sink — a typed table per stream, idempotent
+//!   page upserts, schema drift to quarantine with alerts, delete reconciliation.
 
 pub mod auth;
 pub mod budget;
@@ -52,3 +54,4 @@ pub mod sandbox;
 pub mod secret;
 pub mod source;
 pub mod telemetry;
+pub mod warehouse;

@@ -1,0 +1,384 @@
+//! The Postgres warehouse sink: one typed table per stream, landed a page at a time.
+//!
+//! ```no_run
+//! # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use cairn_connectors::warehouse::{StreamSpec, Warehouse};
+//! use serde_json::json;
+//!
+//! let warehouse = Warehouse::new("warehouse")?;
+//! let contacts = StreamSpec::new("contacts", "id").with_cursor("updated_at");
+//! let page = [json!({"id": "1", "email": "ada@example.com", "updated_at": "2026-01-01T00:00:00Z"})];
+//! let mut tx = pool.begin().await?; // in a workflow: `ctx.transaction(.., |tx| ..)`
+//! let report = warehouse.upsert_page(&mut tx, &contacts, &page, chrono::Utc::now()).await?;
+//! tx.commit().await?;
+//! println!("{} upserted, {} quarantined", report.upserted, report.quarantined);
+//! # Ok(()) }
+//! ```
+//!
+//! # Tables
+//!
+//! `warehouse.<stream>` holds the primary key (as text), one typed column per field —
+//! `text`, `bigint`, `numeric`, `boolean`, `timestamptz`, or `jsonb` for objects and
+//! arrays, decided by the field's first non-null value — and the bookkeeping columns
+//! `_raw` (the record as received), `_synced_at`, `_source_updated_at` (the cursor field
+//! as an instant) and `_deleted_at` (set by reconciliation). The engine side lives in
+//! the `cairn` schema: the schema registry (`warehouse_tables`, `warehouse_columns`),
+//! `quarantine`, `alerts` and `reconcile_ids`.
+//!
+//! # Rules
+//!
+//! - **Idempotent upserts**: a page lands in one statement; a row is rewritten only when
+//!   the record changed and is not older by cursor, so re-applying a page changes
+//!   nothing and a stale version never overwrites a newer one.
+//! - **Schema drift**: a new field becomes a column (`ALTER TABLE ... ADD
+//!   COLUMN`); a removed field, a type change or a rename sends the record to
+//!   `cairn.quarantine` with its reason and raises an alert ([`alerts`]); the table
+//!   keeps its shape until someone maps the change. The rest of the page lands.
+//! - **Names** ([`ident`]): vendor names reach SQL only through [`quote_ident`]; names
+//!   it refuses or that clash are mapped deterministically to a prefix and a hash, and
+//!   the mapping is kept in the registry.
+//! - **Reconciliation** ([`reconcile`]): deletes are applied from a complete id set
+//!   only; an incomplete one is refused with an alert unless forced.
+//!
+//! The shape of each table is cached per [`Warehouse`] and checked against the
+//! registry's version (one small query per page), so DDL and registry writes happen only
+//! when the shape changes.
+
+pub mod alerts;
+mod classify;
+pub mod error;
+pub mod ident;
+mod land;
+pub mod reconcile;
+mod schema;
+pub mod types;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgConnection};
+
+pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts};
+pub use error::WarehouseError;
+pub use ident::quote_ident;
+pub use reconcile::ReconcileOutcome;
+pub use types::ColumnType;
+
+use classify::{Drift, classify};
+use schema::{Changed, Shape};
+
+/// How often a page is re-classified when other writers change the table's shape
+/// between reading it and locking it.
+const SHAPE_ATTEMPTS: usize = 5;
+
+/// The warehouse sink for one target schema. Cheap to clone: clones share the cache of
+/// table shapes.
+#[derive(Clone, Debug)]
+pub struct Warehouse {
+    schema: Arc<str>,
+    shapes: Arc<Mutex<HashMap<String, Arc<Shape>>>>,
+}
+
+/// A stream as the warehouse sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamSpec {
+    /// The stream's name; its table is named after it.
+    pub name: String,
+    /// The field holding each record's unique id (a string or a number).
+    pub primary_key: String,
+    /// The field ordering versions of a record (an RFC 3339 timestamp or Unix seconds);
+    /// without one, the latest page wins.
+    pub cursor_field: Option<String>,
+}
+
+impl StreamSpec {
+    /// A stream keyed by `primary_key`, without a cursor field.
+    pub fn new(name: impl Into<String>, primary_key: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            primary_key: primary_key.into(),
+            cursor_field: None,
+        }
+    }
+
+    /// The same stream with versions ordered by `field`.
+    pub fn with_cursor(mut self, field: impl Into<String>) -> Self {
+        self.cursor_field = Some(field.into());
+        self
+    }
+}
+
+/// What [`Warehouse::upsert_page`] did with a page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageReport {
+    /// Rows inserted or rewritten.
+    pub upserted: u64,
+    /// Records that landed without writing: identical to, or older than, the stored row.
+    pub unchanged: u64,
+    /// Records sent to quarantine.
+    pub quarantined: u64,
+    /// Records dropped because the page holds a newer version of the same key.
+    pub superseded: u64,
+    /// Columns added to the table (column names, which may differ from field names).
+    pub columns_added: Vec<String>,
+    /// The details of the alerts raised (deduplicated).
+    pub alerts: Vec<String>,
+}
+
+impl Warehouse {
+    /// A sink landing tables in `schema` (created on first use), e.g. `"warehouse"`.
+    pub fn new(schema: &str) -> Result<Self, WarehouseError> {
+        quote_ident(schema)?;
+        Ok(Self {
+            schema: schema.into(),
+            shapes: Arc::default(),
+        })
+    }
+
+    /// The target schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Lands one page inside the caller's transaction: creates the table on first use,
+    /// adds columns for new fields, quarantines drifted records (with their reason) and
+    /// raises alerts, and upserts the rest by primary key in one statement.
+    ///
+    /// Idempotent: re-applying a page changes no row, and a record older (by cursor
+    /// field) than the stored row does not overwrite it. Run it in the same transaction
+    /// as the cursor advance (a transactional step) so a page takes effect exactly once.
+    pub async fn upsert_page(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamSpec,
+        records: &[Value],
+        synced_at: DateTime<Utc>,
+    ) -> Result<PageReport, WarehouseError> {
+        for _ in 0..SHAPE_ATTEMPTS {
+            let current = self.shape(conn, &stream.name).await?;
+            if let Some(shape) = &current
+                && shape.primary_key != stream.primary_key
+            {
+                return Err(WarehouseError::PrimaryKeyChanged {
+                    stream: stream.name.clone(),
+                    registered: shape.primary_key.clone(),
+                    requested: stream.primary_key.clone(),
+                });
+            }
+            let plan = classify(current.as_deref(), stream, records);
+            let mut report = PageReport {
+                quarantined: plan.quarantine.len() as u64,
+                superseded: plan.superseded,
+                ..PageReport::default()
+            };
+            let needs_table = current.is_none() && !plan.land.is_empty();
+            let shape = if needs_table || !plan.change.is_empty() {
+                let changed = schema::change(
+                    conn,
+                    &self.schema,
+                    &stream.name,
+                    &stream.primary_key,
+                    current.as_deref(),
+                    &plan.change,
+                )
+                .await
+                .inspect_err(|_| self.forget(&stream.name))?;
+                match changed {
+                    Changed::Done(shape, added) => {
+                        report.columns_added = added;
+                        let shape = Arc::new(shape);
+                        self.remember(&stream.name, &shape);
+                        Some(shape)
+                    }
+                    Changed::Stale => {
+                        self.forget(&stream.name);
+                        continue;
+                    }
+                }
+            } else {
+                current
+            };
+
+            if !plan.quarantine.is_empty() {
+                report.alerts = self
+                    .quarantine(conn, &stream.name, records, &plan.quarantine, synced_at)
+                    .await?;
+            }
+            if let Some(shape) = shape.filter(|_| !plan.land.is_empty()) {
+                let page = land::encode_page(&shape, records, &plan.land).map_err(|source| {
+                    WarehouseError::Encode {
+                        stream: stream.name.clone(),
+                        source,
+                    }
+                })?;
+                report.upserted = land::upsert(conn, &stream.name, &shape, page, synced_at)
+                    .await
+                    .inspect_err(|e| {
+                        if e.is_shape_mismatch() {
+                            self.forget(&stream.name);
+                        }
+                    })?;
+                report.unchanged = plan.land.len() as u64 - report.upserted;
+            }
+            return Ok(report);
+        }
+        Err(WarehouseError::ShapeContention {
+            stream: stream.name.clone(),
+        })
+    }
+
+    /// Stages one page of the vendor's id set for the reconciliation `reconcile_id`
+    /// (e.g. the run id). Idempotent; call it from the step that fetched the page.
+    pub async fn stage_ids(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        reconcile_id: &str,
+        ids: &[String],
+    ) -> Result<(), WarehouseError> {
+        reconcile::stage(conn, stream, reconcile_id, ids).await
+    }
+
+    /// Applies the staged id set: marks live rows absent from it deleted and undeletes
+    /// rows present in it, then drops the staging. Refuses — changing nothing, raising
+    /// an `incomplete_id_set` alert and keeping the staging — when the set holds fewer
+    /// than `(1 - max_missing_share)` times the live rows, unless `force`.
+    pub async fn apply_deletes(
+        &self,
+        conn: &mut PgConnection,
+        stream: &StreamSpec,
+        reconcile_id: &str,
+        max_missing_share: f64,
+        force: bool,
+    ) -> Result<ReconcileOutcome, WarehouseError> {
+        let shape = self.shape(conn, &stream.name).await?;
+        reconcile::apply(
+            conn,
+            &stream.name,
+            shape.as_deref(),
+            reconcile_id,
+            max_missing_share,
+            force,
+        )
+        .await
+    }
+
+    /// The checksum of a stream's live rows, computed from `_raw` exactly as the
+    /// sandbox computes its own ([`checksum_records`](crate::sandbox::checksum_records)),
+    /// so a test or an audit can assert warehouse == vendor.
+    pub async fn checksum(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+    ) -> Result<String, WarehouseError> {
+        let rows: Vec<Value> = match self.shape(conn, stream).await? {
+            None => Vec::new(),
+            Some(shape) => sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT \"_raw\" FROM {} WHERE \"_deleted_at\" IS NULL",
+                shape.table
+            )))
+            .fetch_all(conn)
+            .await
+            .map_err(WarehouseError::db(stream, "reading live rows"))?,
+        };
+        crate::sandbox::checksum_records(&rows).map_err(|source| WarehouseError::Checksum {
+            stream: stream.to_owned(),
+            source,
+        })
+    }
+
+    /// The current shape of a stream's table, from the cache when its version is still
+    /// the registry's.
+    async fn shape(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+    ) -> Result<Option<Arc<Shape>>, WarehouseError> {
+        let version = schema::version(conn, &self.schema, stream).await?;
+        let cached = self.cached(stream);
+        match (version, cached) {
+            (None, _) => {
+                self.forget(stream);
+                Ok(None)
+            }
+            (Some(v), Some(shape)) if shape.version == v => Ok(Some(shape)),
+            (Some(_), _) => {
+                let shape = schema::load(conn, &self.schema, stream)
+                    .await?
+                    .map(Arc::new);
+                match &shape {
+                    Some(shape) => self.remember(stream, shape),
+                    None => self.forget(stream),
+                }
+                Ok(shape)
+            }
+        }
+    }
+
+    /// Quarantines records and raises one alert per distinct drift; returns the details.
+    async fn quarantine(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        records: &[Value],
+        quarantined: &[classify::Quarantined],
+        synced_at: DateTime<Utc>,
+    ) -> Result<Vec<String>, WarehouseError> {
+        land::quarantine(conn, &self.schema, stream, records, quarantined, synced_at).await?;
+        let mut counts: Vec<(&Drift, u64)> = Vec::new();
+        for drift in quarantined.iter().flat_map(|q| &q.drifts) {
+            match counts.iter_mut().find(|(d, _)| *d == drift) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((drift, 1)),
+            }
+        }
+        let alerts: Vec<NewAlert> = counts
+            .iter()
+            .map(|(drift, n)| NewAlert {
+                kind: if drift.kind == "invalid_record" {
+                    "invalid_record"
+                } else {
+                    "schema_drift"
+                }
+                .to_owned(),
+                stream: stream.to_owned(),
+                detail: drift.detail.clone(),
+                message: if drift.kind == "invalid_record" {
+                    format!(
+                        "{n} record(s) of stream {stream:?} quarantined in cairn.quarantine: {}",
+                        drift.detail
+                    )
+                } else {
+                    format!(
+                        "{n} record(s) of stream {stream:?} quarantined in cairn.quarantine: {}; \
+                         the table keeps its shape until this is mapped",
+                        drift.detail
+                    )
+                },
+            })
+            .collect();
+        raise_alerts(conn, &alerts).await?;
+        Ok(alerts.into_iter().map(|a| a.detail).collect())
+    }
+
+    fn cached(&self, stream: &str) -> Option<Arc<Shape>> {
+        self.lock().get(stream).cloned()
+    }
+
+    fn remember(&self, stream: &str, shape: &Arc<Shape>) {
+        self.lock().insert(stream.to_owned(), Arc::clone(shape));
+    }
+
+    fn forget(&self, stream: &str) {
+        self.lock().remove(stream);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Shape>>> {
+        // The map is always consistent between statements; a panic elsewhere cannot
+        // leave it half-written.
+        self.shapes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,160 @@
+//! Delete reconciliation: the vendor's full id set is staged page by page in
+//! `cairn.reconcile_ids`, then applied in one go — rows absent from it are marked
+//! deleted (`_deleted_at`), rows present are undeleted. A set that looks incomplete
+//! (far fewer ids than live rows) is refused with an alert unless forced, so a failed
+//! or truncated listing never wipes the warehouse.
+
+use serde::{Deserialize, Serialize};
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use super::alerts::{NewAlert, raise_alerts};
+use super::error::WarehouseError;
+use super::schema::Shape;
+
+/// What [`Warehouse::apply_deletes`](super::Warehouse::apply_deletes) did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReconcileOutcome {
+    /// The id set was applied and its staging removed.
+    Applied {
+        /// Distinct ids in the staged set.
+        ids: u64,
+        /// Live rows before applying.
+        live: u64,
+        /// Rows marked deleted.
+        deleted: u64,
+        /// Deleted rows that came back and were undeleted.
+        undeleted: u64,
+    },
+    /// The id set looks incomplete: nothing was changed, an `incomplete_id_set` alert was
+    /// raised, and the staged ids are kept so a forced apply can use them.
+    Refused {
+        /// Distinct ids in the staged set.
+        ids: u64,
+        /// Live rows in the warehouse.
+        live: u64,
+        /// The share of live rows allowed to be missing.
+        max_missing_share: f64,
+    },
+}
+
+/// Stages one page of ids. Idempotent: a page staged twice counts once. Ids holding a
+/// NUL character are skipped: Postgres cannot store them, so no row has them.
+pub(crate) async fn stage(
+    conn: &mut PgConnection,
+    stream: &str,
+    reconcile_id: &str,
+    ids: &[String],
+) -> Result<(), WarehouseError> {
+    let ids: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !id.contains('\0'))
+        .collect();
+    sqlx::query(
+        "INSERT INTO cairn.reconcile_ids (reconcile_id, stream, id)
+         SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(reconcile_id)
+    .bind(stream)
+    .bind(&ids)
+    .execute(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "staging ids"))?;
+    Ok(())
+}
+
+/// Applies a staged id set to the table of `shape` (`None`: the stream has no table).
+pub(crate) async fn apply(
+    conn: &mut PgConnection,
+    stream: &str,
+    shape: Option<&Shape>,
+    reconcile_id: &str,
+    max_missing_share: f64,
+    force: bool,
+) -> Result<ReconcileOutcome, WarehouseError> {
+    if !(0.0..=1.0).contains(&max_missing_share) {
+        return Err(WarehouseError::InvalidShare(max_missing_share));
+    }
+    let db = |during| WarehouseError::db(stream, during);
+    let ids: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.reconcile_ids WHERE reconcile_id = $1 AND stream = $2",
+    )
+    .bind(reconcile_id)
+    .bind(stream)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("counting staged ids"))?;
+    let ids = u64::try_from(ids).unwrap_or_default();
+    let (live, deleted, undeleted) = match shape {
+        None => (0, 0, 0),
+        Some(shape) => {
+            let table = &shape.table;
+            let pk = &shape.pk_column;
+            let live: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT count(*) FROM {table} WHERE \"_deleted_at\" IS NULL"
+            )))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(db("counting live rows"))?;
+            let live = u64::try_from(live).unwrap_or_default();
+            let incomplete = (ids as f64) < (1.0 - max_missing_share) * live as f64;
+            if incomplete && !force {
+                let alert = NewAlert {
+                    kind: "incomplete_id_set".to_owned(),
+                    stream: stream.to_owned(),
+                    detail: "the vendor's id set is much smaller than the warehouse".to_owned(),
+                    message: format!(
+                        "reconciliation {reconcile_id:?} of stream {stream:?} refused: {ids} ids \
+                         for {live} live rows (at most {:.1}% may be missing); nothing was \
+                         deleted — check the source, or apply with force",
+                        max_missing_share * 100.0
+                    ),
+                };
+                raise_alerts(conn, &[alert]).await?;
+                return Ok(ReconcileOutcome::Refused {
+                    ids,
+                    live,
+                    max_missing_share,
+                });
+            }
+            let deleted = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} AS t SET \"_deleted_at\" = now()
+                  WHERE t.\"_deleted_at\" IS NULL AND NOT EXISTS (
+                        SELECT 1 FROM cairn.reconcile_ids r
+                         WHERE r.reconcile_id = $1 AND r.stream = $2 AND r.id = t.{pk})"
+            )))
+            .bind(reconcile_id)
+            .bind(stream)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("marking rows deleted"))?
+            .rows_affected();
+            let undeleted = sqlx::query(AssertSqlSafe(format!(
+                "UPDATE {table} AS t SET \"_deleted_at\" = NULL
+                   FROM cairn.reconcile_ids r
+                  WHERE r.reconcile_id = $1 AND r.stream = $2 AND r.id = t.{pk}
+                    AND t.\"_deleted_at\" IS NOT NULL"
+            )))
+            .bind(reconcile_id)
+            .bind(stream)
+            .execute(&mut *conn)
+            .await
+            .map_err(db("undeleting rows"))?
+            .rows_affected();
+            (live, deleted, undeleted)
+        }
+    };
+    sqlx::query("DELETE FROM cairn.reconcile_ids WHERE reconcile_id = $1 AND stream = $2")
+        .bind(reconcile_id)
+        .bind(stream)
+        .execute(&mut *conn)
+        .await
+        .map_err(db("removing staged ids"))?;
+    Ok(ReconcileOutcome::Applied {
+        ids,
+        live,
+        deleted,
+        undeleted,
+    })
+}

@@ -1,0 +1,357 @@
+//! The schema registry: the shape of each stream's table (fields, their columns and
+//! types), read from and written to `cairn.warehouse_tables` / `cairn.warehouse_columns`,
+//! and the DDL that creates tables and adds columns.
+//!
+//! A shape carries a version drawn from a sequence, so a cached shape is current exactly
+//! when its version matches the registry's, as seen by the caller's transaction. Shape
+//! changes take a per-stream advisory lock and re-check the version under it, so two
+//! workers adding the same column serialise instead of failing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::{AssertSqlSafe, PgConnection};
+
+use super::error::WarehouseError;
+use super::ident::{RESERVED_COLUMNS, column_name, hashed_name, quote_ident};
+use super::types::ColumnType;
+
+/// One vendor field of a stream and where it lands.
+#[derive(Debug, Clone)]
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) column: String,
+    /// `None` while only nulls have been seen: no column exists yet.
+    pub(crate) ty: Option<ColumnType>,
+}
+
+/// The registered shape of one stream's table, with its landing statement.
+#[derive(Debug)]
+pub(crate) struct Shape {
+    pub(crate) version: i64,
+    /// `"schema"."table"`, quoted.
+    pub(crate) table: String,
+    pub(crate) primary_key: String,
+    /// The primary key's column, quoted.
+    pub(crate) pk_column: String,
+    /// Every registered field but the primary key, in registration order.
+    pub(crate) fields: Vec<Field>,
+    /// The one-statement upsert for a page (see [`super::land`]).
+    pub(crate) upsert_sql: Arc<str>,
+}
+
+impl Shape {
+    fn new(
+        version: i64,
+        table: String,
+        primary_key: String,
+        pk_column: String,
+        fields: Vec<Field>,
+    ) -> Result<Self, WarehouseError> {
+        let upsert_sql = super::land::upsert_sql(&table, &pk_column, &fields)?.into();
+        Ok(Self {
+            version,
+            table,
+            primary_key,
+            pk_column,
+            fields,
+            upsert_sql,
+        })
+    }
+
+    /// The fields that have a column, in the order the landing statement lists them.
+    pub(crate) fn typed(&self) -> impl Iterator<Item = (&Field, ColumnType)> {
+        self.fields.iter().filter_map(|f| f.ty.map(|ty| (f, ty)))
+    }
+}
+
+/// What a page needs the shape to become.
+#[derive(Debug, Default)]
+pub(crate) struct ShapeChange {
+    /// Fields never seen before, with their type (`None`: only nulls so far).
+    pub(crate) new_fields: Vec<(String, Option<ColumnType>)>,
+    /// Registered fields seen only as null until now that have a type at last.
+    pub(crate) typed: Vec<(String, ColumnType)>,
+}
+
+impl ShapeChange {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.new_fields.is_empty() && self.typed.is_empty()
+    }
+}
+
+/// The outcome of [`change`].
+pub(crate) enum Changed {
+    /// The new shape, and the columns the DDL added (unquoted names).
+    Done(Shape, Vec<String>),
+    /// Another transaction changed the shape first: reload and classify again.
+    Stale,
+}
+
+/// The registry's version of a stream's shape, as this transaction sees it.
+pub(crate) async fn version(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+) -> Result<Option<i64>, WarehouseError> {
+    sqlx::query_scalar(
+        "SELECT version FROM cairn.warehouse_tables WHERE schema_name = $1 AND stream = $2",
+    )
+    .bind(schema)
+    .bind(stream)
+    .fetch_optional(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "reading the shape version"))
+}
+
+/// A table of the registry joined with one of its fields (none for a table without).
+#[derive(sqlx::FromRow)]
+struct RegistryRow {
+    table_name: String,
+    primary_key: String,
+    version: i64,
+    field: Option<String>,
+    column_name: Option<String>,
+    column_type: Option<String>,
+}
+
+/// Reads a stream's shape from the registry; `None` when it has no table yet.
+pub(crate) async fn load(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+) -> Result<Option<Shape>, WarehouseError> {
+    let rows: Vec<RegistryRow> = sqlx::query_as(
+        "SELECT t.table_name, t.primary_key, t.version, c.field, c.column_name, c.column_type
+           FROM cairn.warehouse_tables t
+           LEFT JOIN cairn.warehouse_columns c USING (schema_name, stream)
+          WHERE t.schema_name = $1 AND t.stream = $2
+          ORDER BY c.added_at, c.field",
+    )
+    .bind(schema)
+    .bind(stream)
+    .fetch_all(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "reading the schema registry"))?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let (table_name, primary_key, version) = (
+        first.table_name.clone(),
+        first.primary_key.clone(),
+        first.version,
+    );
+    let mut pk_column = column_name(&primary_key);
+    let mut fields = Vec::new();
+    for row in rows {
+        let (Some(name), Some(column), ty) = (row.field, row.column_name, row.column_type) else {
+            continue;
+        };
+        if name == primary_key {
+            pk_column = column;
+            continue;
+        }
+        // A type this version does not know is treated as not yet typed: its column is
+        // left alone rather than guessed at.
+        let ty = ty.as_deref().and_then(ColumnType::from_sql);
+        fields.push(Field { name, column, ty });
+    }
+    let table = format!("{}.{}", quote_ident(schema)?, quote_ident(&table_name)?);
+    Shape::new(
+        version,
+        table,
+        primary_key,
+        quote_ident(&pk_column)?,
+        fields,
+    )
+    .map(Some)
+}
+
+/// Applies `change` to the stream's shape (`current`, `None` for a new table) inside the
+/// caller's transaction: creates the table if needed, adds the columns, registers the
+/// fields and bumps the version. Returns [`Changed::Stale`] when the registry moved on
+/// since `current` was read.
+pub(crate) async fn change(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+    primary_key: &str,
+    current: Option<&Shape>,
+    change: &ShapeChange,
+) -> Result<Changed, WarehouseError> {
+    let db = |during| WarehouseError::db(stream, during);
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("cairn.warehouse {schema:?} {stream:?}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("locking the shape"))?;
+    if version(conn, schema, stream).await? != current.map(|s| s.version) {
+        return Ok(Changed::Stale);
+    }
+    let quoted_schema = quote_ident(schema)?;
+    let (table, table_name, pk_column) = match current {
+        Some(shape) => (shape.table.clone(), None, shape.pk_column.clone()),
+        None => {
+            let table_name = column_name(stream);
+            let table = format!("{quoted_schema}.{}", quote_ident(&table_name)?);
+            (
+                table,
+                Some(table_name),
+                quote_ident(&column_name(primary_key))?,
+            )
+        }
+    };
+    if let Some(table_name) = &table_name {
+        create_table(
+            conn,
+            schema,
+            stream,
+            primary_key,
+            &table,
+            table_name,
+            &pk_column,
+        )
+        .await?;
+    }
+
+    // Name the new columns: the natural name when free, else a hashed one.
+    let mut taken: HashSet<String> = RESERVED_COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    taken.insert(column_name(primary_key));
+    let mut fields = current.map(|s| s.fields.clone()).unwrap_or_default();
+    taken.extend(fields.iter().map(|f| f.column.clone()));
+    let mut registered = Vec::new();
+    for (name, ty) in &change.new_fields {
+        let mut column = column_name(name);
+        let mut attempt = 0;
+        while taken.contains(&column) {
+            attempt += 1;
+            column = hashed_name(name, attempt);
+        }
+        taken.insert(column.clone());
+        registered.push((name.clone(), column.clone(), *ty));
+        fields.push(Field {
+            name: name.clone(),
+            column,
+            ty: *ty,
+        });
+    }
+    for (name, ty) in &change.typed {
+        if let Some(field) = fields.iter_mut().find(|f| &f.name == name) {
+            field.ty = Some(*ty);
+            registered.push((name.clone(), field.column.clone(), Some(*ty)));
+        }
+    }
+
+    let added: Vec<(&str, ColumnType)> = registered
+        .iter()
+        .filter_map(|(_, column, ty)| ty.map(|ty| (column.as_str(), ty)))
+        .collect();
+    if !added.is_empty() {
+        let mut clauses = Vec::with_capacity(added.len());
+        for (column, ty) in &added {
+            clauses.push(format!(
+                "ADD COLUMN IF NOT EXISTS {} {ty}",
+                quote_ident(column)?
+            ));
+        }
+        let ddl = format!("ALTER TABLE {table} {}", clauses.join(", "));
+        sqlx::query(AssertSqlSafe(ddl))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("adding columns"))?;
+    }
+    let (names, columns, types): (Vec<&str>, Vec<&str>, Vec<Option<&str>>) = registered
+        .iter()
+        .map(|(n, c, t)| (n.as_str(), c.as_str(), t.map(ColumnType::sql)))
+        .collect();
+    sqlx::query(
+        "INSERT INTO cairn.warehouse_columns (schema_name, stream, field, column_name, column_type)
+         SELECT $1, $2, f, c, t FROM unnest($3::text[], $4::text[], $5::text[]) AS u(f, c, t)
+         ON CONFLICT (schema_name, stream, field) DO UPDATE SET column_type = EXCLUDED.column_type",
+    )
+    .bind(schema)
+    .bind(stream)
+    .bind(&names)
+    .bind(&columns)
+    .bind(&types)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("registering fields"))?;
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE cairn.warehouse_tables
+            SET version = nextval('cairn.warehouse_shape_version'), updated_at = now()
+          WHERE schema_name = $1 AND stream = $2
+         RETURNING version",
+    )
+    .bind(schema)
+    .bind(stream)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db("bumping the shape version"))?;
+    let added = added.into_iter().map(|(c, _)| c.to_owned()).collect();
+    let shape = Shape::new(version, table, primary_key.to_owned(), pk_column, fields)?;
+    Ok(Changed::Done(shape, added))
+}
+
+/// Creates the schema (under a lock per schema, as concurrent `CREATE SCHEMA IF NOT
+/// EXISTS` can still collide) and the table with the warehouse's own columns, and
+/// registers the table with its primary key.
+async fn create_table(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+    primary_key: &str,
+    table: &str,
+    table_name: &str,
+    pk_column: &str,
+) -> Result<(), WarehouseError> {
+    let db = |during| WarehouseError::db(stream, during);
+    let quoted_schema = quote_ident(schema)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("cairn.warehouse schema {schema:?}"))
+        .execute(&mut *conn)
+        .await
+        .map_err(db("locking the schema"))?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS {quoted_schema}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("creating the schema"))?;
+    sqlx::query(AssertSqlSafe(format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+             {pk_column} text PRIMARY KEY,
+             \"_raw\" jsonb NOT NULL,
+             \"_synced_at\" timestamptz NOT NULL,
+             \"_source_updated_at\" timestamptz,
+             \"_deleted_at\" timestamptz
+         )"
+    )))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("creating the table"))?;
+    sqlx::query(
+        "INSERT INTO cairn.warehouse_tables (schema_name, stream, table_name, primary_key, version)
+         VALUES ($1, $2, $3, $4, nextval('cairn.warehouse_shape_version'))",
+    )
+    .bind(schema)
+    .bind(stream)
+    .bind(table_name)
+    .bind(primary_key)
+    .execute(&mut *conn)
+    .await
+    .map_err(db("registering the table"))?;
+    // The primary key is registered like any field, so its column name is taken.
+    sqlx::query(
+        "INSERT INTO cairn.warehouse_columns (schema_name, stream, field, column_name, column_type)
+         VALUES ($1, $2, $3, $4, 'text')",
+    )
+    .bind(schema)
+    .bind(stream)
+    .bind(primary_key)
+    .bind(column_name(primary_key))
+    .execute(&mut *conn)
+    .await
+    .map_err(db("registering the primary key"))?;
+    Ok(())
+}

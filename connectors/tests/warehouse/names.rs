@@ -1,0 +1,158 @@
+//! Hostile field and stream names: nothing vendor-supplied breaks out of its identifier.
+
+use cairn_connectors::warehouse::{StreamSpec, Warehouse, quote_ident};
+use serde_json::{Map, Value, json};
+
+use crate::common::{columns, contacts, land, quarantine, setup};
+
+/// The registry's field → column mapping of `contacts`.
+async fn mapping(db: &cairn_testkit::TestDb) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT field, column_name FROM cairn.warehouse_columns
+          WHERE stream = 'contacts' ORDER BY field",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hostile_field_names_become_safe_distinct_columns() {
+    let (db, wh) = setup().await;
+    sqlx::query("CREATE TABLE public.t (x int)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let injection = r#"x"; DROP TABLE t; --"#;
+    let long = "n".repeat(300);
+    let prefix = "p".repeat(63);
+    let (beyond_a, beyond_b) = (format!("{prefix}_a"), format!("{prefix}_b"));
+    let mut record = Map::new();
+    record.insert("id".to_owned(), json!("1"));
+    record.insert(injection.to_owned(), json!("boom"));
+    record.insert(long.clone(), json!(300));
+    record.insert(beyond_a.clone(), json!("a"));
+    record.insert(beyond_b.clone(), json!("b"));
+    record.insert(String::new(), json!("empty"));
+    record.insert("_raw".to_owned(), json!("vendor's own _raw"));
+    record.insert("Email".to_owned(), json!("upper"));
+    record.insert("email".to_owned(), json!("lower"));
+    let record = Value::Object(record);
+
+    let report = land(
+        &db,
+        &wh,
+        &StreamSpec::new("contacts", "id"),
+        std::slice::from_ref(&record),
+    )
+    .await;
+    assert_eq!((report.upserted, report.quarantined), (1, 0));
+    assert_eq!(report.columns_added.len(), 8);
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('public.t') IS NOT NULL")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(exists, "the injection stayed inside its identifier");
+
+    let map = mapping(&db).await;
+    let columns_of: std::collections::HashMap<&str, &str> =
+        map.iter().map(|(f, c)| (f.as_str(), c.as_str())).collect();
+    assert_eq!(
+        columns_of[injection], injection,
+        "a short hostile name is kept, quoted"
+    );
+    assert_eq!(columns_of["Email"], "Email");
+    assert_eq!(columns_of["email"], "email");
+    for mapped in [&long, &beyond_a, &beyond_b, "", "_raw"] {
+        let column = columns_of[mapped];
+        assert_ne!(column, mapped, "{mapped:?} is mapped");
+        assert!(
+            column.len() <= 63 && quote_ident(column).is_ok(),
+            "{column}"
+        );
+    }
+    assert_ne!(columns_of[beyond_a.as_str()], columns_of[beyond_b.as_str()]);
+    let table: Vec<String> = columns(&db, "contacts")
+        .await
+        .into_iter()
+        .map(|c| c.0)
+        .collect();
+    for (_, column) in &map {
+        assert!(table.contains(column), "{column} exists");
+    }
+
+    // Every value sits in its own column, and `_raw` is still the whole record.
+    for (field, value) in record.as_object().unwrap() {
+        let column = quote_ident(columns_of[field.as_str()]).unwrap();
+        let stored: Value = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT to_jsonb({column}) FROM warehouse.contacts"
+        )))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(&stored, value, "{field:?}");
+    }
+    let raw: Value = sqlx::query_scalar("SELECT _raw FROM warehouse.contacts")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(raw, record);
+
+    // The mapping is stable: landing again finds the same columns and adds none.
+    let fresh = Warehouse::new("warehouse").unwrap();
+    let again = land(&db, &fresh, &StreamSpec::new("contacts", "id"), &[record]).await;
+    assert!(again.columns_added.is_empty());
+    assert_eq!(mapping(&db).await, map);
+}
+
+#[tokio::test]
+async fn a_nul_byte_sends_the_record_to_quarantine_and_the_page_lands() {
+    let (db, wh) = setup().await;
+    let clean = json!({"id": "1", "a": "x", "updated_at": "2026-03-01T00:00:00Z"});
+    let nul_name = json!({"id": "2", "a": "x", "b\u{0}c": 1, "updated_at": "2026-03-01T00:00:00Z"});
+    let nul_value = json!({"id": "3", "a": "x\u{0}y", "updated_at": "2026-03-01T00:00:00Z"});
+    let report = land(&db, &wh, &contacts(), &[clean, nul_name, nul_value]).await;
+    assert_eq!((report.upserted, report.quarantined), (1, 2));
+    let q = quarantine(&db).await;
+    let reasons: Vec<(Option<String>, String)> = q.into_iter().map(|(id, _, r)| (id, r)).collect();
+    let reason = "record holds a NUL character, which Postgres cannot store".to_owned();
+    assert_eq!(
+        reasons,
+        [
+            (Some("2".to_owned()), reason.clone()),
+            (Some("3".to_owned()), reason)
+        ]
+    );
+    let kept: String =
+        sqlx::query_scalar("SELECT record::text FROM cairn.quarantine WHERE record_id = '2'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(kept.contains(r"b\u0000c"), "{kept}");
+}
+
+#[tokio::test]
+async fn hostile_stream_and_schema_names_stay_identifiers() {
+    let db = cairn_testkit::TestDb::new().await;
+    assert!(Warehouse::new("").is_err());
+    assert!(Warehouse::new(&"s".repeat(64)).is_err());
+    let wh = Warehouse::new(r#"wh"; DROP SCHEMA cairn CASCADE; --"#).unwrap();
+    let spec = StreamSpec::new(r#"t"; DROP TABLE cairn.alerts; --"#, "id");
+    land(&db, &wh, &spec, &[json!({"id": 1, "v": true})]).await;
+    let count: i64 = sqlx::query_scalar(
+        r#"SELECT count(*) FROM "wh""; DROP SCHEMA cairn CASCADE; --"."t""; DROP TABLE cairn.alerts; --""#,
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(count, 1);
+    cairn_connectors::warehouse::list_alerts(db.pool())
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    let sum = wh.checksum(&mut conn, &spec.name).await;
+    assert!(
+        sum.is_err(),
+        "a numeric id has no sandbox checksum: {sum:?}"
+    );
+}

@@ -1,12 +1,15 @@
 //! Landing a page: the one-statement upsert and the quarantine insert.
 //!
-//! The page travels as one `json` parameter holding an array of flat objects — the
-//! primary key (`k`), the whole record (`r`, for `_raw`), its cursor instant (`u`) and
-//! one short key per typed column (`c0`, `c1`, ...) — that `json_to_recordset` turns into
-//! typed rows. Values are checked against their column types before (see
-//! [`classify`](super::classify)) and timestamps are normalised, so no cast can fail
-//! halfway through a page. Vendor names never appear in the statement except as columns
-//! quoted by [`quote_ident`].
+//! A page travels as few parameters: the landing records as one JSON array (`$1`,
+//! parsed once into `jsonb`: it becomes `_raw`), `_synced_at` (`$2`), the primary keys
+//! (`$3`, `text[]`) and cursor instants (`$4`, `timestamptz[]`), then one parameter per
+//! typed column: a `timestamptz[]` of its values for timestamp columns (sent in binary,
+//! so the server parses no timestamp text), otherwise the field's name, which the
+//! statement uses with `->>` / `->`. `ROWS FROM` zips the arrays with the records.
+//!
+//! Values were checked against their column types before (see `classify`), so no cast
+//! can fail halfway through a page; vendor names appear in the statement only as
+//! columns quoted by [`quote_ident`] and are otherwise bound as parameters.
 
 use std::fmt::Write as _;
 
@@ -18,7 +21,7 @@ use super::classify::{Landing, Quarantined};
 use super::error::WarehouseError;
 use super::ident::quote_ident;
 use super::schema::{Field, Shape};
-use super::types::{ColumnType, timestamp, timestamp_literal};
+use super::types::{ColumnType, timestamp};
 
 /// The upsert for a table of this shape. A row is rewritten only when the incoming
 /// version is not older by cursor and differs from the stored one (or the row was
@@ -31,7 +34,10 @@ pub(crate) fn upsert_sql(
     let mut columns =
         format!(r#"{pk_column}, "_raw", "_synced_at", "_source_updated_at", "_deleted_at""#);
     let mut select = String::from("x.k, x.r, $2, x.u, NULL");
-    let mut recordset = String::from("k text, r jsonb, u timestamptz");
+    let mut rows = String::from(
+        "jsonb_array_elements($1::jsonb), unnest($3::text[]), unnest($4::timestamptz[])",
+    );
+    let mut aliases = String::from("r, k, u");
     let mut updates = String::from(
         r#""_raw" = EXCLUDED."_raw", "_synced_at" = EXCLUDED."_synced_at", "_source_updated_at" = EXCLUDED."_source_updated_at", "_deleted_at" = NULL"#,
     );
@@ -41,15 +47,27 @@ pub(crate) fn upsert_sql(
         .enumerate()
     {
         let column = quote_ident(&field.column)?;
+        let param = i + 5;
         // Writing into a String cannot fail.
         let _ = write!(columns, ", {column}");
-        let _ = write!(select, ", x.c{i}");
-        let _ = write!(recordset, ", c{i} {ty}");
+        let _ = match ty {
+            ColumnType::Timestamptz => {
+                let _ = write!(rows, ", unnest(${param}::timestamptz[])");
+                let _ = write!(aliases, ", t{i}");
+                write!(select, ", x.t{i}")
+            }
+            ColumnType::Text => write!(select, ", x.r ->> ${param}::text"),
+            ColumnType::Bigint | ColumnType::Numeric | ColumnType::Boolean => {
+                write!(select, ", (x.r ->> ${param}::text)::{ty}")
+            }
+            // JSON null is SQL NULL in every column, jsonb ones included.
+            ColumnType::Jsonb => write!(select, ", NULLIF(x.r -> ${param}::text, 'null')"),
+        };
         let _ = write!(updates, ", {column} = EXCLUDED.{column}");
     }
     Ok(format!(
         "INSERT INTO {table} AS t ({columns})
-         SELECT {select} FROM json_to_recordset($1::json) AS x({recordset})
+         SELECT {select} FROM ROWS FROM ({rows}) AS x({aliases})
          ON CONFLICT ({pk_column}) DO UPDATE SET {updates}
          WHERE (t.\"_source_updated_at\" IS NULL OR EXCLUDED.\"_source_updated_at\" IS NULL
                 OR EXCLUDED.\"_source_updated_at\" >= t.\"_source_updated_at\")
@@ -57,57 +75,56 @@ pub(crate) fn upsert_sql(
     ))
 }
 
-/// The `json` parameter of the upsert for the landing records of a page.
-pub(crate) fn encode_page(
-    shape: &Shape,
-    records: &[Value],
-    land: &[Landing],
-) -> Result<String, serde_json::Error> {
-    let typed: Vec<(&str, ColumnType)> =
-        shape.typed().map(|(f, ty)| (f.name.as_str(), ty)).collect();
-    let keys: Vec<String> = (0..typed.len()).map(|i| format!(",\"c{i}\":")).collect();
-    let mut out = Vec::with_capacity(land.len() * 512);
-    out.push(b'[');
-    for (n, landing) in land.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        let record = &records[landing.index];
-        out.extend_from_slice(b"{\"k\":");
-        serde_json::to_writer(&mut out, &landing.key)?;
-        out.extend_from_slice(b",\"r\":");
-        serde_json::to_writer(&mut out, record)?;
-        out.extend_from_slice(b",\"u\":");
-        serde_json::to_writer(&mut out, &landing.cursor.map(timestamp_literal))?;
-        for ((name, ty), key) in typed.iter().zip(&keys) {
-            let value = record.get(name).unwrap_or(&Value::Null);
-            out.extend_from_slice(key.as_bytes());
-            match (ty, value) {
-                (ColumnType::Timestamptz, Value::String(s)) => {
-                    serde_json::to_writer(&mut out, &timestamp(s).map(timestamp_literal))?;
-                }
-                _ => serde_json::to_writer(&mut out, value)?,
-            }
-        }
-        out.push(b'}');
-    }
-    out.push(b']');
-    // serde_json writes UTF-8 only, so the lossy path is never taken.
-    Ok(String::from_utf8(out)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
-}
-
-/// Runs the upsert; returns the number of rows written.
+/// Runs the upsert for the landing records of a page; returns the rows written.
 pub(crate) async fn upsert(
     conn: &mut PgConnection,
     stream: &str,
     shape: &Shape,
-    page: String,
+    records: &[Value],
+    land: &[Landing],
     synced_at: DateTime<Utc>,
 ) -> Result<u64, WarehouseError> {
-    let done = sqlx::query(AssertSqlSafe(std::sync::Arc::clone(&shape.upsert_sql)))
+    let mut page = Vec::with_capacity(land.len() * 512);
+    page.push(b'[');
+    for (n, landing) in land.iter().enumerate() {
+        if n > 0 {
+            page.push(b',');
+        }
+        serde_json::to_writer(&mut page, &records[landing.index]).map_err(|source| {
+            WarehouseError::Encode {
+                stream: stream.to_owned(),
+                source,
+            }
+        })?;
+    }
+    page.push(b']');
+    // serde_json writes UTF-8 only, so the lossy path is never taken.
+    let page = String::from_utf8(page)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    let keys: Vec<&str> = land.iter().map(|l| l.key.as_str()).collect();
+    let cursors: Vec<Option<DateTime<Utc>>> = land.iter().map(|l| l.cursor).collect();
+
+    let mut query = sqlx::query(AssertSqlSafe(std::sync::Arc::clone(&shape.upsert_sql)))
         .bind(page)
         .bind(synced_at)
+        .bind(keys)
+        .bind(cursors);
+    for (field, ty) in shape.typed() {
+        query = match ty {
+            ColumnType::Timestamptz => {
+                let values: Vec<Option<DateTime<Utc>>> = land
+                    .iter()
+                    .map(|l| match records[l.index].get(&field.name) {
+                        Some(Value::String(s)) => timestamp(s),
+                        _ => None,
+                    })
+                    .collect();
+                query.bind(values)
+            }
+            _ => query.bind(field.name.as_str()),
+        };
+    }
+    let done = query
         .execute(conn)
         .await
         .map_err(WarehouseError::db(stream, "upserting a page"))?;

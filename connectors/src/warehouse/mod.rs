@@ -208,19 +208,14 @@ impl Warehouse {
                     .await?;
             }
             if let Some(shape) = shape.filter(|_| !plan.land.is_empty()) {
-                let page = land::encode_page(&shape, records, &plan.land).map_err(|source| {
-                    WarehouseError::Encode {
-                        stream: stream.name.clone(),
-                        source,
-                    }
-                })?;
-                report.upserted = land::upsert(conn, &stream.name, &shape, page, synced_at)
-                    .await
-                    .inspect_err(|e| {
-                        if e.is_shape_mismatch() {
-                            self.forget(&stream.name);
-                        }
-                    })?;
+                report.upserted =
+                    land::upsert(conn, &stream.name, &shape, records, &plan.land, synced_at)
+                        .await
+                        .inspect_err(|e| {
+                            if e.is_shape_mismatch() {
+                                self.forget(&stream.name);
+                            }
+                        })?;
                 report.unchanged = plan.land.len() as u64 - report.upserted;
             }
             return Ok(report);

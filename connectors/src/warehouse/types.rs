@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde_json::{Number, Value};
 
 /// The type of a warehouse column, decided by the first non-null value of its field.
@@ -106,11 +106,6 @@ pub fn timestamp(s: &str) -> Option<DateTime<Utc>> {
     }
     let at = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
     (1..=9999).contains(&at.year()).then_some(at)
-}
-
-/// A timestamp in the one form the landing statement hands Postgres.
-pub fn timestamp_literal(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// The instant a cursor value stands for, ordering versions of a record: an RFC 3339

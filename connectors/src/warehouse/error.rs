@@ -111,3 +111,34 @@ impl From<WarehouseError> for cairn_runner::Error {
         engine.with_category("warehouse")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use cairn_runner::ErrorClass;
+
+    use super::WarehouseError;
+
+    #[test]
+    fn contention_is_retried_and_bad_names_are_not() {
+        let contention = WarehouseError::ShapeContention {
+            stream: "contacts".to_owned(),
+        };
+        assert_eq!(
+            cairn_runner::Error::from(contention).class(),
+            ErrorClass::Transient
+        );
+        let name = super::super::quote_ident("").unwrap_err();
+        let engine = cairn_runner::Error::from(name);
+        assert_eq!(engine.class(), ErrorClass::Permanent);
+        assert_eq!(engine.category(), Some("warehouse"));
+        let lost = WarehouseError::Database {
+            stream: "contacts".to_owned(),
+            during: "upserting a page",
+            source: sqlx::Error::PoolTimedOut,
+        };
+        assert_eq!(
+            cairn_runner::Error::from(lost).class(),
+            ErrorClass::Transient
+        );
+    }
+}

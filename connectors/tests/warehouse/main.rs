@@ -7,4 +7,5 @@ mod common;
 mod drift;
 mod names;
 mod reconcile;
+mod shape;
 mod upsert;

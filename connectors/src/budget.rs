@@ -41,14 +41,19 @@ fn default_max_wait() -> f64 {
     10.0
 }
 
+/// The budget paces at this share of the configured limit: requests leave on time by
+/// our clock but reach the vendor with some jitter, and a vendor with a small burst
+/// answers a request that arrives a hair early with a 429 whose `Retry-After` (rounded
+/// up to whole seconds) costs far more than the headroom.
+const HEADROOM: f64 = 0.95;
 /// The lowest the adaptive rate goes, as a share of the ceiling.
 const FLOOR: f64 = 0.1;
 /// The rate is multiplied by this on a 429 (once per pause).
-const DECREASE: f64 = 0.75;
+const DECREASE: f64 = 0.9;
 /// The rate grows by this share of the ceiling after each stretch of success.
 const INCREASE: f64 = 0.05;
 /// A stretch of success is this many seconds' worth of requests at the current rate.
-const STRETCH_SECS: f64 = 5.0;
+const STRETCH_SECS: f64 = 2.0;
 
 /// A shared token bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -61,8 +66,8 @@ pub struct RateBudget {
 /// The answer to [`RateBudget::acquire`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Grant {
-    /// Send after waiting this long (zero: now).
-    After(Duration),
+    /// Send at this instant (now, or a moment from now).
+    At(DateTime<Utc>),
     /// The budget is paused or queued past the caller's patience; the token was given
     /// back. Try again at this instant.
     Refused(DateTime<Utc>),
@@ -100,7 +105,7 @@ impl RateBudget {
                  OR cairn.rate_budgets.burst <> EXCLUDED.burst",
         )
         .bind(key)
-        .bind(config.requests_per_second)
+        .bind(config.requests_per_second * HEADROOM)
         .bind(config.burst.max(1.0))
         .execute(&pool)
         .await?;
@@ -125,7 +130,9 @@ impl RateBudget {
     /// Takes a token, reporting `successes` responses since the last call (they drive
     /// the rate back up). Returns how long to wait before sending.
     pub async fn acquire(&self, successes: u32) -> Result<Grant, sqlx::Error> {
-        let (wait, at): (f64, DateTime<Utc>) = sqlx::query_as(
+        // The answer is an instant, not a delay: how long the query itself took must not
+        // shift the request, or consecutive requests would bunch up and trip the vendor.
+        let send_at: DateTime<Utc> = sqlx::query_scalar(
             "WITH t AS (SELECT clock_timestamp() AS now)
              UPDATE cairn.rate_budgets b
                 SET tokens = least(b.burst, b.tokens + b.rate *
@@ -140,9 +147,8 @@ impl RateBudget {
                     updated_at = t.now
                FROM t
               WHERE b.key = $1
-             RETURNING extract(epoch FROM b.refilled_at - t.now)::float8
-                       + greatest(0, -b.tokens) / b.rate,
-                       t.now",
+             RETURNING b.refilled_at
+                       + make_interval(secs => greatest(0, -b.tokens) / b.rate)",
         )
         .bind(&self.key)
         .bind(i64::from(successes))
@@ -150,14 +156,12 @@ impl RateBudget {
         .bind(INCREASE)
         .fetch_one(&self.pool)
         .await?;
-        let wait = Duration::from_secs_f64(wait.max(0.0));
+        let wait = (send_at - Utc::now()).to_std().unwrap_or_default();
         if wait <= self.max_wait {
-            return Ok(Grant::After(wait));
+            return Ok(Grant::At(send_at));
         }
         self.give_back().await?;
-        Ok(Grant::Refused(
-            at + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX),
-        ))
+        Ok(Grant::Refused(send_at))
     }
 
     async fn give_back(&self) -> Result<(), sqlx::Error> {

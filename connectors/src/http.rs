@@ -1,7 +1,7 @@
 //! The HTTP client every source uses: timeouts, pooling, compression, auth, the shared
 //! rate budget, rate-limit telemetry and categorised errors, in one `get`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -87,6 +87,22 @@ struct Inner {
     successes: AtomicU32,
     /// 429s retried inside one `get` before giving the wait to the engine.
     max_throttle_retries: u32,
+    /// When this client's last request actually left, and the least gap to keep after
+    /// it: the budget spaces reservations exactly, but a request that leaves late (a
+    /// busy scheduler) must not be followed by one that leaves on time.
+    last_sent: Arc<SendGate>,
+    min_gap: Duration,
+}
+
+type SendGate = tokio::sync::Mutex<Option<tokio::time::Instant>>;
+
+/// The send gate of each budget in this process, shared by every client on the budget
+/// (the vendor sees one caller, however many syncs run in the worker).
+fn send_gate(key: &str) -> Arc<SendGate> {
+    static GATES: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Arc<SendGate>>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut gates = GATES.lock().unwrap_or_else(|e| e.into_inner());
+    Arc::clone(gates.entry(key.to_owned()).or_default())
 }
 
 /// The User-Agent vendors see.
@@ -150,6 +166,9 @@ impl HttpClient {
                 ));
             }
         };
+        let last_sent = budget
+            .as_ref()
+            .map_or_else(Default::default, |b| send_gate(b.key()));
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -158,6 +177,10 @@ impl HttpClient {
                 budget,
                 successes: AtomicU32::new(0),
                 max_throttle_retries: 3,
+                last_sent,
+                min_gap: config.rate_limit.as_ref().map_or(Duration::ZERO, |l| {
+                    Duration::from_secs_f64(1.0 / l.requests_per_second)
+                }),
             }),
         })
     }
@@ -298,10 +321,15 @@ impl HttpClient {
             .caused_by(err)
         })?;
         match grant {
-            Grant::After(wait) => {
-                if !wait.is_zero() {
+            Grant::At(at) => {
+                if let Ok(wait) = (at - Utc::now()).to_std() {
                     tokio::time::sleep(wait).await;
                 }
+                let mut last = self.inner.last_sent.lock().await;
+                if let Some(previous) = *last {
+                    tokio::time::sleep_until(previous + self.inner.min_gap).await;
+                }
+                *last = Some(tokio::time::Instant::now());
                 Ok(())
             }
             Grant::Refused(at) => Err(HttpError::request(
@@ -321,7 +349,13 @@ impl HttpClient {
         };
         self.inner.successes.fetch_add(1, Ordering::Relaxed);
         if let (Some(0), Some(reset)) = (telemetry.remaining, telemetry.reset_at) {
-            // The window is used up: wait for it rather than provoke a 429.
+            // The window is used up: wait for it rather than provoke a 429. Reset times
+            // come in whole seconds, so a reset within two seconds says too little to
+            // pace by (a token bucket with a small burst reports one after every request);
+            // the budget's own pacing covers those.
+            if reset - Utc::now() < chrono::Duration::seconds(2) {
+                return;
+            }
             if let Err(err) = budget.hold_until(reset).await {
                 warn!(error = %err, "cannot record the vendor's exhausted window");
             }

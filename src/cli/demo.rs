@@ -1,114 +1,202 @@
-//! `cairn demo`: the engine end to end in one command.
+//! `cairn demo`: a rate-limited CRM synced into Postgres, end to end, in one command.
 
-use std::collections::HashSet;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
-use cairn_runner::{Client, Registry, StartOptions, Worker, WorkerConfig};
-use cairn_workflows::tour;
+use cairn_connectors::sandbox::{Mutation, RateLimit, Sandbox, SandboxConfig, Stream};
+use cairn_connectors::warehouse::Warehouse;
+use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+use cairn_workflows::sync::SyncInput;
 use tokio::sync::oneshot;
 
-use super::print::format_ms;
+use super::sync::{Mode, follow, summarise};
 use super::{Failure, Outcome, connect};
 
-/// Migrates, starts a worker in this process, runs `tour` and prints each step as its
-/// checkpoint lands.
-pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
-    let pool = connect(url, 8).await?;
-    println!("1/3  migrating the cairn schema");
-    cairn_runner::migrate(&pool).await?;
+/// The Stripe-style profile, built in so the demo runs from any directory.
+const PROFILE: &str = include_str!("../../examples/sources/sandbox-stripe.toml");
+const PROFILE_FILE: &str = "examples/sources/sandbox-stripe.toml";
+/// The demo lands in a schema of its own, recreated on every run.
+const SCHEMA: &str = "cairn_demo";
+const STREAMS: [Stream; 3] = [Stream::Contacts, Stream::Companies, Stream::Deals];
 
-    println!("2/3  starting a worker in this process");
+/// Starts the sandbox vendor and a worker in this process, backfills three streams,
+/// changes the vendor's data and schema, runs incremental syncs and a reconciliation,
+/// and checks the warehouse against the vendor.
+pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
+    let pool = connect(url, 12).await?;
+    println!("cairn demo: a rate-limited CRM API synced into Postgres\n");
+    cairn_runner::migrate(&pool).await?;
+    reset(&pool).await?;
+
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            records_per_stream: 2_000,
+            seed: 7,
+            rate_limit: Some(RateLimit::new(100.0, 20)),
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().expect("a socket address"),
+    )
+    .await
+    .map_err(|err| Failure::failed(format!("cannot start the sandbox vendor: {err}")))?;
+    println!(
+        "• sandbox vendor at {} — 2,000 contacts, companies and deals; 100 requests/s",
+        sandbox.base_url()
+    );
+
     let (stop, stopped) = oneshot::channel::<()>();
-    let config = WorkerConfig {
-        concurrency: 4,
-        ..WorkerConfig::default()
-    };
-    let worker = Worker::new(pool.clone(), Arc::clone(&registry), config);
+    let worker = Worker::new(
+        pool.clone(),
+        Arc::clone(&registry),
+        WorkerConfig {
+            concurrency: 8,
+            ..WorkerConfig::default()
+        },
+    );
     let worker = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
+    println!("• a worker with 8 slots, in this process\n");
 
-    let client = Client::new(pool).with_registry(registry);
-    let input = tour::TourInput {
-        visitor: "demo".to_owned(),
-        sleep_ms: 1_500,
-        flaky_failures: 2,
-    };
-    let started = client
-        .start(tour::NAME, &input, &StartOptions::default())
-        .await?;
-    println!("3/3  run {} of workflow `{}`:", started.run_id, tour::NAME);
-
-    let mut shown = HashSet::new();
-    let mut retries_shown = HashSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let run = loop {
-        let run = client.show(started.run_id).await?;
-        for step in &run.steps {
-            if step.status == cairn_runner::StepStatus::Retrying
-                && retries_shown.insert((step.position, step.attempts))
-            {
-                println!(
-                    "     … {:<22} attempt {} failed: {}",
-                    step.name,
-                    step.attempts,
-                    step.last_error.as_deref().unwrap_or("")
-                );
-            }
-            if step.status != cairn_runner::StepStatus::Retrying && shown.insert(step.position) {
-                let detail = match step.kind {
-                    cairn_runner::StepKind::Sleep => {
-                        "durable timer set; no worker holds the run".to_owned()
-                    }
-                    _ => format!(
-                        "{} after {} attempt(s), {}",
-                        step.status.as_str(),
-                        step.attempts,
-                        step.duration_ms.map(format_ms).unwrap_or_default()
-                    ),
-                };
-                println!(
-                    "     ✓ {:<22} {:<12} {detail}",
-                    step.name,
-                    step.kind.as_str()
-                );
-            }
-        }
-        if run.summary.status.is_terminal() {
-            break run;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let _ = stop.send(());
-            let _ = worker.await;
-            return Err(Failure::failed(format!(
-                "the demo run {} did not finish within 60 s (status {})",
-                started.run_id, run.summary.status
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-
+    let client = Client::new(pool.clone()).with_registry(registry);
+    let outcome = scenario(&client, sandbox.base_url(), &sandbox, &pool).await;
     let _ = stop.send(());
-    if let Ok(Err(err)) = worker.await {
-        return Err(Failure::failed(format!("the worker failed: {err}")));
+    let _ = worker.await;
+    sandbox.shutdown().await;
+    outcome
+}
+
+async fn scenario(
+    client: &Client,
+    base_url: &str,
+    sandbox: &cairn_connectors::sandbox::SandboxHandle,
+    pool: &sqlx::PgPool,
+) -> Outcome {
+    let vendor = sandbox.vendor();
+    phase(
+        client,
+        base_url,
+        Mode::Backfill,
+        "1. backfill: the full history of each stream",
+    )
+    .await?;
+
+    println!("2. the vendor changes: 40 contacts updated, 15 created, 25 deleted,");
+    println!("   a new field `loyalty_tier` on every contact, 10 deals updated");
+    let changes = [
+        (Stream::Contacts, Mutation::Update { count: 40 }),
+        (Stream::Contacts, Mutation::Create { count: 15 }),
+        (Stream::Contacts, Mutation::Delete { count: 25 }),
+        (
+            Stream::Contacts,
+            Mutation::AddField {
+                field: "loyalty_tier".to_owned(),
+                value: Some(serde_json::json!("gold")),
+                touch: true,
+            },
+        ),
+        (Stream::Deals, Mutation::Update { count: 10 }),
+    ];
+    for (stream, change) in changes {
+        vendor
+            .mutate(stream, change)
+            .map_err(|err| Failure::failed(format!("the sandbox refused a change: {err}")))?;
     }
     println!();
-    match &run.output {
-        Some(output) => println!("run {}: {}", run.summary.status, output),
-        None => println!(
-            "run {}: {}",
-            run.summary.status,
-            run.error.clone().unwrap_or_default()
-        ),
-    }
-    println!("inspect it with: cairn runs show {}", run.summary.id);
-    Ok(
-        if run.summary.status == cairn_runner::RunStatus::Completed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
+    phase(
+        client,
+        base_url,
+        Mode::Incremental,
+        "3. incremental: only what changed",
     )
+    .await?;
+    phase(
+        client,
+        base_url,
+        Mode::Reconcile,
+        "4. reconcile: deletes the vendor made",
+    )
+    .await?;
+
+    println!("5. the warehouse against the vendor (checksums over every live record):");
+    let warehouse = Warehouse::new(SCHEMA).map_err(|err| Failure::failed(err.to_string()))?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|err| Failure::failed(err.to_string()))?;
+    let mut all_equal = true;
+    for stream in STREAMS {
+        let ours = warehouse
+            .checksum(&mut conn, stream.name())
+            .await
+            .map_err(|err| Failure::failed(err.to_string()))?;
+        let theirs = vendor.checksum(stream);
+        let live = vendor.records(stream).len();
+        let verdict = if ours == theirs { "equal" } else { "DIFFERENT" };
+        all_equal &= ours == theirs;
+        println!(
+            "   {:<10} {live:>5} live records   checksum {verdict}",
+            stream.name()
+        );
+    }
+    println!();
+    println!(
+        "Look around:  psql \"$DATABASE_URL\" -c 'SELECT id, email, loyalty_tier, _deleted_at FROM {SCHEMA}.contacts LIMIT 5'"
+    );
+    println!("              cairn runs list    cairn runs show <run-id>    cairn alerts");
+    Ok(if all_equal {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Starts `mode` for every stream and waits for the runs.
+async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Result<(), Failure> {
+    println!("{title}");
+    let mut runs = Vec::new();
+    for stream in STREAMS {
+        let mut input = SyncInput::new(
+            PROFILE.to_owned(),
+            PROFILE_FILE.to_owned(),
+            stream.name().to_owned(),
+        );
+        input.base_url = Some(base_url.to_owned());
+        input.warehouse_schema = SCHEMA.to_owned();
+        let started = client
+            .start(mode.workflow(), &input, &StartOptions::default())
+            .await?;
+        runs.push((stream.name().to_owned(), started.run_id));
+    }
+    let ended: Vec<RunDetail> = follow(client, &runs, std::io::stderr().is_terminal()).await?;
+    summarise(&ended);
+    println!();
+    if ended
+        .iter()
+        .any(|r| r.summary.status != RunStatus::Completed)
+    {
+        return Err(Failure::failed(format!(
+            "the {mode:?} runs did not all complete"
+        )));
+    }
+    Ok(())
+}
+
+/// The demo's warehouse schema and sync state start empty every time.
+async fn reset(pool: &sqlx::PgPool) -> Result<(), Failure> {
+    let fail = |err: sqlx::Error| Failure::failed(format!("cannot reset the demo schema: {err}"));
+    sqlx::query("DROP SCHEMA IF EXISTS cairn_demo CASCADE")
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    sqlx::query("DELETE FROM cairn.warehouse_tables WHERE schema_name = 'cairn_demo'")
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    sqlx::query("DELETE FROM cairn.sync_cursors WHERE source = 'sandbox-stripe'")
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    Ok(())
 }

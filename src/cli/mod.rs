@@ -3,6 +3,7 @@
 
 mod demo;
 mod print;
+mod sync;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -81,6 +82,15 @@ enum Command {
     /// One command: migrate, run a worker in-process and take the `tour` workflow
     /// through every kind of step, printing each as it lands.
     Demo,
+    /// Start sync runs for a source's streams: incremental (default), backfill or
+    /// reconcile. The source is a TOML file (see examples/sources/).
+    Sync(sync::SyncArgs),
+    /// Open alerts: schema drift, incomplete id sets, records that could not land.
+    Alerts {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the sandbox vendor: a rate-limited CRM-like API on 127.0.0.1 for demos,
     /// tests and benchmarks. No auth, no limits and no faults unless asked for.
     MockVendor(MockVendorArgs),
@@ -270,6 +280,19 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Runs { command } => runs(url, command).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
+        Command::Sync(args) => sync::run(url, registry, args).await,
+        Command::Alerts { json } => {
+            let pool = connect(url, 2).await?;
+            let alerts = cairn_connectors::warehouse::list_alerts(&pool)
+                .await
+                .map_err(|err| Failure::failed(err.to_string()))?;
+            if json {
+                print::json(&alerts)?;
+            } else {
+                print::alerts(&alerts);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -137,3 +137,22 @@ fn truncate(text: &str, max: usize) -> String {
         out
     }
 }
+
+/// One block per open alert.
+pub(crate) fn alerts(alerts: &[cairn_connectors::warehouse::Alert]) {
+    if alerts.is_empty() {
+        println!("no open alerts");
+        return;
+    }
+    for alert in alerts {
+        println!(
+            "#{:<5} {:<18} {:<14} ×{:<4} last {}",
+            alert.id,
+            alert.kind,
+            truncate(&alert.stream, 14),
+            alert.count,
+            time(&alert.last_seen)
+        );
+        println!("       {}", alert.message);
+    }
+}

@@ -32,7 +32,12 @@ impl WorkerProcess {
             .env("DATABASE_URL", url)
             .env("RUST_LOG", "warn")
             .arg("worker")
-            .args(["--lease", "2", "--poll", "0.1"])
+            .args(if extra.contains(&"--lease") {
+                &[][..]
+            } else {
+                &["--lease", "2"][..]
+            })
+            .args(["--poll", "0.1"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -8,10 +8,13 @@
 //!   durable sleep and a flaky step that succeeds on retry.
 //! - [`ledger`]: a configurable chain of steps that leaves one ledger row per step
 //!   execution, so tests and benchmarks can count exactly what ran.
+//! - [`sync`]: incremental sync, backfill and delete reconciliation of a vendor's
+//!   streams into a Postgres warehouse.
 //!
 //! [`register_builtin`] registers them all under their stable names.
 
 pub mod ledger;
+pub mod sync;
 pub mod tour;
 
 use cairn_runner::Registry;
@@ -21,4 +24,7 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
     registry
         .register(tour::NAME, tour::tour)
         .register(ledger::NAME, ledger::ledger)
+        .register(sync::INCREMENTAL, sync::incremental)
+        .register(sync::BACKFILL, sync::backfill)
+        .register(sync::RECONCILE, sync::reconcile)
 }

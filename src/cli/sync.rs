@@ -1,0 +1,269 @@
+//! `cairn sync`: start sync runs for a source's streams, and follow them.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_connectors::rest::RestConfig;
+use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, StartOptions};
+use cairn_workflows::sync::{self, SyncInput};
+use clap::ValueEnum;
+use serde_json::Value;
+
+use super::{Failure, Outcome, connect, print};
+
+/// Which sync workflow to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// Records changed since the stream's watermark.
+    Incremental,
+    /// The full history, on its own run; incremental runs go on meanwhile.
+    Backfill,
+    /// Mark rows the vendor no longer has as deleted.
+    Reconcile,
+}
+
+impl Mode {
+    pub(crate) fn workflow(self) -> &'static str {
+        match self {
+            Self::Incremental => sync::INCREMENTAL,
+            Self::Backfill => sync::BACKFILL,
+            Self::Reconcile => sync::RECONCILE,
+        }
+    }
+}
+
+/// The arguments of `cairn sync`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncArgs {
+    /// The source's TOML file.
+    source: std::path::PathBuf,
+    /// Only this stream (default: every stream of the source).
+    #[arg(long)]
+    stream: Option<String>,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Mode::Incremental)]
+    mode: Mode,
+    /// Use this base URL instead of the file's (a sandbox port, a staging API).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Reconcile: apply deletes even when the id set looks incomplete.
+    #[arg(long)]
+    force: bool,
+    /// Wait for the runs to end, showing progress; exit 1 unless all completed.
+    #[arg(long)]
+    wait: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Builds one run input per selected stream, checking the file first.
+pub(crate) fn inputs(
+    path: &Path,
+    stream: Option<&str>,
+    base_url: Option<&str>,
+) -> Result<Vec<SyncInput>, Failure> {
+    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(err.to_string()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
+    let names: Vec<String> = config.stream_names().map(str::to_owned).collect();
+    let chosen = match stream {
+        Some(wanted) if names.iter().any(|n| n == wanted) => vec![wanted.to_owned()],
+        Some(wanted) => {
+            return Err(Failure::usage(format!(
+                "{} has no stream `{wanted}`; its streams: {}",
+                path.display(),
+                names.join(", ")
+            )));
+        }
+        None => names,
+    };
+    Ok(chosen
+        .into_iter()
+        .map(|stream| {
+            let mut input = SyncInput::new(text.clone(), path.display().to_string(), stream);
+            input.base_url = base_url.map(str::to_owned);
+            input
+        })
+        .collect())
+}
+
+pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncArgs) -> Outcome {
+    let mut inputs = inputs(
+        &args.source,
+        args.stream.as_deref(),
+        args.base_url.as_deref(),
+    )?;
+    for input in &mut inputs {
+        input.force = args.force;
+    }
+    let pool = connect(url, 4).await?;
+    let client = Client::new(pool).with_registry(registry);
+    let mut runs = Vec::new();
+    for input in &inputs {
+        let started = client
+            .start(args.mode.workflow(), input, &StartOptions::default())
+            .await?;
+        if !args.json {
+            eprintln!(
+                "started {} of `{}` as run {}",
+                args.mode.workflow(),
+                input.stream,
+                started.run_id
+            );
+        }
+        runs.push((input.stream.clone(), started.run_id));
+    }
+    if !args.wait {
+        if args.json {
+            let doc: Vec<Value> = runs
+                .iter()
+                .map(|(stream, id)| serde_json::json!({ "stream": stream, "run_id": id }))
+                .collect();
+            print::json(&doc)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ended = follow(
+        &client,
+        &runs,
+        !args.json && std::io::stderr().is_terminal(),
+    )
+    .await?;
+    if args.json {
+        print::json(&ended)?;
+    } else {
+        summarise(&ended);
+    }
+    let all_completed = ended
+        .iter()
+        .all(|r| r.summary.status == RunStatus::Completed);
+    Ok(if all_completed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Waits for every run to end, drawing one progress line on a terminal.
+pub(crate) async fn follow(
+    client: &Client,
+    runs: &[(String, RunId)],
+    live: bool,
+) -> Result<Vec<RunDetail>, Failure> {
+    let pool = client.store().pool();
+    let throttled_at_start = throttled(pool).await;
+    let started = Instant::now();
+    let mut warned_idle = false;
+    loop {
+        let mut details = Vec::with_capacity(runs.len());
+        for (_, id) in runs {
+            details.push(client.show(*id).await?);
+        }
+        let done = details
+            .iter()
+            .filter(|r| r.summary.status.is_terminal())
+            .count();
+        if live {
+            let (records, pages, total) = details.iter().fold((0, 0, 0), |acc, run| {
+                let p = run.progress.as_ref();
+                let get = |key: &str| {
+                    p.and_then(|p| p.get(key))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                };
+                (
+                    acc.0 + get("records"),
+                    acc.1 + get("pages"),
+                    acc.2 + get("total"),
+                )
+            });
+            let rate = records as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let throttles = throttled(pool).await.saturating_sub(throttled_at_start);
+            let bar = bar(records, total);
+            eprint!(
+                "\r{bar} {records} records  {pages} pages  {rate:.0} rec/s  {throttles} 429s  {done}/{} runs   ",
+                runs.len()
+            );
+            let _ = std::io::stderr().flush();
+        }
+        if done == runs.len() {
+            if live {
+                eprintln!();
+            }
+            return Ok(details);
+        }
+        if !warned_idle
+            && started.elapsed() > Duration::from_secs(5)
+            && details
+                .iter()
+                .all(|r| r.summary.status == RunStatus::Pending)
+        {
+            warned_idle = true;
+            if live {
+                eprintln!();
+            }
+            eprintln!("no worker has picked the runs up yet; start one with `cairn worker`");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn bar(done: u64, total: u64) -> String {
+    const WIDTH: usize = 24;
+    if total == 0 {
+        return format!("[{}]", "·".repeat(WIDTH));
+    }
+    let filled = ((done as f64 / total as f64).min(1.0) * WIDTH as f64) as usize;
+    format!("[{}{}]", "#".repeat(filled), "·".repeat(WIDTH - filled))
+}
+
+async fn throttled(pool: &sqlx::PgPool) -> u64 {
+    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(throttled)::bigint FROM cairn.rate_budgets")
+        .fetch_one(pool)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0) as u64
+}
+
+/// One line per run: what landed, or why it did not.
+pub(crate) fn summarise(runs: &[RunDetail]) {
+    for run in runs {
+        let stream = run
+            .input
+            .get("stream")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        match (&run.summary.status, &run.output, &run.error) {
+            (RunStatus::Completed, Some(out), _) => {
+                let field = |key: &str| out.get(key).map(Value::to_string).unwrap_or_default();
+                if out.get("outcome").is_some() {
+                    println!("{stream:<12} reconciled: {}", out["outcome"]);
+                } else {
+                    println!(
+                        "{stream:<12} {} records in {} pages; {} upserted, {} quarantined",
+                        field("records"),
+                        field("pages"),
+                        field("upserted"),
+                        field("quarantined")
+                    );
+                }
+            }
+            (status, _, error) => {
+                let why = error
+                    .as_ref()
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                println!(
+                    "{stream:<12} {status}: {why}   (cairn runs show {})",
+                    run.summary.id
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The sync workflows end to end: real Postgres, the sandbox vendor over HTTP, workers
+//! in this process and `cairn worker` processes killed with SIGKILL.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn::connectors::sandbox::{
+    ManualClock, Mutation, RateLimit, Sandbox, SandboxConfig, SandboxHandle, Stream,
+};
+use cairn::connectors::warehouse::Warehouse;
+use cairn::workflows::sync::{self, SyncInput};
+use cairn::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+use cairn_testkit::TestDb;
+use chrono::Utc;
+use serde_json::Value;
+use support::WorkerProcess;
+use tokio::sync::oneshot;
+
+const STRIPE: &str = include_str!("../examples/sources/sandbox-stripe.toml");
+
+async fn vendor(config: SandboxConfig) -> SandboxHandle {
+    Sandbox::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+fn input(vendor: &SandboxHandle, stream: Stream) -> SyncInput {
+    let mut input = SyncInput::new(
+        STRIPE.to_owned(),
+        "examples/sources/sandbox-stripe.toml".to_owned(),
+        stream.name().to_owned(),
+    );
+    input.base_url = Some(vendor.base_url().to_owned());
+    input
+}
+
+fn registry() -> Arc<Registry> {
+    let mut registry = Registry::new();
+    cairn::workflows::register_builtin(&mut registry);
+    Arc::new(registry)
+}
+
+struct InProcessWorker {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessWorker {
+    fn start(db: &TestDb, concurrency: usize) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = Worker::new(
+            db.pool().clone(),
+            registry(),
+            WorkerConfig {
+                concurrency,
+                poll_interval: Duration::from_millis(100),
+                ..WorkerConfig::default()
+            },
+        );
+        let task = tokio::spawn(async move {
+            worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+async fn run(client: &Client, workflow: &str, input: &SyncInput) -> RunDetail {
+    let started = client
+        .start(workflow, input, &StartOptions::default())
+        .await
+        .unwrap();
+    let run = client
+        .wait(started.run_id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(
+        run.summary.status,
+        RunStatus::Completed,
+        "{workflow}: {:?}",
+        run.error
+    );
+    run
+}
+
+async fn checksum(db: &TestDb, stream: Stream) -> String {
+    let mut conn = db.pool().acquire().await.unwrap();
+    Warehouse::new(sync::WAREHOUSE_SCHEMA)
+        .unwrap()
+        .checksum(&mut conn, stream.name())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to_the_vendor() {
+    let db = TestDb::new().await;
+    let sandbox = vendor(SandboxConfig {
+        records_per_stream: 600,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let worker = InProcessWorker::start(&db, 4);
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let contacts = input(&sandbox, Stream::Contacts);
+
+    let backfill = run(&client, sync::BACKFILL, &contacts).await;
+    assert_eq!(backfill.output.as_ref().unwrap()["records"], 600);
+    assert_eq!(
+        checksum(&db, Stream::Contacts).await,
+        sandbox.vendor().checksum(Stream::Contacts)
+    );
+
+    let v = sandbox.vendor();
+    v.mutate(Stream::Contacts, Mutation::Update { count: 30 })
+        .unwrap();
+    v.mutate(Stream::Contacts, Mutation::Create { count: 12 })
+        .unwrap();
+    v.mutate(Stream::Contacts, Mutation::Delete { count: 20 })
+        .unwrap();
+    v.mutate(
+        Stream::Contacts,
+        Mutation::AddField {
+            field: "loyalty_tier".into(),
+            value: Some("gold".into()),
+            touch: true,
+        },
+    )
+    .unwrap();
+
+    let incremental = run(&client, sync::INCREMENTAL, &contacts).await;
+    let fetched = incremental.output.as_ref().unwrap()["records"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        fetched, 592,
+        "every live record was touched by the new field, none twice"
+    );
+    let reconcile = run(&client, sync::RECONCILE, &contacts).await;
+    worker.stop().await;
+    assert_eq!(reconcile.output.as_ref().unwrap()["vendor_ids"], 592);
+
+    assert_eq!(
+        checksum(&db, Stream::Contacts).await,
+        v.checksum(Stream::Contacts),
+        "every field of every live record equals the vendor's"
+    );
+    let (live, deleted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE _deleted_at IS NULL), count(*) FILTER (WHERE _deleted_at IS NOT NULL)
+           FROM warehouse.contacts",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((live, deleted), (592, 20));
+    let tier: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM warehouse.contacts WHERE loyalty_tier = 'gold' AND _deleted_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(tier, 592, "the new field became a column");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_sharing_the_boundary_instant_are_neither_skipped_nor_reread() {
+    let db = TestDb::new().await;
+    // The vendor's clock an hour behind: its changes are safely in the past for ours.
+    let clock = ManualClock::new(Utc::now() - chrono::Duration::hours(1));
+    let sandbox = vendor(SandboxConfig {
+        records_per_stream: 500,
+        clock: clock.clone().into(),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let worker = InProcessWorker::start(&db, 2);
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let contacts = input(&sandbox, Stream::Contacts);
+    run(&client, sync::INCREMENTAL, &contacts).await;
+
+    // 250 records changed in one instant: they straddle two page edges (pages of 100).
+    sandbox
+        .vendor()
+        .mutate(Stream::Contacts, Mutation::Update { count: 250 })
+        .unwrap();
+    let changed = run(&client, sync::INCREMENTAL, &contacts).await;
+    assert_eq!(
+        changed.output.as_ref().unwrap()["records"],
+        250,
+        "all of them, once"
+    );
+    let again = run(&client, sync::INCREMENTAL, &contacts).await;
+    worker.stop().await;
+    assert_eq!(
+        again.output.as_ref().unwrap()["records"],
+        0,
+        "the boundary is not read again"
+    );
+    assert_eq!(
+        checksum(&db, Stream::Contacts).await,
+        sandbox.vendor().checksum(Stream::Contacts)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
+    let db = TestDb::new().await;
+    let clock = ManualClock::new(Utc::now());
+    // One request per 30 s: the second page meets `429, Retry-After: 30`.
+    let sandbox = vendor(SandboxConfig {
+        records_per_stream: 150,
+        rate_limit: Some(RateLimit::new(1.0 / 30.0, 1)),
+        clock: clock.clone().into(),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // One slot: while the sync is parked, another run must still get through.
+    let worker = InProcessWorker::start(&db, 1);
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let started = client
+        .start(
+            sync::BACKFILL,
+            &input(&sandbox, Stream::Contacts),
+            &StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let parked = loop {
+        let run = client.show(started.run_id).await.unwrap();
+        if run.summary.status == RunStatus::Parked {
+            break run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never parked: {:?}",
+            run.summary.status
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(parked.lease_owner.is_none(), "a parked run holds no worker");
+    let wait = parked.summary.wake_at - Utc::now();
+    assert!(
+        wait > chrono::Duration::seconds(20) && wait <= chrono::Duration::seconds(31),
+        "{wait}"
+    );
+    let throttled = parked
+        .steps
+        .iter()
+        .find(|s| s.throttled > 0)
+        .expect("a throttled step");
+    assert!(
+        throttled.name.starts_with("fetch page"),
+        "{}",
+        throttled.name
+    );
+
+    let other = client
+        .start(
+            "ledger",
+            &serde_json::json!({ "steps": 2, "record": false }),
+            &StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let other = client
+        .wait(other.run_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.summary.status,
+        RunStatus::Completed,
+        "the only slot was free"
+    );
+
+    // Thirty seconds pass for the vendor and for the parked run.
+    clock.advance(Duration::from_secs(31));
+    sqlx::query("UPDATE cairn.runs SET wake_at = now() WHERE id = $1")
+        .bind(started.run_id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let done = client
+        .wait(started.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    worker.stop().await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.output.as_ref().unwrap()["records"], 150);
+    assert_eq!(
+        done.summary.claims, 2,
+        "resumed by a fresh claim after the park"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
+    const RECORDS: usize = 20_000;
+    const KILLS: usize = 10;
+    let db = TestDb::new().await;
+    let sandbox = vendor(SandboxConfig {
+        records_per_stream: RECORDS,
+        seed: 11,
+        latency: Duration::from_millis(3),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let started = client
+        .start(
+            sync::BACKFILL,
+            &input(&sandbox, Stream::Contacts),
+            &StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let url = db.url();
+    let mut rng = fastrand::Rng::with_seed(5);
+    for kill in 0..KILLS {
+        let worker = WorkerProcess::spawn(&url, &["--lease", "1"]);
+        // Let it work (some pages land), then kill it at a random point.
+        let pages_before = landed_pages(&db, started.run_id).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while landed_pages(&db, started.run_id).await < pages_before + 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress before kill {kill}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.u64(0..150))).await;
+        worker.kill();
+    }
+    let last = WorkerProcess::spawn(&url, &["--lease", "1"]);
+    let done = client
+        .wait(started.run_id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(last.terminate(), Some(0));
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert!(
+        done.summary.claims > KILLS as i32,
+        "claimed after every kill: {}",
+        done.summary.claims
+    );
+
+    let fetch_steps = done
+        .steps
+        .iter()
+        .filter(|s| s.name.starts_with("fetch page"))
+        .count() as u64;
+    assert_eq!(
+        fetch_steps,
+        (RECORDS / 100) as u64 + 1,
+        "200 full pages and the last, empty one"
+    );
+    let served = sandbox.vendor().stats().count("GET /v1/{stream}", "200");
+    assert!(
+        served <= fetch_steps + KILLS as u64,
+        "{served} pages served for {fetch_steps} fetch steps: a checkpointed page was fetched again"
+    );
+    assert_eq!(
+        checksum(&db, Stream::Contacts).await,
+        sandbox.vendor().checksum(Stream::Contacts)
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warehouse.contacts")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, RECORDS as i64);
+}
+
+async fn landed_pages(db: &TestDb, run: cairn::RunId) -> usize {
+    let progress: Option<Value> =
+        sqlx::query_scalar("SELECT progress FROM cairn.runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    progress
+        .and_then(|p| p.get("pages").and_then(Value::as_u64))
+        .unwrap_or(0) as usize
+}

@@ -1,0 +1,32 @@
+//! `sync.incremental`: changed records since the stream's watermark.
+
+use cairn_connectors::paginate::PageCursor;
+use cairn_runner::{Context, Error};
+use chrono::{DateTime, Utc};
+
+use super::{Sync, SyncInput, SyncReport, state};
+
+/// Loads the watermark, then fetches and lands every page of records changed since it
+/// (inclusively, so records sharing the boundary instant are never skipped), and moves
+/// the watermark with the last page as [`WatermarkPlan::next`](state::WatermarkPlan)
+/// describes.
+pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
+    let sync = Sync::open(&ctx, &input).await?;
+    let (watermark, started_at): (Option<String>, DateTime<Utc>) = ctx
+        .step("load watermark", || async {
+            let mut conn = ctx.pool().acquire().await?;
+            let watermark = state::watermark(&mut conn, &sync.source_name, &input.stream).await?;
+            Ok((watermark, Utc::now()))
+        })
+        .await?;
+    let start = match &watermark {
+        Some(watermark) => PageCursor::since(watermark.clone()),
+        None => PageCursor::start(),
+    };
+    let plan = state::WatermarkPlan {
+        old: watermark,
+        started_at,
+        skew: chrono::Duration::seconds(input.clock_skew_secs as i64),
+    };
+    sync.traverse(&ctx, start, Some(plan)).await
+}

@@ -1,0 +1,260 @@
+//! The sync workflows: keep a warehouse table per stream equal to a vendor's data.
+//!
+//! - [`incremental`]: from the stream's watermark, fetch changed records page by page and
+//!   land each page together with the watermark's advance, exactly once.
+//! - [`backfill`]: the full history on its own run; the watermark jumps to the
+//!   backfill's launch so incremental runs go on meanwhile, and both land through the
+//!   same upsert (an older version never overwrites a newer one).
+//! - [`reconcile`]: fetch the vendor's whole id set and mark rows absent from it
+//!   deleted, refusing when the set looks incomplete.
+//!
+//! Every fetch is a checkpointed step, so a page fetched before a crash is never
+//! fetched again; every landing is a transactional step, so it takes effect once.
+//!
+//! A run carries its source's TOML in its input (credentials in it are references to
+//! env vars, files or commands, never values), so any worker can execute it.
+
+mod backfill;
+mod incremental;
+mod reconcile;
+mod state;
+
+use std::sync::Arc;
+
+use cairn_connectors::paginate::{PageCursor, Traversal};
+use cairn_connectors::rest::{RestConfig, RestSource};
+use cairn_connectors::source::{Page, Source, StreamInfo};
+use cairn_connectors::warehouse::{StreamSpec, Warehouse};
+use cairn_runner::{Context, Error, ResultExt};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+pub use backfill::backfill;
+pub use incremental::incremental;
+pub use reconcile::reconcile;
+
+/// The registered name of the incremental sync.
+pub const INCREMENTAL: &str = "sync.incremental";
+/// The registered name of the backfill.
+pub const BACKFILL: &str = "sync.backfill";
+/// The registered name of the delete reconciliation.
+pub const RECONCILE: &str = "sync.reconcile";
+
+/// The schema the warehouse tables live in.
+pub const WAREHOUSE_SCHEMA: &str = "warehouse";
+
+/// What every sync run takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncInput {
+    /// The source's TOML text.
+    pub source_toml: String,
+    /// The file it was read from, for messages.
+    pub source_file: String,
+    /// The stream to sync.
+    pub stream: String,
+    /// Overrides the source's `base_url` (a sandbox on another port, a staging API).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The schema of the warehouse tables.
+    #[serde(default = "default_schema")]
+    pub warehouse_schema: String,
+    /// Reconcile only: apply deletes even when the id set looks incomplete.
+    #[serde(default)]
+    pub force: bool,
+    /// Reconcile only: refuse when more than this share of the live rows would be
+    /// deleted at once.
+    #[serde(default = "default_missing_share")]
+    pub max_missing_share: f64,
+    /// How far the vendor's clock may run behind ours. A traversal's watermark is kept
+    /// this far behind the traversal's start, so a change made while it paged is read
+    /// again by the next run instead of being skipped.
+    #[serde(default = "default_skew")]
+    pub clock_skew_secs: u64,
+}
+
+fn default_schema() -> String {
+    WAREHOUSE_SCHEMA.to_owned()
+}
+
+fn default_missing_share() -> f64 {
+    0.5
+}
+
+fn default_skew() -> u64 {
+    5
+}
+
+impl SyncInput {
+    /// An input for `stream` of the source in `source_toml`.
+    pub fn new(source_toml: String, source_file: String, stream: String) -> Self {
+        Self {
+            source_toml,
+            source_file,
+            stream,
+            base_url: None,
+            warehouse_schema: default_schema(),
+            force: false,
+            max_missing_share: default_missing_share(),
+            clock_skew_secs: default_skew(),
+        }
+    }
+}
+
+/// What a sync run reports when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// The stream.
+    pub stream: String,
+    /// Pages fetched.
+    pub pages: u64,
+    /// Records fetched.
+    pub records: u64,
+    /// Records landed in the warehouse table.
+    pub upserted: u64,
+    /// Records sent to quarantine by schema drift.
+    pub quarantined: u64,
+    /// Columns added for new fields.
+    pub columns_added: Vec<String>,
+    /// The watermark the next incremental run starts from.
+    pub watermark: Option<String>,
+}
+
+/// Progress as shown by `runs show` and `cairn sync --wait`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Pages landed.
+    pub pages: u64,
+    /// Records landed.
+    pub records: u64,
+    /// The vendor's total, when it reports one.
+    pub total: Option<u64>,
+    /// Records still to come, when the total is known.
+    pub remaining: Option<u64>,
+}
+
+/// One sync's source, stream and warehouse, rebuilt on every execution of a run (it is
+/// configuration, not state: everything a run has done lives in its checkpoints).
+pub(crate) struct Sync {
+    pub(crate) source: Arc<RestSource>,
+    pub(crate) source_name: String,
+    pub(crate) stream: StreamInfo,
+    pub(crate) spec: StreamSpec,
+    pub(crate) warehouse: Warehouse,
+}
+
+impl Sync {
+    pub(crate) async fn open(ctx: &Context, input: &SyncInput) -> Result<Self, Error> {
+        let mut config = RestConfig::parse(&input.source_toml, &input.source_file)
+            .map_err(|err| Error::permanent(err).with_category("config"))?;
+        if let Some(base_url) = &input.base_url {
+            config = config
+                .with_base_url(base_url)
+                .map_err(|err| Error::permanent(err).with_category("config"))?;
+        }
+        let source_name = config.name().to_owned();
+        let source = RestSource::new(config, Some(ctx.pool().clone())).await?;
+        let stream = source
+            .streams()
+            .into_iter()
+            .find(|s| s.name == input.stream)
+            .ok_or_else(|| {
+                Error::permanent(format!(
+                    "source `{source_name}` ({}) has no stream `{}`",
+                    input.source_file, input.stream
+                ))
+                .with_category("config")
+            })?;
+        let spec = StreamSpec {
+            name: stream.name.clone(),
+            primary_key: stream.primary_key.clone(),
+            cursor_field: stream.cursor_field.clone(),
+        };
+        let warehouse = Warehouse::new(&input.warehouse_schema).permanent()?;
+        Ok(Self {
+            source: Arc::new(source),
+            source_name,
+            stream,
+            spec,
+            warehouse,
+        })
+    }
+
+    /// Fetches every page from `start` and lands each. With a `plan` (incremental) the
+    /// traversal owns the stream's watermark and moves it with its last page; a backfill
+    /// passes none and leaves it alone.
+    pub(crate) async fn traverse(
+        &self,
+        ctx: &Context,
+        start: PageCursor,
+        plan: Option<state::WatermarkPlan>,
+    ) -> Result<SyncReport, Error> {
+        let advance_watermark = plan.is_some();
+        let mut traversal = Traversal::new(start);
+        let mut report = SyncReport {
+            stream: self.stream.name.clone(),
+            ..SyncReport::default()
+        };
+        let mut pending: Option<String> = None;
+        while let Some(cursor) = traversal.cursor().cloned() {
+            let number = traversal.pages();
+            let page: Page = ctx
+                .step(format!("fetch page {number}"), || async {
+                    Ok(self.source.fetch_page(&self.stream.name, &cursor).await?)
+                })
+                .await?;
+            traversal
+                .advance(&page)
+                .map_err(|err| Error::permanent(err).with_category("pagination"))?;
+            pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
+            let last = traversal.is_done();
+            let promote = match (&plan, last) {
+                (Some(plan), true) => Some(plan.next(pending.as_deref())),
+                _ => None,
+            };
+            let progress = Progress {
+                pages: traversal.pages(),
+                records: traversal.fetched(),
+                total: traversal.total(),
+                remaining: traversal
+                    .total()
+                    .map(|t| t.saturating_sub(traversal.fetched())),
+            };
+            let (page, pending_now, promote, progress) = (&page, &pending, &promote, &progress);
+            let landed = ctx
+                .transaction(format!("land page {number}"), |tx| async move {
+                    let mut conn = tx.conn().await?;
+                    let landed = self
+                        .warehouse
+                        .upsert_page(&mut conn, &self.spec, &page.records, Utc::now())
+                        .await?;
+                    let watermark = if advance_watermark {
+                        pending_now.as_deref()
+                    } else {
+                        None
+                    };
+                    state::record_page(
+                        &mut conn,
+                        &self.source_name,
+                        &self.stream.name,
+                        watermark,
+                        promote.as_deref(),
+                        page.records.len() as i64,
+                    )
+                    .await?;
+                    ctx.report_progress(&mut conn, progress).await?;
+                    Ok(landed)
+                })
+                .await?;
+            report.pages += 1;
+            report.records += page.records.len() as u64;
+            report.upserted += landed.upserted;
+            report.quarantined += landed.quarantined;
+            report.columns_added.extend(landed.columns_added);
+            if promote.is_some() {
+                report.watermark = promote.clone();
+            }
+        }
+        Ok(report)
+    }
+}

@@ -87,6 +87,9 @@ pub(crate) fn classify(shape: Option<&Shape>, spec: &StreamSpec, records: &[Valu
         }
     }
 
+    // Known fields still without a type: while there are any, every landing record is
+    // looked at field by field.
+    let mut untyped = known.values().filter(|k| k.ty.is_none()).count();
     let mut kept: Vec<(&Map<String, Value>, Landing)> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for (index, record) in records.iter().enumerate() {
@@ -148,26 +151,30 @@ pub(crate) fn classify(shape: Option<&Shape>, spec: &StreamSpec, records: &[Valu
             });
             continue;
         }
-        for (name, value) in map {
-            if name == &spec.primary_key {
-                continue;
-            }
-            let inferred = ColumnType::infer(value);
-            match known.get_mut(name.as_str()) {
-                Some(field) => {
-                    if field.ty.is_none() && inferred.is_some() {
-                        field.ty = inferred;
-                    }
+        // Every known field is present (no drift), so a record with one more key than
+        // there are known fields (its primary key) brings nothing new.
+        if untyped > 0 || map.len() != known.len() + 1 {
+            for (name, value) in map {
+                if name == &spec.primary_key {
+                    continue;
                 }
-                None => {
-                    known.insert(
-                        name,
-                        Known {
+                let inferred = ColumnType::infer(value);
+                match known.get_mut(name.as_str()) {
+                    Some(field) => {
+                        if field.ty.is_none() && inferred.is_some() {
+                            field.ty = inferred;
+                            untyped -= 1;
+                        }
+                    }
+                    None => {
+                        untyped += usize::from(inferred.is_none());
+                        let field = Known {
                             ty: inferred,
                             registered: false,
-                        },
-                    );
-                    order.push(name);
+                        };
+                        known.insert(name, field);
+                        order.push(name);
+                    }
                 }
             }
         }
@@ -210,11 +217,8 @@ fn drifts(
     order: &[&str],
 ) -> Vec<Drift> {
     let mut found = Vec::new();
-    let mut unknown: Vec<(&str, &Value)> = map
-        .iter()
-        .filter(|(name, _)| name.as_str() != primary_key && !known.contains_key(name.as_str()))
-        .map(|(name, value)| (name.as_str(), value))
-        .collect();
+    // The fields the registry does not know, gathered only once one is missing.
+    let mut unknown: Option<Vec<(&str, &Value)>> = None;
     for &name in order {
         let field = known[name];
         match map.get(name) {
@@ -233,6 +237,14 @@ fn drifts(
             None => {
                 // A new field that could hold the missing one's values is a rename.
                 let fits = |value: &Value| field.ty.is_none_or(|ty| ty.fits(value));
+                let unknown = unknown.get_or_insert_with(|| {
+                    map.iter()
+                        .filter(|(name, _)| {
+                            name.as_str() != primary_key && !known.contains_key(name.as_str())
+                        })
+                        .map(|(name, value)| (name.as_str(), value))
+                        .collect()
+                });
                 if let Some(at) = unknown.iter().position(|(_, value)| fits(value)) {
                     let (to, _) = unknown.remove(at);
                     found.push(Drift {

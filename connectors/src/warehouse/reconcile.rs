@@ -65,6 +65,9 @@ pub(crate) async fn stage(
 }
 
 /// Applies a staged id set to the table of `shape` (`None`: the stream has no table).
+///
+/// Keys compare under the database's default collation, the one of the staged ids and
+/// their index (the table's keys are byte-ordered; equality is the same either way).
 pub(crate) async fn apply(
     conn: &mut PgConnection,
     stream: &str,
@@ -122,7 +125,8 @@ pub(crate) async fn apply(
                 "UPDATE {table} AS t SET \"_deleted_at\" = now()
                   WHERE t.\"_deleted_at\" IS NULL AND NOT EXISTS (
                         SELECT 1 FROM cairn.reconcile_ids r
-                         WHERE r.reconcile_id = $1 AND r.stream = $2 AND r.id = t.{pk})"
+                         WHERE r.reconcile_id = $1 AND r.stream = $2
+                           AND r.id = t.{pk} COLLATE \"default\")"
             )))
             .bind(reconcile_id)
             .bind(stream)
@@ -133,7 +137,8 @@ pub(crate) async fn apply(
             let undeleted = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} AS t SET \"_deleted_at\" = NULL
                    FROM cairn.reconcile_ids r
-                  WHERE r.reconcile_id = $1 AND r.stream = $2 AND r.id = t.{pk}
+                  WHERE r.reconcile_id = $1 AND r.stream = $2
+                    AND r.id = t.{pk} COLLATE \"default\"
                     AND t.\"_deleted_at\" IS NOT NULL"
             )))
             .bind(reconcile_id)

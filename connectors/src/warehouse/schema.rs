@@ -295,7 +295,8 @@ pub(crate) async fn change(
 
 /// Creates the schema (under a lock per schema, as concurrent `CREATE SCHEMA IF NOT
 /// EXISTS` can still collide) and the table with the warehouse's own columns, and
-/// registers the table with its primary key.
+/// registers the table with its primary key. Keys compare as bytes (`COLLATE "C"`):
+/// the index needs no locale and sorts as the checksum does.
 async fn create_table(
     conn: &mut PgConnection,
     schema: &str,
@@ -320,7 +321,7 @@ async fn create_table(
     .map_err(db("creating the schema"))?;
     sqlx::query(AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS {table} (
-             {pk_column} text PRIMARY KEY,
+             {pk_column} text COLLATE \"C\" PRIMARY KEY,
              \"_raw\" jsonb NOT NULL,
              \"_synced_at\" timestamptz NOT NULL,
              \"_source_updated_at\" timestamptz,

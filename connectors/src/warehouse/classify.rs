@@ -24,6 +24,10 @@ use super::ident::display_name;
 use super::schema::{Shape, ShapeChange};
 use super::types::{ColumnType, cursor_instant, json_kind, key_text};
 
+/// The longest primary key stored: keys are indexed, and a btree entry over about 2.7 kB
+/// would fail the whole page.
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
+
 /// Why a record was quarantined. The detail names the fields and is what alerts are
 /// deduplicated on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +105,16 @@ pub(crate) fn classify(shape: Option<&Shape>, spec: &StreamSpec, records: &[Valu
             ));
             continue;
         };
-        let Some(key) = map.get(&spec.primary_key).and_then(key_text) else {
+        let key = map.get(&spec.primary_key).and_then(key_text);
+        if key.as_ref().is_some_and(|k| k.len() > MAX_KEY_BYTES) {
+            let detail = format!(
+                "record with a primary key {} longer than {MAX_KEY_BYTES} bytes",
+                display_name(&spec.primary_key)
+            );
+            plan.quarantine.push(invalid(index, None, detail));
+            continue;
+        }
+        let Some(key) = key else {
             let detail = format!(
                 "record without a string or number primary key {}",
                 display_name(&spec.primary_key)

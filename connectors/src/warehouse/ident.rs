@@ -108,14 +108,17 @@ pub fn hashed_name(name: &str, attempt: u32) -> String {
 }
 
 /// A vendor name for messages: quoted and escaped, and shortened when very long, so a
-/// hostile name can neither break a log line nor flood it.
+/// hostile name can neither break a log line nor flood it. A shortened name keeps the
+/// hash of [`hashed_name`], so two long names never read the same.
 pub fn display_name(name: &str) -> String {
     const KEEP: usize = 80;
     if name.chars().count() <= KEEP {
         format!("{name:?}")
     } else {
         let head: String = name.chars().take(KEEP).collect();
-        format!("{head:?}… ({} bytes)", name.len())
+        let hashed = hashed_name(name, 0);
+        let hash = hashed.rsplit('_').next().unwrap_or_default();
+        format!("{head:?}… ({} bytes, #{hash})", name.len())
     }
 }
 

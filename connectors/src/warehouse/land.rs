@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::classify::{Landing, Quarantined};
+use super::classify::{Drift, Landing, Quarantined};
 use super::error::WarehouseError;
 use super::ident::quote_ident;
 use super::schema::{Field, Shape};
@@ -131,6 +131,27 @@ pub(crate) async fn upsert(
     Ok(done.rows_affected())
 }
 
+/// The longest reason stored: reasons are indexed with the record id, and a btree
+/// entry over about 2.7 kB would fail the whole page.
+const MAX_REASON_BYTES: usize = 1000;
+
+/// The drifts of a record as one reason, the later ones counted rather than listed
+/// once it gets long.
+fn reason(drifts: &[Drift]) -> String {
+    let mut reason = String::new();
+    for (i, drift) in drifts.iter().enumerate() {
+        if i > 0 && reason.len() + drift.detail.len() > MAX_REASON_BYTES {
+            let _ = write!(reason, "; and {} more", drifts.len() - i);
+            break;
+        }
+        if i > 0 {
+            reason.push_str("; ");
+        }
+        reason.push_str(&drift.detail);
+    }
+    reason
+}
+
 /// Stores quarantined records, one row per record id and reason holding the latest
 /// version; re-quarantining an identical record changes nothing.
 pub(crate) async fn quarantine(
@@ -148,8 +169,7 @@ pub(crate) async fn quarantine(
     for q in quarantined {
         ids.push(q.key.as_deref());
         kinds.push(q.drifts.first().map_or("invalid_record", |d| d.kind));
-        let reason: Vec<&str> = q.drifts.iter().map(|d| d.detail.as_str()).collect();
-        reasons.push(reason.join("; "));
+        reasons.push(reason(&q.drifts));
         // `json` keeps escapes such as \u0000 as text, so every record can be stored.
         bodies.push(serde_json::to_string(&records[q.index]).map_err(|source| {
             WarehouseError::Encode {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::alerts::{NewAlert, raise_alerts};
+use super::classify::MAX_KEY_BYTES;
 use super::error::WarehouseError;
 use super::schema::Shape;
 
@@ -39,7 +40,7 @@ pub enum ReconcileOutcome {
 }
 
 /// Stages one page of ids. Idempotent: a page staged twice counts once. Ids holding a
-/// NUL character are skipped: Postgres cannot store them, so no row has them.
+/// NUL character or longer than the longest key stored are skipped: no row has them.
 pub(crate) async fn stage(
     conn: &mut PgConnection,
     stream: &str,
@@ -49,7 +50,7 @@ pub(crate) async fn stage(
     let ids: Vec<&str> = ids
         .iter()
         .map(String::as_str)
-        .filter(|id| !id.contains('\0'))
+        .filter(|id| !id.contains('\0') && id.len() <= MAX_KEY_BYTES)
         .collect();
     sqlx::query(
         "INSERT INTO cairn.reconcile_ids (reconcile_id, stream, id)

@@ -156,3 +156,33 @@ async fn hostile_stream_and_schema_names_stay_identifiers() {
         "a numeric id has no sandbox checksum: {sum:?}"
     );
 }
+
+#[tokio::test]
+async fn oversized_keys_and_reasons_cannot_fail_a_page() {
+    let (db, wh) = setup().await;
+    let mut wide = Map::new();
+    wide.insert("id".to_owned(), json!("1"));
+    for i in 0..200 {
+        wide.insert(format!("{}{i}", "f".repeat(100)), json!(i));
+    }
+    land(&db, &wh, &contacts(), &[Value::Object(wide)]).await;
+
+    // Every one of the 200 fields is missing: the reason lists some and counts the rest.
+    let bare = json!({"id": "2"});
+    let huge_key = json!({"id": "k".repeat(5000)});
+    let report = land(&db, &wh, &contacts(), &[bare, huge_key]).await;
+    assert_eq!((report.upserted, report.quarantined), (0, 2));
+    let q = quarantine(&db).await;
+    assert_eq!(q.len(), 2);
+    let removed = &q[0];
+    assert_eq!(removed.0.as_deref(), Some("2"));
+    assert!(removed.2.len() < 1300, "{}", removed.2.len());
+    assert!(removed.2.ends_with(" more"), "{}", removed.2);
+    assert_eq!(q[1].0, None);
+    assert!(q[1].2.contains("longer than 1024 bytes"), "{}", q[1].2);
+    assert_eq!(
+        report.alerts.len(),
+        201,
+        "one alert per removed field, one for the key"
+    );
+}

@@ -251,3 +251,16 @@ fn mock_vendor_serves_until_sigterm() {
     assert!(killed.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn the_readme_source_example_is_a_valid_source() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n")
+        .expect("a TOML example in the README")
+        + 8;
+    let toml = &readme[start..start + readme[start..].find("```").unwrap()];
+    let config = cairn::connectors::rest::RestConfig::parse(toml, "README.md")
+        .unwrap_or_else(|err| panic!("the README's source example is invalid: {err}"));
+    assert_eq!(config.stream_names().collect::<Vec<_>>(), ["contacts"]);
+}

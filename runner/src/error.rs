@@ -103,12 +103,17 @@ impl Error {
         self
     }
 
-    /// The error message followed by each source, joined by `: `.
+    /// The message of the error and of each source, outermost first. A source whose
+    /// message its parent already quotes (a common `"...: {source}"` pattern) is left
+    /// out, so nothing is said twice.
     pub fn chain(&self) -> Vec<String> {
         let mut out = vec![self.source.to_string()];
         let mut next = self.source.source();
         while let Some(err) = next {
-            out.push(err.to_string());
+            let message = err.to_string();
+            if !out.last().is_some_and(|parent| parent.contains(&message)) {
+                out.push(message);
+            }
             next = err.source();
         }
         out

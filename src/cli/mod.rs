@@ -186,6 +186,7 @@ pub fn main(registry: Registry) -> ExitCode {
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Worker { .. } | Command::MockVendor(_) => "info,sqlx=warn",
+        Command::Demo => "error",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -376,6 +377,20 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, Failure> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| Failure::usage(format!("{flag} must be a positive number of seconds")))
+}
+
+/// An error and its causes in one line, each said once.
+pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text = format!("{text}: {message}");
+        }
+        next = cause.source();
+    }
+    text
 }
 
 /// Connects to the database named by `url`, failing fast with a message that says what

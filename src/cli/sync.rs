@@ -12,7 +12,7 @@ use cairn_workflows::sync::{self, SyncInput};
 use clap::ValueEnum;
 use serde_json::Value;
 
-use super::{Failure, Outcome, connect, print};
+use super::{Failure, Outcome, connect, describe, print};
 
 /// Which sync workflow to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -66,7 +66,7 @@ pub(crate) fn inputs(
     stream: Option<&str>,
     base_url: Option<&str>,
 ) -> Result<Vec<SyncInput>, Failure> {
-    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(err.to_string()))?;
+    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
     let text = std::fs::read_to_string(path)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
     let names: Vec<String> = config.stream_names().map(str::to_owned).collect();
@@ -241,8 +241,23 @@ pub(crate) fn summarise(runs: &[RunDetail]) {
         match (&run.summary.status, &run.output, &run.error) {
             (RunStatus::Completed, Some(out), _) => {
                 let field = |key: &str| out.get(key).map(Value::to_string).unwrap_or_default();
-                if out.get("outcome").is_some() {
-                    println!("{stream:<12} reconciled: {}", out["outcome"]);
+                if let Some(outcome) = out.get("outcome") {
+                    let n = |key: &str| outcome.get(key).map(Value::to_string).unwrap_or_default();
+                    if outcome["outcome"] == "applied" {
+                        println!(
+                            "{stream:<12} {} ids at the vendor; {} rows marked deleted, {} undeleted",
+                            n("ids"),
+                            n("deleted"),
+                            n("undeleted")
+                        );
+                    } else {
+                        println!(
+                            "{stream:<12} refused: {} ids at the vendor for {} live rows looks \
+                             incomplete; nothing deleted (see `cairn alerts`, or --force)",
+                            n("ids"),
+                            n("live")
+                        );
+                    }
                 } else {
                     println!(
                         "{stream:<12} {} records in {} pages; {} upserted, {} quarantined",

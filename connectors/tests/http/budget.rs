@@ -132,7 +132,11 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
     let state = budget.state().await.unwrap();
     assert_eq!(state.throttled, 2);
     // The budget paces a little under the configured 10 req/s, for headroom.
-    assert!(state.ceiling < 10.0 && state.ceiling >= 9.0, "{}", state.ceiling);
+    assert!(
+        state.ceiling < 10.0 && state.ceiling >= 9.0,
+        "{}",
+        state.ceiling
+    );
     let ceiling = state.ceiling;
     assert!(
         (state.rate - ceiling * 0.9).abs() < 1e-9,

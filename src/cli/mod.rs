@@ -1,6 +1,7 @@
 //! The command line. [`main`] parses arguments, runs one command and maps its outcome to
 //! the exit codes of the contract: 0 ok, 1 the operation failed, 2 bad usage or bad input.
 
+mod bench;
 mod demo;
 mod print;
 mod sync;
@@ -94,6 +95,9 @@ enum Command {
     /// Serve the sandbox vendor: a rate-limited CRM-like API on 127.0.0.1 for demos,
     /// tests and benchmarks. No auth, no limits and no faults unless asked for.
     MockVendor(MockVendorArgs),
+    /// Measure this machine: steps, throughput, sync, ratelimit or crash, each against
+    /// a baseline measured in the same run (in a database of its own, dropped after).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,6 +286,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,
+        Command::Bench(args) => bench::run(url, args).await,
         Command::Alerts { json } => {
             let pool = connect(url, 2).await?;
             let alerts = cairn_connectors::warehouse::list_alerts(&pool)

@@ -1,0 +1,286 @@
+//! `bench crash`: a `sync.backfill` executed by `cairn worker` child processes, each
+//! SIGKILLed after it landed a few pages and replaced at once. Measures the pages
+//! fetched again after their fetch was checkpointed, the seconds from a kill to the
+//! next landed page, and checks the warehouse against the vendor. The baseline is the
+//! wait a resume cannot avoid: the lease, plus a fresh worker's time from spawn to its
+//! first landed page, measured on the first worker.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_connectors::sandbox::{SandboxConfig, SandboxHandle, Stream};
+use cairn_runner::{Client, RunId, StartOptions};
+use cairn_workflows::sync::BACKFILL;
+use clap::Args;
+use serde_json::Value;
+
+use super::report::{Baseline, Machine, Named, Report, Target, percentile, share};
+use super::sync::{input, served, warehouse_matches};
+use super::{BenchDb, at_least, completed, db_failure, sandbox};
+use crate::cli::Failure;
+
+/// Options of `cairn bench crash`.
+#[derive(Debug, Args)]
+pub(crate) struct CrashArgs {
+    /// Records in the synced stream (pages of 100).
+    #[arg(long, default_value_t = 20_000)]
+    records: usize,
+    /// Workers SIGKILLed during the sync.
+    #[arg(long, default_value_t = 10)]
+    kills: u32,
+    /// The workers' lease in seconds: how long a killed worker's run stays claimed.
+    #[arg(long, default_value_t = 2.0)]
+    lease: f64,
+    /// Pages a worker lands before it is killed.
+    #[arg(long, default_value_t = 3)]
+    pages_between_kills: u64,
+    /// Give up after this many seconds of waiting for progress or completion.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+impl CrashArgs {
+    pub(super) fn check(&self) -> Result<(), Failure> {
+        at_least("--records", self.records as u64, 1)?;
+        at_least("--pages-between-kills", self.pages_between_kills, 1)?;
+        if !(self.lease.is_finite() && self.lease >= 0.5) {
+            return Err(Failure::usage("--lease must be at least 0.5 seconds"));
+        }
+        at_least("--timeout", self.timeout, 1)
+    }
+}
+
+/// A `cairn worker` child process, SIGKILLed when dropped.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn spawn(db: &BenchDb, lease: f64) -> Result<Self, Failure> {
+        let exe = std::env::current_exe().map_err(|err| {
+            Failure::failed(format!("bench crash: cannot find this executable: {err}"))
+        })?;
+        Command::new(&exe)
+            .env("DATABASE_URL", db.url())
+            .env("RUST_LOG", "error")
+            .args(["worker", "--concurrency", "2", "--poll", "0.1"])
+            .args(["--lease", &lease.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Self)
+            .map_err(|err| {
+                Failure::failed(format!(
+                    "bench crash: cannot spawn `{} worker`: {err}",
+                    exe.display()
+                ))
+            })
+    }
+
+    /// SIGKILL, and reap it so its connections are gone from the kernel's view.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the run had done at one instant.
+#[derive(Clone, Copy)]
+struct Mark {
+    landed: u64,
+    fetched: u64,
+    served: u64,
+}
+
+async fn mark(db: &BenchDb, sandbox: &SandboxHandle, run: RunId) -> Result<Mark, Failure> {
+    let (progress, fetched): (Option<Value>, i64) = sqlx::query_as(
+        "SELECT progress,
+                (SELECT count(*) FROM cairn.steps
+                  WHERE run_id = $1 AND name LIKE 'fetch page %' AND status = 'completed')
+           FROM cairn.runs WHERE id = $1",
+    )
+    .bind(run)
+    .fetch_one(db.pool())
+    .await
+    .map_err(db_failure("crash"))?;
+    Ok(Mark {
+        landed: progress
+            .and_then(|p| p.get("pages").and_then(Value::as_u64))
+            .unwrap_or(0),
+        fetched: fetched as u64,
+        served: served(sandbox),
+    })
+}
+
+/// Waits until the run has landed more than `pages` pages or ended; returns when.
+async fn landed_beyond(
+    db: &BenchDb,
+    sandbox: &SandboxHandle,
+    client: &Client,
+    run: RunId,
+    pages: u64,
+    timeout: Duration,
+) -> Result<Option<Instant>, Failure> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if mark(db, sandbox, run).await?.landed > pages {
+            return Ok(Some(Instant::now()));
+        }
+        let status = client
+            .store()
+            .status(run)
+            .await
+            .map_err(|err| Failure::failed(format!("bench crash: {err}")))?;
+        if status.is_terminal() {
+            return Ok(None);
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure::failed(format!(
+                "bench crash: no page landed within {} s; raise --timeout",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failure> {
+    let what = "crash";
+    let pool = db.pool();
+    let timeout = Duration::from_secs(args.timeout);
+    let sandbox = sandbox(
+        what,
+        SandboxConfig {
+            records_per_stream: args.records,
+            seed: 11,
+            // A remote API's latency, so kills land mid-fetch as well as mid-landing.
+            latency: Duration::from_millis(3),
+            ..SandboxConfig::default()
+        },
+    )
+    .await?;
+    let client = Client::new(pool.clone());
+    let started = client
+        .start(
+            BACKFILL,
+            &input(sandbox.base_url(), Stream::Contacts, 100, ""),
+            &StartOptions::default(),
+        )
+        .await
+        .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
+    let run = started.run_id;
+    let began = Instant::now();
+
+    eprintln!("bench crash: {} kills, lease {} s", args.kills, args.lease);
+    let spawned = Instant::now();
+    let mut worker = WorkerProcess::spawn(db, args.lease)?;
+    let cold_start = match landed_beyond(db, &sandbox, &client, run, 0, timeout).await? {
+        Some(at) => (at - spawned).as_secs_f64(),
+        None => 0.0,
+    };
+    let mut resumes = Vec::new();
+    // Served pages whose fetch had not been checkpointed when their worker died: those
+    // are fetched again by design (at-least-once), the others must never be.
+    let mut in_flight_at_kill = 0u64;
+    let mut last = mark(db, &sandbox, run).await?;
+    for kill in 0..args.kills {
+        let target = last.landed + args.pages_between_kills;
+        if landed_beyond(db, &sandbox, &client, run, target - 1, timeout)
+            .await?
+            .is_none()
+        {
+            break;
+        }
+        // Spread the kill instants over a page's cycle: mid-fetch, mid-landing, between.
+        tokio::time::sleep(Duration::from_millis(u64::from(kill) * 37 % 100)).await;
+        worker.kill();
+        let killed_at = Instant::now();
+        let at_kill = mark(db, &sandbox, run).await?;
+        in_flight_at_kill +=
+            (at_kill.served - last.served).saturating_sub(at_kill.fetched - last.fetched);
+        worker = WorkerProcess::spawn(db, args.lease)?;
+        match landed_beyond(db, &sandbox, &client, run, at_kill.landed, timeout).await? {
+            Some(at) => resumes.push((at - killed_at).as_secs_f64()),
+            None => break,
+        }
+        last = at_kill;
+    }
+    let done = completed(&client, what, run, timeout).await;
+    worker.kill();
+    let done = done?;
+    let total_secs = began.elapsed().as_secs_f64();
+    let end = mark(db, &sandbox, run).await?;
+    let matches = warehouse_matches(db, &sandbox, Stream::Contacts, what).await?;
+    sandbox.shutdown().await;
+
+    let extra = end.served.saturating_sub(end.fetched);
+    let refetched_after_checkpoint = extra.saturating_sub(in_flight_at_kill);
+    let resume_max = resumes.iter().copied().fold(0.0, f64::max);
+    let baseline = args.lease + cold_start;
+    let mut conditions = Named::default();
+    conditions
+        .set("records", args.records as u64)
+        .set("kills", args.kills)
+        .set("kills_done", resumes.len() as u64)
+        .set("lease_secs", args.lease)
+        .set("pages_between_kills", args.pages_between_kills)
+        .set("workflow", BACKFILL)
+        .set("vendor_latency_ms", 3)
+        .set("worker", "cairn worker child processes, SIGKILLed");
+    let mut figures = Named::default();
+    figures
+        .add("pages_fetched", end.fetched as f64, "pages")
+        .add("pages_served", end.served as f64, "requests")
+        .add("fetched_again", extra as f64, "pages")
+        .add("in_flight_at_kill", in_flight_at_kill as f64, "pages")
+        .add(
+            "fetched_again_after_checkpoint",
+            refetched_after_checkpoint as f64,
+            "pages",
+        )
+        .add("resume_p50", percentile(&resumes, 50.0), "s")
+        .add("resume_max", resume_max, "s")
+        .add("cold_start", cold_start, "s")
+        .add("claims", f64::from(done.summary.claims), "claims")
+        .add("total", total_secs, "s")
+        .add(
+            "warehouse_equals_vendor",
+            f64::from(u8::from(matches)),
+            "bool",
+        );
+    Ok(Report {
+        scenario: "crash",
+        machine: Machine::describe(pool).await,
+        conditions,
+        figures,
+        baseline: Baseline {
+            name: "lease + a fresh worker's spawn-to-first-landed-page".to_owned(),
+            value: baseline,
+            unit: "s",
+            ratio_of: "slowest kill-to-resumed-progress / baseline".to_owned(),
+        },
+        ratio: share(resume_max, baseline),
+        targets: vec![
+            Target::at_most(
+                "zero pages fetched again after a checkpointed fetch",
+                refetched_after_checkpoint as f64,
+                0.0,
+            ),
+            Target::at_most(
+                format!(
+                    "progress resumed within lease + 2 s ({} s)",
+                    args.lease + 2.0
+                ),
+                resume_max,
+                args.lease + 2.0,
+            ),
+            Target::at_least("warehouse equals vendor", f64::from(u8::from(matches)), 1.0),
+        ],
+    })
+}

@@ -1,0 +1,303 @@
+//! `cairn bench <scenario>`: measurements of the engine on this machine, each with a
+//! baseline measured in the same run so the ratio stays meaningful on a noisy machine.
+//!
+//! Every scenario works in a database of its own, created next to the one
+//! `DATABASE_URL` names and dropped afterwards, so a run never touches user data and
+//! never sees stale state. The sandbox vendor runs in-process on 127.0.0.1; workers run
+//! in-process too, except in `crash`, which SIGKILLs `cairn worker` child processes.
+
+mod crash;
+mod ratelimit;
+mod report;
+mod steps;
+mod sync;
+mod throughput;
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_connectors::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, Worker, WorkerConfig};
+use clap::{Args, Subcommand};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::oneshot;
+
+use super::{Failure, Outcome, connect, describe};
+use report::Report;
+
+/// The arguments of `cairn bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Print one JSON document instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// One workflow of sequential steps: steps/s and per-step overhead, plain and
+    /// transactional, against a bare single-row INSERT commit loop on the same pool.
+    Steps(steps::StepsArgs),
+    /// Many short workflows started at once: workflows/s, steps/s and start-to-end
+    /// latency, against bare INSERT commits at the same concurrency.
+    Throughput(throughput::ThroughputArgs),
+    /// A full sync of sandbox records into a typed warehouse table with limits off, then
+    /// an incremental run after updates: records/s, requests and peak memory, against
+    /// the sandbox's own serving rate.
+    Sync(sync::SyncArgs),
+    /// Syncs under a vendor rate limit, alone and two on one credential: the share of
+    /// the limit achieved and the 429s provoked.
+    Ratelimit(ratelimit::RatelimitArgs),
+    /// A sync whose `cairn worker` process is SIGKILLed repeatedly: pages fetched again,
+    /// seconds from kill to resumed progress, and the warehouse checked against the vendor.
+    Crash(crash::CrashArgs),
+}
+
+/// Runs one scenario and prints its report.
+pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
+    let report = match args.scenario {
+        Scenario::Steps(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 8).await?;
+            let outcome = steps::run(&db, &args).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Throughput(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, args.pool_size()).await?;
+            let outcome = throughput::run(&db, &args).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Sync(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 8).await?;
+            let outcome = sync::run(&db, &args).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Ratelimit(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 12).await?;
+            let outcome = ratelimit::run(&db, &args).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Crash(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 4).await?;
+            let outcome = crash::run(&db, &args).await;
+            db.finish(outcome).await?
+        }
+    };
+    if args.json {
+        super::print::json(&report)?;
+    } else {
+        report.print_table();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A database created for one benchmark run and dropped after it.
+pub(crate) struct BenchDb {
+    name: String,
+    admin: PgPool,
+    url: String,
+    pool: PgPool,
+}
+
+impl BenchDb {
+    /// Creates and migrates a fresh database on the server `url` names, with a pool of
+    /// `max_connections` on it.
+    async fn create(url: Option<&str>, max_connections: u32) -> Result<Self, Failure> {
+        let admin = connect(url, 2).await?;
+        let url = url.expect("connect checked that the URL is set");
+        let name = format!("cairn_bench_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .map_err(|err| {
+                Failure::failed(format!(
+                    "bench: cannot create database {name} (the DATABASE_URL user needs \
+                     CREATEDB): {}",
+                    describe(&err)
+                ))
+            })?;
+        let options = PgConnectOptions::from_str(url)
+            .expect("connect parsed this URL")
+            .database(&name)
+            .disable_statement_logging();
+        let pool = match PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+        {
+            Ok(pool) => pool,
+            Err(err) => {
+                drop_database(&admin, &name).await;
+                return Err(Failure::failed(format!(
+                    "bench: cannot connect to the bench database {name}: {}",
+                    describe(&err)
+                )));
+            }
+        };
+        let created = Self {
+            url: database_url(url, &name),
+            name,
+            admin,
+            pool,
+        };
+        if let Err(err) = cairn_runner::migrate(&created.pool).await {
+            let message = format!("bench: migrating the bench database failed: {err}");
+            created.drop().await;
+            return Err(Failure::failed(message));
+        }
+        Ok(created)
+    }
+
+    /// The pool on the bench database.
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The bench database's URL, for child processes.
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Drops the database whatever the scenario's outcome, then hands the outcome on.
+    async fn finish(self, outcome: Result<Report, Failure>) -> Result<Report, Failure> {
+        self.drop().await;
+        outcome
+    }
+
+    async fn drop(self) {
+        self.pool.close().await;
+        drop_database(&self.admin, &self.name).await;
+        self.admin.close().await;
+    }
+}
+
+async fn drop_database(admin: &PgPool, name: &str) {
+    // FORCE: a SIGKILLed worker's connection may linger for a moment.
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await;
+    if let Err(err) = dropped {
+        eprintln!("warning: could not drop bench database {name}: {err}");
+    }
+}
+
+/// `url` with its database replaced by `name` (query parameters kept).
+fn database_url(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let (authority, query) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, path.split_once('?').map(|(_, q)| q)),
+        None => match rest.split_once('?') {
+            Some((authority, query)) => (authority, Some(query)),
+            None => (rest, None),
+        },
+    };
+    match query {
+        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    }
+}
+
+/// The built-in workflows; a bench never depends on what a custom binary registered.
+fn registry() -> Arc<Registry> {
+    let mut registry = Registry::new();
+    cairn_workflows::register_builtin(&mut registry);
+    Arc::new(registry)
+}
+
+/// A worker running in this process until [`InProcessWorker::stop`].
+struct InProcessWorker {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), cairn_runner::EngineError>>,
+}
+
+impl InProcessWorker {
+    fn start(pool: &PgPool, concurrency: usize) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = Worker::new(
+            pool.clone(),
+            registry(),
+            WorkerConfig {
+                concurrency,
+                poll_interval: Duration::from_millis(100),
+                ..WorkerConfig::default()
+            },
+        );
+        let task = tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> Result<(), Failure> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Failure::failed(format!("bench: the worker failed: {err}"))),
+            Err(err) => Err(Failure::failed(format!(
+                "bench: the worker panicked: {err}"
+            ))),
+        }
+    }
+}
+
+/// Waits up to `timeout` for `run` and fails unless it completed.
+async fn completed(
+    client: &Client,
+    what: &str,
+    run: RunId,
+    timeout: Duration,
+) -> Result<RunDetail, Failure> {
+    let detail = client
+        .wait(run, Some(timeout))
+        .await
+        .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
+    match detail.summary.status {
+        RunStatus::Completed => Ok(detail),
+        status if status.is_terminal() => Err(Failure::failed(format!(
+            "bench {what}: run {run} ended {status}: {}",
+            detail
+                .error
+                .as_ref()
+                .and_then(|e| e.get("message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or("no error recorded")
+        ))),
+        status => Err(Failure::failed(format!(
+            "bench {what}: run {run} still {status} after {} s; raise --timeout",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// Starts the sandbox vendor on an ephemeral port of 127.0.0.1.
+async fn sandbox(what: &str, config: SandboxConfig) -> Result<SandboxHandle, Failure> {
+    Sandbox::start(config, "127.0.0.1:0".parse().expect("a socket address"))
+        .await
+        .map_err(|err| Failure::failed(format!("bench {what}: the sandbox vendor: {err}")))
+}
+
+/// A database error during a scenario, as a one-line failure.
+fn db_failure(what: &str) -> impl Fn(sqlx::Error) -> Failure + '_ {
+    move |err| Failure::failed(format!("bench {what}: {}", describe(&err)))
+}
+
+/// Fails with a usage error unless `value` is at least `min`.
+fn at_least(flag: &str, value: u64, min: u64) -> Result<(), Failure> {
+    if value < min {
+        return Err(Failure::usage(format!("{flag} must be at least {min}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! `bench steps`: what one checkpoint costs. A `ledger` run of sequential steps with
+//! small outputs, once with plain steps and once with transactional ones; the per-step
+//! overhead is the gap between consecutive checkpoints as the server stamped them. The
+//! baseline is a bare single-row INSERT commit loop on the same pool.
+
+use std::time::{Duration, Instant};
+
+use cairn_runner::{Client, RunId, StartOptions};
+use cairn_workflows::ledger::{self, LedgerInput};
+use clap::Args;
+use serde_json::json;
+
+use super::report::{Baseline, Machine, Named, Report, Target, ms, percentile, share};
+use super::{BenchDb, InProcessWorker, at_least, completed, db_failure};
+use crate::cli::Failure;
+
+/// Options of `cairn bench steps`.
+#[derive(Debug, Args)]
+pub(crate) struct StepsArgs {
+    /// Sequential steps in each measured workflow.
+    #[arg(long, default_value_t = 1_000)]
+    steps: u32,
+    /// Give up after this many seconds per phase.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+impl StepsArgs {
+    pub(super) fn check(&self) -> Result<(), Failure> {
+        at_least("--steps", self.steps.into(), 2)?;
+        at_least("--timeout", self.timeout, 1)
+    }
+}
+
+/// Per-step figures of one run.
+struct Chain {
+    steps_per_sec: f64,
+    gaps_ms: Vec<f64>,
+}
+
+pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failure> {
+    let what = "steps";
+    let pool = db.pool();
+    let timeout = Duration::from_secs(args.timeout);
+    let client = Client::new(pool.clone());
+    let worker = InProcessWorker::start(pool, 1);
+    // A short warm-up opens the pool's connections and prepares the statements.
+    chain(&client, 20, 0, timeout).await?;
+    chain(&client, 20, 1, timeout).await?;
+    eprintln!("bench steps: {} plain steps", args.steps);
+    let plain = chain(&client, args.steps, 0, timeout).await?;
+    eprintln!("bench steps: {} transactional steps", args.steps);
+    let transactional = chain(&client, args.steps, 1, timeout).await?;
+    worker.stop().await?;
+
+    eprintln!("bench steps: {} bare INSERT commits", args.steps);
+    sqlx::query("CREATE TABLE public.bench_bare (id bigint PRIMARY KEY, payload jsonb NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(db_failure(what))?;
+    let payload = json!(1);
+    let mut bare = Vec::with_capacity(args.steps as usize);
+    let mut bare_tx = Vec::with_capacity(args.steps as usize);
+    for id in 0..i64::from(args.steps) {
+        let started = Instant::now();
+        sqlx::query("INSERT INTO public.bench_bare (id, payload) VALUES ($1, $2)")
+            .bind(id)
+            .bind(&payload)
+            .execute(pool)
+            .await
+            .map_err(db_failure(what))?;
+        bare.push(ms(started.elapsed()));
+    }
+    for id in 0..i64::from(args.steps) {
+        let started = Instant::now();
+        let mut tx = pool.begin().await.map_err(db_failure(what))?;
+        sqlx::query("INSERT INTO public.bench_bare (id, payload) VALUES ($1, $2)")
+            .bind(-1 - id)
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_failure(what))?;
+        tx.commit().await.map_err(db_failure(what))?;
+        bare_tx.push(ms(started.elapsed()));
+    }
+
+    let bare_p50 = percentile(&bare, 50.0);
+    let plain_p50 = percentile(&plain.gaps_ms, 50.0);
+    let tx_p50 = percentile(&transactional.gaps_ms, 50.0);
+    let ratio = share(plain_p50, bare_p50);
+    let tx_ratio = share(tx_p50, bare_p50);
+
+    let mut conditions = Named::default();
+    conditions
+        .set("steps", args.steps)
+        .set("workflow", ledger::NAME)
+        .set("step_output", "a small integer")
+        .set("worker_concurrency", 1)
+        .set(
+            "overhead",
+            "gap between consecutive checkpoints as stamped by the server",
+        );
+    let mut figures = Named::default();
+    figures
+        .add("plain_steps_per_sec", plain.steps_per_sec, "steps/s")
+        .add("plain_overhead_p50", plain_p50, "ms")
+        .add("plain_overhead_p99", percentile(&plain.gaps_ms, 99.0), "ms")
+        .add(
+            "transactional_steps_per_sec",
+            transactional.steps_per_sec,
+            "steps/s",
+        )
+        .add("transactional_overhead_p50", tx_p50, "ms")
+        .add(
+            "transactional_overhead_p99",
+            percentile(&transactional.gaps_ms, 99.0),
+            "ms",
+        )
+        .add("bare_insert_commit_p50", bare_p50, "ms")
+        .add("bare_insert_commit_p99", percentile(&bare, 99.0), "ms")
+        .add(
+            "bare_transaction_commit_p50",
+            percentile(&bare_tx, 50.0),
+            "ms",
+        )
+        .add("transactional_ratio", tx_ratio, "x");
+    Ok(Report {
+        scenario: "steps",
+        machine: Machine::describe(pool).await,
+        conditions,
+        figures,
+        baseline: Baseline {
+            name: "bare single-row INSERT commit, p50".to_owned(),
+            value: bare_p50,
+            unit: "ms",
+            ratio_of: "plain step overhead p50 / bare INSERT commit p50".to_owned(),
+        },
+        ratio,
+        targets: vec![
+            Target::at_most(
+                "plain step overhead within 1.5x of a bare INSERT commit (p50 ratio)",
+                ratio,
+                1.5,
+            ),
+            Target::at_most(
+                "transactional step overhead within 1.5x of a bare INSERT commit (p50 ratio)",
+                tx_ratio,
+                1.5,
+            ),
+        ],
+    })
+}
+
+/// Runs one `ledger` chain of `steps` and measures the gaps between its checkpoints.
+async fn chain(
+    client: &Client,
+    steps: u32,
+    transactional_every: u32,
+    timeout: Duration,
+) -> Result<Chain, Failure> {
+    let what = "steps";
+    let input = LedgerInput {
+        steps,
+        step_ms: 0,
+        transactional_every,
+        record: false,
+    };
+    let started = client
+        .start(ledger::NAME, &input, &StartOptions::default())
+        .await
+        .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
+    completed(client, what, started.run_id, timeout).await?;
+    let stamps = finish_times(client, started.run_id).await?;
+    let gaps_ms: Vec<f64> = stamps.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect();
+    let span = stamps.last().copied().unwrap_or(0.0) - stamps.first().copied().unwrap_or(0.0);
+    Ok(Chain {
+        steps_per_sec: share(gaps_ms.len() as f64, span),
+        gaps_ms,
+    })
+}
+
+/// When each checkpoint of `run` was written, in seconds since the epoch, by position.
+async fn finish_times(client: &Client, run: RunId) -> Result<Vec<f64>, Failure> {
+    sqlx::query_scalar(
+        "SELECT extract(epoch FROM finished_at)::float8 FROM cairn.steps
+          WHERE run_id = $1 ORDER BY position",
+    )
+    .bind(run)
+    .fetch_all(client.store().pool())
+    .await
+    .map_err(db_failure("steps"))
+}

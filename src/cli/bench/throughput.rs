@@ -1,0 +1,224 @@
+//! `bench throughput`: many short `ledger` workflows started at once and executed by one
+//! in-process worker sized for the machine. The baseline is bare single-row INSERT
+//! commits issued at the same time by as many connections as the worker's pool holds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_runner::{Client, StartOptions};
+use cairn_workflows::ledger::{self, LedgerInput};
+use clap::Args;
+use tokio::task::JoinSet;
+
+use super::report::{Baseline, Machine, Named, Report, Target, percentile, share};
+use super::{BenchDb, InProcessWorker, at_least, db_failure};
+use crate::cli::Failure;
+
+/// Options of `cairn bench throughput`.
+#[derive(Debug, Args)]
+pub(crate) struct ThroughputArgs {
+    /// Workflows started at once.
+    #[arg(long, default_value_t = 2_000)]
+    runs: u32,
+    /// Steps in each workflow.
+    #[arg(long, default_value_t = 3)]
+    steps: u32,
+    /// Runs the worker executes at once (default: 32 per CPU).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+impl ThroughputArgs {
+    pub(super) fn check(&self) -> Result<(), Failure> {
+        at_least("--runs", self.runs.into(), 1)?;
+        at_least("--steps", self.steps.into(), 1)?;
+        if self.concurrency == Some(0) {
+            return Err(Failure::usage("--concurrency must be at least 1"));
+        }
+        at_least("--timeout", self.timeout, 1)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.concurrency
+            .unwrap_or_else(|| 32 * std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Connections: enough that runs rarely wait for one, few enough for a default
+    /// server's `max_connections` of 100.
+    pub(super) fn pool_size(&self) -> u32 {
+        (self.concurrency() as u32 + 4).clamp(4, 40)
+    }
+}
+
+/// Tasks that start runs, like that many clients of an application.
+const STARTERS: usize = 8;
+
+pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, Failure> {
+    let what = "throughput";
+    let pool = db.pool();
+    let concurrency = args.concurrency();
+    let client = Client::new(pool.clone());
+    let input = LedgerInput {
+        steps: args.steps,
+        step_ms: 0,
+        transactional_every: 0,
+        record: false,
+    };
+
+    eprintln!(
+        "bench throughput: bare INSERT commits on {} connections",
+        args.pool_size()
+    );
+    let commits_per_sec = bare_commits(db, args.pool_size() as usize, 4_000).await?;
+
+    let worker = InProcessWorker::start(pool, concurrency);
+    eprintln!(
+        "bench throughput: {} workflows of {} steps, worker concurrency {concurrency}",
+        args.runs, args.steps
+    );
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut starters = JoinSet::new();
+    for _ in 0..STARTERS {
+        let (client, input, next, runs) =
+            (client.clone(), input.clone(), Arc::clone(&next), args.runs);
+        starters.spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                client
+                    .start(ledger::NAME, &input, &StartOptions::default())
+                    .await?;
+            }
+            Ok::<_, cairn_runner::EngineError>(())
+        });
+    }
+    while let Some(joined) = starters.join_next().await {
+        joined
+            .map_err(|err| Failure::failed(format!("bench {what}: a starter panicked: {err}")))?
+            .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
+    }
+    let start_secs = started.elapsed().as_secs_f64();
+    let deadline = started + Duration::from_secs(args.timeout);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM cairn.runs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+        )
+        .fetch_one(pool)
+        .await
+        .map_err(db_failure(what))?;
+        if open == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            worker.stop().await?;
+            return Err(Failure::failed(format!(
+                "bench {what}: {open} runs still open after {} s; raise --timeout",
+                args.timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.stop().await?;
+
+    let failed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM cairn.runs WHERE status <> 'completed'")
+            .fetch_one(pool)
+            .await
+            .map_err(db_failure(what))?;
+    if failed > 0 {
+        return Err(Failure::failed(format!(
+            "bench {what}: {failed} runs did not complete; see the worker's log"
+        )));
+    }
+    let (span, latencies): (f64, Vec<f64>) = {
+        let rows: Vec<(f64, f64)> = sqlx::query_as(
+            "SELECT extract(epoch FROM created_at)::float8, extract(epoch FROM finished_at)::float8
+               FROM cairn.runs",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(db_failure(what))?;
+        let first = rows.iter().map(|r| r.0).fold(f64::INFINITY, f64::min);
+        let last = rows.iter().map(|r| r.1).fold(f64::NEG_INFINITY, f64::max);
+        (
+            last - first,
+            rows.iter().map(|r| (r.1 - r.0) * 1000.0).collect(),
+        )
+    };
+    let workflows_per_sec = share(f64::from(args.runs), span);
+    let steps_per_sec = workflows_per_sec * f64::from(args.steps);
+
+    let mut conditions = Named::default();
+    conditions
+        .set("workflows", args.runs)
+        .set("steps_per_workflow", args.steps)
+        .set("worker_concurrency", concurrency)
+        .set("pool_connections", args.pool_size())
+        .set("starters", STARTERS)
+        .set("workflow", ledger::NAME);
+    let mut figures = Named::default();
+    figures
+        .add("workflows_per_sec", workflows_per_sec, "workflows/s")
+        .add("steps_per_sec", steps_per_sec, "steps/s")
+        .add("start_to_end_p50", percentile(&latencies, 50.0), "ms")
+        .add("start_to_end_p99", percentile(&latencies, 99.0), "ms")
+        .add("starting_all", start_secs, "s")
+        .add("first_start_to_last_end", span, "s")
+        .add("bare_commits_per_sec", commits_per_sec, "commits/s");
+    Ok(Report {
+        scenario: "throughput",
+        machine: Machine::describe(pool).await,
+        conditions,
+        figures,
+        baseline: Baseline {
+            name: format!(
+                "bare single-row INSERT commits on {} connections",
+                args.pool_size()
+            ),
+            value: commits_per_sec,
+            unit: "commits/s",
+            ratio_of: "workflows/s / bare commits/s".to_owned(),
+        },
+        ratio: share(workflows_per_sec, commits_per_sec),
+        targets: vec![Target::at_least(
+            format!("at least 1,000 workflows/s of {} steps", args.steps),
+            workflows_per_sec,
+            1_000.0,
+        )],
+    })
+}
+
+/// `total` single-row INSERT commits spread over `connections` tasks; returns commits/s.
+async fn bare_commits(db: &BenchDb, connections: usize, total: u32) -> Result<f64, Failure> {
+    let pool = db.pool();
+    sqlx::query("CREATE TABLE public.bench_bare (id bigint PRIMARY KEY, payload jsonb NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(db_failure("throughput"))?;
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for _ in 0..connections {
+        let (pool, next) = (pool.clone(), Arc::clone(&next));
+        tasks.spawn(async move {
+            loop {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if id >= total {
+                    return Ok::<_, sqlx::Error>(());
+                }
+                sqlx::query("INSERT INTO public.bench_bare (id, payload) VALUES ($1, '1')")
+                    .bind(i64::from(id))
+                    .execute(&pool)
+                    .await?;
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined
+            .map_err(|err| Failure::failed(format!("bench throughput: a task panicked: {err}")))?
+            .map_err(db_failure("throughput"))?;
+    }
+    Ok(share(f64::from(total), started.elapsed().as_secs_f64()))
+}

@@ -12,15 +12,13 @@ use cairn::connectors::sandbox::{
 };
 use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
-use cairn::{
-    Client, Context, Registry, RetryPolicy, RunStatus, StartOptions, Worker, WorkerConfig,
-};
+use cairn::{Client, Context, Registry, RetryPolicy, RunStatus, StartOptions, WorkerConfig};
 use cairn_testkit::TestDb;
 use serde_json::json;
-use support::WorkerProcess;
+use support::{InProcessWorker, WorkerProcess, builtin};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// A TCP proxy in front of Postgres that can cut every connection and refuse new ones,
 /// then let them through again.
@@ -65,12 +63,6 @@ impl Proxy {
     fn restore(&self) {
         self.cut.send_replace(false);
     }
-}
-
-fn ledger_registry() -> Arc<Registry> {
-    let mut registry = Registry::new();
-    cairn::workflows::register_builtin(&mut registry);
-    Arc::new(registry)
 }
 
 async fn ledger_counts(db: &TestDb, run: cairn::RunId) -> Vec<(i32, String, i64)> {
@@ -118,10 +110,9 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
         .connect(&proxied)
         .await
         .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = Worker::new(
+    let worker = InProcessWorker::start(
         pool,
-        ledger_registry(),
+        builtin(),
         WorkerConfig {
             concurrency: 2,
             lease: Duration::from_secs(2),
@@ -129,9 +120,6 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
             ..WorkerConfig::default()
         },
     );
-    let worker = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
     let client = Client::new(db.pool().clone());
     let run = client
         .start(
@@ -166,8 +154,7 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
         .wait(run.run_id, Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,
@@ -272,10 +259,9 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
     )
     .await
     .unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = Worker::new(
+    let worker = InProcessWorker::start(
         db.pool().clone(),
-        ledger_registry(),
+        builtin(),
         WorkerConfig {
             concurrency: 4,
             poll_interval: Duration::from_millis(100),
@@ -284,9 +270,6 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
             ..WorkerConfig::default()
         },
     );
-    let worker = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
     let client = Client::new(db.pool().clone());
     // A slow answer is a timeout for this source.
     let toml = format!(
@@ -326,8 +309,7 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
         .unwrap();
     go(sync::INCREMENTAL).await;
     go(sync::RECONCILE).await;
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     let injected: u64 = vendor.stats().faults.values().sum();
     assert!(injected >= 5, "faults were injected: {injected}");
@@ -380,11 +362,7 @@ async fn postgres_errors_surface_as_categorised_errors() {
     });
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let worker = Worker::new(db.pool().clone(), registry, WorkerConfig::default());
-    let worker = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcessWorker::start(db.pool().clone(), registry, WorkerConfig::default());
 
     let slow = client
         .start("slow query", &(), &StartOptions::default())
@@ -402,8 +380,7 @@ async fn postgres_errors_surface_as_categorised_errors() {
         .wait(dup.run_id, Some(Duration::from_secs(30)))
         .await
         .unwrap();
-    let _ = stop.send(());
-    worker.await.unwrap().unwrap();
+    worker.stop().await;
 
     assert_eq!(slow.summary.status, RunStatus::Failed);
     assert_eq!(

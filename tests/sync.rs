@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::connectors::sandbox::{
@@ -11,12 +10,11 @@ use cairn::connectors::sandbox::{
 };
 use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
-use cairn::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+use cairn::{Client, RunDetail, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
 use chrono::Utc;
 use serde_json::Value;
-use support::WorkerProcess;
-use tokio::sync::oneshot;
+use support::{InProcessWorker, WorkerProcess, builtin};
 
 const STRIPE: &str = include_str!("../examples/sources/sandbox-stripe.toml");
 
@@ -34,46 +32,6 @@ fn input(vendor: &SandboxHandle, stream: Stream) -> SyncInput {
     );
     input.base_url = Some(vendor.base_url().to_owned());
     input
-}
-
-fn registry() -> Arc<Registry> {
-    let mut registry = Registry::new();
-    cairn::workflows::register_builtin(&mut registry);
-    Arc::new(registry)
-}
-
-struct InProcessWorker {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InProcessWorker {
-    fn start(db: &TestDb, concurrency: usize) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let worker = Worker::new(
-            db.pool().clone(),
-            registry(),
-            WorkerConfig {
-                concurrency,
-                poll_interval: Duration::from_millis(100),
-                ..WorkerConfig::default()
-            },
-        );
-        let task = tokio::spawn(async move {
-            worker
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self { stop, task }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap();
-    }
 }
 
 async fn run(client: &Client, workflow: &str, input: &SyncInput) -> RunDetail {
@@ -111,8 +69,8 @@ async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to
         ..SandboxConfig::default()
     })
     .await;
-    let worker = InProcessWorker::start(&db, 4);
-    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let worker = InProcessWorker::builtin(db.pool().clone(), 4);
+    let client = Client::new(db.pool().clone()).with_registry(builtin());
     let contacts = input(&sandbox, Stream::Contacts);
 
     let backfill = run(&client, sync::BACKFILL, &contacts).await;
@@ -184,8 +142,8 @@ async fn records_sharing_the_boundary_instant_are_neither_skipped_nor_reread() {
         ..SandboxConfig::default()
     })
     .await;
-    let worker = InProcessWorker::start(&db, 2);
-    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let worker = InProcessWorker::builtin(db.pool().clone(), 2);
+    let client = Client::new(db.pool().clone()).with_registry(builtin());
     let contacts = input(&sandbox, Stream::Contacts);
     run(&client, sync::INCREMENTAL, &contacts).await;
 
@@ -226,8 +184,8 @@ async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
     })
     .await;
     // One slot: while the sync is parked, another run must still get through.
-    let worker = InProcessWorker::start(&db, 1);
-    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let worker = InProcessWorker::builtin(db.pool().clone(), 1);
+    let client = Client::new(db.pool().clone()).with_registry(builtin());
     let started = client
         .start(
             sync::BACKFILL,
@@ -321,7 +279,7 @@ async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
         ..SandboxConfig::default()
     })
     .await;
-    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let client = Client::new(db.pool().clone()).with_registry(builtin());
     let started = client
         .start(
             sync::BACKFILL,

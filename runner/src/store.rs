@@ -267,19 +267,7 @@ impl Store {
     where
         E: sqlx::Executor<'c, Database = Postgres>,
     {
-        let cancel: Option<bool> = sqlx::query_scalar(STEP_WRITE_SQL)
-            .bind(lease.run_id)
-            .bind(lease.epoch)
-            .bind(step.position)
-            .bind(step.name)
-            .bind(step.kind)
-            .bind(step.status)
-            .bind(step.output)
-            .bind(step.attempts)
-            .bind(step.throttled)
-            .bind(step.last_error)
-            .bind(step.started_at)
-            .bind(step.duration.as_secs_f64() * 1000.0)
+        let cancel: Option<bool> = bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step)
             .fetch_optional(executor)
             .await?;
         Ok(cancel.map_or(Fenced::Lost, Fenced::Held))
@@ -299,19 +287,7 @@ impl Store {
             WakeAt::At(at) => (Some(at), None),
             WakeAt::After(after) => (None, Some(after.as_secs_f64())),
         };
-        let wake_at: Option<DateTime<Utc>> = sqlx::query_scalar(PARK_SQL)
-            .bind(lease.run_id)
-            .bind(lease.epoch)
-            .bind(step.position)
-            .bind(step.name)
-            .bind(step.kind)
-            .bind(step.status)
-            .bind(step.output)
-            .bind(step.attempts)
-            .bind(step.throttled)
-            .bind(step.last_error)
-            .bind(step.started_at)
-            .bind(step.duration.as_secs_f64() * 1000.0)
+        let wake_at: Option<DateTime<Utc>> = bind_step(sqlx::query_scalar(PARK_SQL), lease, step)
             .bind(status)
             .bind(at)
             .bind(after)
@@ -488,6 +464,28 @@ impl Store {
             .map_err(EngineError::db)?
             .ok_or(EngineError::RunNotFound(id))
     }
+}
+
+/// Binds the lease and the step row as `$1` to `$12`, the layout both step-writing
+/// statements share.
+fn bind_step<'q, O>(
+    query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    lease: Lease,
+    step: &StepWrite<'q>,
+) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(lease.run_id)
+        .bind(lease.epoch)
+        .bind(step.position)
+        .bind(step.name)
+        .bind(step.kind)
+        .bind(step.status)
+        .bind(step.output)
+        .bind(step.attempts)
+        .bind(step.throttled)
+        .bind(step.last_error)
+        .bind(step.started_at)
+        .bind(step.duration.as_secs_f64() * 1000.0)
 }
 
 const STEP_WRITE_SQL: &str = "

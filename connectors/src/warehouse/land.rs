@@ -90,7 +90,7 @@ pub(crate) async fn upsert(
         if n > 0 {
             page.push(b',');
         }
-        serde_json::to_writer(&mut page, &records[landing.index]).map_err(|source| {
+        write_in_jsonb_order(&mut page, &records[landing.index]).map_err(|source| {
             WarehouseError::Encode {
                 stream: stream.to_owned(),
                 source,
@@ -129,6 +129,43 @@ pub(crate) async fn upsert(
         .await
         .map_err(WarehouseError::db(stream, "upserting a page"))?;
     Ok(done.rows_affected())
+}
+
+/// Writes `value` as JSON with object keys in the order `jsonb` keeps them (shorter
+/// keys first, then by bytes). The server sorts every object's keys while parsing;
+/// input already in that order takes its sort's presorted fast path, which is a
+/// measurable share of landing a page.
+fn write_in_jsonb_order(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| {
+                (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes()))
+            });
+            out.push(b'{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                write_in_jsonb_order(out, value)?;
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_in_jsonb_order(out, item)?;
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
+    }
+    Ok(())
 }
 
 /// The longest reason stored: reasons are indexed with the record id, and a btree

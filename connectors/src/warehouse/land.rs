@@ -236,3 +236,36 @@ pub(crate) async fn quarantine(
     .map_err(WarehouseError::db(stream, "quarantining records"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{Drift, reason, write_in_jsonb_order};
+
+    #[test]
+    fn keys_are_written_shorter_first_then_by_bytes_at_every_depth() {
+        let mut out = Vec::new();
+        let value = json!({"bb": 1, "a": [{"zz": "x\"", "y": null}], "ab": {"c": true, "b": 2}});
+        write_in_jsonb_order(&mut out, &value).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":[{"y":null,"zz":"x\""}],"ab":{"b":2,"c":true},"bb":1}"#
+        );
+    }
+
+    #[test]
+    fn long_reasons_count_their_tail() {
+        let drifts: Vec<Drift> = (0..100)
+            .map(|i| Drift {
+                kind: "removed_field",
+                detail: format!("removed field \"field_number_{i}\""),
+            })
+            .collect();
+        let text = reason(&drifts);
+        assert!(text.len() <= 1100, "{}", text.len());
+        assert!(text.starts_with("removed field \"field_number_0\"; removed field"));
+        assert!(text.ends_with(" more"), "{text}");
+        assert_eq!(reason(&drifts[..1]), "removed field \"field_number_0\"");
+    }
+}

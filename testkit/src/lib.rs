@@ -1,8 +1,10 @@
 //! Test support for cairn: each test gets a fresh, migrated PostgreSQL database of its
 //! own, so tests run in parallel and never clean up after each other.
 //!
-//! The server comes from `DATABASE_URL`. A test that cannot reach one fails with a
-//! message saying how to provide it; it never passes by skipping.
+//! The server comes from `DATABASE_URL` when it is set (CI does). Otherwise, built with
+//! the `containers` feature on a machine with Docker, each test starts a PostgreSQL
+//! container that its [`TestDb`] guard owns and stops. A test that can get neither
+//! fails with a message saying how to provide one; it never passes by skipping.
 //!
 //! ```no_run
 //! # async fn t() {
@@ -20,9 +22,46 @@ use sqlx::{ConnectOptions, PgPool};
 /// A database created for one test and dropped when the guard is dropped.
 pub struct TestDb {
     name: String,
+    server_url: String,
     admin: PgConnectOptions,
     options: PgConnectOptions,
     pool: PgPool,
+    /// The test's own server, when it runs in a container (dropping it stops it).
+    #[cfg(feature = "containers")]
+    container: Option<containers::Server>,
+}
+
+#[cfg(feature = "containers")]
+mod containers {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::ContainerAsync;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+
+    /// A PostgreSQL container and the URL of its `postgres` database.
+    pub(crate) struct Server {
+        _container: ContainerAsync<Postgres>,
+    }
+
+    pub(crate) async fn start() -> (Server, String) {
+        let container = Postgres::default().start().await.unwrap_or_else(|e| {
+            panic!(
+                "DATABASE_URL is not set and no PostgreSQL container could be started ({e}); \
+                 set DATABASE_URL=postgres://user@host:5432/postgres or start Docker"
+            )
+        });
+        let host = container.get_host().await.expect("the container's host");
+        let port = container
+            .get_host_port_ipv4(5432)
+            .await
+            .expect("the container's port");
+        let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
+        (
+            Server {
+                _container: container,
+            },
+            url,
+        )
+    }
 }
 
 impl TestDb {
@@ -32,11 +71,21 @@ impl TestDb {
     ///
     /// When no PostgreSQL is reachable, with instructions.
     pub async fn new() -> Self {
+        #[cfg(feature = "containers")]
+        let (container, url) = match std::env::var("DATABASE_URL") {
+            Ok(url) => (None, url),
+            Err(_) => {
+                let (server, url) = containers::start().await;
+                (Some(server), url)
+            }
+        };
+        #[cfg(not(feature = "containers"))]
         let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| {
             panic!(
                 "these tests need PostgreSQL: set DATABASE_URL, for example \
                  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
-                 (the user must be allowed to CREATE DATABASE)"
+                 (the user must be allowed to CREATE DATABASE), or build the tests \
+                 with `--features cairn-testkit/containers` on a machine with Docker"
             )
         });
         let admin = PgConnectOptions::from_str(&url)
@@ -68,9 +117,12 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("migrating test database {name} failed: {e}"));
         Self {
             name,
+            server_url: url,
             admin,
             options,
             pool,
+            #[cfg(feature = "containers")]
+            container,
         }
     }
 
@@ -91,8 +143,8 @@ impl TestDb {
 
     /// The URL of the test database, for child processes (`DATABASE_URL`).
     pub fn url(&self) -> String {
-        let base = std::env::var("DATABASE_URL").expect("checked in TestDb::new");
-        let (prefix, rest) = base.split_once("://").unwrap_or(("postgres", &base));
+        let base = &self.server_url;
+        let (prefix, rest) = base.split_once("://").unwrap_or(("postgres", base));
         let (authority, query) = match rest.split_once('/') {
             Some((authority, path)) => (authority, path.split_once('?').map(|(_, q)| q)),
             None => (rest, None),
@@ -106,6 +158,11 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        // A container of the test's own goes away whole.
+        #[cfg(feature = "containers")]
+        if self.container.is_some() {
+            return;
+        }
         let admin = self.admin.clone();
         let name = self.name.clone();
         // Drop runs outside async context guarantees; a thread with its own runtime

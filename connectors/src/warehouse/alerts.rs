@@ -102,5 +102,5 @@ pub async fn list_alerts(pool: &PgPool) -> Result<Vec<Alert>, WarehouseError> {
     )
     .fetch_all(pool)
     .await
-    .map_err(WarehouseError::db("*", "listing alerts"))
+    .map_err(WarehouseError::ListAlerts)
 }

@@ -25,6 +25,9 @@ pub enum WarehouseError {
         #[source]
         source: sqlx::Error,
     },
+    /// Reading the open alerts failed.
+    #[error("listing the open alerts (cairn.alerts) failed")]
+    ListAlerts(#[source] sqlx::Error),
     /// A page could not be encoded for the database.
     #[error("warehouse stream {stream:?}: encoding a page failed")]
     Encode {
@@ -97,6 +100,9 @@ impl From<WarehouseError> for cairn_runner::Error {
                 err.is_shape_mismatch() || cairn_runner::error::is_transient_db_error(source)
             }
             WarehouseError::ShapeContention { .. } => true,
+            WarehouseError::ListAlerts(source) => {
+                cairn_runner::error::is_transient_db_error(source)
+            }
             WarehouseError::InvalidIdentifier { .. }
             | WarehouseError::Checksum { .. }
             | WarehouseError::Encode { .. }

@@ -226,7 +226,7 @@ impl Warehouse {
     }
 
     /// Stages one page of the vendor's id set for the reconciliation `reconcile_id`
-    /// (e.g. the run id). Idempotent; call it from the step that fetched the page.
+    /// (e.g. the run id). Idempotent, so a page staged again after a retry counts once.
     pub async fn stage_ids(
         &self,
         conn: &mut PgConnection,

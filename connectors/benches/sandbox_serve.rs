@@ -37,6 +37,7 @@ struct Next {
 /// Pages through `contacts` again and again until `deadline`; returns the
 /// records and pages received.
 async fn client(base: String, deadline: Instant) -> Result<(usize, usize), reqwest::Error> {
+    cairn_connectors::http::install_tls_provider();
     let http = reqwest::Client::new();
     let (mut records, mut pages) = (0, 0);
     let mut after: Option<String> = None;

@@ -125,8 +125,7 @@ impl HttpClient {
             })?;
             headers.insert(name, value);
         }
-        // Several crates may race to install it; any installed provider will do.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let t = config.timeouts;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
@@ -379,6 +378,17 @@ impl HttpClient {
     fn redact(&self, url: &str) -> String {
         redact_url(url, self.inner.auth.secret_query_param())
     }
+}
+
+/// Installs `ring` as the process's TLS crypto provider unless one is installed.
+///
+/// This crate builds reqwest without a built-in provider (ring compiles far faster than
+/// aws-lc), and cargo unifies that choice for every reqwest in the build: code that builds
+/// its own `reqwest::Client` in the same process calls this first. [`HttpClient::new`]
+/// does it itself.
+pub fn install_tls_provider() {
+    // Another crate may have installed one already; any provider will do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// `path` resolved against `base` (absolute URLs are kept).

@@ -32,6 +32,7 @@ pub async fn start(config: SandboxConfig) -> SandboxHandle {
 }
 
 pub fn http() -> reqwest::Client {
+    cairn_connectors::http::install_tls_provider();
     reqwest::Client::new()
 }
 

@@ -80,6 +80,7 @@ async fn a_malformed_body_is_not_json() {
 #[tokio::test]
 async fn a_slow_response_outlasts_the_client_timeout() {
     let sandbox = always(FaultKind::Slow).await;
+    cairn_connectors::http::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(200))
         .build()

@@ -50,27 +50,34 @@
 //! - [`registry`]: [`Registry`], workflows by name.
 //! - [`worker`]: [`Worker`], claiming and executing runs.
 //! - [`client`]: [`Client`], starting, listing, showing, waiting for and cancelling runs.
+//! - [`schedule`]: cron schedules ([`Schedules`]) and the [`Scheduler`] every worker runs.
+//! - [`dead_letter`]: failed runs and quarantined records ([`DeadLetters`]), and retrying
+//!   a run from its failed step.
 //! - [`store`]: every SQL statement of the engine, fenced by leases.
 //! - [`model`]: the stored records ([`RunSummary`], [`RunDetail`], [`StepRecord`]).
 //! - [`retry`]: [`RetryPolicy`], capped exponential backoff with full jitter.
 
 pub mod client;
 pub mod context;
+pub mod dead_letter;
 pub mod error;
 mod ids;
 pub mod model;
 pub mod registry;
 pub mod retry;
+pub mod schedule;
 pub mod store;
 pub mod worker;
 
 pub use client::{Client, StartOptions, Started};
 pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
+pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
 pub use ids::RunId;
 pub use model::{RunDetail, RunStatus, RunSummary, StepKind, StepRecord, StepStatus};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
+pub use schedule::{Scheduler, SchedulerConfig, Schedules};
 pub use worker::{Worker, WorkerConfig};
 
 /// The schema migrations of the engine, embedded in the binary.

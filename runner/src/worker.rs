@@ -21,6 +21,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::context::{Halt, RunSettings, RunState};
 use crate::error::is_transient_db_error;
 use crate::model::RunStatus;
+use crate::schedule::{Scheduler, SchedulerConfig};
 use crate::store::{ClaimedRun, Fenced, Lease, Store, WAKEUP_CHANNEL};
 use crate::{Context, EngineError, Error, Registry, RetryPolicy, RunId};
 
@@ -44,6 +45,9 @@ pub struct WorkerConfig {
     /// On shutdown, how long running steps may take to finish before their runs are
     /// released mid-step (the step then runs again elsewhere).
     pub shutdown_grace: Duration,
+    /// The cron scheduler this worker runs alongside its runs (every worker runs one;
+    /// each fire time still starts one run), or `None` to run none.
+    pub scheduler: Option<SchedulerConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -56,6 +60,7 @@ impl Default for WorkerConfig {
             retry: RetryPolicy::default(),
             inline_backoff: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(20),
+            scheduler: Some(SchedulerConfig::default()),
         }
     }
 }
@@ -145,6 +150,14 @@ impl Worker {
             heartbeat(self.store.clone(), Arc::clone(&active), config.lease)
                 .instrument(span.clone()),
         );
+        if let Some(scheduler) = &config.scheduler {
+            let scheduler = Scheduler::new(self.store.pool().clone(), scheduler.clone());
+            background.spawn(
+                scheduler
+                    .run(std::future::pending())
+                    .instrument(span.clone()),
+            );
+        }
 
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut runs = JoinSet::new();

@@ -3,7 +3,9 @@
 
 mod bench;
 mod demo;
+mod dlq;
 mod print;
+mod schedule;
 mod sync;
 
 use std::process::ExitCode;
@@ -79,6 +81,16 @@ enum Command {
     Runs {
         #[command(subcommand)]
         command: RunsCommand,
+    },
+    /// Cron schedules: add, list, pause, resume, remove.
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
+    },
+    /// The dead-letter list: failed runs and quarantined records; retry them.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
     /// One command: migrate, run a worker in-process and take the `tour` workflow
     /// through every kind of step, printing each as it lands.
@@ -283,6 +295,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             })
         }
         Command::Runs { command } => runs(url, command).await,
+        Command::Schedule { command } => schedule::run(url, registry, command).await,
+        Command::Dlq { command } => dlq::run(url, command).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,

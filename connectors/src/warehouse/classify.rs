@@ -240,8 +240,9 @@ fn drifts(
                     found.push(Drift {
                         kind: "type_change",
                         detail: format!(
-                            "type change of field {}: the column is {ty}, the value is {}",
+                            "type change of field {}: the column is {}, the value is {}",
                             display_name(name),
+                            ty.describe(),
                             json_kind(value)
                         ),
                     });
@@ -326,7 +327,7 @@ mod tests {
                 ("a", Some(Text)),
                 ("b", Some(Bigint)),
                 ("updated_at", Some(Timestamptz)),
-                ("c", Some(Jsonb))
+                ("c", Some(Array))
             ]
         );
     }

@@ -61,7 +61,9 @@ pub(crate) fn upsert_sql(
                 write!(select, ", (x.r ->> ${param}::text)::{ty}")
             }
             // JSON null is SQL NULL in every column, jsonb ones included.
-            ColumnType::Jsonb => write!(select, ", NULLIF(x.r -> ${param}::text, 'null')"),
+            ColumnType::Object | ColumnType::Array | ColumnType::Jsonb => {
+                write!(select, ", NULLIF(x.r -> ${param}::text, 'null')")
+            }
         };
         let _ = write!(updates, ", {column} = EXCLUDED.{column}");
     }

@@ -18,8 +18,9 @@
 //! # Tables
 //!
 //! `warehouse.<stream>` holds the primary key (as text), one typed column per field —
-//! `text`, `bigint`, `numeric`, `boolean`, `timestamptz`, or `jsonb` for objects and
-//! arrays, decided by the field's first non-null value — and the bookkeeping columns
+//! `text`, `bigint`, `numeric`, `boolean`, `timestamptz`, or `jsonb` for objects or
+//! arrays (one kind per column, recorded in its comment), decided by the field's first
+//! non-null value — and the bookkeeping columns
 //! `_raw` (the record as received), `_synced_at`, `_source_updated_at` (the cursor field
 //! as an instant) and `_deleted_at` (set by reconciliation). The engine side lives in
 //! the `cairn` schema: the schema registry (`warehouse_tables`, `warehouse_columns`),

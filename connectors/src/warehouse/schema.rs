@@ -130,7 +130,7 @@ pub(crate) async fn load(
     )
     .bind(schema)
     .bind(stream)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await
     .map_err(WarehouseError::db(stream, "reading the schema registry"))?;
     let Some(first) = rows.first() else {
@@ -157,6 +157,9 @@ pub(crate) async fn load(
         fields.push(Field { name, column, ty });
     }
     let table = format!("{}.{}", quote_ident(schema)?, quote_ident(&table_name)?);
+    if fields.iter().any(|f| f.ty == Some(ColumnType::Jsonb)) {
+        json_kinds(conn, stream, &table, &mut fields).await?;
+    }
     Shape::new(
         version,
         table,
@@ -165,6 +168,37 @@ pub(crate) async fn load(
         fields,
     )
     .map(Some)
+}
+
+/// Refines the `jsonb` columns of `fields` to the JSON kind their column comment
+/// records (the registry keeps the SQL type only, and cannot grow without a migration).
+async fn json_kinds(
+    conn: &mut PgConnection,
+    stream: &str,
+    table: &str,
+    fields: &mut [Field],
+) -> Result<(), WarehouseError> {
+    let comments: Vec<(String, String)> = sqlx::query_as(
+        "SELECT a.attname::text, d.description
+           FROM pg_attribute a
+           JOIN pg_description d ON d.objoid = a.attrelid AND d.objsubid = a.attnum
+                                AND d.classoid = 'pg_class'::regclass
+          WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "reading column comments"))?;
+    for (column, comment) in comments {
+        let kind = ColumnType::from_comment(&comment);
+        let field = fields
+            .iter_mut()
+            .find(|f| f.column == column && f.ty == Some(ColumnType::Jsonb));
+        if let (Some(kind), Some(field)) = (kind, field) {
+            field.ty = Some(kind);
+        }
+    }
+    Ok(())
 }
 
 /// Applies `change` to the stream's shape (`current`, `None` for a new table) inside the
@@ -259,6 +293,19 @@ pub(crate) async fn change(
             .execute(&mut *conn)
             .await
             .map_err(db("adding columns"))?;
+        for (column, ty) in &added {
+            if let Some(comment) = ty.comment() {
+                // The comment is one of two constants, never vendor text.
+                let ddl = format!(
+                    "COMMENT ON COLUMN {table}.{} IS '{comment}'",
+                    quote_ident(column)?
+                );
+                sqlx::query(AssertSqlSafe(ddl))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("recording a column's JSON kind"))?;
+            }
+        }
     }
     let (names, columns, types): (Vec<&str>, Vec<&str>, Vec<Option<&str>>) = registered
         .iter()

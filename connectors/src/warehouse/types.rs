@@ -18,7 +18,12 @@ pub enum ColumnType {
     Boolean,
     /// Strings that parse as RFC 3339 timestamps.
     Timestamptz,
-    /// Objects and arrays.
+    /// Objects: a `jsonb` column that holds JSON objects only.
+    Object,
+    /// Arrays: a `jsonb` column that holds JSON arrays only.
+    Array,
+    /// A `jsonb` column of a table whose registry does not say which kind it holds (made
+    /// by hand, or before the kind was recorded): objects and arrays both fit.
     Jsonb,
 }
 
@@ -31,7 +36,35 @@ impl ColumnType {
             Self::Numeric => "numeric",
             Self::Boolean => "boolean",
             Self::Timestamptz => "timestamptz",
-            Self::Jsonb => "jsonb",
+            Self::Object | Self::Array | Self::Jsonb => "jsonb",
+        }
+    }
+
+    /// The type for messages, naming the JSON kind a `jsonb` column holds.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Object => "jsonb (objects)",
+            Self::Array => "jsonb (arrays)",
+            other => other.sql(),
+        }
+    }
+
+    /// The column comment recording which JSON kind a `jsonb` column holds (the registry
+    /// stores the SQL type only); `None` for the other types.
+    pub(crate) fn comment(self) -> Option<&'static str> {
+        match self {
+            Self::Object => Some(OBJECT_COMMENT),
+            Self::Array => Some(ARRAY_COMMENT),
+            _ => None,
+        }
+    }
+
+    /// The type a registered `jsonb` column holds, from its comment.
+    pub(crate) fn from_comment(comment: &str) -> Option<Self> {
+        match comment {
+            OBJECT_COMMENT => Some(Self::Object),
+            ARRAY_COMMENT => Some(Self::Array),
+            _ => None,
         }
     }
 
@@ -57,13 +90,15 @@ impl ColumnType {
             Value::Number(_) => Self::Numeric,
             Value::String(s) if timestamp(s).is_some() => Self::Timestamptz,
             Value::String(_) => Self::Text,
-            Value::Array(_) | Value::Object(_) => Self::Jsonb,
+            Value::Array(_) => Self::Array,
+            Value::Object(_) => Self::Object,
         })
     }
 
     /// Whether `value` can be stored in a column of this type without changing what it
     /// means. Null fits every column; an integer fits a numeric column; any string fits
-    /// a text column, but only a timestamp fits a timestamptz one.
+    /// a text column, but only a timestamp fits a timestamptz one; an object column
+    /// takes objects and an array column arrays.
     pub fn fits(self, value: &Value) -> bool {
         match (self, value) {
             (_, Value::Null) => true,
@@ -71,11 +106,15 @@ impl ColumnType {
             (Self::Bigint, Value::Number(n)) => n.is_i64(),
             (Self::Numeric, Value::Number(_)) => true,
             (Self::Timestamptz, Value::String(s)) => timestamp(s).is_some(),
+            (Self::Object, Value::Object(_)) | (Self::Array, Value::Array(_)) => true,
             (Self::Jsonb, Value::Array(_) | Value::Object(_)) => true,
             _ => false,
         }
     }
 }
+
+const OBJECT_COMMENT: &str = "cairn: holds JSON objects";
+const ARRAY_COMMENT: &str = "cairn: holds JSON arrays";
 
 impl fmt::Display for ColumnType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -151,8 +190,8 @@ mod tests {
             ),
             (json!("2026-01-02"), ColumnType::Text),
             (json!("0000-01-01T00:00:00Z"), ColumnType::Text),
-            (json!({"a": 1}), ColumnType::Jsonb),
-            (json!([1]), ColumnType::Jsonb),
+            (json!({"a": 1}), ColumnType::Object),
+            (json!([1]), ColumnType::Array),
         ];
         for (value, ty) in &cases {
             assert_eq!(ColumnType::infer(value), Some(*ty), "{value}");
@@ -167,5 +206,8 @@ mod tests {
         assert!(!ColumnType::Text.fits(&json!(42)));
         assert!(!ColumnType::Timestamptz.fits(&json!("soon")));
         assert!(!ColumnType::Jsonb.fits(&json!("x")));
+        assert!(ColumnType::Jsonb.fits(&json!([])) && ColumnType::Jsonb.fits(&json!({})));
+        assert!(!ColumnType::Object.fits(&json!([])));
+        assert!(!ColumnType::Array.fits(&json!({})));
     }
 }

@@ -142,3 +142,33 @@ async fn a_drifted_stream_on_a_new_table_still_lands_its_good_records() {
     assert_eq!((report.upserted, report.quarantined), (1, 1));
     assert_eq!(rows(&db).await.len(), 1);
 }
+
+#[tokio::test]
+async fn an_object_becoming_an_array_is_a_type_change_after_a_reload_too() {
+    let (db, wh) = setup().await;
+    let record = |id: &str, address: Value| json!({"id": id, "address": address, "updated_at": "2026-03-01T00:00:00Z"});
+    land(
+        &db,
+        &wh,
+        &contacts(),
+        &[record("1", json!({"city": "Lyon"}))],
+    )
+    .await;
+
+    // A new sink knows the column's kind from the registry, not from its own history.
+    let fresh = cairn_connectors::warehouse::Warehouse::new("warehouse").unwrap();
+    let page = [
+        record("2", json!([{"city": "Lyon"}])),
+        record("3", json!({"city": "Porto"})),
+    ];
+    let report = land(&db, &fresh, &contacts(), &page).await;
+    assert_eq!((report.upserted, report.quarantined), (1, 1));
+    assert_eq!(
+        report.alerts,
+        [r#"type change of field "address": the column is jsonb (objects), the value is array"#]
+    );
+    assert_eq!(
+        columns(&db, "contacts").await[5],
+        ("address".to_owned(), "jsonb".to_owned())
+    );
+}

@@ -80,7 +80,7 @@ pub struct DeadRun {
     pub message: Option<String>,
     /// The message of each error in the chain, outermost first.
     pub chain: Vec<String>,
-    /// The step whose failure ended the run, if a step failed.
+    /// The first step that failed for good, if one did: where a retry resumes.
     pub failed_step: Option<FailedStep>,
     /// When the run failed.
     pub failed_at: Option<DateTime<Utc>>,
@@ -236,9 +236,9 @@ struct DeadRunRow {
     completed_steps: i64,
 }
 
-/// The failed runs with their failing step: the failed step at the highest position
-/// (the one whose error ended the run; an earlier one the workflow caught is replayed
-/// as it was), and the completed checkpoints before it.
+/// The failed runs with their failing step — the first step that failed for good; a
+/// later failure may be a consequence of it (the workflow caught the error and went
+/// another way), so a retry starts there — and the completed checkpoints before it.
 const DEAD_RUNS_SQL: &str = "
     SELECT r.id, r.workflow, r.queue, r.idempotency_key, r.error, r.finished_at,
            s.position AS step_position, s.name AS step_name, s.attempts AS step_attempts,
@@ -250,7 +250,7 @@ const DEAD_RUNS_SQL: &str = "
       LEFT JOIN LATERAL (
           SELECT position, name, attempts, last_error FROM cairn.steps
            WHERE run_id = r.id AND status = 'failed'
-           ORDER BY position DESC LIMIT 1
+           ORDER BY position LIMIT 1
       ) s ON true
      WHERE r.status = 'failed' AND ($1::uuid IS NULL OR r.id = $1)
      ORDER BY r.finished_at DESC NULLS LAST, r.id DESC

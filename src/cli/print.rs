@@ -68,7 +68,7 @@ pub(crate) fn run_detail(run: &RunDetail) {
     if let Some(owner) = &run.lease_owner {
         println!("worker    {owner}");
     }
-    println!("input     {}", run.input);
+    println!("input     {}", truncate(&run.input.to_string(), 160));
     if let Some(progress) = &run.progress {
         println!("progress  {progress}");
     }

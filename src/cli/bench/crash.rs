@@ -31,6 +31,10 @@ pub(crate) struct CrashArgs {
     /// The workers' lease in seconds: how long a killed worker's run stays claimed.
     #[arg(long, default_value_t = 2.0)]
     lease: f64,
+    /// The vendor's latency per request in milliseconds, like a remote API's, so kills
+    /// land mid-fetch as well as mid-landing.
+    #[arg(long, default_value_t = 3)]
+    latency_ms: u64,
     /// Pages a worker lands before it is killed.
     #[arg(long, default_value_t = 3)]
     pages_between_kills: u64,
@@ -44,11 +48,15 @@ impl CrashArgs {
         at_least("--records", self.records as u64, 1)?;
         at_least("--pages-between-kills", self.pages_between_kills, 1)?;
         if !(self.lease.is_finite() && self.lease >= 0.5) {
+            // Shorter, and a replacement worker could fetch before the kill is settled.
             return Err(Failure::usage("--lease must be at least 0.5 seconds"));
         }
         at_least("--timeout", self.timeout, 1)
     }
 }
+
+/// How long a kill takes to settle at the vendor: longer than its latency.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// A `cairn worker` child process, SIGKILLed when dropped.
 struct WorkerProcess(Child);
@@ -159,8 +167,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         SandboxConfig {
             records_per_stream: args.records,
             seed: 11,
-            // A remote API's latency, so kills land mid-fetch as well as mid-landing.
-            latency: Duration::from_millis(3),
+            latency: Duration::from_millis(args.latency_ms),
             ..SandboxConfig::default()
         },
     )
@@ -201,10 +208,13 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         tokio::time::sleep(Duration::from_millis(u64::from(kill) * 37 % 100)).await;
         worker.kill();
         let killed_at = Instant::now();
+        worker = WorkerProcess::spawn(db, args.lease)?;
+        // A request the dead worker sent is still being answered (and counted) by the
+        // vendor for a moment; the new worker cannot fetch before the lease expires.
+        tokio::time::sleep(SETTLE).await;
         let at_kill = mark(db, &sandbox, run).await?;
         in_flight_at_kill +=
             (at_kill.served - last.served).saturating_sub(at_kill.fetched - last.fetched);
-        worker = WorkerProcess::spawn(db, args.lease)?;
         match landed_beyond(db, &sandbox, &client, run, at_kill.landed, timeout).await? {
             Some(at) => resumes.push((at - killed_at).as_secs_f64()),
             None => break,
@@ -231,7 +241,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         .set("lease_secs", args.lease)
         .set("pages_between_kills", args.pages_between_kills)
         .set("workflow", BACKFILL)
-        .set("vendor_latency_ms", 3)
+        .set("vendor_latency_ms", args.latency_ms)
         .set("worker", "cairn worker child processes, SIGKILLed");
     let mut figures = Named::default();
     figures

@@ -1,0 +1,133 @@
+//! `cairn bench`: every scenario runs through the binary in a tiny configuration and
+//! prints one JSON document with its conditions, figures, baseline, `ratio` and targets.
+
+mod support;
+
+use serde_json::Value;
+
+/// The server the benches create their own databases on.
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "these tests need PostgreSQL: set DATABASE_URL, for example \
+             DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \
+             (the user must be allowed to CREATE DATABASE)"
+        )
+    })
+}
+
+/// Runs `cairn bench <args> --json` and returns its document, checked for shape.
+fn bench(args: &[&str]) -> Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let out = support::run(&database_url(), &all);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "cairn {all:?}: {stderr}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+        panic!(
+            "cairn {all:?} printed no single JSON document ({err}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(doc["scenario"], args[0]);
+    let conditions = doc["conditions"].as_object().expect("conditions object");
+    assert!(!conditions.is_empty(), "no conditions: {doc}");
+    let figures = doc["figures"].as_object().expect("figures object");
+    assert!(!figures.is_empty(), "no figures: {doc}");
+    for (name, figure) in figures {
+        assert!(
+            figure["value"].is_f64() || figure["value"].is_u64(),
+            "{name}: {figure}"
+        );
+        assert!(figure["unit"].is_string(), "{name}: {figure}");
+    }
+    assert!(doc["ratio"].is_number(), "no ratio: {doc}");
+    assert!(doc["baseline"]["value"].is_number(), "no baseline: {doc}");
+    assert!(
+        doc["baseline"]["name"].is_string(),
+        "no baseline name: {doc}"
+    );
+    let targets = doc["targets"].as_array().expect("targets array");
+    assert!(!targets.is_empty(), "no targets: {doc}");
+    for target in targets {
+        assert!(target["met"].is_boolean(), "{target}");
+        assert!(target["actual"].is_number(), "{target}");
+    }
+    assert!(doc["machine"]["cpus"].as_u64().unwrap_or(0) >= 1, "{doc}");
+    doc
+}
+
+fn figure(doc: &Value, name: &str) -> f64 {
+    doc["figures"][name]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no figure {name}: {doc}"))
+}
+
+#[test]
+fn steps_reports_overhead_against_bare_commits() {
+    let doc = bench(&["steps", "--steps", "20"]);
+    assert!(figure(&doc, "plain_steps_per_sec") > 0.0);
+    assert!(figure(&doc, "bare_insert_commit_p50") > 0.0);
+    assert!(figure(&doc, "transactional_overhead_p99") > 0.0);
+}
+
+#[test]
+fn throughput_completes_every_workflow() {
+    let doc = bench(&["throughput", "--runs", "40", "--concurrency", "8"]);
+    assert_eq!(doc["conditions"]["workflows"], 40);
+    assert!(figure(&doc, "workflows_per_sec") > 0.0);
+    assert!(figure(&doc, "start_to_end_p99") >= figure(&doc, "start_to_end_p50"));
+}
+
+#[test]
+fn sync_lands_every_record_and_the_incremental_run_reads_the_updates() {
+    let doc = bench(&["sync", "--records", "500", "--updates", "20"]);
+    assert_eq!(figure(&doc, "warehouse_equals_vendor"), 1.0);
+    assert_eq!(
+        figure(&doc, "full_sync_requests"),
+        5.0,
+        "500 records, pages of 100"
+    );
+    assert!(figure(&doc, "incremental_records") >= 20.0);
+    assert!(figure(&doc, "peak_rss") > 0.0);
+}
+
+#[test]
+fn ratelimit_reports_the_share_of_the_limit_and_429s() {
+    let doc = bench(&["ratelimit", "--records", "200", "--rate", "50"]);
+    assert_eq!(figure(&doc, "warehouse_equals_vendor"), 1.0);
+    assert_eq!(figure(&doc, "one_sync_records"), 200.0);
+    assert_eq!(figure(&doc, "two_syncs_records"), 400.0);
+    assert!(figure(&doc, "one_sync_429_share") >= 0.0);
+}
+
+#[test]
+fn crash_resumes_after_each_kill_and_ends_equal_to_the_vendor() {
+    let doc = bench(&[
+        "crash",
+        "--records",
+        "5000",
+        "--latency-ms",
+        "20",
+        "--kills",
+        "2",
+        "--lease",
+        "1",
+        "--pages-between-kills",
+        "2",
+    ]);
+    assert_eq!(figure(&doc, "warehouse_equals_vendor"), 1.0);
+    assert_eq!(figure(&doc, "fetched_again_after_checkpoint"), 0.0);
+    assert_eq!(doc["conditions"]["kills_done"], 2);
+    assert!(figure(&doc, "resume_max") > 0.0);
+}
+
+#[test]
+fn bad_options_are_usage_errors() {
+    let out = support::run(&database_url(), &["bench", "steps", "--steps", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--steps must be at least 2"));
+    let out = support::run(&database_url(), &["bench", "nosuch"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,10 +1,13 @@
 //! Schedules across real processes: three `cairn worker` processes each run the
-//! scheduler, and a per-second schedule still starts exactly one run per fire time.
+//! scheduler, and a per-second schedule still starts exactly one run per fire time;
+//! `cairn schedule sync` keeps a stream synced with the sandbox vendor unattended.
 
 mod support;
 
 use std::time::Duration;
 
+use cairn::connectors::sandbox::{Sandbox, SandboxConfig, Stream};
+use cairn::connectors::warehouse::Warehouse;
 use cairn_testkit::TestDb;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -144,4 +147,89 @@ fn schedule_input_errors_exit_2_naming_the_bad_part() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown workflow `nope`"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_schedule_keeps_a_stream_synced_unattended() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            records_per_stream: 300,
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let added = run(
+        &url,
+        &[
+            "schedule",
+            "sync",
+            "examples/sources/sandbox-stripe.toml",
+            "--stream",
+            "contacts",
+            "--every",
+            "*/2 * * * * *",
+            "--reconcile-every",
+            "0 3 * * *",
+            "--base-url",
+            sandbox.base_url(),
+            "--json",
+        ],
+    );
+    assert_eq!(added.status.code(), Some(0), "{}", stderr(&added));
+    let added: Value = serde_json::from_slice(&added.stdout).unwrap();
+    let names: Vec<&str> = added
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "sync:sandbox-stripe:contacts:incremental",
+            "sync:sandbox-stripe:contacts:reconcile"
+        ]
+    );
+
+    let worker = WorkerProcess::spawn(&url, &[]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let completed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM cairn.runs WHERE workflow = 'sync.incremental'
+                AND status = 'completed' AND idempotency_key LIKE 'schedule:sync:%'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if completed >= 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no two scheduled incremental syncs completed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let paused = run(
+        &url,
+        &[
+            "schedule",
+            "pause",
+            "sync:sandbox-stripe:contacts:incremental",
+        ],
+    );
+    assert_eq!(paused.status.code(), Some(0), "{}", stderr(&paused));
+    let mut conn = db.pool().acquire().await.unwrap();
+    let landed = Warehouse::new("warehouse")
+        .unwrap()
+        .checksum(&mut conn, "contacts")
+        .await
+        .unwrap();
+    assert_eq!(landed, sandbox.vendor().checksum(Stream::Contacts));
+    assert_eq!(worker.terminate(), Some(0));
+    sandbox.shutdown().await;
 }

@@ -4,10 +4,12 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use cairn_connectors::rest::RestConfig;
 use cairn_runner::Registry;
 use cairn_runner::schedule::{
     CatchUp, CronError, Overlap, Schedule, ScheduleError, ScheduleSpec, Schedules,
 };
+use cairn_workflows::sync::{SyncCadence, sync_schedules};
 use chrono::SecondsFormat;
 use clap::Subcommand;
 use serde_json::Value;
@@ -47,6 +49,31 @@ pub(crate) enum ScheduleCommand {
         /// Redefine a schedule of the same name instead of refusing.
         #[arg(long)]
         replace: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sync a source's streams unattended: one incremental schedule per stream at
+    /// --every and, with --reconcile-every, a slower delete reconciliation. Running it
+    /// again redefines them (names: sync:<source>:<stream>:<mode>).
+    Sync {
+        /// The source's TOML file.
+        source: std::path::PathBuf,
+        /// When incremental syncs run, e.g. "*/15 * * * *".
+        #[arg(long)]
+        every: String,
+        /// When delete reconciliation runs, e.g. "0 3 * * *" (default: never).
+        #[arg(long)]
+        reconcile_every: Option<String>,
+        /// The IANA time zone both expressions are read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Only this stream (default: every stream of the source).
+        #[arg(long)]
+        stream: Option<String>,
+        /// Use this base URL instead of the file's.
+        #[arg(long)]
+        base_url: Option<String>,
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
@@ -150,6 +177,48 @@ pub(crate) async fn run(
                 );
             }
         }
+        ScheduleCommand::Sync {
+            source,
+            every,
+            reconcile_every,
+            timezone,
+            stream,
+            base_url,
+            json,
+        } => {
+            let cadence =
+                SyncCadence::new(&every, reconcile_every.as_deref(), &timezone).map_err(|err| {
+                    let flag = match &err {
+                        ScheduleError::Cron(CronError::TimeZone(_)) => "--timezone",
+                        _ => "--every/--reconcile-every",
+                    };
+                    Failure::usage(format!("{flag}: {err}"))
+                })?;
+            let inputs = super::sync::inputs(&source, stream.as_deref(), base_url.as_deref())?;
+            let name = RestConfig::from_file(&source)
+                .map_err(|err| Failure::usage(super::describe(&err)))?
+                .name()
+                .to_owned();
+            let specs = sync_schedules(&name, &inputs, &cadence)?;
+            let schedules = Schedules::new(connect(url, 2).await?);
+            let mut added = Vec::with_capacity(specs.len());
+            for spec in &specs {
+                added.push(schedules.add(spec, true).await?);
+            }
+            if json {
+                print::json(&added)?;
+            } else {
+                for schedule in &added {
+                    println!(
+                        "schedule {} ({} {}): next fire {}",
+                        schedule.name,
+                        schedule.cron,
+                        schedule.timezone,
+                        next(schedule)
+                    );
+                }
+            }
+        }
         ScheduleCommand::List { json } => {
             let schedules = Schedules::new(connect(url, 2).await?).list().await?;
             if json {
@@ -200,8 +269,14 @@ fn list(schedules: &[Schedule]) {
         );
         return;
     }
+    let width = schedules
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     println!(
-        "{:<24}  {:<18}  {:<12}  {:<20}  {:<7}  {:<6}  {:<8}  {:<20}  {:>6}  {:>7}",
+        "{:<width$}  {:<18}  {:<13}  {:<18}  {:<6}  {:<7}  {:<8}  {:<20}  {:>6}  {:>7}",
         "NAME",
         "CRON",
         "ZONE",
@@ -215,7 +290,7 @@ fn list(schedules: &[Schedule]) {
     );
     for s in schedules {
         println!(
-            "{:<24}  {:<18}  {:<12}  {:<20}  {:<7}  {:<6}  {:<8}  {:<20}  {:>6}  {:>7}",
+            "{:<width$}  {:<18}  {:<13}  {:<18}  {:<6}  {:<7}  {:<8}  {:<20}  {:>6}  {:>7}",
             s.name,
             s.cron,
             s.timezone,

@@ -7,6 +7,8 @@
 //!   same upsert (an older version never overwrites a newer one).
 //! - [`reconcile`]: fetch the vendor's whole id set and mark rows absent from it
 //!   deleted, refusing when the set looks incomplete.
+//! - [`sync_schedules`]: cron schedules running each stream's incremental sync on a
+//!   cadence and its reconciliation on a slower one.
 //!
 //! Every fetch is a checkpointed step, so a page fetched before a crash is never
 //! fetched again; every landing is a transactional step, so it takes effect once.
@@ -17,6 +19,7 @@
 mod backfill;
 mod incremental;
 mod reconcile;
+mod schedule;
 mod state;
 
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use backfill::backfill;
 pub use incremental::incremental;
 pub use reconcile::reconcile;
+pub use schedule::{SyncCadence, schedule_name, sync_schedules};
 
 /// The registered name of the incremental sync.
 pub const INCREMENTAL: &str = "sync.incremental";

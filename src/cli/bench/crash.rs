@@ -106,6 +106,21 @@ struct Mark {
     served: u64,
 }
 
+/// Pages the run has landed, from the progress its landing steps report.
+async fn landed(db: &BenchDb, run: RunId) -> Result<u64, Failure> {
+    let progress: Option<Value> =
+        sqlx::query_scalar("SELECT progress FROM cairn.runs WHERE id = $1")
+            .bind(run)
+            .fetch_one(db.pool())
+            .await
+            .map_err(db_failure("crash"))?;
+    Ok(progress
+        .and_then(|p| p.get("pages").and_then(Value::as_u64))
+        .unwrap_or(0))
+}
+
+/// What the run had done, and the vendor served, now. Costly (the vendor's stats carry
+/// checksums), so only taken at kills.
 async fn mark(db: &BenchDb, sandbox: &SandboxHandle, run: RunId) -> Result<Mark, Failure> {
     let (progress, fetched): (Option<Value>, i64) = sqlx::query_as(
         "SELECT progress,
@@ -129,7 +144,6 @@ async fn mark(db: &BenchDb, sandbox: &SandboxHandle, run: RunId) -> Result<Mark,
 /// Waits until the run has landed more than `pages` pages or ended; returns when.
 async fn landed_beyond(
     db: &BenchDb,
-    sandbox: &SandboxHandle,
     client: &Client,
     run: RunId,
     pages: u64,
@@ -137,7 +151,7 @@ async fn landed_beyond(
 ) -> Result<Option<Instant>, Failure> {
     let deadline = Instant::now() + timeout;
     loop {
-        if mark(db, sandbox, run).await?.landed > pages {
+        if landed(db, run).await? > pages {
             return Ok(Some(Instant::now()));
         }
         let status = client
@@ -187,7 +201,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
     eprintln!("bench crash: {} kills, lease {} s", args.kills, args.lease);
     let spawned = Instant::now();
     let mut worker = WorkerProcess::spawn(db, args.lease)?;
-    let cold_start = match landed_beyond(db, &sandbox, &client, run, 0, timeout).await? {
+    let cold_start = match landed_beyond(db, &client, run, 0, timeout).await? {
         Some(at) => (at - spawned).as_secs_f64(),
         None => 0.0,
     };
@@ -198,7 +212,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
     let mut last = mark(db, &sandbox, run).await?;
     for kill in 0..args.kills {
         let target = last.landed + args.pages_between_kills;
-        if landed_beyond(db, &sandbox, &client, run, target - 1, timeout)
+        if landed_beyond(db, &client, run, target - 1, timeout)
             .await?
             .is_none()
         {
@@ -215,8 +229,16 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         let at_kill = mark(db, &sandbox, run).await?;
         in_flight_at_kill +=
             (at_kill.served - last.served).saturating_sub(at_kill.fetched - last.fetched);
-        match landed_beyond(db, &sandbox, &client, run, at_kill.landed, timeout).await? {
-            Some(at) => resumes.push((at - killed_at).as_secs_f64()),
+        match landed_beyond(db, &client, run, at_kill.landed, timeout).await? {
+            Some(at) => {
+                let resumed = (at - killed_at).as_secs_f64();
+                eprintln!(
+                    "bench crash: kill {} at page {}: progress again after {resumed:.2} s",
+                    kill + 1,
+                    at_kill.landed
+                );
+                resumes.push(resumed);
+            }
             None => break,
         }
         last = at_kill;

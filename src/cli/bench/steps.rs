@@ -98,7 +98,8 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
         .set("worker_concurrency", 1)
         .set(
             "overhead",
-            "gap between consecutive checkpoints as stamped by the server",
+            "gap between consecutive checkpoints as stamped by the server, minus the \
+             step closure's own time",
         );
     let mut figures = Named::default();
     figures
@@ -170,20 +171,26 @@ async fn chain(
         .await
         .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
     completed(client, what, started.run_id, timeout).await?;
-    let stamps = finish_times(client, started.run_id).await?;
-    let gaps_ms: Vec<f64> = stamps.windows(2).map(|w| (w[1] - w[0]) * 1000.0).collect();
-    let span = stamps.last().copied().unwrap_or(0.0) - stamps.first().copied().unwrap_or(0.0);
+    let steps = checkpoints(client, started.run_id).await?;
+    // The closure's own time (a timer tick, even for zero work) is the step's work, not
+    // the engine's overhead.
+    let gaps_ms: Vec<f64> = steps
+        .windows(2)
+        .map(|w| (w[1].0 - w[0].0) * 1000.0 - w[1].1)
+        .collect();
+    let span = steps.last().map_or(0.0, |s| s.0) - steps.first().map_or(0.0, |s| s.0);
     Ok(Chain {
         steps_per_sec: share(gaps_ms.len() as f64, span),
         gaps_ms,
     })
 }
 
-/// When each checkpoint of `run` was written, in seconds since the epoch, by position.
-async fn finish_times(client: &Client, run: RunId) -> Result<Vec<f64>, Failure> {
-    sqlx::query_scalar(
-        "SELECT extract(epoch FROM finished_at)::float8 FROM cairn.steps
-          WHERE run_id = $1 ORDER BY position",
+/// When each checkpoint of `run` was written (seconds since the epoch) and how long its
+/// closure ran (ms), by position.
+async fn checkpoints(client: &Client, run: RunId) -> Result<Vec<(f64, f64)>, Failure> {
+    sqlx::query_as(
+        "SELECT extract(epoch FROM finished_at)::float8, coalesce(duration_ms, 0)
+           FROM cairn.steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(run)
     .fetch_all(client.store().pool())

@@ -132,6 +132,7 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
     let full = completed(&client, what, started.run_id, timeout).await?;
     let (_, peak) = rss_mb();
+    let breakdown = breakdown(db, &full).await?;
     let full_requests = served(&sandbox) - served_before;
 
     sandbox
@@ -183,6 +184,14 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         .add("peak_rss", peak, "MB")
         .add("rss_before_sync", rss_before, "MB")
         .add("sync_peak_rss_growth", sync_peak, "MB")
+        .add("fetch_step_mean", breakdown.fetch_ms, "ms/page")
+        .add("land_step_mean", breakdown.land_ms, "ms/page")
+        .add("page_cycle_mean", breakdown.cycle_ms, "ms/page")
+        .add(
+            "checkpointed_fetch_output",
+            breakdown.fetch_output_kb,
+            "kB/page",
+        )
         .add("incremental_sync", run_secs(&incremental), "s")
         .add("incremental_records", run_records(&incremental), "records")
         .add(
@@ -259,4 +268,46 @@ async fn serving_rate(input: &SyncInput, timeout: Duration) -> Result<(f64, u64)
         share(traversal.fetched() as f64, started.elapsed().as_secs_f64()),
         traversal.pages(),
     ))
+}
+
+/// Where a sync's time per page goes, from its checkpoints.
+struct Breakdown {
+    /// The fetch step's closure: the HTTP request and parsing.
+    fetch_ms: f64,
+    /// The landing transaction's closure and checkpoint.
+    land_ms: f64,
+    /// From one landing to the next, everything included.
+    cycle_ms: f64,
+    /// The size of a fetch step's stored output (the page itself).
+    fetch_output_kb: f64,
+}
+
+async fn breakdown(db: &BenchDb, run: &RunDetail) -> Result<Breakdown, Failure> {
+    let (fetch_ms, land_ms, fetch_output_kb, first, last, pages): (
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        i64,
+    ) = sqlx::query_as(
+        "SELECT coalesce(avg(duration_ms) FILTER (WHERE name LIKE 'fetch page %'), 0),
+                coalesce(avg(duration_ms) FILTER (WHERE name LIKE 'land page %'), 0),
+                coalesce(avg(pg_column_size(output)) FILTER (WHERE name LIKE 'fetch page %'), 0)
+                    / 1024.0,
+                coalesce(extract(epoch FROM min(finished_at) FILTER (WHERE name LIKE 'land page %')), 0),
+                coalesce(extract(epoch FROM max(finished_at) FILTER (WHERE name LIKE 'land page %')), 0),
+                count(*) FILTER (WHERE name LIKE 'land page %')
+           FROM cairn.steps WHERE run_id = $1",
+    )
+    .bind(run.summary.id)
+    .fetch_one(db.pool())
+    .await
+    .map_err(db_failure("sync"))?;
+    Ok(Breakdown {
+        fetch_ms,
+        land_ms,
+        cycle_ms: share((last - first) * 1000.0, (pages - 1).max(0) as f64),
+        fetch_output_kb,
+    })
 }

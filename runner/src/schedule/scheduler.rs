@@ -161,7 +161,7 @@ impl Scheduler {
         for fire in plan.fire {
             if schedule.overlap == Overlap::Skip
                 && let Some(previous) = last_run
-                && !self.store.status(previous).await?.is_terminal()
+                && self.still_going(previous).await?
             {
                 debug!(schedule = %schedule.name, %fire, %previous, "previous run still going; skipping");
                 skipped += 1;
@@ -202,6 +202,16 @@ impl Scheduler {
         .await
         .map_err(EngineError::db)?;
         Ok(())
+    }
+
+    /// Whether a schedule's previous run has yet to end (a run that no longer exists
+    /// has).
+    async fn still_going(&self, run: RunId) -> Result<bool, EngineError> {
+        match self.store.status(run).await {
+            Ok(status) => Ok(!status.is_terminal()),
+            Err(EngineError::RunNotFound(_)) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Ticks until `shutdown` completes, sleeping until the next fire time (at most the

@@ -56,28 +56,7 @@ pub(crate) enum ScheduleCommand {
     /// Sync a source's streams unattended: one incremental schedule per stream at
     /// --every and, with --reconcile-every, a slower delete reconciliation. Running it
     /// again redefines them (names: sync:<source>:<stream>:<mode>).
-    Sync {
-        /// The source's TOML file.
-        source: std::path::PathBuf,
-        /// When incremental syncs run, e.g. "*/15 * * * *".
-        #[arg(long)]
-        every: String,
-        /// When delete reconciliation runs, e.g. "0 3 * * *" (default: never).
-        #[arg(long)]
-        reconcile_every: Option<String>,
-        /// The IANA time zone both expressions are read in.
-        #[arg(long, default_value = "UTC")]
-        timezone: String,
-        /// Only this stream (default: every stream of the source).
-        #[arg(long)]
-        stream: Option<String>,
-        /// Use this base URL instead of the file's.
-        #[arg(long)]
-        base_url: Option<String>,
-        /// Print one JSON document.
-        #[arg(long)]
-        json: bool,
-    },
+    Sync(SyncScheduleArgs),
     /// Every schedule with its next and last fire times.
     List {
         /// Print one JSON document.
@@ -177,48 +156,7 @@ pub(crate) async fn run(
                 );
             }
         }
-        ScheduleCommand::Sync {
-            source,
-            every,
-            reconcile_every,
-            timezone,
-            stream,
-            base_url,
-            json,
-        } => {
-            let cadence =
-                SyncCadence::new(&every, reconcile_every.as_deref(), &timezone).map_err(|err| {
-                    let flag = match &err {
-                        ScheduleError::Cron(CronError::TimeZone(_)) => "--timezone",
-                        _ => "--every/--reconcile-every",
-                    };
-                    Failure::usage(format!("{flag}: {err}"))
-                })?;
-            let inputs = super::sync::inputs(&source, stream.as_deref(), base_url.as_deref())?;
-            let name = RestConfig::from_file(&source)
-                .map_err(|err| Failure::usage(super::describe(&err)))?
-                .name()
-                .to_owned();
-            let specs = sync_schedules(&name, &inputs, &cadence)?;
-            let schedules = Schedules::new(connect(url, 2).await?);
-            let mut added = Vec::with_capacity(specs.len());
-            for spec in &specs {
-                added.push(schedules.add(spec, true).await?);
-            }
-            if json {
-                print::json(&added)?;
-            } else {
-                for schedule in &added {
-                    println!(
-                        "schedule {} ({} {}): next fire {}",
-                        schedule.name,
-                        schedule.cron,
-                        schedule.timezone,
-                        next(schedule)
-                    );
-                }
-            }
-        }
+        ScheduleCommand::Sync(args) => return sync(url, args).await,
         ScheduleCommand::List { json } => {
             let schedules = Schedules::new(connect(url, 2).await?).list().await?;
             if json {
@@ -250,6 +188,78 @@ pub(crate) async fn run(
             } else {
                 println!("schedule {name} removed");
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The arguments of `cairn schedule sync`: a source's streams synced on a cadence.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncScheduleArgs {
+    /// The source's TOML file.
+    pub(crate) source: std::path::PathBuf,
+    /// When incremental syncs run, e.g. "*/15 * * * *".
+    #[arg(long)]
+    pub(crate) every: String,
+    /// When delete reconciliation runs, e.g. "0 3 * * *" (default: never).
+    #[arg(long)]
+    pub(crate) reconcile_every: Option<String>,
+    /// The IANA time zone both expressions are read in.
+    #[arg(long, default_value = "UTC")]
+    pub(crate) timezone: String,
+    /// Only this stream (default: every stream of the source).
+    #[arg(long)]
+    pub(crate) stream: Option<String>,
+    /// Use this base URL instead of the file's.
+    #[arg(long)]
+    pub(crate) base_url: Option<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Defines (or redefines) the schedules syncing each selected stream: incremental at
+/// `--every`, reconcile at `--reconcile-every`.
+pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
+    let SyncScheduleArgs {
+        source,
+        every,
+        reconcile_every,
+        timezone,
+        stream,
+        base_url,
+        json,
+    } = args;
+    let cadence =
+        SyncCadence::new(&every, reconcile_every.as_deref(), &timezone).map_err(|err| {
+            let flag = match &err {
+                ScheduleError::Cron(CronError::TimeZone(_)) => "--timezone",
+                _ => "--every/--reconcile-every",
+            };
+            Failure::usage(format!("{flag}: {err}"))
+        })?;
+    let inputs = super::sync::inputs(&source, stream.as_deref(), base_url.as_deref())?;
+    let name = RestConfig::from_file(&source)
+        .map_err(|err| Failure::usage(super::describe(&err)))?
+        .name()
+        .to_owned();
+    let specs = sync_schedules(&name, &inputs, &cadence)?;
+    let schedules = Schedules::new(connect(url, 2).await?);
+    let mut added = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        added.push(schedules.add(spec, true).await?);
+    }
+    if json {
+        print::json(&added)?;
+    } else {
+        for schedule in &added {
+            println!(
+                "schedule {} ({} {}): next fire {}",
+                schedule.name,
+                schedule.cron,
+                schedule.timezone,
+                next(schedule)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -104,6 +104,21 @@ async fn a_poison_record_is_dead_lettered_alone_and_lands_once_corrected() {
     assert_eq!(list["records"], json!([]));
     let gone = run(&url, &["dlq", "retry", &id]);
     assert_eq!(gone.status.code(), Some(2), "{}", stderr(&gone));
+
+    // A record that cannot be saved is dismissed.
+    let page = [json!({"id": "5", "age": [1, 2], "name": "Alan"})];
+    let mut tx = db.pool().begin().await.unwrap();
+    warehouse
+        .upsert_page(&mut tx, &contacts, &page, Utc::now())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let list = json_out(&url, &["dlq", "list", "--json"]);
+    let id = format!("record:{}", list["records"][0]["id"]);
+    let dismissed = json_out(&url, &["dlq", "dismiss", &id, "--json"]);
+    assert_eq!(dismissed["dismissed"], id);
+    let list = json_out(&url, &["dlq", "list", "--json"]);
+    assert_eq!(list["records"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

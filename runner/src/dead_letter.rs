@@ -13,6 +13,8 @@
 //!   `cairn.quarantine` by the warehouse sink while the rest of its page landed. They
 //!   are retried by re-applying the record through the sink (see `cairn dlq retry`),
 //!   after which [`DeadLetters::remove_record`] drops the entry.
+//!
+//! An entry handled another way is taken off the list with [`DeadLetters::dismiss`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -252,7 +254,8 @@ const DEAD_RUNS_SQL: &str = "
            WHERE run_id = r.id AND status = 'failed'
            ORDER BY position LIMIT 1
       ) s ON true
-     WHERE r.status = 'failed' AND ($1::uuid IS NULL OR r.id = $1)
+     WHERE r.status = 'failed'
+       AND (($1::uuid IS NULL AND r.dead_letter_dismissed_at IS NULL) OR r.id = $1)
      ORDER BY r.finished_at DESC NULLS LAST, r.id DESC
      LIMIT $2";
 
@@ -345,6 +348,34 @@ impl DeadLetters {
         Ok(())
     }
 
+    /// Takes an entry off the list without retrying it: a quarantined record is
+    /// deleted; a failed run stays failed (and in `cairn runs list`) but is no longer
+    /// listed as a dead letter. For what an operator has handled another way.
+    pub async fn dismiss(&self, id: DeadLetterId) -> Result<(), DeadLetterError> {
+        let done = match id {
+            DeadLetterId::Run(run) => sqlx::query(
+                "UPDATE cairn.runs SET dead_letter_dismissed_at = now()
+                  WHERE id = $1 AND status = 'failed'",
+            )
+            .bind(run)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?,
+            DeadLetterId::Record(n) => sqlx::query("DELETE FROM cairn.quarantine WHERE id = $1")
+                .bind(n)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?,
+        };
+        if done.rows_affected() == 0 {
+            return Err(match id {
+                DeadLetterId::Run(run) => DeadLetterError::NotDead(run),
+                DeadLetterId::Record(n) => DeadLetterError::NoRecord(n),
+            });
+        }
+        Ok(())
+    }
+
     /// Puts a failed run back in its queue so it resumes from the step that failed.
     ///
     /// In one transaction: the failing step's row and every later one are removed (a
@@ -382,7 +413,8 @@ impl DeadLetters {
             "UPDATE cairn.runs
                 SET status = 'pending', wake_at = now(), error = NULL, output = NULL,
                     finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                    cancel_requested = false, updated_at = now()
+                    cancel_requested = false, dead_letter_dismissed_at = NULL,
+                    updated_at = now()
               WHERE id = $1",
         )
         .bind(id)

@@ -191,8 +191,13 @@ async fn retry_resumes_from_the_failed_step_keeping_earlier_checkpoints() {
     assert!(run.steps.iter().all(|s| s.status == StepStatus::Completed));
     assert!(dead.list(10).await.unwrap().runs.is_empty());
 
-    // A run that is not dead cannot be retried.
+    // A run that is not dead cannot be retried or dismissed.
     let err = dead.retry(started.run_id).await.unwrap_err();
+    assert!(matches!(err, DeadLetterError::NotDead(_)), "{err}");
+    let err = dead
+        .dismiss(DeadLetterId::Run(started.run_id))
+        .await
+        .unwrap_err();
     assert!(matches!(err, DeadLetterError::NotDead(_)), "{err}");
     worker.shutdown().await;
 }
@@ -258,4 +263,37 @@ async fn dead_letter_ids_parse_and_unknown_ones_are_refused() {
     ));
     let list = dead.list(10).await.unwrap();
     assert!(list.runs.is_empty() && list.records.is_empty());
+}
+
+#[tokio::test]
+async fn a_dismissed_run_leaves_the_list_until_a_retry_fails_again() {
+    let db = TestDb::new().await;
+    let world = World::default();
+    let registry = registry(&world);
+    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let client = Client::new(db.pool().clone());
+    let dead = DeadLetters::new(db.pool().clone());
+    let started = client
+        .start("pipeline", &json!({}), &StartOptions::default())
+        .await
+        .unwrap();
+    finished(&client, started.run_id).await;
+    assert_eq!(dead.list(10).await.unwrap().runs.len(), 1);
+
+    dead.dismiss(DeadLetterId::Run(started.run_id))
+        .await
+        .unwrap();
+    assert!(dead.list(10).await.unwrap().runs.is_empty());
+    assert_eq!(
+        client.show(started.run_id).await.unwrap().summary.status,
+        RunStatus::Failed,
+        "a dismissed run stays failed"
+    );
+    // Still shown and retried by id; failing again puts it back on the list.
+    assert!(dead.run(started.run_id).await.is_ok());
+    dead.retry(started.run_id).await.unwrap();
+    let run = finished(&client, started.run_id).await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    assert_eq!(dead.list(10).await.unwrap().runs.len(), 1);
+    worker.shutdown().await;
 }

@@ -56,6 +56,15 @@ pub(crate) enum DlqCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Take an entry off the list without retrying it (handled another way): a record
+    /// is deleted; a run stays failed but is no longer listed.
+    Dismiss {
+        /// A run id, or record:<n>.
+        id: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl From<DeadLetterError> for Failure {
@@ -111,6 +120,15 @@ pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
                         show_record(&record);
                     }
                 }
+            }
+        }
+        DlqCommand::Dismiss { id, json } => {
+            let id = DeadLetterId::from_str(&id)?;
+            DeadLetters::new(connect(url, 2).await?).dismiss(id).await?;
+            if json {
+                print::json(&serde_json::json!({ "dismissed": id.to_string() }))?;
+            } else {
+                println!("{id} dismissed from the dead-letter list");
             }
         }
         DlqCommand::Retry {

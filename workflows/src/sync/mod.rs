@@ -27,7 +27,7 @@ use std::sync::Arc;
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_connectors::rest::{RestConfig, RestSource};
 use cairn_connectors::source::{Page, Source, StreamInfo};
-use cairn_connectors::warehouse::{StreamSpec, Warehouse};
+use cairn_connectors::warehouse::{PageReport, StreamSpec, Warehouse};
 use cairn_runner::{Context, Error, ResultExt};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -187,78 +187,116 @@ impl Sync {
     /// Fetches every page from `start` and lands each. With a `plan` (incremental) the
     /// traversal owns the stream's watermark and moves it with its last page; a backfill
     /// passes none and leaves it alone.
+    ///
+    /// The fetch of page N + 1 overlaps the landing of page N (the next cursor is known
+    /// once page N is fetched), so the vendor and the database work at the same time.
+    /// The two steps are polled in a fixed order, so their positions are the same on
+    /// every replay.
     pub(crate) async fn traverse(
         &self,
         ctx: &Context,
         start: PageCursor,
         plan: Option<state::WatermarkPlan>,
     ) -> Result<SyncReport, Error> {
-        let advance_watermark = plan.is_some();
         let mut traversal = Traversal::new(start);
         let mut report = SyncReport {
             stream: self.stream.name.clone(),
             ..SyncReport::default()
         };
+        let Some(first) = traversal.cursor().cloned() else {
+            return Ok(report);
+        };
         let mut pending: Option<String> = None;
-        while let Some(cursor) = traversal.cursor().cloned() {
+        let mut page = self.fetch(ctx, 0, &first).await?;
+        loop {
             let number = traversal.pages();
-            let page: Page = ctx
-                .step(format!("fetch page {number}"), || async {
-                    Ok(self.source.fetch_page(&self.stream.name, &cursor).await?)
-                })
-                .await?;
             traversal
                 .advance(&page)
                 .map_err(|err| Error::permanent(err).with_category("pagination"))?;
             pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
-            let last = traversal.is_done();
-            let promote = match (&plan, last) {
+            let promote = match (&plan, traversal.is_done()) {
                 (Some(plan), true) => Some(plan.next(pending.as_deref())),
                 _ => None,
             };
-            let progress = Progress {
-                pages: traversal.pages(),
-                records: traversal.fetched(),
-                total: traversal.total(),
-                remaining: traversal
-                    .total()
-                    .map(|t| t.saturating_sub(traversal.fetched())),
+            let bookkeeping = Bookkeeping {
+                pending: plan.is_some().then(|| pending.clone()).flatten(),
+                promote: promote.clone(),
+                progress: Progress {
+                    pages: traversal.pages(),
+                    records: traversal.fetched(),
+                    total: traversal.total(),
+                    remaining: traversal
+                        .total()
+                        .map(|t| t.saturating_sub(traversal.fetched())),
+                },
             };
-            let (page, pending_now, promote, progress) = (&page, &pending, &promote, &progress);
-            let landed = ctx
-                .transaction(format!("land page {number}"), |tx| async move {
-                    let mut conn = tx.conn().await?;
-                    let landed = self
-                        .warehouse
-                        .upsert_page(&mut conn, &self.spec, &page.records, Utc::now())
-                        .await?;
-                    let watermark = if advance_watermark {
-                        pending_now.as_deref()
-                    } else {
-                        None
-                    };
-                    state::record_page(
-                        &mut conn,
-                        &self.source_name,
-                        &self.stream.name,
-                        watermark,
-                        promote.as_deref(),
-                        page.records.len() as i64,
-                    )
-                    .await?;
-                    ctx.report_progress(&mut conn, progress).await?;
-                    Ok(landed)
-                })
-                .await?;
+            let land = self.land(ctx, number, &page, &bookkeeping);
+            let (landed, next) = match traversal.cursor().cloned() {
+                Some(cursor) => {
+                    let (landed, next) = tokio::join!(land, self.fetch(ctx, number + 1, &cursor));
+                    (landed?, Some(next?))
+                }
+                None => (land.await?, None),
+            };
             report.pages += 1;
             report.records += page.records.len() as u64;
             report.upserted += landed.upserted;
             report.quarantined += landed.quarantined;
             report.columns_added.extend(landed.columns_added);
             if promote.is_some() {
-                report.watermark = promote.clone();
+                report.watermark = promote;
+            }
+            match next {
+                Some(next) => page = next,
+                None => return Ok(report),
             }
         }
-        Ok(report)
     }
+
+    /// Fetches one page as a checkpointed step: a fetched page is never fetched again.
+    async fn fetch(&self, ctx: &Context, number: u64, cursor: &PageCursor) -> Result<Page, Error> {
+        ctx.step(format!("fetch page {number}"), || async {
+            Ok(self.source.fetch_page(&self.stream.name, cursor).await?)
+        })
+        .await
+    }
+
+    /// Lands one page with its bookkeeping in one transactional step: exactly once.
+    async fn land(
+        &self,
+        ctx: &Context,
+        number: u64,
+        page: &Page,
+        bookkeeping: &Bookkeeping,
+    ) -> Result<PageReport, Error> {
+        ctx.transaction(format!("land page {number}"), |tx| async move {
+            let mut conn = tx.conn().await?;
+            let landed = self
+                .warehouse
+                .upsert_page(&mut conn, &self.spec, &page.records, Utc::now())
+                .await?;
+            state::record_page(
+                &mut conn,
+                &self.source_name,
+                &self.stream.name,
+                bookkeeping.pending.as_deref(),
+                bookkeeping.promote.as_deref(),
+                page.records.len() as i64,
+            )
+            .await?;
+            ctx.report_progress(&mut conn, &bookkeeping.progress)
+                .await?;
+            Ok(landed)
+        })
+        .await
+    }
+}
+
+/// What landing a page records besides the records.
+struct Bookkeeping {
+    /// The highest marker seen so far (incremental only).
+    pending: Option<String>,
+    /// The watermark for the next run, on the last page (incremental only).
+    promote: Option<String>,
+    progress: Progress,
 }

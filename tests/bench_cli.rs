@@ -90,7 +90,7 @@ fn sync_lands_every_record_and_the_incremental_run_reads_the_updates() {
         "500 records, pages of 100"
     );
     assert!(figure(&doc, "incremental_records") >= 20.0);
-    assert!(figure(&doc, "peak_rss") > 0.0);
+    assert!(figure(&doc, "worker_peak_rss") > 0.0);
 }
 
 #[test]

@@ -5,7 +5,6 @@
 //! wait a resume cannot avoid: the lease, plus a fresh worker's time from spawn to its
 //! first landed page, measured on the first worker.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cairn_connectors::sandbox::{SandboxConfig, SandboxHandle, Stream};
@@ -16,7 +15,7 @@ use serde_json::Value;
 
 use super::report::{Baseline, Machine, Named, Report, Target, percentile, share};
 use super::sync::{input, served, warehouse_matches};
-use super::{BenchDb, at_least, completed, db_failure, sandbox};
+use super::{BenchDb, WorkerProcess, at_least, completed, db_failure, sandbox};
 use crate::cli::Failure;
 
 /// Options of `cairn bench crash`.
@@ -57,46 +56,6 @@ impl CrashArgs {
 
 /// How long a kill takes to settle at the vendor: longer than its latency.
 const SETTLE: Duration = Duration::from_millis(100);
-
-/// A `cairn worker` child process, SIGKILLed when dropped.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn spawn(db: &BenchDb, lease: f64) -> Result<Self, Failure> {
-        let exe = std::env::current_exe().map_err(|err| {
-            Failure::failed(format!("bench crash: cannot find this executable: {err}"))
-        })?;
-        Command::new(&exe)
-            .env("DATABASE_URL", db.url())
-            .env("RUST_LOG", "error")
-            .args(["worker", "--concurrency", "2", "--poll", "0.1"])
-            .args(["--lease", &lease.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map(Self)
-            .map_err(|err| {
-                Failure::failed(format!(
-                    "bench crash: cannot spawn `{} worker`: {err}",
-                    exe.display()
-                ))
-            })
-    }
-
-    /// SIGKILL, and reap it so its connections are gone from the kernel's view.
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What the run had done at one instant.
 #[derive(Clone, Copy)]
@@ -200,7 +159,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
 
     eprintln!("bench crash: {} kills, lease {} s", args.kills, args.lease);
     let spawned = Instant::now();
-    let mut worker = WorkerProcess::spawn(db, args.lease)?;
+    let mut worker = WorkerProcess::spawn(db, 2, args.lease)?;
     let cold_start = match landed_beyond(db, &client, run, 0, timeout).await? {
         Some(at) => (at - spawned).as_secs_f64(),
         None => 0.0,
@@ -222,7 +181,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         tokio::time::sleep(Duration::from_millis(u64::from(kill) * 37 % 100)).await;
         worker.kill();
         let killed_at = Instant::now();
-        worker = WorkerProcess::spawn(db, args.lease)?;
+        worker = WorkerProcess::spawn(db, 2, args.lease)?;
         // A request the dead worker sent is still being answered (and counted) by the
         // vendor for a moment; the new worker cannot fetch before the lease expires.
         tokio::time::sleep(SETTLE).await;

@@ -13,7 +13,7 @@ mod steps;
 mod sync;
 mod throughput;
 
-use std::process::ExitCode;
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,6 +250,53 @@ impl InProcessWorker {
                 "bench: the worker panicked: {err}"
             ))),
         }
+    }
+}
+
+/// A `cairn worker` child process of this executable on the bench database, SIGKILLed
+/// when dropped.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn spawn(db: &BenchDb, concurrency: usize, lease: f64) -> Result<Self, Failure> {
+        let exe = std::env::current_exe()
+            .map_err(|err| Failure::failed(format!("bench: cannot find this executable: {err}")))?;
+        Command::new(&exe)
+            .env("DATABASE_URL", db.url())
+            .env("RUST_LOG", "error")
+            .args(["worker", "--poll", "0.1"])
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--lease", &lease.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Self)
+            .map_err(|err| {
+                Failure::failed(format!(
+                    "bench: cannot spawn `{} worker`: {err}",
+                    exe.display()
+                ))
+            })
+    }
+
+    /// The process's peak resident memory in MB (`VmHWM`), if it is still running.
+    fn peak_rss_mb(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).ok()?;
+        report::status_mb(&status, "VmHWM")
+    }
+
+    /// SIGKILL, and reap it so its connections are gone from the kernel's view.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -164,17 +164,11 @@ fn kilobytes(value: &str) -> Option<u64> {
     value.split_whitespace().next()?.parse().ok()
 }
 
-/// This process's resident memory now and at its peak, in MB (`VmRSS`, `VmHWM`).
-pub(crate) fn rss_mb() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let read = |name| field(&status, name).and_then(kilobytes).unwrap_or(0) as f64 / 1024.0;
-    (read("VmRSS"), read("VmHWM"))
-}
-
-/// Resets this process's peak resident memory to its current one, so a later `VmHWM`
-/// covers only what happened since. Returns whether the kernel allowed it.
-pub(crate) fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+/// A memory figure (`VmHWM`, `VmRSS`) of a `/proc/<pid>/status` text, in MB.
+pub(crate) fn status_mb(status: &str, name: &str) -> Option<f64> {
+    field(status, name)
+        .and_then(kilobytes)
+        .map(|kb| kb as f64 / 1024.0)
 }
 
 /// The `p`-th percentile (0–100) of `values` by nearest rank; 0 for none.

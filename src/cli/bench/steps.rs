@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use cairn_runner::{Client, RunId, StartOptions};
 use cairn_workflows::ledger::{self, LedgerInput};
 use clap::Args;
-use serde_json::json;
 
 use super::report::{Baseline, Machine, Named, Report, Target, ms, percentile, share};
 use super::{BenchDb, InProcessWorker, at_least, completed, db_failure};
@@ -43,6 +42,16 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
     let pool = db.pool();
     let timeout = Duration::from_secs(args.timeout);
     let client = Client::new(pool.clone());
+    sqlx::query("CREATE TABLE public.bench_bare (id bigint PRIMARY KEY, payload jsonb NOT NULL)")
+        .execute(pool)
+        .await
+        .map_err(db_failure(what))?;
+    let steps = i64::from(args.steps);
+    // Half the baseline before the chains and half after, so a machine that gets busier
+    // or quieter meanwhile weighs on both sides alike.
+    eprintln!("bench steps: bare INSERT commits");
+    let mut bare = bare_commits(pool, 0..steps / 2, false).await?;
+    let mut bare_tx = bare_commits(pool, steps..steps + steps / 2, true).await?;
     let worker = InProcessWorker::start(pool, 1);
     // A short warm-up opens the pool's connections and prepares the statements.
     chain(&client, 20, 0, timeout).await?;
@@ -52,37 +61,9 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
     eprintln!("bench steps: {} transactional steps", args.steps);
     let transactional = chain(&client, args.steps, 1, timeout).await?;
     worker.stop().await?;
-
-    eprintln!("bench steps: {} bare INSERT commits", args.steps);
-    sqlx::query("CREATE TABLE public.bench_bare (id bigint PRIMARY KEY, payload jsonb NOT NULL)")
-        .execute(pool)
-        .await
-        .map_err(db_failure(what))?;
-    let payload = json!(1);
-    let mut bare = Vec::with_capacity(args.steps as usize);
-    let mut bare_tx = Vec::with_capacity(args.steps as usize);
-    for id in 0..i64::from(args.steps) {
-        let started = Instant::now();
-        sqlx::query("INSERT INTO public.bench_bare (id, payload) VALUES ($1, $2)")
-            .bind(id)
-            .bind(&payload)
-            .execute(pool)
-            .await
-            .map_err(db_failure(what))?;
-        bare.push(ms(started.elapsed()));
-    }
-    for id in 0..i64::from(args.steps) {
-        let started = Instant::now();
-        let mut tx = pool.begin().await.map_err(db_failure(what))?;
-        sqlx::query("INSERT INTO public.bench_bare (id, payload) VALUES ($1, $2)")
-            .bind(-1 - id)
-            .bind(&payload)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_failure(what))?;
-        tx.commit().await.map_err(db_failure(what))?;
-        bare_tx.push(ms(started.elapsed()));
-    }
+    eprintln!("bench steps: bare INSERT commits again");
+    bare.extend(bare_commits(pool, steps / 2..steps, false).await?);
+    bare_tx.extend(bare_commits(pool, steps + steps / 2..2 * steps, true).await?);
 
     let bare_p50 = percentile(&bare, 50.0);
     let plain_p50 = percentile(&plain.gaps_ms, 50.0);
@@ -196,4 +177,35 @@ async fn checkpoints(client: &Client, run: RunId) -> Result<Vec<(f64, f64)>, Fai
     .fetch_all(client.store().pool())
     .await
     .map_err(db_failure("steps"))
+}
+
+/// Single-row INSERT commits of `ids`, each alone or in an explicit transaction; the
+/// milliseconds each took.
+async fn bare_commits(
+    pool: &sqlx::PgPool,
+    ids: std::ops::Range<i64>,
+    transaction: bool,
+) -> Result<Vec<f64>, Failure> {
+    let insert = "INSERT INTO public.bench_bare (id, payload) VALUES ($1, '1')";
+    let mut took = Vec::with_capacity(ids.clone().count());
+    for id in ids {
+        let started = Instant::now();
+        if transaction {
+            let mut tx = pool.begin().await.map_err(db_failure("steps"))?;
+            sqlx::query(insert)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_failure("steps"))?;
+            tx.commit().await.map_err(db_failure("steps"))?;
+        } else {
+            sqlx::query(insert)
+                .bind(id)
+                .execute(pool)
+                .await
+                .map_err(db_failure("steps"))?;
+        }
+        took.push(ms(started.elapsed()));
+    }
+    Ok(took)
 }

@@ -80,12 +80,24 @@ pub(crate) struct RunSettings {
     pub(crate) lease: Duration,
 }
 
+impl RunState {
+    /// The progress report no checkpoint has carried yet.
+    pub(crate) fn pending_progress(&self) -> Option<Value> {
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 pub(crate) struct RunState {
     pub(crate) lease: Lease,
     workflow: String,
     claimed_at: DateTime<Utc>,
     history: Mutex<HashMap<i32, StepRecord>>,
     next_position: AtomicI32,
+    /// A progress report for the next checkpoint to carry.
+    progress: Mutex<Option<Value>>,
     pub(crate) signals: Signals,
     settings: RunSettings,
 }
@@ -154,6 +166,7 @@ impl Context {
                 claimed_at,
                 history: Mutex::new(history),
                 next_position: AtomicI32::new(0),
+                progress: Mutex::new(None),
                 signals: Signals::default(),
                 settings,
             }),
@@ -181,21 +194,28 @@ impl Context {
     }
 
     /// Records what the run has done so far (records, pages, estimates) for
-    /// `cairn runs show` to display. Call it inside a transactional step with its
-    /// connection, so the report commits with the work it describes.
-    pub async fn report_progress(
-        &self,
-        conn: &mut PgConnection,
-        progress: &impl Serialize,
-    ) -> Result<(), Error> {
+    /// `cairn runs show` to display. The report rides on the run's next plain step
+    /// checkpoint (in the same statement) or on the run's end, so it costs no round trip
+    /// of its own.
+    pub fn set_progress(&self, progress: &impl Serialize) -> Result<(), Error> {
         let progress = serde_json::to_value(progress)?;
-        sqlx::query("UPDATE cairn.runs SET progress = $2 WHERE id = $1 AND lease_epoch = $3")
-            .bind(self.run.lease.run_id)
-            .bind(progress)
-            .bind(self.run.lease.epoch)
-            .execute(conn)
-            .await?;
+        *self.run.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress);
         Ok(())
+    }
+
+    /// The progress report waiting for the next checkpoint, if any.
+    fn pending_progress(&self) -> Option<Value> {
+        self.run.pending_progress()
+    }
+
+    /// Forgets a progress report once a checkpoint has carried it.
+    fn progress_written(&self, written: &Option<Value>) {
+        if written.is_some() {
+            let mut slot = self.run.progress.lock().unwrap_or_else(|e| e.into_inner());
+            if *slot == *written {
+                *slot = None;
+            }
+        }
     }
 
     /// Steps started through the returned handle use `policy` instead of the default
@@ -307,6 +327,7 @@ impl Context {
             last_error: None,
             started_at: *started_at,
             duration: Duration::ZERO,
+            progress: None,
         }
     }
 
@@ -352,6 +373,7 @@ impl Context {
                 }
             };
             let (value, json) = output;
+            let report = self.pending_progress();
             let write = StepWrite {
                 position,
                 name: &name,
@@ -363,6 +385,7 @@ impl Context {
                 last_error: None,
                 started_at: progress.started_at,
                 duration: elapsed,
+                progress: report.as_ref(),
             };
             let store = &self.run.settings.store;
             let lease = self.run.lease;
@@ -372,6 +395,7 @@ impl Context {
                 .await;
             match saved {
                 Ok(cancel) => {
+                    self.progress_written(&report);
                     self.note_cancel(cancel);
                     debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
                     return Ok(value);
@@ -477,6 +501,10 @@ impl Context {
             last_error: None,
             started_at: progress.started_at,
             duration: started.elapsed(),
+            // Writing progress would lock the run's row until this transaction commits,
+            // stalling the run's other checkpoints; the next plain checkpoint or the
+            // run's end carries it instead.
+            progress: None,
         };
         match Store::write_step(&mut *tx, self.run.lease, &write).await {
             Ok(Fenced::Held(cancel)) => self.note_cancel(cancel),
@@ -527,6 +555,7 @@ impl Context {
             last_error: Some(&message),
             started_at: progress.started_at,
             duration: elapsed,
+            progress: None,
         };
         match err.class() {
             crate::ErrorClass::RateLimited { until } => {

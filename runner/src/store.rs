@@ -78,6 +78,8 @@ pub struct StepWrite<'a> {
     pub started_at: DateTime<Utc>,
     /// How long the last attempt took.
     pub duration: Duration,
+    /// The run's progress report, written with the checkpoint (completed steps only).
+    pub progress: Option<&'a Value>,
 }
 
 /// How a run is parked when it stops holding a worker.
@@ -267,9 +269,17 @@ impl Store {
     where
         E: sqlx::Executor<'c, Database = Postgres>,
     {
-        let cancel: Option<bool> = bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step)
-            .fetch_optional(executor)
-            .await?;
+        let cancel: Option<bool> = match step.progress {
+            None => bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step),
+            Some(progress) => bind_step(
+                sqlx::query_scalar(STEP_WRITE_WITH_PROGRESS_SQL),
+                lease,
+                step,
+            )
+            .bind(progress),
+        }
+        .fetch_optional(executor)
+        .await?;
         Ok(cancel.map_or(Fenced::Lost, Fenced::Held))
     }
 
@@ -296,19 +306,22 @@ impl Store {
         Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
     }
 
-    /// Ends the run with `status` and its output or error, and announces it.
+    /// Ends the run with `status`, its output or error and its last progress report (when
+    /// no checkpoint carried it), and announces it.
     pub async fn finish(
         &self,
         lease: Lease,
         status: RunStatus,
         output: Option<&Value>,
         error: Option<&Value>,
+        progress: Option<&Value>,
     ) -> Result<Fenced<()>, sqlx::Error> {
         let done: Option<RunId> = sqlx::query_scalar(
             "WITH done AS (
                  UPDATE cairn.runs
                     SET status = $3, output = $4, error = $5, finished_at = now(),
-                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL
+                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+                        progress = coalesce($7, progress)
                   WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
                     AND lease_expires_at > clock_timestamp()
                  RETURNING id
@@ -321,6 +334,7 @@ impl Store {
         .bind(output)
         .bind(error)
         .bind(FINISHED_CHANNEL)
+        .bind(progress)
         .fetch_optional(&self.pool)
         .await?;
         Ok(done.map_or(Fenced::Lost, |_| Fenced::Held(())))
@@ -494,6 +508,26 @@ const STEP_WRITE_SQL: &str = "
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()
          FOR SHARE
+    ), saved AS (
+        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
+                                      throttled, last_error, started_at, finished_at, duration_ms)
+        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
+        ON CONFLICT (run_id, position) DO UPDATE
+           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
+               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+         WHERE s.status <> 'completed'
+    )
+    SELECT cancel_requested FROM lease";
+
+/// [`STEP_WRITE_SQL`] that also stores the run's progress: the fence becomes an
+/// `UPDATE` of the run's row, so the report costs no round trip of its own.
+const STEP_WRITE_WITH_PROGRESS_SQL: &str = "
+    WITH lease AS (
+        UPDATE cairn.runs SET progress = $13
+         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
+           AND lease_expires_at > clock_timestamp()
+        RETURNING id, cancel_requested
     ), saved AS (
         INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
                                       throttled, last_error, started_at, finished_at, duration_ms)

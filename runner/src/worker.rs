@@ -282,6 +282,7 @@ impl Worker {
             async move {
                 let _permit = permit;
                 let _guard = guard;
+                let state = Arc::clone(ctx.state());
                 let ending = if run.cancel_requested {
                     Ending::Halted(Halt::Cancelled)
                 } else {
@@ -298,7 +299,8 @@ impl Worker {
                         *soonest = Some(at);
                     }
                 }
-                record(&store, run.lease, &queue, ending, lease_len).await;
+                let progress = state.pending_progress();
+                record(&store, run.lease, &queue, ending, progress, lease_len).await;
             }
             .instrument(span),
         );
@@ -334,7 +336,14 @@ async fn execute(ctx: Context, runner: Arc<crate::registry::RunFn>, input: Value
 }
 
 /// Writes how a run ended, retrying database outages while the lease lasts.
-async fn record(store: &Store, lease: Lease, queue: &str, ending: Ending, lease_len: Duration) {
+async fn record(
+    store: &Store,
+    lease: Lease,
+    queue: &str,
+    ending: Ending,
+    progress: Option<Value>,
+    lease_len: Duration,
+) {
     let (status, output, error) = match ending {
         Ending::Done(Ok(output)) => (RunStatus::Completed, Some(output), None),
         Ending::Done(Err(err)) => {
@@ -371,7 +380,13 @@ async fn record(store: &Store, lease: Lease, queue: &str, ending: Ending, lease_
     let mut failures = 0u32;
     loop {
         match store
-            .finish(lease, status, output.as_ref(), error.as_ref())
+            .finish(
+                lease,
+                status,
+                output.as_ref(),
+                error.as_ref(),
+                progress.as_ref(),
+            )
             .await
         {
             Ok(Fenced::Held(())) => {

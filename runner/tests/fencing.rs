@@ -25,6 +25,7 @@ fn write(position: i32) -> StepWrite<'static> {
         last_error: None,
         started_at: Utc::now(),
         duration: Duration::from_millis(1),
+        progress: None,
     }
 }
 
@@ -92,7 +93,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     );
     assert_eq!(
         store
-            .finish(a, RunStatus::Completed, Some(&json!("zombie")), None)
+            .finish(a, RunStatus::Completed, Some(&json!("zombie")), None, None)
             .await
             .unwrap(),
         Fenced::Lost
@@ -107,7 +108,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     );
     assert_eq!(
         store
-            .finish(b, RunStatus::Completed, Some(&json!("done")), None)
+            .finish(b, RunStatus::Completed, Some(&json!("done")), None, None)
             .await
             .unwrap(),
         Fenced::Held(())

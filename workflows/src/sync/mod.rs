@@ -284,8 +284,7 @@ impl Sync {
                 page.records.len() as i64,
             )
             .await?;
-            ctx.report_progress(&mut conn, &bookkeeping.progress)
-                .await?;
+            ctx.set_progress(&bookkeeping.progress)?;
             Ok(landed)
         })
         .await

@@ -264,3 +264,44 @@ fn the_readme_source_example_is_a_valid_source() {
         .unwrap_or_else(|err| panic!("the README's source example is invalid: {err}"));
     assert_eq!(config.stream_names().collect::<Vec<_>>(), ["contacts"]);
 }
+
+#[tokio::test]
+async fn sync_every_sets_up_incremental_and_reconcile_schedules_per_stream() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sources/sandbox-stripe.toml"
+    );
+    let every = [
+        "sync",
+        source,
+        "--stream",
+        "deals",
+        "--every",
+        "*/5 * * * *",
+    ];
+    let set = run(
+        &url,
+        &[&every[..], &["--reconcile-every", "0 3 * * *"]].concat(),
+    );
+    assert_eq!(set.status.code(), Some(0), "{}", stderr(&set));
+    let listed = run(&url, &["schedule", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let mut names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "sync:sandbox-stripe:deals:incremental",
+            "sync:sandbox-stripe:deals:reconcile"
+        ]
+    );
+    let bad = run(&url, &["sync", source, "--every", "every day"]);
+    assert_clean_error(&bad, 2, "cron expression");
+}

@@ -58,6 +58,16 @@ pub(crate) struct SyncArgs {
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
+    /// Instead of syncing once now, sync incrementally on this cron schedule from now on
+    /// (`cairn schedule sync`): e.g. "*/15 * * * *".
+    #[arg(long, value_name = "CRON", conflicts_with_all = ["mode", "wait", "force"])]
+    every: Option<String>,
+    /// With --every: reconcile deletes on this (slower) cron schedule, e.g. "0 3 * * *".
+    #[arg(long, value_name = "CRON", requires = "every")]
+    reconcile_every: Option<String>,
+    /// With --every: the IANA time zone the cron expressions are read in.
+    #[arg(long, default_value = "UTC", requires = "every")]
+    timezone: String,
 }
 
 /// Builds one run input per selected stream, checking the file first.
@@ -92,6 +102,18 @@ pub(crate) fn inputs(
 }
 
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncArgs) -> Outcome {
+    if let Some(every) = args.every {
+        let schedule = super::schedule::SyncScheduleArgs {
+            source: args.source,
+            every,
+            reconcile_every: args.reconcile_every,
+            timezone: args.timezone,
+            stream: args.stream,
+            base_url: args.base_url,
+            json: args.json,
+        };
+        return super::schedule::sync(url, schedule).await;
+    }
     let mut inputs = inputs(
         &args.source,
         args.stream.as_deref(),

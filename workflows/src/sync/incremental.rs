@@ -8,8 +8,9 @@ use super::{Sync, SyncInput, SyncReport, state};
 
 /// Loads the watermark, then fetches and lands every page of records changed since it
 /// (inclusively, so records sharing the boundary instant are never skipped), and moves
-/// the watermark with the last page as [`WatermarkPlan::next`](state::WatermarkPlan)
-/// describes.
+/// the watermark with the last page to `min(highest seen + 1 s, start − clock skew)`,
+/// never backwards: a boundary safely in the past is not read again, and changes made
+/// while the run paged are read by the next run.
 pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
     let sync = Sync::open(&ctx, &input).await?;
     let (watermark, started_at): (Option<String>, DateTime<Utc>) = ctx

@@ -65,31 +65,31 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
         Scenario::Steps(args) => {
             args.check()?;
             let db = BenchDb::create(url, 8).await?;
-            let outcome = steps::run(&db, &args).await;
+            let outcome = interruptible(steps::run(&db, &args)).await;
             db.finish(outcome).await?
         }
         Scenario::Throughput(args) => {
             args.check()?;
             let db = BenchDb::create(url, args.pool_size()).await?;
-            let outcome = throughput::run(&db, &args).await;
+            let outcome = interruptible(throughput::run(&db, &args)).await;
             db.finish(outcome).await?
         }
         Scenario::Sync(args) => {
             args.check()?;
             let db = BenchDb::create(url, 8).await?;
-            let outcome = sync::run(&db, &args).await;
+            let outcome = interruptible(sync::run(&db, &args)).await;
             db.finish(outcome).await?
         }
         Scenario::Ratelimit(args) => {
             args.check()?;
             let db = BenchDb::create(url, 12).await?;
-            let outcome = ratelimit::run(&db, &args).await;
+            let outcome = interruptible(ratelimit::run(&db, &args)).await;
             db.finish(outcome).await?
         }
         Scenario::Crash(args) => {
             args.check()?;
             let db = BenchDb::create(url, 4).await?;
-            let outcome = crash::run(&db, &args).await;
+            let outcome = interruptible(crash::run(&db, &args)).await;
             db.finish(outcome).await?
         }
     };
@@ -99,6 +99,17 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
         report.print_table();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a scenario until it ends or SIGINT/SIGTERM arrives; either way the caller then
+/// drops the bench database (and dropping the scenario kills its child processes).
+async fn interruptible(
+    scenario: impl Future<Output = Result<Report, Failure>>,
+) -> Result<Report, Failure> {
+    tokio::select! {
+        outcome = scenario => outcome,
+        () = super::shutdown_signal() => Err(Failure::failed("bench: interrupted")),
+    }
 }
 
 /// A database created for one benchmark run and dropped after it.
@@ -113,8 +124,19 @@ impl BenchDb {
     /// Creates and migrates a fresh database on the server `url` names, with a pool of
     /// `max_connections` on it.
     async fn create(url: Option<&str>, max_connections: u32) -> Result<Self, Failure> {
-        let admin = connect(url, 2).await?;
+        // `connect` says clearly what is wrong with an unset or unreachable server; the
+        // admin pool itself is quiet, as a DROP DATABASE is slow by nature.
+        connect(url, 1).await?.close().await;
         let url = url.expect("connect checked that the URL is set");
+        let server = PgConnectOptions::from_str(url)
+            .expect("connect parsed this URL")
+            .disable_statement_logging();
+        let admin = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(server.clone())
+            .await
+            .map_err(|err| Failure::failed(format!("bench: {}", describe(&err))))?;
         let name = format!("cairn_bench_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&admin)
@@ -126,10 +148,7 @@ impl BenchDb {
                     describe(&err)
                 ))
             })?;
-        let options = PgConnectOptions::from_str(url)
-            .expect("connect parsed this URL")
-            .database(&name)
-            .disable_statement_logging();
+        let options = server.database(&name);
         let pool = match PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(30))

@@ -47,29 +47,40 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
         .await
         .map_err(db_failure(what))?;
     let steps = i64::from(args.steps);
-    // Half the baseline before the chains and half after, so a machine that gets busier
-    // or quieter meanwhile weighs on both sides alike.
-    eprintln!("bench steps: bare INSERT commits");
-    let mut bare = bare_commits(pool, 0..steps / 2, false).await?;
-    let mut bare_tx = bare_commits(pool, steps..steps + steps / 2, true).await?;
+    let third = (steps / 3).max(1);
     let worker = InProcessWorker::start(pool, 1);
     // A short warm-up opens the pool's connections and prepares the statements.
     chain(&client, 20, 0, timeout).await?;
     chain(&client, 20, 1, timeout).await?;
+    bare_commits(pool, -20..0, false).await?;
+    // The baseline is taken in three parts, before, between and after the chains, and
+    // each chain is compared with the parts next to it, so a machine that gets busier or
+    // quieter meanwhile weighs on both sides of a ratio alike.
+    eprintln!("bench steps: bare INSERT commits");
+    let before = bare_commits(pool, 0..third, false).await?;
     eprintln!("bench steps: {} plain steps", args.steps);
     let plain = chain(&client, args.steps, 0, timeout).await?;
+    eprintln!("bench steps: bare INSERT commits");
+    let between = bare_commits(pool, third..2 * third, false).await?;
     eprintln!("bench steps: {} transactional steps", args.steps);
     let transactional = chain(&client, args.steps, 1, timeout).await?;
+    eprintln!("bench steps: bare INSERT commits");
+    let after = bare_commits(pool, 2 * third..3 * third, false).await?;
+    let bare_tx = bare_commits(pool, steps..steps + third, true).await?;
     worker.stop().await?;
-    eprintln!("bench steps: bare INSERT commits again");
-    bare.extend(bare_commits(pool, steps / 2..steps, false).await?);
-    bare_tx.extend(bare_commits(pool, steps + steps / 2..2 * steps, true).await?);
 
-    let bare_p50 = percentile(&bare, 50.0);
     let plain_p50 = percentile(&plain.gaps_ms, 50.0);
     let tx_p50 = percentile(&transactional.gaps_ms, 50.0);
-    let ratio = share(plain_p50, bare_p50);
-    let tx_ratio = share(tx_p50, bare_p50);
+    let ratio = share(
+        plain_p50,
+        percentile(&[&before[..], &between[..]].concat(), 50.0),
+    );
+    let tx_ratio = share(
+        tx_p50,
+        percentile(&[&between[..], &after[..]].concat(), 50.0),
+    );
+    let bare = [before, between, after].concat();
+    let bare_p50 = percentile(&bare, 50.0);
 
     let mut conditions = Named::default();
     conditions
@@ -115,7 +126,9 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
             name: "bare single-row INSERT commit, p50".to_owned(),
             value: bare_p50,
             unit: "ms",
-            ratio_of: "plain step overhead p50 / bare INSERT commit p50".to_owned(),
+            ratio_of: "plain step overhead p50 / p50 of the bare INSERT commits taken just \
+                       before and after the plain chain"
+                .to_owned(),
         },
         ratio,
         targets: vec![

@@ -502,43 +502,45 @@ fn bind_step<'q, O>(
         .bind(step.duration.as_secs_f64() * 1000.0)
 }
 
-const STEP_WRITE_SQL: &str = "
-    WITH lease AS (
+/// The step row upsert both step-writing statements end with, reading the run from the
+/// `lease` CTE before it: a repeated write is idempotent and never undoes a completion.
+macro_rules! step_upsert {
+    () => {
+        "saved AS (
+        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
+                                      throttled, last_error, started_at, finished_at, duration_ms)
+        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
+        ON CONFLICT (run_id, position) DO UPDATE
+           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
+               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+         WHERE s.status <> 'completed'
+    )
+    SELECT cancel_requested FROM lease"
+    };
+}
+
+const STEP_WRITE_SQL: &str = concat!(
+    "WITH lease AS (
         SELECT id, cancel_requested FROM cairn.runs
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()
          FOR SHARE
-    ), saved AS (
-        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms)
-        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
-        ON CONFLICT (run_id, position) DO UPDATE
-           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
-               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
-         WHERE s.status <> 'completed'
-    )
-    SELECT cancel_requested FROM lease";
+    ), ",
+    step_upsert!()
+);
 
 /// [`STEP_WRITE_SQL`] that also stores the run's progress: the fence becomes an
 /// `UPDATE` of the run's row, so the report costs no round trip of its own.
-const STEP_WRITE_WITH_PROGRESS_SQL: &str = "
-    WITH lease AS (
+const STEP_WRITE_WITH_PROGRESS_SQL: &str = concat!(
+    "WITH lease AS (
         UPDATE cairn.runs SET progress = $13
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()
         RETURNING id, cancel_requested
-    ), saved AS (
-        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms)
-        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
-        ON CONFLICT (run_id, position) DO UPDATE
-           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
-               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
-         WHERE s.status <> 'completed'
-    )
-    SELECT cancel_requested FROM lease";
+    ), ",
+    step_upsert!()
+);
 
 const PARK_SQL: &str = "
     WITH parked AS (

@@ -370,6 +370,7 @@ async fn mock_vendor(args: MockVendorArgs) -> Outcome {
         .into_config()
         .map_err(|err| Failure::usage(format!("mock-vendor: {err}")))?;
     let records = config.records_per_stream;
+    let stop = shutdown_signal();
     let sandbox = Sandbox::start(config, addr)
         .await
         .map_err(|err| Failure::failed(format!("mock-vendor: {err}")))?;
@@ -378,7 +379,7 @@ async fn mock_vendor(args: MockVendorArgs) -> Outcome {
          Ctrl-C to stop",
         sandbox.base_url()
     );
-    shutdown_signal().await;
+    stop.await;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }
@@ -471,20 +472,25 @@ fn redact(message: &str, url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives in between (say, right
+/// after a banner was printed) is not lost to the default action.
+fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
+        tracing::info!("shutdown requested");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    tracing::info!("shutdown requested");
 }

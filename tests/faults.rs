@@ -13,9 +13,9 @@ use cairn::connectors::sandbox::{
 use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
 use cairn::{Client, Context, Registry, RetryPolicy, RunStatus, StartOptions, WorkerConfig};
-use cairn_testkit::TestDb;
+use cairn_testkit::{TestDb, TestWorker, run_to_completion};
 use serde_json::json;
-use support::{InProcessWorker, WorkerProcess, builtin};
+use support::{WorkerProcess, builtin};
 use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -110,7 +110,7 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
         .connect(&proxied)
         .await
         .unwrap();
-    let worker = InProcessWorker::start(
+    let worker = TestWorker::start(
         pool,
         builtin(),
         WorkerConfig {
@@ -154,7 +154,7 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
         .wait(run.run_id, Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    worker.stop().await;
+    worker.shutdown().await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,
@@ -259,7 +259,7 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
     )
     .await
     .unwrap();
-    let worker = InProcessWorker::start(
+    let worker = TestWorker::start(
         db.pool().clone(),
         builtin(),
         WorkerConfig {
@@ -278,28 +278,7 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
     );
     let mut input = SyncInput::new(toml, "stripe+timeouts".into(), "contacts".into());
     input.base_url = Some(sandbox.base_url().to_owned());
-    let go = |workflow: &'static str| {
-        let client = client.clone();
-        let input = input.clone();
-        async move {
-            let started = client
-                .start(workflow, &input, &StartOptions::default())
-                .await
-                .unwrap();
-            let run = client
-                .wait(started.run_id, Some(Duration::from_secs(120)))
-                .await
-                .unwrap();
-            assert_eq!(
-                run.summary.status,
-                RunStatus::Completed,
-                "{workflow}: {:?}",
-                run.error
-            );
-            run
-        }
-    };
-    go(sync::BACKFILL).await;
+    run_to_completion(&client, sync::BACKFILL, &input).await;
     let vendor = sandbox.vendor();
     vendor
         .mutate(Stream::Contacts, Mutation::Update { count: 200 })
@@ -307,9 +286,9 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
     vendor
         .mutate(Stream::Contacts, Mutation::Delete { count: 100 })
         .unwrap();
-    go(sync::INCREMENTAL).await;
-    go(sync::RECONCILE).await;
-    worker.stop().await;
+    run_to_completion(&client, sync::INCREMENTAL, &input).await;
+    run_to_completion(&client, sync::RECONCILE, &input).await;
+    worker.shutdown().await;
 
     let injected: u64 = vendor.stats().faults.values().sum();
     assert!(injected >= 5, "faults were injected: {injected}");
@@ -362,7 +341,7 @@ async fn postgres_errors_surface_as_categorised_errors() {
     });
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let worker = InProcessWorker::start(db.pool().clone(), registry, WorkerConfig::default());
+    let worker = TestWorker::start(db.pool().clone(), registry, WorkerConfig::default());
 
     let slow = client
         .start("slow query", &(), &StartOptions::default())
@@ -380,7 +359,7 @@ async fn postgres_errors_surface_as_categorised_errors() {
         .wait(dup.run_id, Some(Duration::from_secs(30)))
         .await
         .unwrap();
-    worker.stop().await;
+    worker.shutdown().await;
 
     assert_eq!(slow.summary.status, RunStatus::Failed);
     assert_eq!(

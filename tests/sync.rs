@@ -10,11 +10,11 @@ use cairn::connectors::sandbox::{
 };
 use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
-use cairn::{Client, RunDetail, RunStatus, StartOptions};
-use cairn_testkit::TestDb;
+use cairn::{Client, RunStatus, StartOptions};
+use cairn_testkit::{TestDb, run_to_completion};
 use chrono::Utc;
 use serde_json::Value;
-use support::{InProcessWorker, WorkerProcess, builtin};
+use support::{WorkerProcess, builtin, builtin_worker};
 
 const STRIPE: &str = include_str!("../examples/sources/sandbox-stripe.toml");
 
@@ -34,24 +34,6 @@ fn input(vendor: &SandboxHandle, stream: Stream) -> SyncInput {
     input
 }
 
-async fn run(client: &Client, workflow: &str, input: &SyncInput) -> RunDetail {
-    let started = client
-        .start(workflow, input, &StartOptions::default())
-        .await
-        .unwrap();
-    let run = client
-        .wait(started.run_id, Some(Duration::from_secs(120)))
-        .await
-        .unwrap();
-    assert_eq!(
-        run.summary.status,
-        RunStatus::Completed,
-        "{workflow}: {:?}",
-        run.error
-    );
-    run
-}
-
 async fn checksum(db: &TestDb, stream: Stream) -> String {
     let mut conn = db.pool().acquire().await.unwrap();
     Warehouse::new(sync::WAREHOUSE_SCHEMA)
@@ -69,11 +51,11 @@ async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to
         ..SandboxConfig::default()
     })
     .await;
-    let worker = InProcessWorker::builtin(db.pool().clone(), 4);
+    let worker = builtin_worker(db.pool().clone(), 4);
     let client = Client::new(db.pool().clone()).with_registry(builtin());
     let contacts = input(&sandbox, Stream::Contacts);
 
-    let backfill = run(&client, sync::BACKFILL, &contacts).await;
+    let backfill = run_to_completion(&client, sync::BACKFILL, &contacts).await;
     assert_eq!(backfill.output.as_ref().unwrap()["records"], 600);
     assert_eq!(
         checksum(&db, Stream::Contacts).await,
@@ -97,7 +79,7 @@ async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to
     )
     .unwrap();
 
-    let incremental = run(&client, sync::INCREMENTAL, &contacts).await;
+    let incremental = run_to_completion(&client, sync::INCREMENTAL, &contacts).await;
     let fetched = incremental.output.as_ref().unwrap()["records"]
         .as_u64()
         .unwrap();
@@ -105,8 +87,8 @@ async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to
         fetched, 592,
         "every live record was touched by the new field, none twice"
     );
-    let reconcile = run(&client, sync::RECONCILE, &contacts).await;
-    worker.stop().await;
+    let reconcile = run_to_completion(&client, sync::RECONCILE, &contacts).await;
+    worker.shutdown().await;
     assert_eq!(reconcile.output.as_ref().unwrap()["vendor_ids"], 592);
 
     assert_eq!(
@@ -142,24 +124,24 @@ async fn records_sharing_the_boundary_instant_are_neither_skipped_nor_reread() {
         ..SandboxConfig::default()
     })
     .await;
-    let worker = InProcessWorker::builtin(db.pool().clone(), 2);
+    let worker = builtin_worker(db.pool().clone(), 2);
     let client = Client::new(db.pool().clone()).with_registry(builtin());
     let contacts = input(&sandbox, Stream::Contacts);
-    run(&client, sync::INCREMENTAL, &contacts).await;
+    run_to_completion(&client, sync::INCREMENTAL, &contacts).await;
 
     // 250 records changed in one instant: they straddle two page edges (pages of 100).
     sandbox
         .vendor()
         .mutate(Stream::Contacts, Mutation::Update { count: 250 })
         .unwrap();
-    let changed = run(&client, sync::INCREMENTAL, &contacts).await;
+    let changed = run_to_completion(&client, sync::INCREMENTAL, &contacts).await;
     assert_eq!(
         changed.output.as_ref().unwrap()["records"],
         250,
         "all of them, once"
     );
-    let again = run(&client, sync::INCREMENTAL, &contacts).await;
-    worker.stop().await;
+    let again = run_to_completion(&client, sync::INCREMENTAL, &contacts).await;
+    worker.shutdown().await;
     assert_eq!(
         again.output.as_ref().unwrap()["records"],
         0,
@@ -184,7 +166,7 @@ async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
     })
     .await;
     // One slot: while the sync is parked, another run must still get through.
-    let worker = InProcessWorker::builtin(db.pool().clone(), 1);
+    let worker = builtin_worker(db.pool().clone(), 1);
     let client = Client::new(db.pool().clone()).with_registry(builtin());
     let started = client
         .start(
@@ -253,7 +235,7 @@ async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
         .wait(started.run_id, Some(Duration::from_secs(60)))
         .await
         .unwrap();
-    worker.stop().await;
+    worker.shutdown().await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,

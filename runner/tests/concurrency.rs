@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cairn_runner::{Client, Context, Registry, RunId, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
-use common::{RunningWorker, eventually, fast_config};
+use common::{TestWorker, eventually, fast_config};
 
 /// Tracks which runs are executing a step right now, across all workers.
 #[derive(Default)]
@@ -91,7 +91,7 @@ async fn four_workers_share_two_hundred_runs_without_overlap() {
     let mut workers = Vec::new();
     for _ in 0..4 {
         let pool = db.new_pool(10).await;
-        workers.push(RunningWorker::start(
+        workers.push(TestWorker::start(
             pool,
             Arc::clone(&registry),
             fast_config(8),

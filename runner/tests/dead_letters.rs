@@ -15,7 +15,7 @@ use cairn_runner::{
     StartOptions, StepStatus,
 };
 use cairn_testkit::TestDb;
-use common::{RunningWorker, fast_config, finished};
+use common::{TestWorker, fast_config, finished};
 use serde_json::json;
 
 /// How often each named step body ran, and whether the "broken" dependency is fixed.
@@ -143,7 +143,7 @@ async fn retry_resumes_from_the_failed_step_keeping_earlier_checkpoints() {
     let db = TestDb::new().await;
     let world = World::default();
     let registry = registry(&world);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
     let client = Client::new(db.pool().clone());
     let dead = DeadLetters::new(db.pool().clone());
 
@@ -207,7 +207,7 @@ async fn exhausted_retries_and_a_caught_failure_retry_from_the_first_failed_step
     let db = TestDb::new().await;
     let world = World::default();
     let registry = registry(&world);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
     let client = Client::new(db.pool().clone());
     let dead = DeadLetters::new(db.pool().clone());
 
@@ -270,7 +270,7 @@ async fn a_dismissed_run_leaves_the_list_until_a_retry_fails_again() {
     let db = TestDb::new().await;
     let world = World::default();
     let registry = registry(&world);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
     let client = Client::new(db.pool().clone());
     let dead = DeadLetters::new(db.pool().clone());
     let started = client

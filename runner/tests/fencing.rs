@@ -10,7 +10,7 @@ use cairn_runner::store::{Fenced, Lease, StepWrite, Store};
 use cairn_runner::{Client, Context, Registry, RunStatus, StartOptions, StepKind, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{RunningWorker, eventually, fast_config, finished};
+use common::{TestWorker, eventually, fast_config, finished};
 use serde_json::json;
 
 fn write(position: i32) -> StepWrite<'static> {
@@ -150,7 +150,7 @@ async fn a_transactional_step_that_lost_its_lease_rolls_back_its_writes() {
         .start("takeover", &(), &StartOptions::default())
         .await
         .unwrap();
-    let worker = RunningWorker::start(db.pool().clone(), registry, fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
 
     // Epoch and claims read together: one claim, then the takeover's bump.
     let claims = eventually(
@@ -212,7 +212,7 @@ async fn transactional_steps_commit_their_effect_exactly_once() {
     });
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let worker = RunningWorker::start(db.pool().clone(), registry, fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(2));
     let started = client
         .start("once", &7, &StartOptions::default())
         .await

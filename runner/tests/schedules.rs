@@ -13,7 +13,7 @@ use cairn_runner::schedule::{
 use cairn_runner::{Client, Context, Error, Registry, RunStatus, WorkerConfig};
 use cairn_testkit::TestDb;
 use chrono::{DateTime, Utc};
-use common::{RunningWorker, fast_config, finished, reaches};
+use common::{TestWorker, fast_config, finished, reaches};
 use tokio::sync::watch;
 
 /// A clock the test moves by hand.
@@ -187,7 +187,7 @@ async fn overlap_skip_waits_for_the_previous_run_and_allow_does_not() {
         }
     });
     let registry = Arc::new(registry);
-    let worker = RunningWorker::start(
+    let worker = TestWorker::start(
         db.pool().clone(),
         Arc::clone(&registry),
         WorkerConfig {

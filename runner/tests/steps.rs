@@ -13,7 +13,7 @@ use cairn_runner::{
 };
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{RunningWorker, eventually, fast_config, finished, reaches};
+use common::{TestWorker, eventually, fast_config, finished, reaches};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -83,14 +83,14 @@ async fn completed_steps_are_not_run_again_after_a_crash() {
         .await
         .unwrap();
 
-    let first = RunningWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
+    let first = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
     eventually("step c to start", Duration::from_secs(20), || async {
         (counts.get("c") == 1).then_some(())
     })
     .await;
     first.kill().await;
 
-    let second = RunningWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
+    let second = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
     let done = finished(&client, run.run_id).await;
     second.shutdown().await;
 
@@ -143,7 +143,7 @@ async fn transient_errors_are_retried_with_backoff_then_fail_for_good() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
 
     let recovers = client
         .start("flaky", &2, &StartOptions::default())
@@ -198,7 +198,7 @@ async fn permanent_errors_are_not_retried() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
     let started = client
         .start("bad", &(), &StartOptions::default())
         .await
@@ -239,7 +239,7 @@ async fn a_rate_limited_step_parks_the_run_without_holding_a_worker() {
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
     // One slot: if the parked run held it, `quick` could not run meanwhile.
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
 
     let throttled = client
         .start("throttled", &3_000, &StartOptions::default())
@@ -304,7 +304,7 @@ async fn durable_sleep_parks_the_run_and_resumes_after_it() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
     let started = client
         .start("nap", &1_500, &StartOptions::default())
         .await
@@ -316,7 +316,7 @@ async fn durable_sleep_parks_the_run_and_resumes_after_it() {
 
     // A worker restart while the run sleeps changes nothing.
     worker.shutdown().await;
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
     let done = finished(&client, started.run_id).await;
     worker.shutdown().await;
     assert_eq!(done.summary.status, RunStatus::Completed);
@@ -414,11 +414,11 @@ async fn a_changed_step_name_fails_the_run_with_a_non_determinism_error() {
         .start("evolving", &(), &StartOptions::default())
         .await
         .unwrap();
-    let old = RunningWorker::start(db.new_pool(4).await, v1, fast_config(1));
+    let old = TestWorker::start(db.new_pool(4).await, v1, fast_config(1));
     reached.notified().await;
     old.kill().await;
 
-    let new = RunningWorker::start(db.new_pool(4).await, v2, fast_config(1));
+    let new = TestWorker::start(db.new_pool(4).await, v2, fast_config(1));
     let run = finished(&client, started.run_id).await;
     new.shutdown().await;
     assert_eq!(run.summary.status, RunStatus::Failed);
@@ -466,7 +466,7 @@ async fn cancellation_stops_a_run_at_the_next_step_boundary() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
 
     let running = client
         .start("long", &(), &StartOptions::default())
@@ -539,7 +539,7 @@ async fn graceful_shutdown_finishes_the_step_and_releases_the_run() {
     }
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
     let started = client
         .start("two", &(), &StartOptions::default())
         .await
@@ -566,7 +566,7 @@ async fn graceful_shutdown_finishes_the_step_and_releases_the_run() {
     );
     assert_eq!(counts.get("two"), 0);
 
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
     let run = finished(&client, started.run_id).await;
     worker.shutdown().await;
     assert_eq!(run.summary.status, RunStatus::Completed);
@@ -586,7 +586,7 @@ async fn a_panicking_workflow_fails_its_run_instead_of_looping() {
     });
     let registry = Arc::new(registry);
     let client = client(&db, &registry);
-    let worker = RunningWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
     let started = client
         .start("panics", &(), &StartOptions::default())
         .await

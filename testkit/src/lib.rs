@@ -14,10 +14,15 @@
 //! ```
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// A database created for one test and dropped when the guard is dropped.
 pub struct TestDb {
@@ -184,4 +189,68 @@ impl Drop for TestDb {
         });
         let _ = cleanup.join();
     }
+}
+
+/// A worker running in the test's process, stopped gracefully or killed by the test.
+pub struct TestWorker {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestWorker {
+    /// Starts a worker over `pool`.
+    pub fn start(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = Worker::new(pool, registry, config);
+        let task = tokio::spawn(async move {
+            worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("the worker loop");
+        });
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Graceful shutdown: current steps finish, unfinished runs are released.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("the worker task");
+    }
+
+    /// A crash: the worker's tasks vanish mid-step, heartbeats stop, nothing is released.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts `workflow` with `input`, waits for it (two minutes at most) and asserts that
+/// it completed.
+pub async fn run_to_completion(
+    client: &Client,
+    workflow: &str,
+    input: &impl Serialize,
+) -> RunDetail {
+    let started = client
+        .start(workflow, input, &StartOptions::default())
+        .await
+        .expect("starting the run");
+    let run = client
+        .wait(started.run_id, Some(Duration::from_secs(120)))
+        .await
+        .expect("waiting for the run");
+    assert_eq!(
+        run.summary.status,
+        RunStatus::Completed,
+        "{workflow}: {:?}",
+        run.error
+    );
+    run
 }

@@ -6,9 +6,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::{Registry, Worker, WorkerConfig};
+use cairn::{Registry, WorkerConfig};
+use cairn_testkit::TestWorker;
 use sqlx::PgPool;
-use tokio::sync::oneshot;
 
 /// The `cairn` binary built for these tests.
 pub fn cairn() -> Command {
@@ -101,42 +101,15 @@ pub fn builtin() -> Arc<Registry> {
     Arc::new(registry)
 }
 
-/// A worker running in this process until the test stops it gracefully.
-pub struct InProcessWorker {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl InProcessWorker {
-    pub fn start(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let worker = Worker::new(pool, registry, config);
-        let task = tokio::spawn(async move {
-            worker
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("the worker loop");
-        });
-        Self { stop, task }
-    }
-
-    /// A worker of the built-in workflows with `concurrency` slots, polling often.
-    pub fn builtin(pool: PgPool, concurrency: usize) -> Self {
-        Self::start(
-            pool,
-            builtin(),
-            WorkerConfig {
-                concurrency,
-                poll_interval: Duration::from_millis(100),
-                ..WorkerConfig::default()
-            },
-        )
-    }
-
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        self.task.await.expect("the worker task");
-    }
+/// A worker of the built-in workflows with `concurrency` slots, polling often.
+pub fn builtin_worker(pool: PgPool, concurrency: usize) -> TestWorker {
+    TestWorker::start(
+        pool,
+        builtin(),
+        WorkerConfig {
+            concurrency,
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    )
 }

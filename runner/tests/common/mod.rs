@@ -3,52 +3,11 @@
 #![allow(dead_code, missing_docs)]
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, Worker, WorkerConfig};
-use sqlx::PgPool;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use cairn_runner::{Client, RunDetail, RunId, RunStatus, WorkerConfig};
 
-/// A worker running in this process, stopped gracefully or killed (dropped) by the test.
-pub struct RunningWorker {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl RunningWorker {
-    pub fn start(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let worker = Worker::new(pool, registry, config);
-        let task = tokio::spawn(async move {
-            worker
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("worker loop");
-        });
-        Self {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// Graceful shutdown: current steps finish, runs are released.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.expect("worker task");
-    }
-
-    /// A crash: the worker's tasks vanish mid-step, heartbeats stop, nothing is released.
-    pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
+pub use cairn_testkit::TestWorker;
 
 /// A config for tests: a short lease so crashed workers are replaced quickly.
 pub fn fast_config(concurrency: usize) -> WorkerConfig {

@@ -355,7 +355,7 @@ impl Context {
             let result = f().instrument(span.clone()).await;
             let elapsed = started.elapsed();
             let output = match result.and_then(|value| {
-                serde_json::to_value(&value)
+                serde_json::to_string(&value)
                     .map(|json| (value, json))
                     .map_err(|e| Error::permanent(e).with_category("output"))
             }) {
@@ -486,7 +486,7 @@ impl Context {
             Ok(value) => value,
             Err(err) => return TxOutcome::Failed(err),
         };
-        let json = match serde_json::to_value(&value) {
+        let json = match serde_json::to_string(&value) {
             Ok(json) => json,
             Err(err) => return TxOutcome::Failed(Error::permanent(err).with_category("output")),
         };

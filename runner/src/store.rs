@@ -66,8 +66,9 @@ pub struct StepWrite<'a> {
     pub kind: StepKind,
     /// Its new status.
     pub status: StepStatus,
-    /// Its output (completed steps only).
-    pub output: Option<&'a Value>,
+    /// Its output as JSON text (completed steps only), stored as it is: serializing
+    /// straight to text spares a `Value` copy of a large output, such as a fetched page.
+    pub output: Option<&'a str>,
     /// Attempts so far, absolute (so a repeated write is idempotent).
     pub attempts: i32,
     /// Rate-limited attempts so far, absolute.
@@ -509,7 +510,7 @@ macro_rules! step_upsert {
         "saved AS (
         INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
                                       throttled, last_error, started_at, finished_at, duration_ms)
-        SELECT id, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), $12 FROM lease
+        SELECT id, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, now(), $12 FROM lease
         ON CONFLICT (run_id, position) DO UPDATE
            SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
                throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
@@ -554,7 +555,7 @@ const PARK_SQL: &str = "
         INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
                                       throttled, last_error, started_at, finished_at, duration_ms)
         SELECT id, $3, $4, $5, $6,
-               CASE WHEN $5 = 'sleep' THEN jsonb_build_object('wake_at', wake_at) ELSE $7 END,
+               CASE WHEN $5 = 'sleep' THEN json_build_object('wake_at', wake_at) ELSE $7::json END,
                $8, $9, $10, $11, now(), $12 FROM parked
         ON CONFLICT (run_id, position) DO UPDATE
            SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,

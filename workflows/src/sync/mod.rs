@@ -22,7 +22,10 @@ mod reconcile;
 mod schedule;
 mod state;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_connectors::rest::{RestConfig, RestSource};
@@ -188,10 +191,15 @@ impl Sync {
     /// traversal owns the stream's watermark and moves it with its last page; a backfill
     /// passes none and leaves it alone.
     ///
-    /// The fetch of page N + 1 overlaps the landing of page N (the next cursor is known
-    /// once page N is fetched), so the vendor and the database work at the same time.
-    /// The two steps are polled in a fixed order, so their positions are the same on
-    /// every replay.
+    /// Three steps are in flight at once: the landing of page N - 1, the landing of page
+    /// N and the fetch of page N + 1 (the next cursor is known once a page is fetched).
+    /// Two landings keep two database backends busy, where one would leave a core idle
+    /// while the other parses the page's JSON; they meet only on the stream's cursor row,
+    /// which each takes after its upsert, so they commit in page order. The page that
+    /// moves the watermark lands alone, after every earlier page.
+    ///
+    /// Steps take their positions in the order they are first polled, and that order
+    /// is fixed (landing N, then fetch N + 1), so it is the same on every replay.
     pub(crate) async fn traverse(
         &self,
         ctx: &Context,
@@ -206,7 +214,9 @@ impl Sync {
         let Some(first) = traversal.cursor().cloned() else {
             return Ok(report);
         };
+        let mut landed = Landed::default();
         let mut pending: Option<String> = None;
+        let mut earlier: Option<Landing<'_>> = None;
         let mut page = self.fetch(ctx, 0, &first).await?;
         loop {
             let number = traversal.pages();
@@ -218,37 +228,67 @@ impl Sync {
                 (Some(plan), true) => Some(plan.next(pending.as_deref())),
                 _ => None,
             };
+            if promote.is_some()
+                && let Some(landing) = earlier.take()
+            {
+                landed.add(ctx, &traversal, landing.await?)?;
+            }
+            report.pages += 1;
+            report.records += page.records.len() as u64;
             let bookkeeping = Bookkeeping {
                 pending: plan.is_some().then(|| pending.clone()).flatten(),
                 promote: promote.clone(),
-                progress: Progress {
-                    pages: traversal.pages(),
-                    records: traversal.fetched(),
-                    total: traversal.total(),
-                    remaining: traversal
-                        .total()
-                        .map(|t| t.saturating_sub(traversal.fetched())),
-                },
             };
-            let land = self.land(ctx, number, &page, &bookkeeping);
-            let (landed, next) = match traversal.cursor().cloned() {
-                Some(cursor) => {
-                    let (landed, next) = tokio::join!(land, self.fetch(ctx, number + 1, &cursor));
-                    (landed?, Some(next?))
-                }
-                None => (land.await?, None),
+            let mut current: Landing<'_> = Box::pin(async move {
+                let result = self.land(ctx, number, &page, &bookkeeping).await;
+                result.map(|report| (report, page.records.len() as u64))
+            });
+            // Its first poll gives the landing its position, before the fetch takes the next.
+            let mut current_result = poll_once(&mut current).await;
+            let cursor = traversal.cursor().cloned();
+            let (before, next) = {
+                let before = async {
+                    match earlier.take() {
+                        Some(landing) => Some(landing.await),
+                        None => None,
+                    }
+                };
+                let next = async {
+                    match &cursor {
+                        Some(cursor) => Some(self.fetch(ctx, number + 1, cursor).await),
+                        None => None,
+                    }
+                };
+                alongside(
+                    async { tokio::join!(before, next) },
+                    &mut current,
+                    &mut current_result,
+                )
+                .await
             };
-            report.pages += 1;
-            report.records += page.records.len() as u64;
-            report.upserted += landed.upserted;
-            report.quarantined += landed.quarantined;
-            report.columns_added.extend(landed.columns_added);
-            if promote.is_some() {
-                report.watermark = promote;
+            if let Some(before) = before {
+                landed.add(ctx, &traversal, before?)?;
             }
             match next {
-                Some(next) => page = next,
-                None => return Ok(report),
+                Some(next) => {
+                    earlier = Some(match current_result {
+                        Some(result) => Box::pin(std::future::ready(result)),
+                        None => current,
+                    });
+                    page = next?;
+                }
+                None => {
+                    let last = match current_result {
+                        Some(result) => result,
+                        None => current.await,
+                    };
+                    landed.add(ctx, &traversal, last?)?;
+                    report.upserted = landed.report.upserted;
+                    report.quarantined = landed.report.quarantined;
+                    report.columns_added = landed.report.columns_added;
+                    report.watermark = promote;
+                    return Ok(report);
+                }
             }
         }
     }
@@ -284,7 +324,6 @@ impl Sync {
                 page.records.len() as i64,
             )
             .await?;
-            ctx.set_progress(&bookkeeping.progress)?;
             Ok(landed)
         })
         .await
@@ -297,5 +336,66 @@ struct Bookkeeping {
     pending: Option<String>,
     /// The watermark for the next run, on the last page (incremental only).
     promote: Option<String>,
-    progress: Progress,
+}
+
+/// A page's landing step, with the number of records the page held.
+type Landing<'a> = Pin<Box<dyn Future<Output = Result<(PageReport, u64), Error>> + Send + 'a>>;
+
+/// What the landings so far did, in whatever order they finished.
+#[derive(Default)]
+struct Landed {
+    report: PageReport,
+    pages: u64,
+    records: u64,
+}
+
+impl Landed {
+    /// Counts one finished landing and reports the progress it makes.
+    fn add(
+        &mut self,
+        ctx: &Context,
+        traversal: &Traversal,
+        (page, records): (PageReport, u64),
+    ) -> Result<(), Error> {
+        self.pages += 1;
+        self.records += records;
+        self.report.upserted += page.upserted;
+        self.report.quarantined += page.quarantined;
+        self.report.columns_added.extend(page.columns_added);
+        let total = traversal.total();
+        ctx.set_progress(&Progress {
+            pages: self.pages,
+            records: self.records,
+            total,
+            remaining: total.map(|t| t.saturating_sub(self.records)),
+        })
+    }
+}
+
+/// Polls `future` once: its result if it finished at once (a replayed step does).
+async fn poll_once<T>(future: &mut Pin<Box<dyn Future<Output = T> + Send + '_>>) -> Option<T> {
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
+}
+
+/// Runs `wait` to its end while also driving `side` (storing its result once it
+/// finishes), so a landing keeps going while the traversal waits for other steps.
+async fn alongside<W: Future, T>(
+    wait: W,
+    side: &mut Pin<Box<dyn Future<Output = T> + Send + '_>>,
+    side_result: &mut Option<T>,
+) -> W::Output {
+    let mut wait = std::pin::pin!(wait);
+    std::future::poll_fn(|cx| {
+        if side_result.is_none()
+            && let Poll::Ready(result) = side.as_mut().poll(cx)
+        {
+            *side_result = Some(result);
+        }
+        wait.as_mut().poll(cx)
+    })
+    .await
 }

@@ -80,13 +80,38 @@ pub(crate) struct RunSettings {
     pub(crate) lease: Duration,
 }
 
+/// The shortest time between two progress reports written with checkpoints. Writing
+/// one updates the run's row, which waits for every transactional step in flight to
+/// commit (each holds that row under a share lock): written with every checkpoint, it
+/// put a sync's page landings in single file. A few reports a second are plenty for
+/// people watching.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A progress report waiting for a checkpoint, and when the last one was written.
+#[derive(Default)]
+struct ProgressSlot {
+    pending: Option<Value>,
+    written_at: Option<Instant>,
+}
+
 impl RunState {
     /// The progress report no checkpoint has carried yet.
     pub(crate) fn pending_progress(&self) -> Option<Value> {
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.progress_slot().pending.clone()
+    }
+
+    /// The progress report for the next checkpoint to carry: the pending one, unless a
+    /// report was written less than [`PROGRESS_INTERVAL`] ago.
+    fn due_progress(&self) -> Option<Value> {
+        let slot = self.progress_slot();
+        match slot.written_at {
+            Some(at) if at.elapsed() < PROGRESS_INTERVAL => None,
+            _ => slot.pending.clone(),
+        }
+    }
+
+    fn progress_slot(&self) -> std::sync::MutexGuard<'_, ProgressSlot> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -96,8 +121,8 @@ pub(crate) struct RunState {
     claimed_at: DateTime<Utc>,
     history: Mutex<HashMap<i32, StepRecord>>,
     next_position: AtomicI32,
-    /// A progress report for the next checkpoint to carry.
-    progress: Mutex<Option<Value>>,
+    /// A progress report for a checkpoint to carry.
+    progress: Mutex<ProgressSlot>,
     pub(crate) signals: Signals,
     settings: RunSettings,
 }
@@ -166,7 +191,7 @@ impl Context {
                 claimed_at,
                 history: Mutex::new(history),
                 next_position: AtomicI32::new(0),
-                progress: Mutex::new(None),
+                progress: Mutex::default(),
                 signals: Signals::default(),
                 settings,
             }),
@@ -195,25 +220,21 @@ impl Context {
 
     /// Records what the run has done so far (records, pages, estimates) for
     /// `cairn runs show` to display. The report rides on the run's next plain step
-    /// checkpoint (in the same statement) or on the run's end, so it costs no round trip
-    /// of its own.
+    /// checkpoint (in the same statement; at most four times a second) or on the run's
+    /// end, so it costs no round trip of its own.
     pub fn set_progress(&self, progress: &impl Serialize) -> Result<(), Error> {
         let progress = serde_json::to_value(progress)?;
-        *self.run.progress.lock().unwrap_or_else(|e| e.into_inner()) = Some(progress);
+        self.run.progress_slot().pending = Some(progress);
         Ok(())
-    }
-
-    /// The progress report waiting for the next checkpoint, if any.
-    fn pending_progress(&self) -> Option<Value> {
-        self.run.pending_progress()
     }
 
     /// Forgets a progress report once a checkpoint has carried it.
     fn progress_written(&self, written: &Option<Value>) {
         if written.is_some() {
-            let mut slot = self.run.progress.lock().unwrap_or_else(|e| e.into_inner());
-            if *slot == *written {
-                *slot = None;
+            let mut slot = self.run.progress_slot();
+            slot.written_at = Some(Instant::now());
+            if slot.pending == *written {
+                slot.pending = None;
             }
         }
     }
@@ -373,7 +394,7 @@ impl Context {
                 }
             };
             let (value, json) = output;
-            let report = self.pending_progress();
+            let report = self.run.due_progress();
             let write = StepWrite {
                 position,
                 name: &name,

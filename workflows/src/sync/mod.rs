@@ -194,9 +194,10 @@ impl Sync {
     /// Three steps are in flight at once: the landing of page N - 1, the landing of page
     /// N and the fetch of page N + 1 (the next cursor is known once a page is fetched).
     /// Two landings keep two database backends busy, where one would leave a core idle
-    /// while the other parses the page's JSON; they meet only on the stream's cursor row,
-    /// which each takes after its upsert, so they commit in page order. The page that
-    /// moves the watermark lands alone, after every earlier page.
+    /// while the other waits on its commit. They share no row of the engine's (the
+    /// stream's cursor row is written by the last page only), so neither waits for the
+    /// other. The last page lands alone, after every earlier page, so the watermark
+    /// never moves past a page that has not landed.
     ///
     /// Steps take their positions in the order they are first polled, and that order
     /// is fixed (landing N, then fetch N + 1), so it is the same on every replay.
@@ -224,23 +225,21 @@ impl Sync {
                 .advance(&page)
                 .map_err(|err| Error::permanent(err).with_category("pagination"))?;
             pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
-            let promote = match (&plan, traversal.is_done()) {
-                (Some(plan), true) => Some(plan.next(pending.as_deref())),
-                _ => None,
-            };
-            if promote.is_some()
+            report.pages += 1;
+            report.records += page.records.len() as u64;
+            let finish = traversal.is_done().then(|| Finish {
+                pending: plan.is_some().then(|| pending.clone()).flatten(),
+                promote: plan.as_ref().map(|plan| plan.next(pending.as_deref())),
+                records: report.records as i64,
+            });
+            if finish.is_some()
                 && let Some(landing) = earlier.take()
             {
                 landed.add(ctx, &traversal, landing.await?)?;
             }
-            report.pages += 1;
-            report.records += page.records.len() as u64;
-            let bookkeeping = Bookkeeping {
-                pending: plan.is_some().then(|| pending.clone()).flatten(),
-                promote: promote.clone(),
-            };
+            let promote = finish.as_ref().and_then(|f| f.promote.clone());
             let mut current: Landing<'_> = Box::pin(async move {
-                let result = self.land(ctx, number, &page, &bookkeeping).await;
+                let result = self.land(ctx, number, &page, finish.as_ref()).await;
                 result.map(|report| (report, page.records.len() as u64))
             });
             // Its first poll gives the landing its position, before the fetch takes the next.
@@ -301,13 +300,14 @@ impl Sync {
         .await
     }
 
-    /// Lands one page with its bookkeeping in one transactional step: exactly once.
+    /// Lands one page in one transactional step, exactly once; the last page also
+    /// records the finished traversal in the stream's cursor row.
     async fn land(
         &self,
         ctx: &Context,
         number: u64,
         page: &Page,
-        bookkeeping: &Bookkeeping,
+        finish: Option<&Finish>,
     ) -> Result<PageReport, Error> {
         ctx.transaction(format!("land page {number}"), |tx| async move {
             let mut conn = tx.conn().await?;
@@ -315,27 +315,31 @@ impl Sync {
                 .warehouse
                 .upsert_page(&mut conn, &self.spec, &page.records, Utc::now())
                 .await?;
-            state::record_page(
-                &mut conn,
-                &self.source_name,
-                &self.stream.name,
-                bookkeeping.pending.as_deref(),
-                bookkeeping.promote.as_deref(),
-                page.records.len() as i64,
-            )
-            .await?;
+            if let Some(finish) = finish {
+                state::record_traversal(
+                    &mut conn,
+                    &self.source_name,
+                    &self.stream.name,
+                    finish.pending.as_deref(),
+                    finish.promote.as_deref(),
+                    finish.records,
+                )
+                .await?;
+            }
             Ok(landed)
         })
         .await
     }
 }
 
-/// What landing a page records besides the records.
-struct Bookkeeping {
-    /// The highest marker seen so far (incremental only).
+/// What the last page's landing records about the traversal.
+struct Finish {
+    /// The highest marker the traversal saw (incremental only).
     pending: Option<String>,
-    /// The watermark for the next run, on the last page (incremental only).
+    /// The watermark for the next run (incremental only).
     promote: Option<String>,
+    /// The records the traversal fetched.
+    records: i64,
 }
 
 /// A page's landing step, with the number of records the page held.

@@ -21,9 +21,11 @@ pub(crate) async fn watermark(
     Ok(found.flatten())
 }
 
-/// Records a landed page: the traversal's highest marker so far (`pending`), and on
-/// the last page the watermark the next run starts from (`promote`).
-pub(crate) async fn record_page(
+/// Records a finished traversal with its last page: the highest marker it saw
+/// (`pending`), the watermark the next run starts from (`promote`) and the records it
+/// fetched. Written once per traversal, so concurrent page landings never queue on
+/// this row.
+pub(crate) async fn record_traversal(
     conn: &mut PgConnection,
     source: &str,
     stream: &str,

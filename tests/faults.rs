@@ -104,8 +104,7 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
     let proxy = Proxy::start(upstream.clone()).await;
     let proxied = url.replace(&upstream, &format!("127.0.0.1:{}", proxy.port));
 
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(6)
+    let pool = cairn::pool_options(6)
         .acquire_timeout(Duration::from_secs(2))
         .connect(&proxied)
         .await

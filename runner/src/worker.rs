@@ -92,7 +92,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Worker {
-    /// A worker over `pool` executing the workflows in `registry`.
+    /// A worker over `pool` executing the workflows in `registry`. Build the pool
+    /// from [`pool_options`](crate::pool_options), with `config.concurrency` plus a few
+    /// connections for the worker's own statements.
     pub fn new(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())

@@ -19,7 +19,7 @@ use cairn_runner::{
 };
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 
 /// cairn: durable workflows of checkpointed steps on PostgreSQL.
@@ -450,8 +450,7 @@ pub(crate) async fn connect(url: Option<&str>, max_connections: u32) -> Result<P
         .map_err(|_| unreachable("no answer within 10 s".to_owned()))?
         .map_err(|err| unreachable(err.to_string()))?;
     drop(probe);
-    PgPoolOptions::new()
-        .max_connections(max_connections)
+    cairn_runner::pool_options(max_connections)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options.clone())
         .await

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -111,8 +111,7 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         drop(conn);
         let options = admin.clone().database(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(20)
+        let pool = cairn_runner::pool_options(20)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await
@@ -138,8 +137,7 @@ impl TestDb {
 
     /// A new pool of its own on the test database (one per simulated worker process).
     pub async fn new_pool(&self, max_connections: u32) -> PgPool {
-        PgPoolOptions::new()
-            .max_connections(max_connections)
+        cairn_runner::pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(self.options.clone())
             .await

@@ -149,8 +149,7 @@ impl BenchDb {
                 ))
             })?;
         let options = server.database(&name);
-        let pool = match PgPoolOptions::new()
-            .max_connections(max_connections)
+        let pool = match cairn_runner::pool_options(max_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await

@@ -154,6 +154,58 @@ async fn records_sharing_the_boundary_instant_are_neither_skipped_nor_reread() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_are_fetched_one_step_each_and_land_in_batches_of_a_thousand_records() {
+    let db = TestDb::new().await;
+    let sandbox = vendor(SandboxConfig {
+        records_per_stream: 2_550,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let worker = builtin_worker(db.pool().clone(), 2);
+    let client = Client::new(db.pool().clone()).with_registry(builtin());
+    let done = run_to_completion(
+        &client,
+        sync::INCREMENTAL,
+        &input(&sandbox, Stream::Contacts),
+    )
+    .await;
+    worker.shutdown().await;
+    assert_eq!(done.output.as_ref().unwrap()["records"], 2_550);
+
+    // In position order: the landing of a batch is made as soon as its last page is
+    // fetched, before the next fetch, so replays meet the same steps at the same places.
+    let traversal: Vec<&str> = done
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.starts_with("fetch page") || n.starts_with("land page"))
+        .collect();
+    let mut expected: Vec<String> = Vec::new();
+    for (first, last) in [(0, 9), (10, 19), (20, 25)] {
+        expected.extend((first..=last).map(|n| format!("fetch page {n}")));
+        expected.push(format!("land pages {first}-{last}"));
+    }
+    assert_eq!(traversal, expected);
+
+    assert_eq!(
+        checksum(&db, Stream::Contacts).await,
+        sandbox.vendor().checksum(Stream::Contacts)
+    );
+    // The stream's cursor row is written once, by the last landing, with the whole count.
+    let (records, watermark): (i64, Option<String>) = sqlx::query_as(
+        "SELECT records, watermark FROM cairn.sync_cursors WHERE stream = 'contacts'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(records, 2_550);
+    assert_eq!(
+        watermark.as_deref(),
+        done.output.as_ref().unwrap()["watermark"].as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
     let db = TestDb::new().await;
     let clock = ManualClock::new(Utc::now());

@@ -178,8 +178,9 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         .add("full_sync_requests", full_requests as f64, "requests")
         .add("worker_peak_rss", peak, "MB")
         .add("fetch_step_mean", breakdown.fetch_ms, "ms/page")
-        .add("land_step_mean", breakdown.land_ms, "ms/page")
-        .add("page_cycle_mean", breakdown.cycle_ms, "ms/page")
+        .add("landings", breakdown.landings as f64, "steps")
+        .add("land_step_mean", breakdown.land_ms, "ms/landing")
+        .add("landing_cycle_mean", breakdown.cycle_ms, "ms/landing")
         .add(
             "checkpointed_fetch_output",
             breakdown.fetch_output_kb,
@@ -263,10 +264,12 @@ async fn serving_rate(input: &SyncInput, timeout: Duration) -> Result<(f64, u64)
     ))
 }
 
-/// Where a sync's time per page goes, from its checkpoints.
+/// Where a sync's time goes, from its checkpoints.
 struct Breakdown {
     /// The fetch step's closure: the HTTP request and parsing.
     fetch_ms: f64,
+    /// The landing steps (each lands a batch of pages).
+    landings: i64,
     /// The landing transaction's closure and checkpoint.
     land_ms: f64,
     /// From one landing to the next, everything included.
@@ -276,7 +279,7 @@ struct Breakdown {
 }
 
 async fn breakdown(db: &BenchDb, run: &RunDetail) -> Result<Breakdown, Failure> {
-    let (fetch_ms, land_ms, fetch_output_kb, first, last, pages): (
+    let (fetch_ms, land_ms, fetch_output_kb, first, last, landings): (
         f64,
         f64,
         f64,
@@ -285,12 +288,12 @@ async fn breakdown(db: &BenchDb, run: &RunDetail) -> Result<Breakdown, Failure> 
         i64,
     ) = sqlx::query_as(
         "SELECT coalesce(avg(duration_ms) FILTER (WHERE name LIKE 'fetch page %'), 0)::float8,
-                coalesce(avg(duration_ms) FILTER (WHERE name LIKE 'land page %'), 0)::float8,
+                coalesce(avg(duration_ms) FILTER (WHERE name LIKE 'land page%'), 0)::float8,
                 (coalesce(avg(pg_column_size(output)) FILTER (WHERE name LIKE 'fetch page %'), 0)
                     / 1024.0)::float8,
-                coalesce(extract(epoch FROM min(finished_at) FILTER (WHERE name LIKE 'land page %')), 0)::float8,
-                coalesce(extract(epoch FROM max(finished_at) FILTER (WHERE name LIKE 'land page %')), 0)::float8,
-                count(*) FILTER (WHERE name LIKE 'land page %')
+                coalesce(extract(epoch FROM min(finished_at) FILTER (WHERE name LIKE 'land page%')), 0)::float8,
+                coalesce(extract(epoch FROM max(finished_at) FILTER (WHERE name LIKE 'land page%')), 0)::float8,
+                count(*) FILTER (WHERE name LIKE 'land page%')
            FROM cairn.steps WHERE run_id = $1",
     )
     .bind(run.summary.id)
@@ -300,7 +303,8 @@ async fn breakdown(db: &BenchDb, run: &RunDetail) -> Result<Breakdown, Failure> 
     Ok(Breakdown {
         fetch_ms,
         land_ms,
-        cycle_ms: share((last - first) * 1000.0, (pages - 1).max(0) as f64),
+        cycle_ms: share((last - first) * 1000.0, (landings - 1).max(0) as f64),
+        landings,
         fetch_output_kb,
     })
 }

@@ -25,7 +25,7 @@ mod state;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context as Context_, Poll};
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_connectors::rest::{RestConfig, RestSource};
@@ -34,6 +34,8 @@ use cairn_connectors::warehouse::{PageReport, StreamSpec, Warehouse};
 use cairn_runner::{Context, Error, ResultExt};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
 
 pub use backfill::backfill;
 pub use incremental::incremental;
@@ -187,20 +189,24 @@ impl Sync {
         })
     }
 
-    /// Fetches every page from `start` and lands each. With a `plan` (incremental) the
-    /// traversal owns the stream's watermark and moves it with its last page; a backfill
-    /// passes none and leaves it alone.
+    /// Fetches every page from `start` and lands them. With a `plan` (incremental) the
+    /// traversal owns the stream's watermark and moves it with its last landing; a
+    /// backfill passes none and leaves it alone.
     ///
-    /// Three steps are in flight at once: the landing of page N - 1, the landing of page
-    /// N and the fetch of page N + 1 (the next cursor is known once a page is fetched).
-    /// Two landings keep two database backends busy, where one would leave a core idle
-    /// while the other waits on its commit. They share no row of the engine's (the
-    /// stream's cursor row is written by the last page only), so neither waits for the
-    /// other. The last page lands alone, after every earlier page, so the watermark
-    /// never moves past a page that has not landed.
+    /// Each page is fetched in a step of its own, but pages land in batches of at least
+    /// [`LANDING_RECORDS`] records, one transactional step per batch: a commit and a
+    /// handful of statements per hundred-record page cost as much as the page's rows.
+    /// Batch bounds depend only on the fetched pages, so they are the same on replay.
     ///
-    /// Steps take their positions in the order they are first polled, and that order
-    /// is fixed (landing N, then fetch N + 1), so it is the same on every replay.
+    /// Up to [`LANDINGS_IN_FLIGHT`] landings run while the next page is fetched, keeping
+    /// database backends busy on both cores. They share no row of the engine's (the
+    /// stream's cursor row is written by the last landing only). The last landing starts
+    /// after every earlier one has committed, so the watermark never moves past records
+    /// that have not landed.
+    ///
+    /// Steps take their positions in the order they are first polled: a landing is
+    /// polled once as soon as it is made, before the next fetch, so the order is the
+    /// same on every replay.
     pub(crate) async fn traverse(
         &self,
         ctx: &Context,
@@ -217,7 +223,8 @@ impl Sync {
         };
         let mut landed = Landed::default();
         let mut pending: Option<String> = None;
-        let mut earlier: Option<Landing<'_>> = None;
+        let mut landings: Vec<InFlight<'_>> = Vec::new();
+        let mut batch = Batch::default();
         let mut page = self.fetch(ctx, 0, &first).await?;
         loop {
             let number = traversal.pages();
@@ -227,65 +234,43 @@ impl Sync {
             pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
             report.pages += 1;
             report.records += page.records.len() as u64;
-            let finish = traversal.is_done().then(|| Finish {
-                pending: plan.is_some().then(|| pending.clone()).flatten(),
-                promote: plan.as_ref().map(|plan| plan.next(pending.as_deref())),
-                records: report.records as i64,
-            });
-            if finish.is_some()
-                && let Some(landing) = earlier.take()
-            {
-                landed.add(ctx, &traversal, landing.await?)?;
+            let done = traversal.is_done();
+            batch.add(number, page);
+            if done || batch.records.len() >= LANDING_RECORDS {
+                let finish = done.then(|| Finish {
+                    pending: plan.is_some().then(|| pending.clone()).flatten(),
+                    promote: plan.as_ref().map(|plan| plan.next(pending.as_deref())),
+                    records: report.records as i64,
+                });
+                if done {
+                    drive(std::future::ready(()), &mut landings, 1).await;
+                    landed.harvest(ctx, &traversal, &mut landings)?;
+                }
+                let batch = std::mem::take(&mut batch);
+                let mut landing = InFlight::new(Box::pin(async move {
+                    let (first, last, pages) = (batch.first, batch.last, batch.pages);
+                    let records = batch.records.len() as u64;
+                    self.land(ctx, (first, last), &batch.records, finish.as_ref())
+                        .await
+                        .map(|report| (report, records, pages))
+                }));
+                landing.poll_once().await;
+                landings.push(landing);
             }
-            let promote = finish.as_ref().and_then(|f| f.promote.clone());
-            let mut current: Landing<'_> = Box::pin(async move {
-                let result = self.land(ctx, number, &page, finish.as_ref()).await;
-                result.map(|report| (report, page.records.len() as u64))
-            });
-            // Its first poll gives the landing its position, before the fetch takes the next.
-            let mut current_result = poll_once(&mut current).await;
-            let cursor = traversal.cursor().cloned();
-            let (before, next) = {
-                let before = async {
-                    match earlier.take() {
-                        Some(landing) => Some(landing.await),
-                        None => None,
-                    }
-                };
-                let next = async {
-                    match &cursor {
-                        Some(cursor) => Some(self.fetch(ctx, number + 1, cursor).await),
-                        None => None,
-                    }
-                };
-                alongside(
-                    async { tokio::join!(before, next) },
-                    &mut current,
-                    &mut current_result,
-                )
-                .await
-            };
-            if let Some(before) = before {
-                landed.add(ctx, &traversal, before?)?;
-            }
-            match next {
-                Some(next) => {
-                    earlier = Some(match current_result {
-                        Some(result) => Box::pin(std::future::ready(result)),
-                        None => current,
-                    });
+            match traversal.cursor().cloned() {
+                Some(cursor) => {
+                    let next = self.fetch(ctx, number + 1, &cursor);
+                    let next = drive(next, &mut landings, LANDINGS_IN_FLIGHT).await;
+                    landed.harvest(ctx, &traversal, &mut landings)?;
                     page = next?;
                 }
                 None => {
-                    let last = match current_result {
-                        Some(result) => result,
-                        None => current.await,
-                    };
-                    landed.add(ctx, &traversal, last?)?;
+                    drive(std::future::ready(()), &mut landings, 1).await;
+                    landed.harvest(ctx, &traversal, &mut landings)?;
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
                     report.columns_added = landed.report.columns_added;
-                    report.watermark = promote;
+                    report.watermark = plan.as_ref().map(|plan| plan.next(pending.as_deref()));
                     return Ok(report);
                 }
             }
@@ -293,27 +278,47 @@ impl Sync {
     }
 
     /// Fetches one page as a checkpointed step: a fetched page is never fetched again.
+    ///
+    /// The request and the parsing of its body run on a task of their own: the run's
+    /// task also prepares landings, and a page waiting behind that work would hold up
+    /// the whole chain of fetches.
     async fn fetch(&self, ctx: &Context, number: u64, cursor: &PageCursor) -> Result<Page, Error> {
-        ctx.step(format!("fetch page {number}"), || async {
-            Ok(self.source.fetch_page(&self.stream.name, cursor).await?)
+        ctx.step(format!("fetch page {number}"), || {
+            let source = Arc::clone(&self.source);
+            let stream = self.stream.name.clone();
+            let cursor = cursor.clone();
+            let request = async move { source.fetch_page(&stream, &cursor).await };
+            let task = Detached(tokio::spawn(request.in_current_span()));
+            async move {
+                match task.await {
+                    Ok(page) => Ok(page?),
+                    Err(err) => Err(Error::permanent(format!("the page fetch failed: {err}"))),
+                }
+            }
         })
         .await
     }
 
-    /// Lands one page in one transactional step, exactly once; the last page also
-    /// records the finished traversal in the stream's cursor row.
+    /// Lands the records of pages `first..=last` in one transactional step, exactly
+    /// once; the last landing also records the finished traversal in the stream's
+    /// cursor row.
     async fn land(
         &self,
         ctx: &Context,
-        number: u64,
-        page: &Page,
+        (first, last): (u64, u64),
+        records: &[Value],
         finish: Option<&Finish>,
     ) -> Result<PageReport, Error> {
-        ctx.transaction(format!("land page {number}"), |tx| async move {
+        let name = if first == last {
+            format!("land page {first}")
+        } else {
+            format!("land pages {first}-{last}")
+        };
+        ctx.transaction(name, |tx| async move {
             let mut conn = tx.conn().await?;
             let landed = self
                 .warehouse
-                .upsert_page(&mut conn, &self.spec, &page.records, Utc::now())
+                .upsert_page(&mut conn, &self.spec, records, Utc::now())
                 .await?;
             if let Some(finish) = finish {
                 state::record_traversal(
@@ -332,7 +337,52 @@ impl Sync {
     }
 }
 
-/// What the last page's landing records about the traversal.
+/// A spawned task that is aborted when its handle is dropped: a run that stops (a halt
+/// drops its future) takes its requests in flight with it.
+struct Detached<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Detached<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for Detached<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context_<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// The fewest records a landing takes (unless the traversal ends first): pages of a
+/// few hundred records are gathered until they reach it.
+const LANDING_RECORDS: usize = 1000;
+
+/// Landings running at once while the next page is fetched.
+const LANDINGS_IN_FLIGHT: usize = 2;
+
+/// Fetched pages waiting to land together.
+#[derive(Default)]
+struct Batch {
+    first: u64,
+    last: u64,
+    pages: u64,
+    records: Vec<Value>,
+}
+
+impl Batch {
+    fn add(&mut self, number: u64, page: Page) {
+        if self.pages == 0 {
+            self.first = number;
+        }
+        self.last = number;
+        self.pages += 1;
+        self.records.extend(page.records);
+    }
+}
+
+/// What the last landing records about the traversal.
 struct Finish {
     /// The highest marker the traversal saw (incremental only).
     pending: Option<String>,
@@ -342,10 +392,68 @@ struct Finish {
     records: i64,
 }
 
-/// A page's landing step, with the number of records the page held.
-type Landing<'a> = Pin<Box<dyn Future<Output = Result<(PageReport, u64), Error>> + Send + 'a>>;
+/// What a landing did, with the records and pages it took.
+type Outcome = Result<(PageReport, u64, u64), Error>;
 
-/// What the landings so far did, in whatever order they finished.
+/// A landing step under way, and its outcome once it has one.
+struct InFlight<'a> {
+    future: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
+    outcome: Option<Outcome>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(future: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>) -> Self {
+        Self {
+            future,
+            outcome: None,
+        }
+    }
+
+    /// Polls the landing once: its first poll gives it its step position.
+    async fn poll_once(&mut self) {
+        std::future::poll_fn(|cx| {
+            self.poll(cx);
+            Poll::Ready(())
+        })
+        .await;
+    }
+
+    fn poll(&mut self, cx: &mut Context_<'_>) {
+        if self.outcome.is_none()
+            && let Poll::Ready(outcome) = self.future.as_mut().poll(cx)
+        {
+            self.outcome = Some(outcome);
+        }
+    }
+}
+
+/// Runs `wait` to its end while driving every landing in flight, and returns once it
+/// has ended and fewer than `below` landings are still running.
+async fn drive<W: Future>(wait: W, landings: &mut [InFlight<'_>], below: usize) -> W::Output {
+    let mut wait = std::pin::pin!(wait);
+    let mut output = None;
+    std::future::poll_fn(|cx| {
+        for landing in landings.iter_mut() {
+            landing.poll(cx);
+        }
+        if output.is_none()
+            && let Poll::Ready(done) = wait.as_mut().poll(cx)
+        {
+            output = Some(done);
+        }
+        let running = landings.iter().filter(|l| l.outcome.is_none()).count();
+        match output.take() {
+            Some(done) if running < below => Poll::Ready(done),
+            done => {
+                output = done;
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// What the finished landings did, in whatever order they finished.
 #[derive(Default)]
 struct Landed {
     report: PageReport,
@@ -354,18 +462,33 @@ struct Landed {
 }
 
 impl Landed {
-    /// Counts one finished landing and reports the progress it makes.
-    fn add(
+    /// Takes the finished landings out of `landings`, counts them and reports the
+    /// progress they make; the first failed one is the traversal's error.
+    fn harvest(
         &mut self,
         ctx: &Context,
         traversal: &Traversal,
-        (page, records): (PageReport, u64),
+        landings: &mut Vec<InFlight<'_>>,
     ) -> Result<(), Error> {
-        self.pages += 1;
-        self.records += records;
-        self.report.upserted += page.upserted;
-        self.report.quarantined += page.quarantined;
-        self.report.columns_added.extend(page.columns_added);
+        let mut finished = Vec::new();
+        landings.retain_mut(|landing| match landing.outcome.take() {
+            Some(outcome) => {
+                finished.push(outcome);
+                false
+            }
+            None => true,
+        });
+        if finished.is_empty() {
+            return Ok(());
+        }
+        for outcome in finished {
+            let (page, records, pages) = outcome?;
+            self.pages += pages;
+            self.records += records;
+            self.report.upserted += page.upserted;
+            self.report.quarantined += page.quarantined;
+            self.report.columns_added.extend(page.columns_added);
+        }
         let total = traversal.total();
         ctx.set_progress(&Progress {
             pages: self.pages,
@@ -374,32 +497,4 @@ impl Landed {
             remaining: total.map(|t| t.saturating_sub(self.records)),
         })
     }
-}
-
-/// Polls `future` once: its result if it finished at once (a replayed step does).
-async fn poll_once<T>(future: &mut Pin<Box<dyn Future<Output = T> + Send + '_>>) -> Option<T> {
-    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
-        Poll::Ready(output) => Poll::Ready(Some(output)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
-}
-
-/// Runs `wait` to its end while also driving `side` (storing its result once it
-/// finishes), so a landing keeps going while the traversal waits for other steps.
-async fn alongside<W: Future, T>(
-    wait: W,
-    side: &mut Pin<Box<dyn Future<Output = T> + Send + '_>>,
-    side_result: &mut Option<T>,
-) -> W::Output {
-    let mut wait = std::pin::pin!(wait);
-    std::future::poll_fn(|cx| {
-        if side_result.is_none()
-            && let Poll::Ready(result) = side.as_mut().poll(cx)
-        {
-            *side_result = Some(result);
-        }
-        wait.as_mut().poll(cx)
-    })
-    .await
 }

@@ -250,7 +250,7 @@ impl Sync {
                 let mut landing = InFlight::new(Box::pin(async move {
                     let (first, last, pages) = (batch.first, batch.last, batch.pages);
                     let records = batch.records.len() as u64;
-                    self.land(ctx, (first, last), &batch.records, finish.as_ref())
+                    self.land(ctx, (first, last), batch.records, finish)
                         .await
                         .map(|report| (report, records, pages))
                 }));
@@ -302,36 +302,54 @@ impl Sync {
     /// Lands the records of pages `first..=last` in one transactional step, exactly
     /// once; the last landing also records the finished traversal in the stream's
     /// cursor row.
+    ///
+    /// The transaction's work runs on a task of its own: classifying and encoding a
+    /// thousand records takes milliseconds of CPU, which on the run's task would hold up
+    /// the fetches in flight beside it.
     async fn land(
         &self,
         ctx: &Context,
         (first, last): (u64, u64),
-        records: &[Value],
-        finish: Option<&Finish>,
+        records: Vec<Value>,
+        finish: Option<Finish>,
     ) -> Result<PageReport, Error> {
         let name = if first == last {
             format!("land page {first}")
         } else {
             format!("land pages {first}-{last}")
         };
-        ctx.transaction(name, |tx| async move {
-            let mut conn = tx.conn().await?;
-            let landed = self
-                .warehouse
-                .upsert_page(&mut conn, &self.spec, records, Utc::now())
-                .await?;
-            if let Some(finish) = finish {
-                state::record_traversal(
-                    &mut conn,
-                    &self.source_name,
-                    &self.stream.name,
-                    finish.pending.as_deref(),
-                    finish.promote.as_deref(),
-                    finish.records,
-                )
-                .await?;
+        let records = Arc::new(records);
+        ctx.transaction(name, |tx| {
+            let warehouse = self.warehouse.clone();
+            let spec = self.spec.clone();
+            let source = self.source_name.clone();
+            let records = Arc::clone(&records);
+            let finish = finish.clone();
+            let work = async move {
+                let mut conn = tx.conn().await?;
+                let landed = warehouse
+                    .upsert_page(&mut conn, &spec, &records, Utc::now())
+                    .await?;
+                if let Some(finish) = finish {
+                    state::record_traversal(
+                        &mut conn,
+                        &source,
+                        &spec.name,
+                        finish.pending.as_deref(),
+                        finish.promote.as_deref(),
+                        finish.records,
+                    )
+                    .await?;
+                }
+                Ok::<_, Error>(landed)
+            };
+            let task = Detached(tokio::spawn(work.in_current_span()));
+            async move {
+                match task.await {
+                    Ok(landed) => landed,
+                    Err(err) => Err(Error::permanent(format!("the landing failed: {err}"))),
+                }
             }
-            Ok(landed)
         })
         .await
     }
@@ -383,6 +401,7 @@ impl Batch {
 }
 
 /// What the last landing records about the traversal.
+#[derive(Clone)]
 struct Finish {
     /// The highest marker the traversal saw (incremental only).
     pending: Option<String>,

@@ -24,6 +24,7 @@ pub(crate) struct ConnectionReset;
 
 /// Counts every request by route template and outcome.
 pub(crate) async fn count(State(vendor): State<Vendor>, request: Request, next: Next) -> Response {
+    let _handling = vendor.inner().stats.handling();
     let route = format!(
         "{} {}",
         request.method(),

@@ -13,9 +13,26 @@ pub(crate) struct Stats {
     rate_limited: AtomicU64,
     tokens_issued: AtomicU64,
     faults: Mutex<BTreeMap<&'static str, u64>>,
+    in_flight: AtomicU64,
+}
+
+/// A request being handled; counted in flight until dropped.
+pub(crate) struct Handling<'a>(&'a AtomicU64);
+
+impl Drop for Handling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stats {
+    /// Counts a request in flight until the returned guard is dropped (after its
+    /// outcome is recorded, or when its client went away).
+    pub(crate) fn handling(&self) -> Handling<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Handling(&self.in_flight)
+    }
+
     /// Counts a request to `route` (method and path template) that ended with
     /// `outcome` (a status code, or `reset` for a dropped connection).
     pub(crate) fn record(&self, route: &str, outcome: &str) {
@@ -30,6 +47,11 @@ impl Stats {
                 by_outcome.insert(outcome.to_owned(), 1);
             }
         }
+    }
+
+    /// Requests being handled now.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     pub(crate) fn rate_limited(&self) {
@@ -71,6 +93,7 @@ impl Stats {
                 .collect(),
             quota_used,
             streams,
+            in_flight: self.in_flight(),
         }
     }
 }
@@ -92,6 +115,9 @@ pub struct StatsSnapshot {
     pub faults: BTreeMap<String, u64>,
     /// API requests counted against today's quota, when one is set.
     pub quota_used: Option<u64>,
+    /// Requests being handled at this instant (not yet counted in `requests`).
+    #[serde(default)]
+    pub in_flight: u64,
     /// The live record set of each stream.
     pub streams: BTreeMap<String, StreamStats>,
 }

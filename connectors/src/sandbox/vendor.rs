@@ -193,6 +193,12 @@ impl Vendor {
             .unwrap_or_else(|error| format!("invalid: {error}"))
     }
 
+    /// Requests being handled at this instant: a test that kills a client waits for
+    /// this to reach zero before it compares counts.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.stats.in_flight()
+    }
+
     /// Counters and the current record sets, as `GET /admin/stats` reports.
     pub fn stats(&self) -> StatsSnapshot {
         let today = self.inner.config.clock.now().date_naive();

@@ -54,8 +54,8 @@ impl CrashArgs {
     }
 }
 
-/// How long a kill takes to settle at the vendor: longer than its latency.
-const SETTLE: Duration = Duration::from_millis(100);
+/// The vendor's count must hold still for six of these after a kill.
+const SETTLE: Duration = Duration::from_millis(50);
 
 /// What the run had done at one instant.
 #[derive(Clone, Copy)]
@@ -181,11 +181,26 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         tokio::time::sleep(Duration::from_millis(u64::from(kill) * 37 % 100)).await;
         worker.kill();
         let killed_at = Instant::now();
-        worker = WorkerProcess::spawn(db, 2, args.lease)?;
-        // A request the dead worker sent is still being answered (and counted) by the
-        // vendor for a moment; the new worker cannot fetch before the lease expires.
-        tokio::time::sleep(SETTLE).await;
+        // A request the dead worker sent may still arrive, and is answered (and counted)
+        // by the vendor a moment later: the mark waits until nothing is in flight and
+        // the count has held still for a while, and the next worker starts after it, so
+        // every request counted before the mark is the dead worker's. The run's lease
+        // outlasts the wait, so the new worker starts in time to claim it at expiry.
+        let quiet_by = killed_at + Duration::from_secs_f64(args.lease / 2.0);
+        let mut seen = served(&sandbox);
+        let mut still = 0;
+        while still < 6 && Instant::now() < quiet_by {
+            tokio::time::sleep(SETTLE).await;
+            let now = served(&sandbox);
+            still = if now == seen && sandbox.vendor().in_flight() == 0 {
+                still + 1
+            } else {
+                0
+            };
+            seen = now;
+        }
         let at_kill = mark(db, &sandbox, run).await?;
+        worker = WorkerProcess::spawn(db, 2, args.lease)?;
         in_flight_at_kill +=
             (at_kill.served - last.served).saturating_sub(at_kill.fetched - last.fetched);
         match landed_beyond(db, &client, run, at_kill.landed, timeout).await? {

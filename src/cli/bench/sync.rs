@@ -31,8 +31,10 @@ pub(crate) struct SyncArgs {
     /// Records updated before the incremental run.
     #[arg(long, default_value_t = 1_000)]
     updates: usize,
-    /// Records per page (the sandbox's largest page and the source's `limit`).
-    #[arg(long, default_value_t = 100)]
+    /// Records per page (the sandbox's largest page and the source's `limit`). With
+    /// limits off the sandbox serves pages as large as a bulk API's (Salesforce serves
+    /// 2,000); pass 100 to see Stripe's and HubSpot's largest page.
+    #[arg(long, default_value_t = 1000)]
     page_size: usize,
     /// Give up after this many seconds per run.
     #[arg(long, default_value_t = 900)]

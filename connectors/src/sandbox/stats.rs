@@ -49,6 +49,17 @@ impl Stats {
         }
     }
 
+    /// Requests to `route` that ended with `outcome` so far.
+    pub(crate) fn count(&self, route: &str, outcome: &str) -> u64 {
+        self.requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(route)
+            .and_then(|by_outcome| by_outcome.get(outcome))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Requests being handled now.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)

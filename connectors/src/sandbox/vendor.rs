@@ -193,6 +193,13 @@ impl Vendor {
             .unwrap_or_else(|error| format!("invalid: {error}"))
     }
 
+    /// Requests to `route` that ended with `outcome`, as [`StatsSnapshot::count`]
+    /// answers, without checksumming every stream as [`stats`](Self::stats) does: for
+    /// counting while a benchmark runs.
+    pub fn requests(&self, route: &str, outcome: &str) -> u64 {
+        self.inner.stats.count(route, outcome)
+    }
+
     /// Requests being handled at this instant: a test that kills a client waits for
     /// this to reach zero before it compares counts.
     pub fn in_flight(&self) -> u64 {

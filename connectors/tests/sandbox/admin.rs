@@ -42,6 +42,13 @@ async fn stats_report_requests_and_a_checksum_a_client_can_recompute() {
         serde_json::from_value(get_json(&format!("{base}/admin/stats")).await).unwrap();
     assert_eq!(stats.count("GET /api/v1/{stream}", "200"), pages as u64);
     assert_eq!(stats.count("GET /api/v1/{stream}", "404"), 1);
+    // The cheap counters a benchmark polls agree with the snapshot. The snapshot was
+    // taken while its own request was in flight; once answered, nothing is.
+    let vendor = sandbox.vendor();
+    assert_eq!(vendor.requests("GET /api/v1/{stream}", "200"), pages as u64);
+    assert_eq!(vendor.requests("GET /api/v1/{stream}", "404"), 1);
+    assert_eq!(vendor.requests("GET /api/v1/{stream}", "429"), 0);
+    assert_eq!((vendor.in_flight(), stats.in_flight), (0, 1));
     assert_eq!(stats.rate_limited, 0);
     assert_eq!(stats.tokens_issued, 0);
     let deals = &stats.streams["deals"];

@@ -67,7 +67,7 @@ pub(super) fn input(base_url: &str, stream: Stream, page_size: usize, extra: &st
 
 /// Successful listing requests the sandbox has served so far.
 pub(super) fn served(sandbox: &SandboxHandle) -> u64 {
-    sandbox.vendor().stats().count("GET /v1/{stream}", "200")
+    sandbox.vendor().requests("GET /v1/{stream}", "200")
 }
 
 /// Seconds from the run's creation to its end, on the server's clock.

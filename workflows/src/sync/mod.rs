@@ -236,10 +236,13 @@ impl Sync {
             report.records += page.records.len() as u64;
             let done = traversal.is_done();
             batch.add(number, page);
+            if done {
+                report.watermark = plan.as_ref().map(|plan| plan.next(pending.as_deref()));
+            }
             if done || batch.records.len() >= LANDING_RECORDS {
                 let finish = done.then(|| Finish {
                     pending: plan.is_some().then(|| pending.clone()).flatten(),
-                    promote: plan.as_ref().map(|plan| plan.next(pending.as_deref())),
+                    promote: report.watermark.clone(),
                     records: report.records as i64,
                 });
                 if done {
@@ -270,7 +273,6 @@ impl Sync {
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
                     report.columns_added = landed.report.columns_added;
-                    report.watermark = plan.as_ref().map(|plan| plan.next(pending.as_deref()));
                     return Ok(report);
                 }
             }
@@ -287,14 +289,9 @@ impl Sync {
             let source = Arc::clone(&self.source);
             let stream = self.stream.name.clone();
             let cursor = cursor.clone();
-            let request = async move { source.fetch_page(&stream, &cursor).await };
-            let task = Detached(tokio::spawn(request.in_current_span()));
-            async move {
-                match task.await {
-                    Ok(page) => Ok(page?),
-                    Err(err) => Err(Error::permanent(format!("the page fetch failed: {err}"))),
-                }
-            }
+            Detached::spawn("page fetch", async move {
+                Ok(source.fetch_page(&stream, &cursor).await?)
+            })
         })
         .await
     }
@@ -325,7 +322,7 @@ impl Sync {
             let source = self.source_name.clone();
             let records = Arc::clone(&records);
             let finish = finish.clone();
-            let work = async move {
+            Detached::spawn("landing", async move {
                 let mut conn = tx.conn().await?;
                 let landed = warehouse
                     .upsert_page(&mut conn, &spec, &records, Utc::now())
@@ -341,35 +338,45 @@ impl Sync {
                     )
                     .await?;
                 }
-                Ok::<_, Error>(landed)
-            };
-            let task = Detached(tokio::spawn(work.in_current_span()));
-            async move {
-                match task.await {
-                    Ok(landed) => landed,
-                    Err(err) => Err(Error::permanent(format!("the landing failed: {err}"))),
-                }
-            }
+                Ok(landed)
+            })
         })
         .await
     }
 }
 
-/// A spawned task that is aborted when its handle is dropped: a run that stops (a halt
-/// drops its future) takes its requests in flight with it.
-struct Detached<T>(tokio::task::JoinHandle<T>);
+/// A step's work on a task of its own, aborted when its handle is dropped: a run that
+/// stops (a halt drops its future) takes its work in flight with it.
+struct Detached<T> {
+    what: &'static str,
+    task: tokio::task::JoinHandle<Result<T, Error>>,
+}
+
+impl<T: Send + 'static> Detached<T> {
+    /// Spawns `work` (`what` names it if the task panics) in the current span.
+    fn spawn(
+        what: &'static str,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Self {
+        let task = tokio::spawn(work.in_current_span());
+        Self { what, task }
+    }
+}
 
 impl<T> Drop for Detached<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
 impl<T> Future for Detached<T> {
-    type Output = Result<T, tokio::task::JoinError>;
+    type Output = Result<T, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context_<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
+        let what = self.what;
+        Pin::new(&mut self.task).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|err| Err(Error::permanent(format!("the {what} failed: {err}"))))
+        })
     }
 }
 

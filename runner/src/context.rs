@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::{ErrorReport, is_transient_db_error};
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
-use crate::store::{Fenced, Lease, StepWrite, Store, WakeAt};
+use crate::store::{Fenced, Lease, StepWrite, Store, WakeAt, already_completed};
 use crate::{Error, RetryPolicy, RunId};
 
 /// The handle a workflow gets on its run. Cheap to clone.
@@ -37,7 +37,8 @@ pub(crate) enum Halt {
     Parked(DateTime<Utc>),
     /// Cancellation was requested: end the run as cancelled.
     Cancelled,
-    /// The worker is shutting down: hand the run back to the queue.
+    /// The worker is shutting down, or the run must go on from its stored checkpoints
+    /// rather than from memory: hand the run back to the queue.
     Released,
     /// The lease is gone: drop the run without writing anything.
     Lost,
@@ -493,12 +494,9 @@ impl Context {
         Fut: Future<Output = Result<T, Error>>,
     {
         let store = &self.run.settings.store;
-        let handle = match store.pool().begin().await {
-            Ok(tx) => Tx::new(tx),
-            Err(err) => return TxOutcome::Failed(err.into()),
-        };
+        let handle = Tx::new(store.pool().clone());
         let result = f(handle.clone()).await;
-        let Some(mut tx) = handle.take() else {
+        let Some(state) = handle.take() else {
             return TxOutcome::Failed(Error::permanent(
                 "the transaction handle was still in use after the step's closure returned",
             ));
@@ -527,21 +525,30 @@ impl Context {
             // run's end carries it instead.
             progress: None,
         };
-        match Store::write_step(&mut *tx, self.run.lease, &write).await {
-            Ok(Fenced::Held(cancel)) => self.note_cancel(cancel),
-            Ok(Fenced::Lost) => {
-                drop(tx);
-                return self.halt(Halt::Lost).await;
+        let lease = self.run.lease;
+        let written = match state {
+            TxState::Open(mut tx) => Store::commit_with_step(&mut tx, lease, &write).await,
+            // The closure never used its transaction: there is nothing to commit with the
+            // checkpoint, which is written on its own.
+            TxState::Unused(_) | TxState::Ended => {
+                Store::write_step(store.pool(), lease, &write).await
             }
-            Err(err) => return TxOutcome::Failed(err.into()),
-        }
-        match tx.commit().await {
-            Ok(()) => TxOutcome::Committed(value),
+        };
+        match written {
+            Ok(Fenced::Held(cancel)) => {
+                self.note_cancel(cancel);
+                TxOutcome::Committed(value)
+            }
+            Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
+            Err(err) if already_completed(&err) => {
+                warn!("an earlier attempt of this step committed; resuming from its checkpoint");
+                self.halt(Halt::Released).await
+            }
             Err(err) => {
                 // The commit may have happened even though its answer was lost: the
                 // checkpoint tells.
                 warn!(error = %err, "commit outcome unknown; checking the checkpoint");
-                match store.step(self.run.lease.run_id, position).await {
+                match store.step(lease.run_id, position).await {
                     Ok(Some(step)) if step.status == StepStatus::Completed => {
                         TxOutcome::Committed(value)
                     }
@@ -811,16 +818,26 @@ fn sanitize(message: &str) -> String {
 
 /// The transaction of a transactional step, handed to its closure.
 ///
-/// Cloning it is cheap; once the closure returns, the engine takes the transaction back
-/// to store the checkpoint and commit, and the handle no longer works.
+/// The transaction begins when the closure first asks for its connection, so a step
+/// that writes nothing pays for no transaction. Cloning the handle is cheap; once the
+/// closure returns, the engine takes the transaction back to store the checkpoint and
+/// commit, and the handle no longer works.
 #[derive(Clone)]
 pub struct Tx {
-    slot: Arc<tokio::sync::Mutex<Option<sqlx::Transaction<'static, Postgres>>>>,
+    slot: Arc<tokio::sync::Mutex<TxState>>,
+}
+
+enum TxState {
+    /// Not begun yet: the pool to begin it on.
+    Unused(PgPool),
+    Open(sqlx::Transaction<'static, Postgres>),
+    /// The step took the transaction back.
+    Ended,
 }
 
 /// The step's transaction, borrowed: use `&mut *conn` as a `sqlx` executor.
 pub struct TxConn<'a> {
-    guard: tokio::sync::MutexGuard<'a, Option<sqlx::Transaction<'static, Postgres>>>,
+    guard: tokio::sync::MappedMutexGuard<'a, sqlx::Transaction<'static, Postgres>>,
 }
 
 /// A [`Tx`] was used after its step ended.
@@ -829,23 +846,34 @@ pub struct TxConn<'a> {
 pub struct TxFinished;
 
 impl Tx {
-    fn new(tx: sqlx::Transaction<'static, Postgres>) -> Self {
+    fn new(pool: PgPool) -> Self {
         Self {
-            slot: Arc::new(tokio::sync::Mutex::new(Some(tx))),
+            slot: Arc::new(tokio::sync::Mutex::new(TxState::Unused(pool))),
         }
     }
 
-    /// The connection of the step's transaction.
+    /// The connection of the step's transaction, which begins on the first call.
     pub async fn conn(&self) -> Result<TxConn<'_>, Error> {
-        let guard = self.slot.lock().await;
-        if guard.is_none() {
-            return Err(Error::permanent(TxFinished));
+        let mut guard = self.slot.lock().await;
+        match &*guard {
+            TxState::Open(_) => {}
+            TxState::Ended => return Err(Error::permanent(TxFinished)),
+            TxState::Unused(pool) => {
+                let tx = pool.begin().await?;
+                *guard = TxState::Open(tx);
+            }
         }
-        Ok(TxConn { guard })
+        tokio::sync::MutexGuard::try_map(guard, |state| match state {
+            TxState::Open(tx) => Some(tx),
+            TxState::Unused(_) | TxState::Ended => None,
+        })
+        .map(|guard| TxConn { guard })
+        .map_err(|_| Error::permanent(TxFinished))
     }
 
-    fn take(&self) -> Option<sqlx::Transaction<'static, Postgres>> {
-        self.slot.try_lock().ok().and_then(|mut slot| slot.take())
+    fn take(&self) -> Option<TxState> {
+        let mut slot = self.slot.try_lock().ok()?;
+        Some(std::mem::replace(&mut *slot, TxState::Ended))
     }
 }
 
@@ -853,16 +881,12 @@ impl std::ops::Deref for TxConn<'_> {
     type Target = PgConnection;
 
     fn deref(&self) -> &PgConnection {
-        self.guard
-            .as_ref()
-            .expect("checked when the guard was made")
+        &self.guard
     }
 }
 
 impl std::ops::DerefMut for TxConn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        self.guard
-            .as_mut()
-            .expect("checked when the guard was made")
+        &mut self.guard
     }
 }

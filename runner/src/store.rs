@@ -4,7 +4,9 @@
 //! the worker claimed the run with and succeeds only while that lease is current and
 //! unexpired, checked under a row lock in the same statement. A worker that lost its
 //! lease (expired, or taken over after a pause) gets [`Fenced::Lost`] and writes nothing.
-//! Every hot-path write is a single statement, so a step checkpoint costs one round trip.
+//! Every hot-path write is a single statement, so a plain step's checkpoint costs one
+//! round trip, and a transactional step's checkpoint travels in the message that
+//! commits it, adding none.
 
 use std::time::Duration;
 
@@ -270,18 +272,51 @@ impl Store {
     where
         E: sqlx::Executor<'c, Database = Postgres>,
     {
-        let cancel: Option<bool> = match step.progress {
-            None => bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step),
-            Some(progress) => bind_step(
-                sqlx::query_scalar(STEP_WRITE_WITH_PROGRESS_SQL),
-                lease,
-                step,
-            )
-            .bind(progress),
-        }
-        .fetch_optional(executor)
-        .await?;
-        Ok(cancel.map_or(Fenced::Lost, Fenced::Held))
+        let written = bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step)
+            .bind(step.progress)
+            .fetch_one(executor)
+            .await;
+        fenced(written)
+    }
+
+    /// Writes a transactional step's checkpoint and commits its transaction, in one
+    /// message: `SELECT cairn.write_step(...); COMMIT; BEGIN`. Sent as one simple query,
+    /// the checkpoint costs no round trip beyond the commit; the price is that its values
+    /// travel as escaped literals. When the lease is lost the function raises,
+    /// the server skips the rest of the message and nothing commits.
+    ///
+    /// `tx` must be dropped afterwards. sqlx still counts it as open and ends it with a
+    /// `ROLLBACK` that it queues without waiting; the trailing `BEGIN` gives that
+    /// `ROLLBACK` an empty transaction to end, so the server sees no stray `ROLLBACK`.
+    /// A progress report is never written here: it would hold the run's row locked.
+    pub async fn commit_with_step(
+        tx: &mut sqlx::Transaction<'static, Postgres>,
+        lease: Lease,
+        step: &StepWrite<'_>,
+    ) -> Result<Fenced<bool>, sqlx::Error> {
+        let mut sql = Literals::new("SELECT cairn.write_step(");
+        sql.uuid(lease.run_id.as_uuid())
+            .number(lease.epoch)
+            .number(step.position)
+            .text(Some(step.name))?
+            .text(Some(step.kind.as_str()))?
+            .text(Some(step.status.as_str()))?
+            .text(step.output)?
+            .number(step.attempts)
+            .number(step.throttled)
+            .text(step.last_error)?
+            .text(Some(&step.started_at.to_rfc3339()))?
+            .number(step.duration.as_secs_f64() * 1000.0)
+            .text(None)?;
+        let sql = sql.finish(") AS cancel; COMMIT; BEGIN");
+        let written = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut **tx)
+            .await
+            .and_then(|rows| match rows.first() {
+                Some(row) => sqlx::Row::try_get::<bool, _>(row, "cancel"),
+                None => Err(sqlx::Error::RowNotFound),
+            });
+        fenced(written)
     }
 
     /// Releases the run from its worker until `wake` with `status` (sleeping, parked or
@@ -503,45 +538,23 @@ fn bind_step<'q, O>(
         .bind(step.duration.as_secs_f64() * 1000.0)
 }
 
-/// The step row upsert both step-writing statements end with, reading the run from the
-/// `lease` CTE before it: a repeated write is idempotent and never undoes a completion.
-macro_rules! step_upsert {
-    () => {
-        "saved AS (
-        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms)
-        SELECT id, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, now(), $12 FROM lease
-        ON CONFLICT (run_id, position) DO UPDATE
-           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
-               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
-         WHERE s.status <> 'completed'
-    )
-    SELECT cancel_requested FROM lease"
-    };
+/// A checkpoint through `cairn.write_step` (migration 0008), which holds the fence and
+/// the step row upsert once for both ways a checkpoint is written.
+const STEP_WRITE_SQL: &str =
+    "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, $13)";
+
+/// The SQLSTATE `cairn.write_step` raises when the lease is no longer held.
+const LEASE_LOST: &str = "CN001";
+
+/// The SQLSTATE `cairn.write_step` raises when a transactional step finds its checkpoint
+/// already completed by an earlier attempt whose commit answer was lost.
+const ALREADY_COMPLETED: &str = "CN002";
+
+/// Whether a transactional checkpoint was refused because an earlier attempt of the step
+/// had already committed; this attempt's writes were rolled back with it.
+pub fn already_completed(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(ALREADY_COMPLETED))
 }
-
-const STEP_WRITE_SQL: &str = concat!(
-    "WITH lease AS (
-        SELECT id, cancel_requested FROM cairn.runs
-         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
-           AND lease_expires_at > clock_timestamp()
-         FOR SHARE
-    ), ",
-    step_upsert!()
-);
-
-/// [`STEP_WRITE_SQL`] that also stores the run's progress: the fence becomes an
-/// `UPDATE` of the run's row, so the report costs no round trip of its own.
-const STEP_WRITE_WITH_PROGRESS_SQL: &str = concat!(
-    "WITH lease AS (
-        UPDATE cairn.runs SET progress = $13
-         WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
-           AND lease_expires_at > clock_timestamp()
-        RETURNING id, cancel_requested
-    ), ",
-    step_upsert!()
-);
 
 const PARK_SQL: &str = "
     WITH parked AS (
@@ -564,6 +577,93 @@ const PARK_SQL: &str = "
          WHERE s.status <> 'completed'
     )
     SELECT wake_at FROM parked";
+
+/// A fenced write's answer: `cairn.write_step` raises [`LEASE_LOST`] when the lease is
+/// no longer held.
+fn fenced(written: Result<bool, sqlx::Error>) -> Result<Fenced<bool>, sqlx::Error> {
+    match written {
+        Ok(cancel) => Ok(Fenced::Held(cancel)),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(LEASE_LOST) => {
+            Ok(Fenced::Lost)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// A function call's arguments written as SQL literals, for the one message that cannot
+/// carry bind parameters: a simple query, which may hold several statements. Text goes
+/// in escape strings (`E'...'`), which read the same whatever the server's
+/// `standard_conforming_strings`; a NUL, which no PostgreSQL text holds and which would
+/// end the message early, is refused.
+struct Literals {
+    sql: String,
+    first: bool,
+}
+
+impl Literals {
+    fn new(head: &str) -> Self {
+        Self {
+            sql: head.to_owned(),
+            first: true,
+        }
+    }
+
+    fn next(&mut self) -> &mut String {
+        if !self.first {
+            self.sql.push_str(", ");
+        }
+        self.first = false;
+        &mut self.sql
+    }
+
+    fn uuid(&mut self, id: uuid::Uuid) -> &mut Self {
+        let sql = self.next();
+        sql.push('\'');
+        sql.push_str(&id.hyphenated().to_string());
+        sql.push('\'');
+        self
+    }
+
+    /// A finite number (integers, and milliseconds measured from a `Duration`).
+    fn number(&mut self, n: impl std::fmt::Display) -> &mut Self {
+        let text = n.to_string();
+        self.next().push_str(&text);
+        self
+    }
+
+    fn text(&mut self, text: Option<&str>) -> Result<&mut Self, sqlx::Error> {
+        let Some(text) = text else {
+            self.next().push_str("NULL");
+            return Ok(self);
+        };
+        if text.contains('\0') {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "a checkpoint's text cannot hold a NUL character (found in `{}`)",
+                    text.escape_debug().take(80).collect::<String>()
+                )
+                .into(),
+            ));
+        }
+        let sql = self.next();
+        sql.reserve(text.len() + 4);
+        sql.push_str("E'");
+        for c in text.chars() {
+            match c {
+                '\'' => sql.push_str("''"),
+                '\\' => sql.push_str("\\\\"),
+                c => sql.push(c),
+            }
+        }
+        sql.push('\'');
+        Ok(self)
+    }
+
+    fn finish(mut self, tail: &str) -> String {
+        self.sql.push_str(tail);
+        self.sql
+    }
+}
 
 #[derive(sqlx::FromRow)]
 struct ClaimRow {

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_runner::store::{Fenced, Lease, StepWrite, Store};
+use cairn_runner::store::{Fenced, Lease, StepWrite, Store, already_completed};
 use cairn_runner::{Client, Context, Registry, RunStatus, StartOptions, StepKind, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
@@ -228,4 +228,201 @@ async fn transactional_steps_commit_their_effect_exactly_once() {
         .await
         .unwrap();
     assert_eq!(n, 7);
+}
+
+/// A claimed run, a table for a transaction's effect, and the lease to write with.
+async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
+    sqlx::query("CREATE TABLE effects (note text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let store = Store::new(db.pool().clone());
+    store
+        .start("wf", "default", &json!(null), None)
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(
+            "default",
+            &["wf".to_owned()],
+            1,
+            "a",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    (store, claimed[0].lease)
+}
+
+/// Opens a transaction, inserts `note` into `effects` in it and commits it with `step`.
+async fn commit_effect(
+    store: &Store,
+    lease: Lease,
+    note: &str,
+    step: &StepWrite<'_>,
+) -> Result<Fenced<bool>, sqlx::Error> {
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query("INSERT INTO effects VALUES ($1)")
+        .bind(note)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    Store::commit_with_step(&mut tx, lease, step).await
+}
+
+async fn effects(store: &Store) -> Vec<String> {
+    sqlx::query_scalar("SELECT note FROM effects ORDER BY note")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+}
+
+fn transactional(position: i32, name: &'static str, output: &'static str) -> StepWrite<'static> {
+    StepWrite {
+        kind: StepKind::Transaction,
+        name,
+        output: Some(output),
+        ..write(position)
+    }
+}
+
+#[tokio::test]
+async fn a_transactional_checkpoint_travels_with_its_commit_and_keeps_hostile_text_intact() {
+    let db = TestDb::new().await;
+    let (store, lease) = claimed_with_effects(&db).await;
+    // The checkpoint goes as literals in a simple query: quotes, backslashes, a
+    // statement separator and a comment must arrive as text, not as SQL.
+    let name = "it's a \\ \"step\" '); DROP TABLE effects; --\n ✓ E'\\x41'";
+    let output = r#"{"s":"O'Brien \\ '); COMMIT; -- \u0000 😀"}"#;
+    assert_eq!(
+        commit_effect(&store, lease, "first", &transactional(0, name, output))
+            .await
+            .unwrap(),
+        Fenced::Held(false)
+    );
+    assert_eq!(effects(&store).await, ["first"]);
+    let step = store.step(lease.run_id, 0).await.unwrap().unwrap();
+    assert_eq!(step.name, name);
+    assert_eq!(step.kind, StepKind::Transaction);
+    assert_eq!(step.status, StepStatus::Completed);
+    assert_eq!(
+        step.output,
+        Some(serde_json::from_str::<serde_json::Value>(output).unwrap())
+    );
+
+    // The pool's connections come back out of any transaction: a plain write and a
+    // second transactional step work as before.
+    assert_eq!(
+        Store::write_step(store.pool(), lease, &write(1))
+            .await
+            .unwrap(),
+        Fenced::Held(false)
+    );
+    assert_eq!(
+        commit_effect(&store, lease, "second", &transactional(2, "two", "2"))
+            .await
+            .unwrap(),
+        Fenced::Held(false)
+    );
+    assert_eq!(effects(&store).await, ["first", "second"]);
+}
+
+#[tokio::test]
+async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_commits_nothing() {
+    let db = TestDb::new().await;
+    let (store, lease) = claimed_with_effects(&db).await;
+    assert_eq!(
+        commit_effect(&store, lease, "first", &transactional(0, "tx", "1"))
+            .await
+            .unwrap(),
+        Fenced::Held(false)
+    );
+
+    // A second attempt of a step whose first attempt committed (its answer lost).
+    let err = commit_effect(&store, lease, "again", &transactional(0, "tx", "2"))
+        .await
+        .unwrap_err();
+    assert!(already_completed(&err), "refused as completed: {err}");
+    let step = store.step(lease.run_id, 0).await.unwrap().unwrap();
+    assert_eq!(
+        step.output,
+        Some(json!(1)),
+        "the first attempt's output stays"
+    );
+
+    // A NUL cannot travel in a literal: refused before anything is sent.
+    let err = commit_effect(&store, lease, "nul", &transactional(1, "a\0b", "1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+
+    // An expired lease: the function raises and the COMMIT after it never runs.
+    expire(&store, lease).await;
+    assert_eq!(
+        commit_effect(&store, lease, "zombie", &transactional(1, "tx", "1"))
+            .await
+            .unwrap(),
+        Fenced::Lost
+    );
+    assert_eq!(effects(&store).await, ["first"]);
+    assert!(store.step(lease.run_id, 1).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
+    let db = TestDb::new().await;
+    sqlx::query("CREATE TABLE effects (note text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut registry = Registry::new();
+    registry.register("maybe", |ctx: Context, (): ()| async move {
+        // A step that decides it has nothing to write, then one that writes.
+        let kept = ctx.transaction("skip", |_tx| async { Ok(0) }).await?;
+        let kept_handle = std::sync::Mutex::new(None);
+        ctx.transaction("write", |tx| {
+            let kept_handle = &kept_handle;
+            async move {
+                let mut conn = tx.conn().await?;
+                sqlx::query("INSERT INTO effects VALUES ('written')")
+                    .execute(&mut *conn)
+                    .await?;
+                drop(conn);
+                *kept_handle.lock().unwrap() = Some(tx);
+                Ok(())
+            }
+        })
+        .await?;
+        // The handle outlived its step: it no longer works.
+        let tx = kept_handle.lock().unwrap().take().unwrap();
+        let late = tx.conn().await.err().map(|e| e.to_string());
+        Ok((kept, late))
+    });
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
+    let started = client
+        .start("maybe", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let run = finished(&client, started.run_id).await;
+    worker.shutdown().await;
+    assert_eq!(run.summary.status, RunStatus::Completed, "{:?}", run.error);
+    assert_eq!(run.steps.len(), 2);
+    assert!(
+        run.steps
+            .iter()
+            .all(|s| s.kind == StepKind::Transaction && s.status == StepStatus::Completed)
+    );
+    let note: String = sqlx::query_scalar("SELECT note FROM effects")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(note, "written");
+    let output = run.output.unwrap();
+    assert_eq!(output[0], json!(0));
+    assert!(
+        output[1].as_str().unwrap().contains("already ended"),
+        "{output}"
+    );
 }

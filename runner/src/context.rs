@@ -270,7 +270,9 @@ impl Context {
     ///
     /// The closure gets a [`Tx`] handle (an owned value, so the closure's future stays
     /// `Send` and may borrow from the workflow); `tx.conn()` is the connection to run
-    /// statements on. The closure runs again if the transaction is retried.
+    /// statements on, and the transaction begins at its first call. The checkpoint is sent
+    /// in the same message as the COMMIT, so it adds no round trip to the transaction.
+    /// The closure runs again if the transaction is retried.
     ///
     /// ```no_run
     /// # use cairn_runner::{Context, Error};

@@ -21,8 +21,10 @@ use crate::cli::Failure;
 /// Options of `cairn bench crash`.
 #[derive(Debug, Args)]
 pub(crate) struct CrashArgs {
-    /// Records in the synced stream (pages of 100).
-    #[arg(long, default_value_t = 20_000)]
+    /// Records in the synced stream (pages of 100). Pages land in batches of 1,000
+    /// records, so each kill takes a landing or two of the stream: 50,000 leaves room
+    /// for ten.
+    #[arg(long, default_value_t = 50_000)]
     records: usize,
     /// Workers SIGKILLed during the sync.
     #[arg(long, default_value_t = 10)]
@@ -273,6 +275,11 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         },
         ratio: share(resume_max, baseline),
         targets: vec![
+            Target::at_least(
+                format!("the worker was killed {} times", args.kills),
+                resumes.len() as f64,
+                f64::from(args.kills),
+            ),
             Target::at_most(
                 "zero pages fetched again after a checkpointed fetch",
                 refetched_after_checkpoint as f64,

@@ -110,8 +110,8 @@ impl Client {
         run_id: RunId,
         timeout: Option<Duration>,
     ) -> Result<RunDetail, EngineError> {
-        // Listen first, then look, so an end announced in between is not missed; poll
-        // as well in case the notification connection drops.
+        // Listen, ask for the end to be announced, then look, so an end in between is
+        // not missed; poll as well in case the notification connection drops.
         let mut listener = match PgListener::connect_with(self.store.pool()).await {
             Ok(mut listener) => listener
                 .listen(FINISHED_CHANNEL)
@@ -120,6 +120,9 @@ impl Client {
                 .then_some(listener),
             Err(_) => None,
         };
+        if listener.is_some() {
+            self.store.await_end(run_id).await?;
+        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         loop {
             if self.store.status(run_id).await?.is_terminal() {

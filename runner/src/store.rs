@@ -343,7 +343,8 @@ impl Store {
     }
 
     /// Ends the run with `status`, its output or error and its last progress report (when
-    /// no checkpoint carried it), and announces it.
+    /// no checkpoint carried it), and announces it if a client waits for it (see
+    /// [`Store::await_end`]).
     pub async fn finish(
         &self,
         lease: Lease,
@@ -360,9 +361,11 @@ impl Store {
                         progress = coalesce($7, progress)
                   WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
                     AND lease_expires_at > clock_timestamp()
-                 RETURNING id
+                 RETURNING id, awaited
              )
-             SELECT done.id FROM done CROSS JOIN LATERAL (SELECT pg_notify($6, done.id::text)) n",
+             SELECT done.id FROM done CROSS JOIN LATERAL (
+                 SELECT CASE WHEN done.awaited THEN pg_notify($6, done.id::text) END
+             ) n",
         )
         .bind(lease.run_id)
         .bind(lease.epoch)
@@ -374,6 +377,18 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(done.map_or(Fenced::Lost, |_| Fenced::Held(())))
+    }
+
+    /// Marks the run as awaited, so that its end is announced on [`FINISHED_CHANNEL`].
+    /// Call it after listening and before reading the status: a run that ends before the
+    /// mark is seen ended by that read, and one that ends after it is announced.
+    pub async fn await_end(&self, id: RunId) -> Result<(), EngineError> {
+        sqlx::query("UPDATE cairn.runs SET awaited = true WHERE id = $1 AND NOT awaited")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(EngineError::db)?;
+        Ok(())
     }
 
     /// Hands runs back to the queue at once (graceful shutdown), so another worker can

@@ -142,3 +142,68 @@ async fn four_workers_share_two_hundred_runs_without_overlap() {
             .unwrap();
     assert_eq!(workers_used, 0, "leases are cleared when runs finish");
 }
+
+#[tokio::test]
+async fn only_the_end_of_an_awaited_run_is_announced() {
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    registry.register("quick", |ctx: Context, n: u32| async move {
+        ctx.step("one", || async move { Ok(n) }).await
+    });
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let mut listener = sqlx::postgres::PgListener::connect_with(db.pool())
+        .await
+        .unwrap();
+    listener
+        .listen(cairn_runner::store::FINISHED_CHANNEL)
+        .await
+        .unwrap();
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
+
+    // Nobody waits for the first run: it ends without a notification.
+    let unwatched = client
+        .start("quick", &1, &StartOptions::default())
+        .await
+        .unwrap();
+    let status = |run: RunId| {
+        let client = &client;
+        async move { client.show(run).await.unwrap().summary.status }
+    };
+    eventually(
+        "the unwatched run to end",
+        Duration::from_secs(30),
+        || async { (status(unwatched.run_id).await == RunStatus::Completed).then_some(()) },
+    )
+    .await;
+
+    // A client waits for the second, which ends after the first.
+    let watched = client
+        .start("quick", &2, &StartOptions::default())
+        .await
+        .unwrap();
+    let run = client
+        .wait(watched.run_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    worker.shutdown().await;
+
+    // Notifications arrive in commit order: any for the first run would come before the
+    // second's.
+    let mut announced = Vec::new();
+    while announced.last() != Some(&watched.run_id.to_string()) {
+        let note = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+            .await
+            .expect("the awaited run's end is announced")
+            .unwrap();
+        announced.push(note.payload().to_owned());
+    }
+    assert_eq!(announced, [watched.run_id.to_string()]);
+    let awaited: Vec<(RunId, bool)> =
+        sqlx::query_as("SELECT id, awaited FROM cairn.runs ORDER BY created_at")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(awaited, [(unwatched.run_id, false), (watched.run_id, true)]);
+}

@@ -546,6 +546,8 @@ impl Context {
                 warn!("an earlier attempt of this step committed; resuming from its checkpoint");
                 self.halt(Halt::Released).await
             }
+            // Refused before anything was sent (a NUL in a literal): nothing committed.
+            Err(err @ sqlx::Error::Encode(_)) => TxOutcome::Failed(err.into()),
             Err(err) => {
                 // The commit may have happened even though its answer was lost: the
                 // checkpoint tells.

@@ -426,3 +426,40 @@ async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
         "{output}"
     );
 }
+
+#[tokio::test]
+async fn a_transactional_step_whose_name_holds_a_nul_fails_clearly_and_commits_nothing() {
+    let db = TestDb::new().await;
+    sqlx::query("CREATE TABLE effects (note text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut registry = Registry::new();
+    registry.register("nul", |ctx: Context, (): ()| async move {
+        ctx.transaction("bad\0name", |tx| async move {
+            let mut conn = tx.conn().await?;
+            sqlx::query("INSERT INTO effects VALUES ('written')")
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    });
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
+    let started = client
+        .start("nul", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let run = finished(&client, started.run_id).await;
+    worker.shutdown().await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    let message = run.error.unwrap()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("NUL"), "{message}");
+    let effects: i64 = sqlx::query_scalar("SELECT count(*) FROM effects")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(effects, 0);
+}

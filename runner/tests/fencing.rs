@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_runner::store::{Fenced, Lease, StepWrite, Store, already_completed};
-use cairn_runner::{Client, Context, Registry, RunStatus, StartOptions, StepKind, StepStatus};
+use cairn_runner::{
+    Client, Context, Registry, RunDetail, RunStatus, StartOptions, StepKind, StepStatus,
+};
 use cairn_testkit::TestDb;
 use chrono::Utc;
 use common::{TestWorker, eventually, fast_config, finished};
@@ -230,12 +232,31 @@ async fn transactional_steps_commit_their_effect_exactly_once() {
     assert_eq!(n, 7);
 }
 
-/// A claimed run, a table for a transaction's effect, and the lease to write with.
-async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
+/// Creates the table the transactional steps below write their effect to.
+async fn create_effects(db: &TestDb) {
     sqlx::query("CREATE TABLE effects (note text NOT NULL)")
         .execute(db.pool())
         .await
         .unwrap();
+}
+
+/// Runs `workflow` once on a worker of its own and returns the ended run.
+async fn run_once(db: &TestDb, registry: Registry, workflow: &str) -> RunDetail {
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
+    let started = client
+        .start(workflow, &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let run = finished(&client, started.run_id).await;
+    worker.shutdown().await;
+    run
+}
+
+/// A claimed run, a table for a transaction's effect, and the lease to write with.
+async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
+    create_effects(db).await;
     let store = Store::new(db.pool().clone());
     store
         .start("wf", "default", &json!(null), None)
@@ -371,10 +392,7 @@ async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_co
 #[tokio::test]
 async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
     let db = TestDb::new().await;
-    sqlx::query("CREATE TABLE effects (note text NOT NULL)")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    create_effects(&db).await;
     let mut registry = Registry::new();
     registry.register("maybe", |ctx: Context, (): ()| async move {
         // A step that decides it has nothing to write, then one that writes.
@@ -398,15 +416,7 @@ async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
         let late = tx.conn().await.err().map(|e| e.to_string());
         Ok((kept, late))
     });
-    let registry = Arc::new(registry);
-    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
-    let started = client
-        .start("maybe", &(), &StartOptions::default())
-        .await
-        .unwrap();
-    let run = finished(&client, started.run_id).await;
-    worker.shutdown().await;
+    let run = run_once(&db, registry, "maybe").await;
     assert_eq!(run.summary.status, RunStatus::Completed, "{:?}", run.error);
     assert_eq!(run.steps.len(), 2);
     assert!(
@@ -430,10 +440,7 @@ async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
 #[tokio::test]
 async fn a_transactional_step_whose_name_holds_a_nul_fails_clearly_and_commits_nothing() {
     let db = TestDb::new().await;
-    sqlx::query("CREATE TABLE effects (note text NOT NULL)")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    create_effects(&db).await;
     let mut registry = Registry::new();
     registry.register("nul", |ctx: Context, (): ()| async move {
         ctx.transaction("bad\0name", |tx| async move {
@@ -445,15 +452,7 @@ async fn a_transactional_step_whose_name_holds_a_nul_fails_clearly_and_commits_n
         })
         .await
     });
-    let registry = Arc::new(registry);
-    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
-    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));
-    let started = client
-        .start("nul", &(), &StartOptions::default())
-        .await
-        .unwrap();
-    let run = finished(&client, started.run_id).await;
-    worker.shutdown().await;
+    let run = run_once(&db, registry, "nul").await;
     assert_eq!(run.summary.status, RunStatus::Failed);
     let message = run.error.unwrap()["message"].as_str().unwrap().to_owned();
     assert!(message.contains("NUL"), "{message}");

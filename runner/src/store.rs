@@ -568,7 +568,12 @@ const ALREADY_COMPLETED: &str = "CN002";
 /// Whether a transactional checkpoint was refused because an earlier attempt of the step
 /// had already committed; this attempt's writes were rolled back with it.
 pub fn already_completed(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(ALREADY_COMPLETED))
+    has_sqlstate(err, ALREADY_COMPLETED)
+}
+
+/// Whether the database refused with SQLSTATE `code`.
+fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
 const PARK_SQL: &str = "
@@ -598,9 +603,7 @@ const PARK_SQL: &str = "
 fn fenced(written: Result<bool, sqlx::Error>) -> Result<Fenced<bool>, sqlx::Error> {
     match written {
         Ok(cancel) => Ok(Fenced::Held(cancel)),
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(LEASE_LOST) => {
-            Ok(Fenced::Lost)
-        }
+        Err(err) if has_sqlstate(&err, LEASE_LOST) => Ok(Fenced::Lost),
         Err(err) => Err(err),
     }
 }

@@ -395,26 +395,31 @@ async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
     create_effects(&db).await;
     let mut registry = Registry::new();
     registry.register("maybe", |ctx: Context, (): ()| async move {
-        // A step that decides it has nothing to write, then one that writes.
-        let kept = ctx.transaction("skip", |_tx| async { Ok(0) }).await?;
+        let ctx = &ctx;
+        // A step that decides it has nothing to write holds no transaction open; one
+        // that writes holds its own, from its first `tx.conn()`.
+        let open_skipping = ctx
+            .transaction("skip", |_tx| async move { open_transactions(ctx).await })
+            .await?;
         let kept_handle = std::sync::Mutex::new(None);
-        ctx.transaction("write", |tx| {
-            let kept_handle = &kept_handle;
-            async move {
-                let mut conn = tx.conn().await?;
-                sqlx::query("INSERT INTO effects VALUES ('written')")
-                    .execute(&mut *conn)
-                    .await?;
-                drop(conn);
-                *kept_handle.lock().unwrap() = Some(tx);
-                Ok(())
-            }
-        })
-        .await?;
+        let open_writing = ctx
+            .transaction("write", |tx| {
+                let kept_handle = &kept_handle;
+                async move {
+                    let mut conn = tx.conn().await?;
+                    sqlx::query("INSERT INTO effects VALUES ('written')")
+                        .execute(&mut *conn)
+                        .await?;
+                    drop(conn);
+                    *kept_handle.lock().unwrap() = Some(tx);
+                    open_transactions(ctx).await
+                }
+            })
+            .await?;
         // The handle outlived its step: it no longer works.
         let tx = kept_handle.lock().unwrap().take().unwrap();
         let late = tx.conn().await.err().map(|e| e.to_string());
-        Ok((kept, late))
+        Ok((open_skipping, open_writing, late))
     });
     let run = run_once(&db, registry, "maybe").await;
     assert_eq!(run.summary.status, RunStatus::Completed, "{:?}", run.error);
@@ -430,11 +435,23 @@ async fn a_transaction_begins_only_when_its_step_asks_for_the_connection() {
         .unwrap();
     assert_eq!(note, "written");
     let output = run.output.unwrap();
-    assert_eq!(output[0], json!(0));
+    assert_eq!(output[0], json!(0), "no transaction while skipping");
+    assert_eq!(output[1], json!(1), "the writing step's own transaction");
     assert!(
-        output[1].as_str().unwrap().contains("already ended"),
+        output[2].as_str().unwrap().contains("already ended"),
         "{output}"
     );
+}
+
+/// Sessions of this test's database with a transaction open and idle, seen from a
+/// connection of the pool.
+async fn open_transactions(ctx: &Context) -> Result<i64, cairn_runner::Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(ctx.pool())
+    .await?)
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::{ErrorReport, is_transient_db_error};
+use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, StepWrite, Store, WakeAt, already_completed};
 use crate::{Error, RetryPolicy, RunId};
@@ -74,6 +75,9 @@ impl Signals {
 #[derive(Clone)]
 pub(crate) struct RunSettings {
     pub(crate) store: Store,
+    /// Where plain steps' checkpoints and runs' ends are written, sharing commits
+    /// between runs.
+    pub(crate) group_commit: GroupCommit,
     pub(crate) shutdown: Arc<AtomicBool>,
     pub(crate) default_retry: RetryPolicy,
     /// Backoffs up to this long are waited out in the worker; longer ones park the run.
@@ -411,10 +415,10 @@ impl Context {
                 duration: elapsed,
                 progress: report.as_ref(),
             };
-            let store = &self.run.settings.store;
+            let group_commit = &self.run.settings.group_commit;
             let lease = self.run.lease;
             let saved = self
-                .persist(&name, || Store::write_step(store.pool(), lease, &write))
+                .persist(&name, || group_commit.write_step(lease, &write))
                 .instrument(span.clone())
                 .await;
             match saved {
@@ -533,7 +537,11 @@ impl Context {
             // The closure never used its transaction: there is nothing to commit with the
             // checkpoint, which is written on its own.
             TxState::Unused(_) | TxState::Ended => {
-                Store::write_step(store.pool(), lease, &write).await
+                self.run
+                    .settings
+                    .group_commit
+                    .write_step(lease, &write)
+                    .await
             }
         };
         match written {
@@ -607,10 +615,10 @@ impl Context {
                     self.park::<()>(RunStatus::Retrying, WakeAt::After(delay), &write)
                         .await;
                 }
-                let store = &self.run.settings.store;
+                let group_commit = &self.run.settings.group_commit;
                 let lease = self.run.lease;
                 if let Ok(cancel) = self
-                    .persist(name, || Store::write_step(store.pool(), lease, &write))
+                    .persist(name, || group_commit.write_step(lease, &write))
                     .await
                 {
                     self.note_cancel(cancel);
@@ -621,10 +629,10 @@ impl Context {
             _ => {
                 warn!(attempts = progress.attempts, error = %message, "step failed for good");
                 write.status = StepStatus::Failed;
-                let store = &self.run.settings.store;
+                let group_commit = &self.run.settings.group_commit;
                 let lease = self.run.lease;
                 if let Ok(cancel) = self
-                    .persist(name, || Store::write_step(store.pool(), lease, &write))
+                    .persist(name, || group_commit.write_step(lease, &write))
                     .await
                 {
                     self.note_cancel(cancel);

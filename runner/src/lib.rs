@@ -61,6 +61,7 @@ pub mod client;
 pub mod context;
 pub mod dead_letter;
 pub mod error;
+mod group_commit;
 mod ids;
 pub mod model;
 pub mod registry;

@@ -40,6 +40,16 @@ pub enum Fenced<T> {
     Lost,
 }
 
+impl<T> Fenced<T> {
+    /// The held value passed through `f`; a lost lease stays lost.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Fenced<U> {
+        match self {
+            Fenced::Held(value) => Fenced::Held(f(value)),
+            Fenced::Lost => Fenced::Lost,
+        }
+    }
+}
+
 /// A run just claimed by a worker.
 #[derive(Debug, Clone)]
 pub struct ClaimedRun {
@@ -83,6 +93,19 @@ pub struct StepWrite<'a> {
     pub duration: Duration,
     /// The run's progress report, written with the checkpoint (completed steps only).
     pub progress: Option<&'a Value>,
+}
+
+/// How a run ended, as [`Store::finish_runs`] records it.
+#[derive(Debug, Clone)]
+pub struct RunEnd {
+    /// Completed, failed or cancelled.
+    pub status: RunStatus,
+    /// The workflow's output (completed runs).
+    pub output: Option<Value>,
+    /// The error report (failed and cancelled runs).
+    pub error: Option<Value>,
+    /// The last progress report, when no checkpoint carried it.
+    pub progress: Option<Value>,
 }
 
 /// How a run is parked when it stops holding a worker.
@@ -240,6 +263,7 @@ impl Store {
 
     /// Extends every lease in `leases` still held; returns the runs still held with
     /// whether cancellation was requested for each. A run missing from the answer was lost.
+    /// The runs are locked in id order, like every statement that locks several runs.
     pub async fn heartbeat(
         &self,
         leases: &[Lease],
@@ -248,10 +272,16 @@ impl Store {
         let ids: Vec<RunId> = leases.iter().map(|l| l.run_id).collect();
         let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
         sqlx::query_as(
-            "UPDATE cairn.runs r SET lease_expires_at = now() + make_interval(secs => $3)
-               FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
-              WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.status = 'running'
-                AND r.lease_expires_at > now()
+            "WITH held AS (
+                 SELECT r.id FROM cairn.runs r
+                   JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
+                     ON r.id = h.id AND r.lease_epoch = h.epoch
+                  WHERE r.status = 'running' AND r.lease_expires_at > now()
+                  ORDER BY r.id
+                    FOR NO KEY UPDATE OF r
+             )
+             UPDATE cairn.runs r SET lease_expires_at = now() + make_interval(secs => $3)
+               FROM held WHERE r.id = held.id
              RETURNING r.id, r.cancel_requested",
         )
         .bind(&ids)
@@ -277,6 +307,56 @@ impl Store {
             .fetch_one(executor)
             .await;
         fenced(written)
+    }
+
+    /// Writes the checkpoints of several runs' plain steps in one statement, so that many
+    /// runs' steps share one commit. Each row is fenced by its own lease: the answer has
+    /// one entry per row, in order. The runs must differ (one row per run), and no row
+    /// may carry a progress report: updating a run's row would wait for that run's
+    /// transactional step in flight, and hold up every other row of the batch with it.
+    pub async fn write_steps(
+        &self,
+        steps: &[(Lease, StepWrite<'_>)],
+    ) -> Result<Vec<Fenced<bool>>, sqlx::Error> {
+        debug_assert!(steps.iter().all(|(_, step)| step.progress.is_none()));
+        let held: Vec<(RunId, bool)> = sqlx::query_as(STEPS_WRITE_SQL)
+            .bind(steps.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(l, _)| l.epoch).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.position).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.name).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(_, s)| s.kind.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                steps
+                    .iter()
+                    .map(|(_, s)| s.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(steps.iter().map(|(_, s)| s.output).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.attempts).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.throttled).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.last_error).collect::<Vec<_>>())
+            .bind(steps.iter().map(|(_, s)| s.started_at).collect::<Vec<_>>())
+            .bind(
+                steps
+                    .iter()
+                    .map(|(_, s)| s.duration.as_secs_f64() * 1000.0)
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(steps
+            .iter()
+            .map(|(lease, _)| {
+                held.iter()
+                    .find(|(id, _)| *id == lease.run_id)
+                    .map_or(Fenced::Lost, |&(_, cancel)| Fenced::Held(cancel))
+            })
+            .collect())
     }
 
     /// Writes a transactional step's checkpoint and commits its transaction, in one
@@ -379,6 +459,51 @@ impl Store {
         Ok(done.map_or(Fenced::Lost, |_| Fenced::Held(())))
     }
 
+    /// Ends several runs in one statement, as [`Store::finish`] ends one, so that many
+    /// runs' ends share one commit. Each run is fenced by its own lease: the answer has
+    /// one entry per run, in order. The runs must differ.
+    pub async fn finish_runs(
+        &self,
+        ends: &[(Lease, &RunEnd)],
+    ) -> Result<Vec<Fenced<()>>, sqlx::Error> {
+        let done: Vec<RunId> = sqlx::query_scalar(FINISH_RUNS_SQL)
+            .bind(ends.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
+            .bind(ends.iter().map(|(l, _)| l.epoch).collect::<Vec<_>>())
+            .bind(
+                ends.iter()
+                    .map(|(_, e)| e.status.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                ends.iter()
+                    .map(|(_, e)| e.output.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                ends.iter()
+                    .map(|(_, e)| e.error.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                ends.iter()
+                    .map(|(_, e)| e.progress.as_ref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(FINISHED_CHANNEL)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ends
+            .iter()
+            .map(|(lease, _)| {
+                if done.contains(&lease.run_id) {
+                    Fenced::Held(())
+                } else {
+                    Fenced::Lost
+                }
+            })
+            .collect())
+    }
+
     /// Marks the run as awaited, so that its end is announced on [`FINISHED_CHANNEL`].
     /// Call it after listening and before reading the status: a run that ends before the
     /// mark is seen ended by that read, and one that ends after it is announced.
@@ -397,12 +522,18 @@ impl Store {
         let ids: Vec<RunId> = leases.iter().map(|l| l.run_id).collect();
         let epochs: Vec<i64> = leases.iter().map(|l| l.epoch).collect();
         let released: Vec<RunId> = sqlx::query_scalar(
-            "WITH released AS (
+            "WITH held AS (
+                 SELECT r.id FROM cairn.runs r
+                   JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
+                     ON r.id = h.id AND r.lease_epoch = h.epoch
+                  WHERE r.status = 'running'
+                  ORDER BY r.id
+                    FOR NO KEY UPDATE OF r
+             ), released AS (
                  UPDATE cairn.runs r
                     SET status = 'pending', wake_at = now(), lease_owner = NULL,
                         lease_expires_at = NULL, updated_at = now()
-                   FROM unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
-                  WHERE r.id = h.id AND r.lease_epoch = h.epoch AND r.status = 'running'
+                   FROM held WHERE r.id = held.id
                  RETURNING r.id
              )
              SELECT id FROM released
@@ -557,6 +688,61 @@ fn bind_step<'q, O>(
 /// the step row upsert once for both ways a checkpoint is written.
 const STEP_WRITE_SQL: &str =
     "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, $13)";
+
+/// Many runs' plain checkpoints at once: the same fence and upsert as `cairn.write_step`,
+/// row by row. The runs are locked in id order, as the heartbeat locks them, so that two
+/// statements that each lock several runs never wait for each other in a cycle.
+const STEPS_WRITE_SQL: &str = "
+    WITH w AS (
+        SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
+                             $6::text[], $7::text[], $8::int[], $9::int[], $10::text[],
+                             $11::timestamptz[], $12::float8[])
+            AS w(run_id, epoch, position, name, kind, status, output, attempts, throttled,
+                 last_error, started_at, duration_ms)
+    ), held AS (
+        SELECT r.id, r.cancel_requested
+          FROM cairn.runs r JOIN w ON r.id = w.run_id AND r.lease_epoch = w.epoch
+         WHERE r.status = 'running' AND r.lease_expires_at > clock_timestamp()
+         ORDER BY r.id
+           FOR SHARE OF r
+    ), saved AS (
+        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
+                                      throttled, last_error, started_at, finished_at, duration_ms)
+        SELECT w.run_id, w.position, w.name, w.kind, w.status, w.output::json, w.attempts,
+               w.throttled, w.last_error, w.started_at, now(), w.duration_ms
+          FROM w JOIN held ON held.id = w.run_id
+        ON CONFLICT (run_id, position) DO UPDATE
+           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
+               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
+               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
+         WHERE s.status <> 'completed'
+    )
+    SELECT id, cancel_requested FROM held";
+
+/// Many runs' ends at once, fenced and announced as [`Store::finish`] does for one; the
+/// runs are locked in id order (see [`STEPS_WRITE_SQL`]).
+const FINISH_RUNS_SQL: &str = "
+    WITH f AS (
+        SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[],
+                             $6::jsonb[])
+            AS f(id, epoch, status, output, error, progress)
+    ), held AS (
+        SELECT r.id FROM cairn.runs r JOIN f ON r.id = f.id AND r.lease_epoch = f.epoch
+         WHERE r.status = 'running' AND r.lease_expires_at > clock_timestamp()
+         ORDER BY r.id
+           FOR NO KEY UPDATE OF r
+    ), done AS (
+        UPDATE cairn.runs r
+           SET status = f.status, output = f.output, error = f.error, finished_at = now(),
+               updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+               progress = coalesce(f.progress, r.progress)
+          FROM f JOIN held ON held.id = f.id
+         WHERE r.id = f.id
+        RETURNING r.id, r.awaited
+    )
+    SELECT done.id FROM done CROSS JOIN LATERAL (
+        SELECT CASE WHEN done.awaited THEN pg_notify($7, done.id::text) END
+    ) n";
 
 /// The SQLSTATE `cairn.write_step` raises when the lease is no longer held.
 const LEASE_LOST: &str = "CN001";

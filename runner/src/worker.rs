@@ -20,9 +20,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::context::{Halt, RunSettings, RunState};
 use crate::error::is_transient_db_error;
+use crate::group_commit::GroupCommit;
 use crate::model::RunStatus;
 use crate::schedule::{Scheduler, SchedulerConfig};
-use crate::store::{ClaimedRun, Fenced, Lease, Store, WAKEUP_CHANNEL};
+use crate::store::{ClaimedRun, Fenced, Lease, RunEnd, Store, WAKEUP_CHANNEL};
 use crate::{Context, EngineError, Error, Registry, RetryPolicy, RunId};
 
 /// How a worker behaves. The defaults suit a production worker; tests shorten the lease.
@@ -133,6 +134,7 @@ impl Worker {
         let next_wake: Arc<Mutex<Option<Instant>>> = Arc::default();
         let settings = RunSettings {
             store: self.store.clone(),
+            group_commit: GroupCommit::start(self.store.clone()),
             shutdown: Arc::clone(&stop),
             default_retry: config.retry,
             inline_backoff: config.inline_backoff,
@@ -279,6 +281,7 @@ impl Worker {
         };
         let next_wake = Arc::clone(next_wake);
         let lease_len = settings.lease;
+        let group_commit = settings.group_commit.clone();
         let queue = self.config.queue.clone();
         runs.spawn(
             async move {
@@ -302,7 +305,16 @@ impl Worker {
                     }
                 }
                 let progress = state.pending_progress();
-                record(&store, run.lease, &queue, ending, progress, lease_len).await;
+                record(
+                    &store,
+                    &group_commit,
+                    run.lease,
+                    &queue,
+                    ending,
+                    progress,
+                    lease_len,
+                )
+                .await;
             }
             .instrument(span),
         );
@@ -340,6 +352,7 @@ async fn execute(ctx: Context, runner: Arc<crate::registry::RunFn>, input: Value
 /// Writes how a run ended, retrying database outages while the lease lasts.
 async fn record(
     store: &Store,
+    group_commit: &GroupCommit,
     lease: Lease,
     queue: &str,
     ending: Ending,
@@ -378,19 +391,16 @@ async fn record(
             return;
         }
     };
+    let end = Arc::new(RunEnd {
+        status,
+        output,
+        error,
+        progress,
+    });
     let give_up = Instant::now() + lease_len;
     let mut failures = 0u32;
     loop {
-        match store
-            .finish(
-                lease,
-                status,
-                output.as_ref(),
-                error.as_ref(),
-                progress.as_ref(),
-            )
-            .await
-        {
+        match group_commit.finish(lease, &end).await {
             Ok(Fenced::Held(())) => {
                 info!(%status, "run finished");
                 return;

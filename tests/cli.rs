@@ -305,3 +305,68 @@ async fn sync_every_sets_up_incremental_and_reconcile_schedules_per_stream() {
     let bad = run(&url, &["sync", source, "--every", "every day"]);
     assert_clean_error(&bad, 2, "cron expression");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_wait_json_reports_each_run_without_a_copy_of_its_pages() {
+    use cairn::connectors::sandbox::{Sandbox, SandboxConfig};
+
+    let db = TestDb::new().await;
+    let url = db.url();
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            records_per_stream: 3_000,
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = WorkerProcess::spawn(&url, &[]);
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sources/sandbox-stripe.toml"
+    );
+    let synced = run(
+        &url,
+        &[
+            "sync",
+            source,
+            "--stream",
+            "contacts",
+            "--base-url",
+            sandbox.base_url(),
+            "--wait",
+            "--json",
+        ],
+    );
+    worker.kill();
+    sandbox.shutdown().await;
+
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+    let runs: Value = serde_json::from_slice(&synced.stdout).unwrap();
+    let runs = runs.as_array().expect("one document: the runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["status"], "completed");
+    assert_eq!(runs[0]["output"]["records"], 3_000);
+    let fetches: Vec<&Value> = runs[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|step| step["name"].as_str().unwrap().starts_with("fetch page"))
+        .collect();
+    // 30 pages of 100 records: the document gives their sizes, not their records.
+    let left_out: Vec<&&Value> = fetches
+        .iter()
+        .filter(|fetch| fetch["output"].is_null())
+        .collect();
+    assert_eq!(left_out.len(), 30, "{fetches:#?}");
+    for fetch in left_out {
+        let stored = fetch["output_stored_bytes"].as_i64().unwrap();
+        assert!(stored > cairn::SHOWN_OUTPUT_BYTES, "{fetch}");
+    }
+    assert!(
+        synced.stdout.len() < 64 * 1024,
+        "{} bytes of JSON",
+        synced.stdout.len()
+    );
+}

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
@@ -153,9 +154,16 @@ impl Client {
         self.store.list(status, limit).await
     }
 
-    /// One run with its steps.
+    /// One run with its steps (step outputs over [`crate::model::SHOWN_OUTPUT_BYTES`] left
+    /// out, their sizes given).
     pub async fn show(&self, run_id: RunId) -> Result<RunDetail, EngineError> {
         self.store.show(run_id).await
+    }
+
+    /// The run's status and its workflow's last progress report: a cheap look for
+    /// watching a run, where [`Client::show`] reads every step.
+    pub async fn progress(&self, run_id: RunId) -> Result<(RunStatus, Option<Value>), EngineError> {
+        self.store.progress(run_id).await
     }
 
     /// Cancels the run: at once if no worker holds it, else at its next step boundary.

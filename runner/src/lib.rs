@@ -75,7 +75,9 @@ pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
 pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
 pub use ids::RunId;
-pub use model::{RunDetail, RunStatus, RunSummary, StepKind, StepRecord, StepStatus};
+pub use model::{
+    RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
+};
 pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use schedule::{Scheduler, SchedulerConfig, Schedules};

@@ -186,6 +186,12 @@ pub struct RunDetail {
     pub steps: Vec<StepRecord>,
 }
 
+/// The most bytes a step output may take to store and still be included in a run's
+/// display. Ids, counts and cursors fit; a sync's fetched pages (tens to hundreds of
+/// kilobytes each) do not, and a display of all of them would be a copy of the vendor's
+/// data. Outputs this small are stored uncompressed, so the figure is their JSON size.
+pub const SHOWN_OUTPUT_BYTES: i64 = 2 * 1024;
+
 /// One step of a run, as checkpointed.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StepRecord {
@@ -197,8 +203,15 @@ pub struct StepRecord {
     pub kind: StepKind,
     /// Where it is.
     pub status: StepStatus,
-    /// The stored output, once completed.
+    /// The stored output, once completed. A run's display ([`crate::Client::show`])
+    /// leaves out outputs that take more than [`SHOWN_OUTPUT_BYTES`] to store, such as
+    /// a fetched page of records; replay always reads them in full.
     pub output: Option<Value>,
+    /// In a run's display, how many bytes the output takes to store (after compression,
+    /// which large outputs get).
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_stored_bytes: Option<i64>,
     /// Attempts made (failed ones and the successful one).
     pub attempts: i32,
     /// Attempts refused by a rate limit (these do not use up the retry policy).

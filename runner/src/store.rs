@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres};
 
-use crate::model::{RunDetail, RunStatus, RunSummary, StepKind, StepRecord, StepStatus};
+use crate::model::{
+    RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
+};
 use crate::{EngineError, RunId};
 
 /// The channel workers listen on; the payload is the queue that has new work.
@@ -598,12 +600,17 @@ impl Store {
         .await
         .map_err(EngineError::db)?
         .ok_or(EngineError::RunNotFound(id))?;
+        // `pg_column_size` reads a value's stored size from its header, without
+        // fetching or decompressing it, so a large output costs nothing here.
         let steps: Vec<StepRecord> = sqlx::query_as(
-            "SELECT position, name, kind, status, output, attempts, throttled, last_error,
-                    started_at, finished_at, duration_ms
+            "SELECT position, name, kind, status,
+                    CASE WHEN pg_column_size(output) <= $2 THEN output END AS output,
+                    pg_column_size(output)::bigint AS output_stored_bytes,
+                    attempts, throttled, last_error, started_at, finished_at, duration_ms
                FROM cairn.steps WHERE run_id = $1 ORDER BY position",
         )
         .bind(id)
+        .bind(SHOWN_OUTPUT_BYTES)
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::db)?;
@@ -649,6 +656,17 @@ impl Store {
             Some(status) => Ok(status),
             None => self.status(id).await,
         }
+    }
+
+    /// A run's status and its last progress report: what watching a run needs, without
+    /// its steps.
+    pub async fn progress(&self, id: RunId) -> Result<(RunStatus, Option<Value>), EngineError> {
+        sqlx::query_as("SELECT status, progress FROM cairn.runs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(EngineError::db)?
+            .ok_or(EngineError::RunNotFound(id))
     }
 
     /// The status of one run.

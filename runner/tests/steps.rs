@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_runner::{
-    Client, Context, Error, ErrorClass, Registry, RetryPolicy, RunStatus, StartOptions, StepKind,
-    StepStatus,
+    Client, Context, Error, ErrorClass, Registry, RetryPolicy, RunStatus, SHOWN_OUTPUT_BYTES,
+    StartOptions, StepKind, StepStatus,
 };
 use cairn_testkit::TestDb;
 use chrono::Utc;
@@ -617,4 +617,80 @@ fn errors_convert_with_their_class_and_database_errors_by_sqlstate() {
         Error::from(sqlx::Error::RowNotFound).class(),
         ErrorClass::Permanent
     );
+}
+
+#[tokio::test]
+async fn a_runs_display_leaves_out_large_outputs_which_replay_reads_in_full() {
+    let db = TestDb::new().await;
+    let counts = Counts::default();
+    let mut registry = Registry::new();
+    {
+        let counts = counts.clone();
+        registry.register("big output", move |ctx: Context, (): ()| {
+            let counts = counts.clone();
+            async move {
+                let page: String = ctx
+                    .step("page", || async {
+                        counts.hit("page");
+                        Ok(incompressible(100_000))
+                    })
+                    .await?;
+                let small: u32 = ctx.step("small", || async { Ok(7) }).await?;
+                // The timer parks the run, so what follows runs on a replay that reads
+                // the page back from its checkpoint.
+                ctx.sleep(Duration::from_millis(200)).await;
+                Ok(json!({ "len": page.len(), "intact": page == incompressible(100_000), "small": small }))
+            }
+        });
+    }
+    let registry = Arc::new(registry);
+    let client = client(&db, &registry);
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(1));
+    let started = client
+        .start("big output", &(), &StartOptions::default())
+        .await
+        .unwrap();
+
+    let run = finished(&client, started.run_id).await;
+    worker.shutdown().await;
+
+    assert_eq!(run.summary.status, RunStatus::Completed);
+    assert_eq!(
+        run.output,
+        Some(json!({ "len": 100_000, "intact": true, "small": 7 }))
+    );
+    assert_eq!(
+        counts.get("page"),
+        1,
+        "the page was replayed, not run again"
+    );
+    let page = &run.steps[0];
+    assert_eq!(page.name, "page");
+    assert_eq!(
+        page.output, None,
+        "a large output is left out of the display"
+    );
+    let stored = page.output_stored_bytes.expect("its stored size is given");
+    assert!(stored > SHOWN_OUTPUT_BYTES, "stored in {stored} bytes");
+    let small = &run.steps[1];
+    assert_eq!(small.output, Some(json!(7)));
+    assert!(
+        small
+            .output_stored_bytes
+            .is_some_and(|n| n <= SHOWN_OUTPUT_BYTES)
+    );
+}
+
+/// Hex digits from a xorshift generator: text that compression barely shrinks.
+fn incompressible(len: usize) -> String {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut text = String::with_capacity(len + 16);
+    while text.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        text.push_str(&format!("{state:016x}"));
+    }
+    text.truncate(len);
+    text
 }

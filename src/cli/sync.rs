@@ -181,17 +181,15 @@ pub(crate) async fn follow(
     let started = Instant::now();
     let mut warned_idle = false;
     loop {
-        let mut details = Vec::with_capacity(runs.len());
+        // Only statuses and progress while waiting: a run's steps grow with every page.
+        let mut states = Vec::with_capacity(runs.len());
         for (_, id) in runs {
-            details.push(client.show(*id).await?);
+            states.push(client.progress(*id).await?);
         }
-        let done = details
-            .iter()
-            .filter(|r| r.summary.status.is_terminal())
-            .count();
+        let done = states.iter().filter(|(s, _)| s.is_terminal()).count();
         if live {
-            let (records, pages, total) = details.iter().fold((0, 0, 0), |acc, run| {
-                let p = run.progress.as_ref();
+            let (records, pages, total) = states.iter().fold((0, 0, 0), |acc, (_, p)| {
+                let p = p.as_ref();
                 let get = |key: &str| {
                     p.and_then(|p| p.get(key))
                         .and_then(Value::as_u64)
@@ -216,13 +214,15 @@ pub(crate) async fn follow(
             if live {
                 eprintln!();
             }
+            let mut details = Vec::with_capacity(runs.len());
+            for (_, id) in runs {
+                details.push(client.show(*id).await?);
+            }
             return Ok(details);
         }
         if !warned_idle
             && started.elapsed() > Duration::from_secs(5)
-            && details
-                .iter()
-                .all(|r| r.summary.status == RunStatus::Pending)
+            && states.iter().all(|(s, _)| *s == RunStatus::Pending)
         {
             warned_idle = true;
             if live {

@@ -330,7 +330,10 @@ mod tests {
     use super::*;
     use crate::model::RunStatus;
 
-    async fn claimed(store: &Store, runs: usize) -> Vec<Lease> {
+    /// A fresh database with `runs` runs claimed, and a group commit over it.
+    async fn claimed(runs: usize) -> (TestDb, Store, Vec<Lease>, GroupCommit) {
+        let db = TestDb::new().await;
+        let store = Store::new(db.pool().clone());
         for _ in 0..runs {
             store
                 .start("wf", "default", &json!(null), None)
@@ -343,7 +346,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(claimed.len(), runs);
-        claimed.into_iter().map(|run| run.lease).collect()
+        let leases = claimed.into_iter().map(|run| run.lease).collect();
+        let group = GroupCommit::start(store.clone());
+        (db, store, leases, group)
     }
 
     fn step(position: i32, name: &str) -> StepWrite<'_> {
@@ -360,6 +365,16 @@ mod tests {
             duration: Duration::from_millis(1),
             progress: None,
         }
+    }
+
+    async fn expire(store: &Store, lease: Lease) {
+        sqlx::query(
+            "UPDATE cairn.runs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
+        )
+        .bind(lease.run_id)
+        .execute(store.pool())
+        .await
+        .unwrap();
     }
 
     /// Holds the group commit busy, so that every write made meanwhile is queued for the
@@ -381,10 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn queued_checkpoints_of_many_runs_share_one_commit() {
-        let db = TestDb::new().await;
-        let store = Store::new(db.pool().clone());
-        let leases = claimed(&store, 10).await;
-        let group = GroupCommit::start(store.clone());
+        let (_db, store, leases, group) = claimed(10).await;
         let _busy = busy(&group);
 
         let step = step(0, "a");
@@ -410,17 +422,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_lost_lease_in_a_batch_writes_nothing_for_that_run_only() {
-        let db = TestDb::new().await;
-        let store = Store::new(db.pool().clone());
-        let leases = claimed(&store, 3).await;
-        sqlx::query(
-            "UPDATE cairn.runs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
-        )
-        .bind(leases[1].run_id)
-        .execute(store.pool())
-        .await
-        .unwrap();
-        let group = GroupCommit::start(store.clone());
+        let (_db, store, leases, group) = claimed(3).await;
+        expire(&store, leases[1]).await;
         let _busy = busy(&group);
 
         let step = step(0, "a");
@@ -448,10 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_row_the_database_refuses_fails_only_its_own_step() {
-        let db = TestDb::new().await;
-        let store = Store::new(db.pool().clone());
-        let leases = claimed(&store, 3).await;
-        let group = GroupCommit::start(store.clone());
+        let (_db, store, leases, group) = claimed(3).await;
         let _busy = busy(&group);
 
         let steps = ["first", "nul \0 inside", "third"].map(|name| step(0, name));
@@ -477,10 +477,8 @@ mod tests {
 
     #[tokio::test]
     async fn two_checkpoints_of_one_run_queued_together_are_both_written() {
-        let db = TestDb::new().await;
-        let store = Store::new(db.pool().clone());
-        let lease = claimed(&store, 1).await[0];
-        let group = GroupCommit::start(store.clone());
+        let (_db, store, leases, group) = claimed(1).await;
+        let lease = leases[0];
         let _busy = busy(&group);
 
         let (a, b) = (step(0, "a"), step(1, "b"));
@@ -501,17 +499,8 @@ mod tests {
 
     #[tokio::test]
     async fn queued_run_ends_share_one_commit_and_are_fenced_each() {
-        let db = TestDb::new().await;
-        let store = Store::new(db.pool().clone());
-        let leases = claimed(&store, 4).await;
-        sqlx::query(
-            "UPDATE cairn.runs SET lease_expires_at = now() - interval '1 s' WHERE id = $1",
-        )
-        .bind(leases[3].run_id)
-        .execute(store.pool())
-        .await
-        .unwrap();
-        let group = GroupCommit::start(store.clone());
+        let (_db, store, leases, group) = claimed(4).await;
+        expire(&store, leases[3]).await;
         let _busy = busy(&group);
 
         let ends: Vec<Arc<RunEnd>> = (0..4)

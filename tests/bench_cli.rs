@@ -133,10 +133,9 @@ fn crash_resumes_after_each_kill_and_ends_equal_to_the_vendor() {
         "2",
     ]);
     assert_eq!(figure(&doc, "warehouse_equals_vendor"), 1.0);
-    // At most the page in flight at each kill, as in the sync SIGKILL test: a debug build
-    // on a loaded machine sometimes counts one request of a killed worker after the mark.
-    assert!(
-        figure(&doc, "fetched_again_after_checkpoint") <= 2.0,
+    assert_eq!(
+        figure(&doc, "fetched_again_after_checkpoint"),
+        0.0,
         "{:#}",
         doc["figures"]
     );

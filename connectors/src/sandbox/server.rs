@@ -64,7 +64,7 @@ impl Sandbox {
         let vendor = Vendor::new(config, format!("http://{addr}"));
         let router = api::router(vendor.clone());
         let (shutdown, signal) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, router, signal));
+        let task = tokio::spawn(serve(listener, router, vendor.clone(), signal));
         tracing::info!(%addr, "sandbox vendor listening");
         Ok(SandboxHandle {
             addr,
@@ -146,13 +146,23 @@ impl Drop for SandboxHandle {
     }
 }
 
-async fn serve(listener: TcpListener, router: Router, mut signal: watch::Receiver<bool>) {
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    vendor: Vendor,
+    mut signal: watch::Receiver<bool>,
+) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, router.clone(), signal.clone()));
+                    connections.spawn(serve_connection(
+                        stream,
+                        router.clone(),
+                        vendor.clone(),
+                        signal.clone(),
+                    ));
                 }
                 Err(error) => {
                     // Typically out of file descriptors: give in-flight
@@ -175,7 +185,13 @@ async fn serve(listener: TcpListener, router: Router, mut signal: watch::Receive
     }
 }
 
-async fn serve_connection(stream: TcpStream, router: Router, mut signal: watch::Receiver<bool>) {
+async fn serve_connection(
+    stream: TcpStream,
+    router: Router,
+    vendor: Vendor,
+    mut signal: watch::Receiver<bool>,
+) {
+    let _open = vendor.inner().stats.connected();
     // Small JSON pages over keep-alive: Nagle would only add latency.
     let _ = stream.set_nodelay(true);
     let reset = ResetSwitch::default();

@@ -14,9 +14,10 @@ pub(crate) struct Stats {
     tokens_issued: AtomicU64,
     faults: Mutex<BTreeMap<&'static str, u64>>,
     in_flight: AtomicU64,
+    connections: AtomicU64,
 }
 
-/// A request being handled; counted in flight until dropped.
+/// A request being handled, or a connection open; counted until dropped.
 pub(crate) struct Handling<'a>(&'a AtomicU64);
 
 impl Drop for Handling<'_> {
@@ -63,6 +64,19 @@ impl Stats {
     /// Requests being handled now.
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a client connection as open until the returned guard is dropped, which
+    /// happens once the server is done with it: every request that came in on it has
+    /// been answered, or dropped with the connection.
+    pub(crate) fn connected(&self) -> Handling<'_> {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        Handling(&self.connections)
+    }
+
+    /// Client connections open now.
+    pub(crate) fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub(crate) fn rate_limited(&self) {

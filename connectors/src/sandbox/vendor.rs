@@ -206,6 +206,14 @@ impl Vendor {
         self.inner.stats.in_flight()
     }
 
+    /// Client connections the server has open at this instant. After a client is
+    /// killed, zero means the server is done with everything it sent: each request was
+    /// answered (and counted) or dropped with its connection. A benchmark that kills a
+    /// worker waits for this before it reads the counts.
+    pub fn open_connections(&self) -> u64 {
+        self.inner.stats.connections()
+    }
+
     /// Counters and the current record sets, as `GET /admin/stats` reports.
     pub fn stats(&self) -> StatsSnapshot {
         let today = self.inner.config.clock.now().date_naive();

@@ -45,3 +45,31 @@ async fn bad_configs_and_addresses_are_refused() {
     assert!(matches!(taken, Err(SandboxError::Bind { .. })));
     first.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_counts_as_open_until_the_server_is_done_with_it() {
+    let sandbox = start(config().0).await;
+    let vendor = sandbox.vendor().clone();
+    let url = format!("{}/ids/deals", sandbox.base_url());
+    assert_eq!(vendor.open_connections(), 0);
+
+    let client = http();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    assert_eq!(
+        vendor.open_connections(),
+        1,
+        "an answered request's connection is kept alive"
+    );
+
+    // A client that goes away closes its connection; the server then lets go of it.
+    drop(client);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while vendor.open_connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server still holds the closed connection"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    sandbox.shutdown().await;
+}

@@ -56,8 +56,9 @@ impl CrashArgs {
     }
 }
 
-/// The vendor's count must hold still for six of these after a kill.
-const SETTLE: Duration = Duration::from_millis(50);
+/// How often the vendor is asked, after a kill, whether it is done with the dead
+/// worker's connections.
+const SETTLE: Duration = Duration::from_millis(5);
 
 /// What the run had done at one instant.
 #[derive(Clone, Copy)]
@@ -183,23 +184,21 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         tokio::time::sleep(Duration::from_millis(u64::from(kill) * 37 % 100)).await;
         worker.kill();
         let killed_at = Instant::now();
-        // A request the dead worker sent may still arrive, and is answered (and counted)
-        // by the vendor a moment later: the mark waits until nothing is in flight and
-        // the count has held still for a while, and the next worker starts after it, so
-        // every request counted before the mark is the dead worker's. The run's lease
-        // outlasts the wait, so the new worker starts in time to claim it at expiry.
-        let quiet_by = killed_at + Duration::from_secs_f64(args.lease / 2.0);
-        let mut seen = served(&sandbox);
-        let mut still = 0;
-        while still < 6 && Instant::now() < quiet_by {
+        // A request the dead worker sent may still be read, answered and counted by the
+        // vendor a moment later. The mark waits until the vendor has closed every
+        // connection the dead worker had (nothing else connects to it meanwhile), so
+        // each of its requests has been counted or dropped; the next worker starts
+        // after the mark, so every request counted before it is the dead worker's.
+        let drained_by = killed_at + Duration::from_secs_f64(args.lease / 2.0);
+        while sandbox.vendor().open_connections() > 0 {
+            if Instant::now() >= drained_by {
+                return Err(Failure::failed(format!(
+                    "bench {what}: the vendor still had the killed worker's connections \
+                     open {:.1} s after the kill",
+                    args.lease / 2.0
+                )));
+            }
             tokio::time::sleep(SETTLE).await;
-            let now = served(&sandbox);
-            still = if now == seen && sandbox.vendor().in_flight() == 0 {
-                still + 1
-            } else {
-                0
-            };
-            seen = now;
         }
         let at_kill = mark(db, &sandbox, run).await?;
         worker = WorkerProcess::spawn(db, 2, args.lease)?;

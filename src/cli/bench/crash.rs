@@ -56,8 +56,8 @@ impl CrashArgs {
     }
 }
 
-/// How often the vendor is asked, after a kill, whether it is done with the dead
-/// worker's connections.
+/// How often the vendor and the database are asked, after a kill, whether the dead
+/// worker's connections are gone.
 const SETTLE: Duration = Duration::from_millis(5);
 
 /// What the run had done at one instant.
@@ -101,6 +101,18 @@ async fn mark(db: &BenchDb, sandbox: &SandboxHandle, run: RunId) -> Result<Mark,
         fetched: fetched as u64,
         served: served(sandbox),
     })
+}
+
+/// Database sessions of bench workers still open.
+async fn worker_sessions(db: &BenchDb) -> Result<i64, Failure> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE application_name = $1 AND datname = current_database()",
+    )
+    .bind(super::WORKER_APPLICATION)
+    .fetch_one(db.pool())
+    .await
+    .map_err(db_failure("crash"))
 }
 
 /// Waits until the run has landed more than `pages` pages or ended; returns when.
@@ -185,16 +197,17 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         worker.kill();
         let killed_at = Instant::now();
         // A request the dead worker sent may still be read, answered and counted by the
-        // vendor a moment later. The mark waits until the vendor has closed every
-        // connection the dead worker had (nothing else connects to it meanwhile), so
-        // each of its requests has been counted or dropped; the next worker starts
-        // after the mark, so every request counted before it is the dead worker's.
+        // vendor a moment later, and a checkpoint it sent may still commit. The mark
+        // waits until the vendor has closed every connection the dead worker had
+        // (nothing else connects to it meanwhile) and its database sessions have ended,
+        // so each of its requests and commits has happened or never will; the next
+        // worker starts after the mark, so what is counted before it is the dead one's.
         let drained_by = killed_at + Duration::from_secs_f64(args.lease / 2.0);
-        while sandbox.vendor().open_connections() > 0 {
+        while sandbox.vendor().open_connections() > 0 || worker_sessions(db).await? > 0 {
             if Instant::now() >= drained_by {
                 return Err(Failure::failed(format!(
-                    "bench {what}: the vendor still had the killed worker's connections \
-                     open {:.1} s after the kill",
+                    "bench {what}: the killed worker's connections were still open {:.1} s \
+                     after the kill",
                     args.lease / 2.0
                 )));
             }

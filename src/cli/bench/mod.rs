@@ -275,12 +275,17 @@ impl InProcessWorker {
 /// when dropped.
 struct WorkerProcess(Child);
 
+/// The `application_name` of a bench worker's database sessions, so that a bench can
+/// tell when a killed worker's sessions are gone.
+const WORKER_APPLICATION: &str = "cairn-bench-worker";
+
 impl WorkerProcess {
     fn spawn(db: &BenchDb, concurrency: usize, lease: f64) -> Result<Self, Failure> {
         let exe = std::env::current_exe()
             .map_err(|err| Failure::failed(format!("bench: cannot find this executable: {err}")))?;
         Command::new(&exe)
             .env("DATABASE_URL", db.url())
+            .env("PGAPPNAME", WORKER_APPLICATION)
             .env("RUST_LOG", "error")
             .args(["worker", "--poll", "0.1"])
             .args(["--concurrency", &concurrency.to_string()])

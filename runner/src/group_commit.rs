@@ -10,9 +10,11 @@
 //! how many writes share a commit.
 //!
 //! When nothing else is being written, a write is made at once by its caller, so a lone
-//! run pays no queueing. Only plain steps' checkpoints are batched, and never one with a
-//! progress report or a large output: the first would make the batch wait for that run's
-//! transaction in flight, and the second would only be copied for nothing.
+//! run pays no queueing. Of the checkpoints, only plain steps' are batched, and never
+//! one with a progress report or a large output: the first would make the batch wait for
+//! that run's transaction in flight, and the second would only be copied for nothing.
+//! Each statement locks its runs in id order, as every statement that locks several
+//! runs does, so two of them never wait for each other in a cycle.
 
 use std::collections::HashSet;
 use std::sync::Arc;

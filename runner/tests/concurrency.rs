@@ -146,10 +146,29 @@ async fn four_workers_share_two_hundred_runs_without_overlap() {
 #[tokio::test]
 async fn only_the_end_of_an_awaited_run_is_announced() {
     let db = TestDb::new().await;
+    // The watched run (input 2) ends only when the test opens the gate, once its client
+    // has asked for its end to be announced: a run that ends before that is seen ended
+    // by the client's own look and, rightly, not announced.
+    let gate = Arc::new(tokio::sync::Notify::new());
     let mut registry = Registry::new();
-    registry.register("quick", |ctx: Context, n: u32| async move {
-        ctx.step("one", || async move { Ok(n) }).await
-    });
+    {
+        let gate = Arc::clone(&gate);
+        registry.register("quick", move |ctx: Context, n: u32| {
+            let gate = Arc::clone(&gate);
+            async move {
+                ctx.step("one", || {
+                    let gate = Arc::clone(&gate);
+                    async move {
+                        if n == 2 {
+                            gate.notified().await;
+                        }
+                        Ok(n)
+                    }
+                })
+                .await
+            }
+        });
+    }
     let registry = Arc::new(registry);
     let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
     let mut listener = sqlx::postgres::PgListener::connect_with(db.pool())
@@ -182,10 +201,29 @@ async fn only_the_end_of_an_awaited_run_is_announced() {
         .start("quick", &2, &StartOptions::default())
         .await
         .unwrap();
-    let run = client
-        .wait(watched.run_id, Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let waiting = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .wait(watched.run_id, Some(Duration::from_secs(30)))
+                .await
+        })
+    };
+    eventually(
+        "the client to ask for the watched run's end",
+        Duration::from_secs(30),
+        || async {
+            let awaited: bool = sqlx::query_scalar("SELECT awaited FROM cairn.runs WHERE id = $1")
+                .bind(watched.run_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            awaited.then_some(())
+        },
+    )
+    .await;
+    gate.notify_one();
+    let run = waiting.await.unwrap().unwrap();
     assert_eq!(run.summary.status, RunStatus::Completed);
     worker.shutdown().await;
 

@@ -61,6 +61,22 @@ enum Write {
     End(Arc<RunEnd>),
 }
 
+impl Queued {
+    fn step(&self) -> Option<(Lease, StepWrite<'_>)> {
+        match &self.write {
+            Write::Step(step) => Some((self.lease, step.as_write())),
+            Write::End(_) => None,
+        }
+    }
+
+    fn end(&self) -> Option<(Lease, &RunEnd)> {
+        match &self.write {
+            Write::End(end) => Some((self.lease, end)),
+            Write::Step(_) => None,
+        }
+    }
+}
+
 /// A copy of a [`StepWrite`] that can wait in the queue.
 struct OwnedStep {
     position: i32,
@@ -217,13 +233,7 @@ fn one_per_run(batch: &mut Vec<Queued>) -> Vec<Queued> {
 }
 
 async fn write_steps(store: &Store, batch: Vec<Queued>) {
-    let steps: Vec<(Lease, StepWrite<'_>)> = batch
-        .iter()
-        .filter_map(|queued| match &queued.write {
-            Write::Step(step) => Some((queued.lease, step.as_write())),
-            Write::End(_) => None,
-        })
-        .collect();
+    let steps: Vec<(Lease, StepWrite<'_>)> = batch.iter().filter_map(Queued::step).collect();
     let answer = match steps.as_slice() {
         [] => return,
         [(lease, step)] => Ok(vec![Store::write_step(store.pool(), *lease, step).await]),
@@ -234,13 +244,7 @@ async fn write_steps(store: &Store, batch: Vec<Queued>) {
 }
 
 async fn finish_runs(store: &Store, batch: Vec<Queued>) {
-    let ends: Vec<(Lease, &RunEnd)> = batch
-        .iter()
-        .filter_map(|queued| match &queued.write {
-            Write::End(end) => Some((queued.lease, &**end)),
-            Write::Step(_) => None,
-        })
-        .collect();
+    let ends: Vec<(Lease, &RunEnd)> = batch.iter().filter_map(Queued::end).collect();
     if ends.is_empty() {
         return;
     }
@@ -290,16 +294,7 @@ async fn answer_each(store: &Store, batch: Vec<Queued>, answer: Result<Vec<Answe
 }
 
 async fn finish_alone(store: &Store, lease: Lease, end: &RunEnd) -> Answer {
-    let fenced = store
-        .finish(
-            lease,
-            end.status,
-            end.output.as_ref(),
-            end.error.as_ref(),
-            end.progress.as_ref(),
-        )
-        .await?;
-    Ok(fenced.map(|()| false))
+    Ok(store.finish(lease, end).await?.map(|()| false))
 }
 
 /// A failure of a shared statement, for each of its writes: the same message, and as

@@ -322,43 +322,21 @@ impl Store {
     ) -> Result<Vec<Fenced<bool>>, sqlx::Error> {
         debug_assert!(steps.iter().all(|(_, step)| step.progress.is_none()));
         let held: Vec<(RunId, bool)> = sqlx::query_as(STEPS_WRITE_SQL)
-            .bind(steps.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(l, _)| l.epoch).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.position).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.name).collect::<Vec<_>>())
-            .bind(
-                steps
-                    .iter()
-                    .map(|(_, s)| s.kind.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                steps
-                    .iter()
-                    .map(|(_, s)| s.status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(steps.iter().map(|(_, s)| s.output).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.attempts).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.throttled).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.last_error).collect::<Vec<_>>())
-            .bind(steps.iter().map(|(_, s)| s.started_at).collect::<Vec<_>>())
-            .bind(
-                steps
-                    .iter()
-                    .map(|(_, s)| s.duration.as_secs_f64() * 1000.0)
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(steps, |(l, _)| l.run_id))
+            .bind(column(steps, |(l, _)| l.epoch))
+            .bind(column(steps, |(_, s)| s.position))
+            .bind(column(steps, |(_, s)| s.name))
+            .bind(column(steps, |(_, s)| s.kind.as_str()))
+            .bind(column(steps, |(_, s)| s.status.as_str()))
+            .bind(column(steps, |(_, s)| s.output))
+            .bind(column(steps, |(_, s)| s.attempts))
+            .bind(column(steps, |(_, s)| s.throttled))
+            .bind(column(steps, |(_, s)| s.last_error))
+            .bind(column(steps, |(_, s)| s.started_at))
+            .bind(column(steps, |(_, s)| s.duration.as_secs_f64() * 1000.0))
             .fetch_all(&self.pool)
             .await?;
-        Ok(steps
-            .iter()
-            .map(|(lease, _)| {
-                held.iter()
-                    .find(|(id, _)| *id == lease.run_id)
-                    .map_or(Fenced::Lost, |&(_, cancel)| Fenced::Held(cancel))
-            })
-            .collect())
+        Ok(each_fenced(steps.iter().map(|(lease, _)| lease), &held))
     }
 
     /// Writes a transactional step's checkpoint and commits its transaction, in one
@@ -424,86 +402,33 @@ impl Store {
         Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
     }
 
-    /// Ends the run with `status`, its output or error and its last progress report (when
-    /// no checkpoint carried it), and announces it if a client waits for it (see
-    /// [`Store::await_end`]).
-    pub async fn finish(
-        &self,
-        lease: Lease,
-        status: RunStatus,
-        output: Option<&Value>,
-        error: Option<&Value>,
-        progress: Option<&Value>,
-    ) -> Result<Fenced<()>, sqlx::Error> {
-        let done: Option<RunId> = sqlx::query_scalar(
-            "WITH done AS (
-                 UPDATE cairn.runs
-                    SET status = $3, output = $4, error = $5, finished_at = now(),
-                        updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
-                        progress = coalesce($7, progress)
-                  WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
-                    AND lease_expires_at > clock_timestamp()
-                 RETURNING id, awaited
-             )
-             SELECT done.id FROM done CROSS JOIN LATERAL (
-                 SELECT CASE WHEN done.awaited THEN pg_notify($6, done.id::text) END
-             ) n",
-        )
-        .bind(lease.run_id)
-        .bind(lease.epoch)
-        .bind(status)
-        .bind(output)
-        .bind(error)
-        .bind(FINISHED_CHANNEL)
-        .bind(progress)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(done.map_or(Fenced::Lost, |_| Fenced::Held(())))
+    /// Ends the run as `end` says: its status, its output or error, and its last progress
+    /// report (when no checkpoint carried it). The end is announced if a client waits for
+    /// it (see [`Store::await_end`]).
+    pub async fn finish(&self, lease: Lease, end: &RunEnd) -> Result<Fenced<()>, sqlx::Error> {
+        let mut fenced = self.finish_runs(&[(lease, end)]).await?;
+        Ok(fenced.pop().unwrap_or(Fenced::Lost))
     }
 
     /// Ends several runs in one statement, as [`Store::finish`] ends one, so that many
-    /// runs' ends share one commit. Each run is fenced by its own lease: the answer has
+    /// runs' ends can share one commit. Each run is fenced by its own lease: the answer has
     /// one entry per run, in order. The runs must differ.
     pub async fn finish_runs(
         &self,
         ends: &[(Lease, &RunEnd)],
     ) -> Result<Vec<Fenced<()>>, sqlx::Error> {
         let done: Vec<RunId> = sqlx::query_scalar(FINISH_RUNS_SQL)
-            .bind(ends.iter().map(|(l, _)| l.run_id).collect::<Vec<_>>())
-            .bind(ends.iter().map(|(l, _)| l.epoch).collect::<Vec<_>>())
-            .bind(
-                ends.iter()
-                    .map(|(_, e)| e.status.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                ends.iter()
-                    .map(|(_, e)| e.output.as_ref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                ends.iter()
-                    .map(|(_, e)| e.error.as_ref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                ends.iter()
-                    .map(|(_, e)| e.progress.as_ref())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(ends, |(l, _)| l.run_id))
+            .bind(column(ends, |(l, _)| l.epoch))
+            .bind(column(ends, |(_, e)| e.status.as_str()))
+            .bind(column(ends, |&(_, e)| e.output.as_ref()))
+            .bind(column(ends, |&(_, e)| e.error.as_ref()))
+            .bind(column(ends, |&(_, e)| e.progress.as_ref()))
             .bind(FINISHED_CHANNEL)
             .fetch_all(&self.pool)
             .await?;
-        Ok(ends
-            .iter()
-            .map(|(lease, _)| {
-                if done.contains(&lease.run_id) {
-                    Fenced::Held(())
-                } else {
-                    Fenced::Lost
-                }
-            })
-            .collect())
+        let held: Vec<(RunId, ())> = done.into_iter().map(|id| (id, ())).collect();
+        Ok(each_fenced(ends.iter().map(|(lease, _)| lease), &held))
     }
 
     /// Marks the run as awaited, so that its end is announced on [`FINISHED_CHANNEL`].
@@ -700,6 +625,26 @@ fn bind_step<'q, O>(
         .bind(step.last_error)
         .bind(step.started_at)
         .bind(step.duration.as_secs_f64() * 1000.0)
+}
+
+/// One array parameter of a statement over many rows: `f` of each row, in order.
+fn column<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
+
+/// The answer for each lease, in order, from the runs a statement over many runs found
+/// held and what it read for each: a run it did not find was lost.
+fn each_fenced<'a, T: Copy>(
+    leases: impl Iterator<Item = &'a Lease>,
+    held: &[(RunId, T)],
+) -> Vec<Fenced<T>> {
+    leases
+        .map(|lease| {
+            held.iter()
+                .find(|(id, _)| *id == lease.run_id)
+                .map_or(Fenced::Lost, |&(_, read)| Fenced::Held(read))
+        })
+        .collect()
 }
 
 /// A checkpoint through `cairn.write_step` (migration 0008), which holds the fence and

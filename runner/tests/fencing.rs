@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_runner::store::{Fenced, Lease, StepWrite, Store, already_completed};
+use cairn_runner::store::{Fenced, Lease, RunEnd, StepWrite, Store, already_completed};
 use cairn_runner::{
     Client, Context, Registry, RunDetail, RunStatus, StartOptions, StepKind, StepStatus,
     WorkerConfig,
@@ -28,6 +28,15 @@ fn write(position: i32) -> StepWrite<'static> {
         last_error: None,
         started_at: Utc::now(),
         duration: Duration::from_millis(1),
+        progress: None,
+    }
+}
+
+fn completed(output: serde_json::Value) -> RunEnd {
+    RunEnd {
+        status: RunStatus::Completed,
+        output: Some(output),
+        error: None,
         progress: None,
     }
 }
@@ -95,10 +104,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
         Fenced::Lost
     );
     assert_eq!(
-        store
-            .finish(a, RunStatus::Completed, Some(&json!("zombie")), None, None)
-            .await
-            .unwrap(),
+        store.finish(a, &completed(json!("zombie"))).await.unwrap(),
         Fenced::Lost
     );
     assert_eq!(store.release(&[a], "default").await.unwrap(), 0);
@@ -110,10 +116,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
         Fenced::Held(false)
     );
     assert_eq!(
-        store
-            .finish(b, RunStatus::Completed, Some(&json!("done")), None, None)
-            .await
-            .unwrap(),
+        store.finish(b, &completed(json!("done"))).await.unwrap(),
         Fenced::Held(())
     );
     let run = store.show(run_id).await.unwrap();

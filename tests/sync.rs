@@ -303,7 +303,9 @@ async fn a_429_with_retry_after_30_parks_the_run_without_holding_a_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
-    const RECORDS: usize = 20_000;
+    // 500 pages landing 10 at a time: far more work than ten kills take, so the kills
+    // land mid-run on any machine; should the run still end first, killing stops there.
+    const RECORDS: usize = 50_000;
     const KILLS: usize = 10;
     let db = TestDb::new().await;
     let sandbox = vendor(SandboxConfig {
@@ -324,24 +326,39 @@ async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
         .unwrap();
     let url = db.url();
     let mut rng = fastrand::Rng::with_seed(5);
-    for kill in 0..KILLS {
+    let mut kills = 0;
+    while kills < KILLS {
         let worker = WorkerProcess::spawn(&url, &["--lease", "1"]);
-        // Let it work (some pages land), then kill it at a random point.
+        // Let it work (a landing commits), then kill it at a random point; a run that
+        // has ended needs no more kills.
         let pages_before = landed_pages(&db, started.run_id).await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while landed_pages(&db, started.run_id).await < pages_before + 2 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let ended = loop {
+            let status = client.show(started.run_id).await.unwrap().summary.status;
+            if status.is_terminal() {
+                break true;
+            }
+            if landed_pages(&db, started.run_id).await > pages_before {
+                break false;
+            }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no progress before kill {kill}"
+                "no progress in 60 s before kill {kills} ({status:?})"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if ended {
+            drop(worker);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(rng.u64(0..150))).await;
         worker.kill();
+        kills += 1;
     }
+    assert!(kills > 0, "the run ended before its first kill");
     let last = WorkerProcess::spawn(&url, &["--lease", "1"]);
     let done = client
-        .wait(started.run_id, Some(Duration::from_secs(120)))
+        .wait(started.run_id, Some(Duration::from_secs(180)))
         .await
         .unwrap();
     assert_eq!(last.terminate(), Some(0));
@@ -352,8 +369,8 @@ async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
         done.error
     );
     assert!(
-        done.summary.claims > KILLS as i32,
-        "claimed after every kill: {}",
+        done.summary.claims > kills as i32,
+        "claimed after every kill: {} claims for {kills} kills",
         done.summary.claims
     );
 
@@ -365,12 +382,13 @@ async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
     assert_eq!(
         fetch_steps,
         (RECORDS / 100) as u64,
-        "200 pages of 100; `has_more: false` ends the listing"
+        "pages of 100; `has_more: false` ends the listing"
     );
     let served = sandbox.vendor().stats().count("GET /v1/{stream}", "200");
     assert!(
-        served <= fetch_steps + KILLS as u64,
-        "{served} pages served for {fetch_steps} fetch steps: a checkpointed page was fetched again"
+        served <= fetch_steps + kills as u64,
+        "{served} pages served for {fetch_steps} fetch steps and {kills} kills: \
+         a checkpointed page was fetched again"
     );
     assert_eq!(
         checksum(&db, Stream::Contacts).await,

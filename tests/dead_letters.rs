@@ -32,7 +32,7 @@ async fn ages(db: &TestDb) -> Vec<(String, Option<i64>)> {
 async fn a_poison_record_is_dead_lettered_alone_and_lands_once_corrected() {
     let db = TestDb::new().await;
     let url = db.url();
-    let warehouse = Warehouse::new("warehouse").unwrap();
+    let warehouse = Warehouse::new("crm", "warehouse").unwrap();
     let contacts = StreamSpec::new("contacts", "id");
     let pages = [
         vec![json!({"id": "1", "age": 30, "name": "Ada"})],

@@ -292,7 +292,7 @@ async fn a_full_sync_through_a_vendor_failing_one_request_in_ten_ends_equal() {
     let injected: u64 = vendor.stats().faults.values().sum();
     assert!(injected >= 5, "faults were injected: {injected}");
     let mut conn = db.pool().acquire().await.unwrap();
-    let ours = Warehouse::new(sync::WAREHOUSE_SCHEMA)
+    let ours = Warehouse::new("sandbox-stripe", "sandbox_stripe")
         .unwrap()
         .checksum(&mut conn, "contacts")
         .await

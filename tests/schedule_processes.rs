@@ -224,7 +224,7 @@ async fn a_sync_schedule_keeps_a_stream_synced_unattended() {
     );
     assert_eq!(paused.status.code(), Some(0), "{}", stderr(&paused));
     let mut conn = db.pool().acquire().await.unwrap();
-    let landed = Warehouse::new("warehouse")
+    let landed = Warehouse::new("sandbox-stripe", "sandbox_stripe")
         .unwrap()
         .checksum(&mut conn, "contacts")
         .await

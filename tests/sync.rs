@@ -36,7 +36,7 @@ fn input(vendor: &SandboxHandle, stream: Stream) -> SyncInput {
 
 async fn checksum(db: &TestDb, stream: Stream) -> String {
     let mut conn = db.pool().acquire().await.unwrap();
-    Warehouse::new(sync::WAREHOUSE_SCHEMA)
+    Warehouse::new("sandbox-stripe", "sandbox_stripe")
         .unwrap()
         .checksum(&mut conn, stream.name())
         .await
@@ -98,14 +98,14 @@ async fn backfill_changes_incremental_and_reconcile_leave_the_warehouse_equal_to
     );
     let (live, deleted): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE _deleted_at IS NULL), count(*) FILTER (WHERE _deleted_at IS NOT NULL)
-           FROM warehouse.contacts",
+           FROM sandbox_stripe.contacts",
     )
     .fetch_one(db.pool())
     .await
     .unwrap();
     assert_eq!((live, deleted), (592, 20));
     let tier: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM warehouse.contacts WHERE loyalty_tier = 'gold' AND _deleted_at IS NULL",
+        "SELECT count(*) FROM sandbox_stripe.contacts WHERE loyalty_tier = 'gold' AND _deleted_at IS NULL",
     )
     .fetch_one(db.pool())
     .await
@@ -394,7 +394,7 @@ async fn a_sync_survives_ten_sigkills_without_refetching_a_checkpointed_page() {
         checksum(&db, Stream::Contacts).await,
         sandbox.vendor().checksum(Stream::Contacts)
     );
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM warehouse.contacts")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sandbox_stripe.contacts")
         .fetch_one(db.pool())
         .await
         .unwrap();

@@ -57,7 +57,7 @@ async fn run(page: usize) -> Result<(), Box<dyn Error>> {
     let sandbox = Sandbox::start(config, "127.0.0.1:0".parse()?).await?;
     let records = sandbox.vendor().records(Stream::Contacts);
     let db = TestDb::new().await;
-    let warehouse = Warehouse::new("warehouse")?;
+    let warehouse = Warehouse::new("crm", "warehouse")?;
     let spec = StreamSpec::new("contacts", "id").with_cursor("updated_at");
 
     let (rate, upserting, committing) = land_all(&db, &warehouse, &spec, &records, page).await?;

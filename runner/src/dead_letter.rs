@@ -108,6 +108,8 @@ pub struct FailedStep {
 pub struct DeadRecord {
     /// Its entry number (`record:<id>`).
     pub id: i64,
+    /// The source it came from (empty when neither it nor its table names one).
+    pub source: String,
     /// The warehouse schema it was headed for.
     pub schema_name: String,
     /// Its stream.
@@ -194,6 +196,7 @@ pub struct DeadLetters {
 #[derive(sqlx::FromRow)]
 struct DeadRecordRow {
     id: i64,
+    source: String,
     schema_name: String,
     stream: String,
     record_id: Option<String>,
@@ -209,6 +212,7 @@ impl From<DeadRecordRow> for DeadRecord {
     fn from(row: DeadRecordRow) -> Self {
         Self {
             id: row.id,
+            source: row.source,
             schema_name: row.schema_name,
             stream: row.stream,
             record_id: row.record_id,
@@ -260,9 +264,12 @@ const DEAD_RUNS_SQL: &str = "
      LIMIT $2";
 
 const DEAD_RECORDS_SQL: &str = "
-    SELECT id, schema_name, stream, record_id, kind, reason, record::text AS record,
+    SELECT id, coalesce(source, (SELECT t.source FROM cairn.warehouse_tables t
+                                  WHERE t.schema_name = q.schema_name AND t.stream = q.stream),
+                        '') AS source,
+           schema_name, stream, record_id, kind, reason, record::text AS record,
            synced_at, first_seen, last_seen
-      FROM cairn.quarantine";
+      FROM cairn.quarantine q";
 
 impl DeadLetters {
     /// The dead-letter list over `pool`.

@@ -18,6 +18,8 @@ const PROFILE: &str = include_str!("../../examples/sources/sandbox-stripe.toml")
 const PROFILE_FILE: &str = "examples/sources/sandbox-stripe.toml";
 /// The demo lands in a schema of its own, recreated on every run.
 const SCHEMA: &str = "cairn_demo";
+/// The name of the demo's source, in its profile.
+const SOURCE: &str = "sandbox-stripe";
 const STREAMS: [Stream; 3] = [Stream::Contacts, Stream::Companies, Stream::Deals];
 
 /// Starts the sandbox vendor and a worker in this process, backfills three streams,
@@ -120,7 +122,8 @@ async fn scenario(
     .await?;
 
     println!("5. the warehouse against the vendor (checksums over every live record):");
-    let warehouse = Warehouse::new(SCHEMA).map_err(|err| Failure::failed(err.to_string()))?;
+    let warehouse =
+        Warehouse::new(SOURCE, SCHEMA).map_err(|err| Failure::failed(err.to_string()))?;
     let mut conn = pool
         .acquire()
         .await
@@ -163,7 +166,7 @@ async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Resu
             stream.name().to_owned(),
         );
         input.base_url = Some(base_url.to_owned());
-        input.warehouse_schema = SCHEMA.to_owned();
+        input.warehouse_schema = Some(SCHEMA.to_owned());
         let started = client
             .start(mode.workflow(), &input, &StartOptions::default())
             .await?;
@@ -194,7 +197,7 @@ async fn reset(pool: &sqlx::PgPool) -> Result<(), Failure> {
         .execute(pool)
         .await
         .map_err(fail)?;
-    sqlx::query("DELETE FROM cairn.sync_cursors WHERE source = 'sandbox-stripe'")
+    sqlx::query("DELETE FROM cairn.sync_cursors WHERE schema_name = 'cairn_demo'")
         .execute(pool)
         .await
         .map_err(fail)?;

@@ -278,8 +278,8 @@ async fn retry_record(
             time(&dead.synced_at)
         )));
     }
-    let warehouse =
-        Warehouse::new(&dead.schema_name).map_err(|e| failed("opening the warehouse", &e))?;
+    let warehouse = Warehouse::new(&dead.source, &dead.schema_name)
+        .map_err(|e| failed("opening the warehouse", &e))?;
     let spec = StreamSpec::new(dead.stream.clone(), primary_key);
     let report = warehouse
         .upsert_page(&mut tx, &spec, std::slice::from_ref(&record), Utc::now())

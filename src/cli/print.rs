@@ -145,11 +145,16 @@ pub(crate) fn alerts(alerts: &[cairn_connectors::warehouse::Alert]) {
         return;
     }
     for alert in alerts {
+        let stream = if alert.source.is_empty() {
+            alert.stream.clone()
+        } else {
+            format!("{}/{}", alert.source, alert.stream)
+        };
         println!(
-            "#{:<5} {:<18} {:<14} ×{:<4} last {}",
+            "#{:<5} {:<18} {:<28} ×{:<4} last {}",
             alert.id,
             alert.kind,
-            truncate(&alert.stream, 14),
+            truncate(&stream, 28),
             alert.count,
             time(&alert.last_seen)
         );

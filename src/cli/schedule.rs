@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cairn_connectors::rest::RestConfig;
 use cairn_runner::Registry;
 use cairn_runner::schedule::{
     CatchUp, CronError, Overlap, Schedule, ScheduleError, ScheduleSpec, Schedules,
@@ -213,6 +212,9 @@ pub(crate) struct SyncScheduleArgs {
     /// Use this base URL instead of the file's.
     #[arg(long)]
     pub(crate) base_url: Option<String>,
+    /// Land in this warehouse schema instead of the file's.
+    #[arg(long)]
+    pub(crate) schema: Option<String>,
     /// Print one JSON document.
     #[arg(long)]
     pub(crate) json: bool,
@@ -228,6 +230,7 @@ pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
         timezone,
         stream,
         base_url,
+        schema,
         json,
     } = args;
     let cadence =
@@ -238,13 +241,16 @@ pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
             };
             Failure::usage(format!("{flag}: {err}"))
         })?;
-    let inputs = super::sync::inputs(&source, stream.as_deref(), base_url.as_deref())?;
-    let name = RestConfig::from_file(&source)
-        .map_err(|err| Failure::usage(super::describe(&err)))?
-        .name()
-        .to_owned();
+    let selection = super::sync::Selection {
+        stream: stream.as_deref(),
+        base_url: base_url.as_deref(),
+        schema: schema.as_deref(),
+    };
+    let (name, inputs) = super::sync::inputs(&source, selection)?;
     let specs = sync_schedules(&name, &inputs, &cadence)?;
-    let schedules = Schedules::new(connect(url, 2).await?);
+    let pool = connect(url, 2).await?;
+    super::sync::check_tables(&pool, &source, &name, &inputs).await?;
+    let schedules = Schedules::new(pool);
     let mut added = Vec::with_capacity(specs.len());
     for spec in &specs {
         added.push(schedules.add(spec, true).await?);

@@ -49,6 +49,10 @@ pub(crate) struct SyncArgs {
     /// Use this base URL instead of the file's (a sandbox port, a staging API).
     #[arg(long)]
     base_url: Option<String>,
+    /// Land in this warehouse schema instead of the file's `[warehouse] schema` (by
+    /// default derived from the source's name).
+    #[arg(long)]
+    schema: Option<String>,
     /// Reconcile: apply deletes even when the id set looks incomplete.
     #[arg(long)]
     force: bool,
@@ -70,13 +74,34 @@ pub(crate) struct SyncArgs {
     timezone: String,
 }
 
-/// Builds one run input per selected stream, checking the file first.
+/// What to sync: the source's streams, where from and where to.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Selection<'a> {
+    /// Only this stream (default: all).
+    pub(crate) stream: Option<&'a str>,
+    /// Another base URL than the file's.
+    pub(crate) base_url: Option<&'a str>,
+    /// Another warehouse schema than the file's.
+    pub(crate) schema: Option<&'a str>,
+}
+
+/// Builds one run input per selected stream, checking the file first; returns the
+/// source's name beside them.
 pub(crate) fn inputs(
     path: &Path,
-    stream: Option<&str>,
-    base_url: Option<&str>,
-) -> Result<Vec<SyncInput>, Failure> {
-    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
+    selection: Selection<'_>,
+) -> Result<(String, Vec<SyncInput>), Failure> {
+    let Selection {
+        stream,
+        base_url,
+        schema,
+    } = selection;
+    let mut config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
+    if let Some(schema) = schema {
+        config = config
+            .with_schema(schema)
+            .map_err(|err| Failure::usage(format!("--schema: {}", describe(&err))))?;
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
     let names: Vec<String> = config.stream_names().map(str::to_owned).collect();
@@ -91,14 +116,53 @@ pub(crate) fn inputs(
         }
         None => names,
     };
-    Ok(chosen
+    let inputs = chosen
         .into_iter()
         .map(|stream| {
             let mut input = SyncInput::new(text.clone(), path.display().to_string(), stream);
             input.base_url = base_url.map(str::to_owned);
+            input.warehouse_schema = schema.map(str::to_owned);
             input
         })
-        .collect())
+        .collect();
+    Ok((config.name().to_owned(), inputs))
+}
+
+/// Refuses (exit 2) to sync a stream into a table another source writes, naming both.
+pub(crate) async fn check_tables(
+    pool: &sqlx::PgPool,
+    path: &Path,
+    source: &str,
+    inputs: &[SyncInput],
+) -> Result<(), Failure> {
+    for input in inputs {
+        let config = RestConfig::parse(&input.source_toml, &input.source_file)
+            .map_err(|err| Failure::usage(describe(&err)))?;
+        let schema = input
+            .warehouse_schema
+            .as_deref()
+            .unwrap_or(config.warehouse_schema());
+        let owner = cairn_connectors::warehouse::Warehouse::new(source, schema)
+            .map_err(|err| Failure::usage(describe(&err)))?
+            .owner(
+                &mut *pool.acquire().await.map_err(|err| {
+                    Failure::failed(format!("cannot read the warehouse registry: {err}"))
+                })?,
+                &input.stream,
+            )
+            .await
+            .map_err(|err| Failure::failed(describe(&err)))?;
+        if let Some(owner) = owner.filter(|owner| owner != source) {
+            return Err(Failure::usage(format!(
+                "source `{source}` ({}) and source `{owner}` both write warehouse table \
+                 {schema}.{}; two sources never share a table: give one of them its own \
+                 [warehouse] schema (or sync with --schema)",
+                path.display(),
+                input.stream
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncArgs) -> Outcome {
@@ -110,19 +174,22 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
             timezone: args.timezone,
             stream: args.stream,
             base_url: args.base_url,
+            schema: args.schema,
             json: args.json,
         };
         return super::schedule::sync(url, schedule).await;
     }
-    let mut inputs = inputs(
-        &args.source,
-        args.stream.as_deref(),
-        args.base_url.as_deref(),
-    )?;
+    let selection = Selection {
+        stream: args.stream.as_deref(),
+        base_url: args.base_url.as_deref(),
+        schema: args.schema.as_deref(),
+    };
+    let (source, mut inputs) = inputs(&args.source, selection)?;
     for input in &mut inputs {
         input.force = args.force;
     }
     let pool = connect(url, 4).await?;
+    check_tables(&pool, &args.source, &source, &inputs).await?;
     let client = Client::new(pool).with_registry(registry);
     let mut runs = Vec::new();
     for input in &inputs {

@@ -76,6 +76,58 @@ impl TestDb {
     ///
     /// When no PostgreSQL is reachable, with instructions.
     pub async fn new() -> Self {
+        let db = Self::empty().await;
+        cairn_runner::migrate(&db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("migrating test database {} failed: {e}", db.name));
+        db
+    }
+
+    /// Creates a fresh database migrated only up to `version` (inclusive), as a database
+    /// made by an older cairn would be: an upgrade test fills it the old way, then calls
+    /// [`cairn_runner::migrate`].
+    ///
+    /// # Panics
+    ///
+    /// When no PostgreSQL is reachable or a migration fails.
+    pub async fn migrated_up_to(version: i64) -> Self {
+        let db = Self::empty().await;
+        let migrator = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(
+                cairn_runner::MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version <= version)
+                    .cloned()
+                    .collect(),
+            ),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+            table_name: cairn_runner::MIGRATOR.table_name.clone(),
+            create_schemas: cairn_runner::MIGRATOR.create_schemas.clone(),
+        };
+        let mut tx = db.pool.begin().await.expect("a transaction");
+        // As `cairn_runner::migrate` does: the bookkeeping table lives in `cairn` too.
+        for statement in [
+            "CREATE SCHEMA IF NOT EXISTS cairn",
+            "SET LOCAL search_path TO cairn",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut *tx)
+                .await
+                .expect("preparing the cairn schema");
+        }
+        migrator
+            .run(&mut *tx)
+            .await
+            .unwrap_or_else(|e| panic!("migrating {} up to {version} failed: {e}", db.name));
+        tx.commit().await.expect("committing the old migrations");
+        db
+    }
+
+    /// A fresh database with nothing in it.
+    async fn empty() -> Self {
         #[cfg(feature = "containers")]
         let (container, url) = match std::env::var("DATABASE_URL") {
             Ok(url) => (None, url),
@@ -116,9 +168,6 @@ impl TestDb {
             .connect_with(options.clone())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
-        cairn_runner::migrate(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("migrating test database {name} failed: {e}"));
         Self {
             name,
             server_url: url,

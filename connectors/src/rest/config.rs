@@ -15,6 +15,7 @@ use super::schema::{
 use crate::auth::{AuthConfig, KeyLocation};
 use crate::http::HttpConfig;
 use crate::paginate::{JsonPath, Paginator};
+use crate::warehouse::ident::{derived_schema_name, schema_name_problem};
 
 /// The placeholder an incremental query template puts the watermark in.
 pub(crate) const SINCE_PLACEHOLDER: &str = "{since}";
@@ -47,6 +48,16 @@ pub enum ConfigError {
         field: String,
         /// What is wrong, and what is expected instead.
         message: String,
+    },
+    /// A schema given to [`RestConfig::with_schema`] cannot hold warehouse tables.
+    #[error("{file}: warehouse schema {schema:?} overriding the file's is not usable: {reason}")]
+    Schema {
+        /// The file whose schema was being replaced.
+        file: String,
+        /// The schema given.
+        schema: String,
+        /// Why it cannot be used.
+        reason: &'static str,
     },
     /// A base URL given to [`RestConfig::with_base_url`] is not an http(s) URL.
     #[error("{file}: base URL {url:?} overriding the file's is not an http(s) URL")]
@@ -108,6 +119,7 @@ pub struct RestConfig {
     pub(crate) name: String,
     pub(crate) http: HttpConfig,
     pub(crate) secret_params: Vec<String>,
+    pub(crate) schema: String,
     pub(crate) streams: BTreeMap<String, StreamPlan>,
 }
 
@@ -180,6 +192,26 @@ impl RestConfig {
         Ok(self)
     }
 
+    /// The same source landing in the warehouse schema `schema` instead of the file's
+    /// (`cairn sync --schema`).
+    pub fn with_schema(mut self, schema: &str) -> Result<Self, ConfigError> {
+        if let Some(reason) = schema_name_problem(schema) {
+            return Err(ConfigError::Schema {
+                file: self.file,
+                schema: schema.to_owned(),
+                reason,
+            });
+        }
+        schema.clone_into(&mut self.schema);
+        Ok(self)
+    }
+
+    /// The warehouse schema its tables land in: `[warehouse] schema`, or else one
+    /// derived from its name (see [`derived_schema_name`]).
+    pub fn warehouse_schema(&self) -> &str {
+        &self.schema
+    }
+
     /// The source's name, e.g. `sandbox-hubspot`.
     pub fn name(&self) -> &str {
         &self.name
@@ -244,6 +276,30 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
             "the source needs at least one [streams.<name>] table",
         ));
     }
+    let schema = match &source.warehouse.schema {
+        Some(schema) => {
+            if let Some(why) = schema_name_problem(schema) {
+                return Err(problem(
+                    &["warehouse", "schema"],
+                    format!("{schema:?} cannot be a warehouse schema: {why}"),
+                ));
+            }
+            schema.clone()
+        }
+        None => {
+            let derived = derived_schema_name(&source.name);
+            if let Some(why) = schema_name_problem(&derived) {
+                return Err(problem(
+                    &["name"],
+                    format!(
+                        "the warehouse schema derived from the name, {derived:?}, is not usable \
+                         ({why}); name the source differently or set [warehouse] schema = \"...\""
+                    ),
+                ));
+            }
+            derived
+        }
+    };
     let mut secret_params = source.secret_params;
     if let AuthConfig::ApiKey {
         name,
@@ -269,6 +325,7 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
             timeouts: source.timeouts,
         },
         secret_params,
+        schema,
         streams,
     })
 }

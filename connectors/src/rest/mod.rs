@@ -40,6 +40,10 @@
 //! [headers]              # optional: sent with every request
 //! "Sforce-Query-Options" = "batchSize=200"
 //!
+//! [warehouse]            # optional: the schema the source's tables land in; by default
+//! schema = "crm"         # the name, lower-cased, with `_` for anything but a-z, 0-9, _
+//!                        # (`sandbox-stripe` lands in `sandbox_stripe`)
+//!
 //! [timeouts]             # optional, seconds
 //! connect_secs = 5.0
 //! read_secs = 30.0

@@ -28,7 +28,17 @@ pub(crate) struct SourceFile {
     pub(crate) timeouts: Timeouts,
     #[serde(default)]
     pub(crate) secret_params: Vec<String>,
+    #[serde(default)]
+    pub(crate) warehouse: WarehouseFile,
     pub(crate) streams: BTreeMap<String, StreamFile>,
+}
+
+/// `[warehouse]`: where the source's tables land.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WarehouseFile {
+    #[serde(default)]
+    pub(crate) schema: Option<String>,
 }
 
 /// `[streams.<name>]`.

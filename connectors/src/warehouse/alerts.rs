@@ -1,7 +1,7 @@
 //! Alerts: what a human must look at (`cairn alerts`) — schema drift, records the
 //! warehouse cannot hold, incomplete id sets.
 //!
-//! An open alert is unique per kind, stream and detail; raising it again bumps its
+//! An open alert is unique per kind, source, stream and detail; raising it again bumps its
 //! count and `last_seen` instead of adding a row. Every raise is also logged with
 //! `tracing::warn!`.
 
@@ -19,6 +19,8 @@ pub struct NewAlert {
     /// kind of the caller's own (a sync workflow raises `incomplete_id_set` when fetching
     /// the id set failed).
     pub kind: String,
+    /// The source it concerns.
+    pub source: String,
     /// The stream it concerns.
     pub stream: String,
     /// What exactly, stable across occurrences: alerts are deduplicated on it.
@@ -34,6 +36,8 @@ pub struct Alert {
     pub id: i64,
     /// What kind of problem (see [`NewAlert::kind`]).
     pub kind: String,
+    /// The source it concerns (empty for an alert from before alerts named theirs).
+    pub source: String,
     /// The stream it concerns.
     pub stream: String,
     /// What exactly.
@@ -61,7 +65,8 @@ pub async fn raise_alerts(
     let mut unique: Vec<&NewAlert> = Vec::with_capacity(alerts.len());
     for alert in alerts {
         match unique.iter_mut().find(|a| {
-            (&a.kind, &a.stream, &a.detail) == (&alert.kind, &alert.stream, &alert.detail)
+            (&a.kind, &a.source, &a.stream, &a.detail)
+                == (&alert.kind, &alert.source, &alert.stream, &alert.detail)
         }) {
             Some(slot) => *slot = alert,
             None => unique.push(alert),
@@ -70,6 +75,7 @@ pub async fn raise_alerts(
     for alert in &unique {
         warn!(
             kind = %alert.kind,
+            source = %alert.source,
             stream = %alert.stream,
             detail = %alert.detail,
             "warehouse alert: {}",
@@ -78,12 +84,13 @@ pub async fn raise_alerts(
     }
     let column = |f: fn(&NewAlert) -> &str| unique.iter().map(|a| f(a)).collect::<Vec<&str>>();
     sqlx::query(
-        "INSERT INTO cairn.alerts (kind, stream, detail, message)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         ON CONFLICT (kind, stream, detail) WHERE resolved_at IS NULL DO UPDATE
+        "INSERT INTO cairn.alerts (kind, source, stream, detail, message)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+         ON CONFLICT (kind, source, stream, detail) WHERE resolved_at IS NULL DO UPDATE
             SET count = alerts.count + 1, last_seen = now(), message = EXCLUDED.message",
     )
     .bind(column(|a| &a.kind))
+    .bind(column(|a| &a.source))
     .bind(column(|a| &a.stream))
     .bind(column(|a| &a.detail))
     .bind(column(|a| &a.message))
@@ -96,7 +103,7 @@ pub async fn raise_alerts(
 /// The open alerts, most recently seen first.
 pub async fn list_alerts(pool: &PgPool) -> Result<Vec<Alert>, WarehouseError> {
     sqlx::query_as(
-        "SELECT id, kind, stream, detail, message, count, first_seen, last_seen
+        "SELECT id, kind, source, stream, detail, message, count, first_seen, last_seen
            FROM cairn.alerts WHERE resolved_at IS NULL
           ORDER BY last_seen DESC, id DESC",
     )

@@ -66,6 +66,19 @@ pub enum WarehouseError {
         /// The primary key asked for now.
         requested: String,
     },
+    /// The table belongs to another source: two sources never share a table.
+    #[error(
+        "warehouse table {table} is written by source {owner:?}, not {requester:?}; two \
+         sources never share a table: give one of them its own [warehouse] schema"
+    )]
+    TableOwned {
+        /// `schema.stream`.
+        table: String,
+        /// The source that writes it.
+        owner: String,
+        /// The source that asked.
+        requester: String,
+    },
     /// The share of missing ids allowed in a reconciliation is not between 0 and 1.
     #[error("max_missing_share must be between 0 and 1, got {0}")]
     InvalidShare(f64),
@@ -107,6 +120,7 @@ impl From<WarehouseError> for cairn_runner::Error {
             | WarehouseError::Checksum { .. }
             | WarehouseError::Encode { .. }
             | WarehouseError::PrimaryKeyChanged { .. }
+            | WarehouseError::TableOwned { .. }
             | WarehouseError::InvalidShare(_) => false,
         };
         let engine = if transient {

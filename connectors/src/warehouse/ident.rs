@@ -63,6 +63,51 @@ pub fn quote_ident(name: &str) -> Result<String, WarehouseError> {
     Ok(quoted)
 }
 
+/// Why `name` cannot be a source's warehouse schema, or `None` when it can.
+///
+/// A schema name is written unquoted in users' SQL, so it must be a plain lower-case
+/// identifier: ASCII letters, digits and `_`, not starting with a digit, at most 63
+/// bytes; and it must not be one of PostgreSQL's or cairn's own (`pg_*`, `public`,
+/// `information_schema`, `cairn`).
+pub fn schema_name_problem(name: &str) -> Option<&'static str> {
+    let mut chars = name.chars();
+    let plain = match chars.next() {
+        Some(first) => {
+            (first.is_ascii_lowercase() || first == '_')
+                && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        }
+        None => return Some("it is empty"),
+    };
+    if !plain {
+        Some(
+            "a schema name takes lower-case ASCII letters, digits and `_`, and does not start with a digit",
+        )
+    } else if name.len() > MAX_IDENT_BYTES {
+        Some("it is longer than 63 bytes")
+    } else if name.starts_with("pg_") || ["public", "information_schema", "cairn"].contains(&name) {
+        Some("PostgreSQL or cairn uses that schema")
+    } else {
+        None
+    }
+}
+
+/// The warehouse schema a source lands in by default, derived from its name: lower-cased,
+/// with every character but ASCII letters, digits and `_` replaced by `_`
+/// (`sandbox-stripe` → `sandbox_stripe`). The result still has to pass
+/// [`schema_name_problem`]. Migration `0010` derives the same name in SQL.
+pub fn derived_schema_name(source: &str) -> String {
+    source
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The column (or table) name a vendor name maps to when it is free: the name itself
 /// when [`quote_ident`] accepts it and it is not reserved, otherwise [`hashed_name`].
 pub fn column_name(name: &str) -> String {
@@ -124,7 +169,31 @@ pub fn display_name(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_IDENT_BYTES, column_name, hashed_name, quote_ident};
+    use super::{
+        MAX_IDENT_BYTES, column_name, derived_schema_name, hashed_name, quote_ident,
+        schema_name_problem,
+    };
+
+    #[test]
+    fn source_names_derive_plain_schema_names_or_say_why_not() {
+        assert_eq!(derived_schema_name("sandbox-Stripe"), "sandbox_stripe");
+        assert_eq!(derived_schema_name("crm.eu 2"), "crm_eu_2");
+        assert_eq!(derived_schema_name("Ünï"), "_n_");
+        assert_eq!(schema_name_problem("sandbox_stripe"), None);
+        assert_eq!(schema_name_problem("_x1"), None);
+        for bad in [
+            "",
+            "1crm",
+            "Crm",
+            "a-b",
+            "pg_crm",
+            "public",
+            "cairn",
+            &"x".repeat(64),
+        ] {
+            assert!(schema_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn quoting_doubles_quotes_and_refuses_what_postgres_cannot_hold() {

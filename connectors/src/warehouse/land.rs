@@ -195,7 +195,7 @@ fn reason(drifts: &[Drift]) -> String {
 /// version; re-quarantining an identical record changes nothing.
 pub(crate) async fn quarantine(
     conn: &mut PgConnection,
-    schema: &str,
+    (source, schema): (&str, &str),
     stream: &str,
     records: &[Value],
     quarantined: &[Quarantined],
@@ -218,8 +218,8 @@ pub(crate) async fn quarantine(
         })?);
     }
     sqlx::query(
-        "INSERT INTO cairn.quarantine (schema_name, stream, record_id, kind, reason, record, synced_at)
-         SELECT $1, $2, i, k, r, b::json, $7
+        "INSERT INTO cairn.quarantine (schema_name, stream, record_id, kind, reason, record, synced_at, source)
+         SELECT $1, $2, i, k, r, b::json, $7, $8
            FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS u(i, k, r, b)
          ON CONFLICT (schema_name, stream, record_id, reason) DO UPDATE
             SET record = EXCLUDED.record, kind = EXCLUDED.kind,
@@ -233,6 +233,7 @@ pub(crate) async fn quarantine(
     .bind(&reasons)
     .bind(&bodies)
     .bind(synced_at)
+    .bind(source)
     .execute(conn)
     .await
     .map_err(WarehouseError::db(stream, "quarantining records"))?;

@@ -5,7 +5,7 @@
 //! use cairn_connectors::warehouse::{StreamSpec, Warehouse};
 //! use serde_json::json;
 //!
-//! let warehouse = Warehouse::new("warehouse")?;
+//! let warehouse = Warehouse::new("crm", "crm")?; // source `crm`, schema `crm`
 //! let contacts = StreamSpec::new("contacts", "id").with_cursor("updated_at");
 //! let page = [json!({"id": "1", "email": "ada@example.com", "updated_at": "2026-01-01T00:00:00Z"})];
 //! let mut tx = pool.begin().await?; // in a workflow: `ctx.transaction(.., |tx| ..)`
@@ -17,7 +17,11 @@
 //!
 //! # Tables
 //!
-//! `warehouse.<stream>` holds the primary key (as text), one typed column per field —
+//! Each source lands in a schema of its own (by default named after it), one table per
+//! stream, so two sources never share a table: a table belongs to the source that
+//! created it, and another source's landing, reconciliation or checksum is refused.
+//!
+//! `<schema>.<stream>` holds the primary key (as text), one typed column per field —
 //! `text`, `bigint`, `numeric`, `boolean`, `timestamptz`, or `jsonb` for objects or
 //! arrays (one kind per column, recorded in its comment), decided by the field's first
 //! non-null value — and the bookkeeping columns
@@ -75,10 +79,11 @@ use schema::{Changed, Shape};
 /// between reading it and locking it.
 const SHAPE_ATTEMPTS: usize = 5;
 
-/// The warehouse sink for one target schema. Cheap to clone: clones share the cache of
-/// table shapes.
+/// The warehouse sink for one source and its target schema. Cheap to clone: clones share
+/// the cache of table shapes.
 #[derive(Clone, Debug)]
 pub struct Warehouse {
+    source: Arc<str>,
     schema: Arc<str>,
     shapes: Arc<Mutex<HashMap<String, Arc<Shape>>>>,
 }
@@ -130,10 +135,12 @@ pub struct PageReport {
 }
 
 impl Warehouse {
-    /// A sink landing tables in `schema` (created on first use), e.g. `"warehouse"`.
-    pub fn new(schema: &str) -> Result<Self, WarehouseError> {
+    /// A sink landing the streams of the source named `source` in `schema` (created on
+    /// first use). Quarantined records and alerts are keyed by the source and stream.
+    pub fn new(source: &str, schema: &str) -> Result<Self, WarehouseError> {
         quote_ident(schema)?;
         Ok(Self {
+            source: source.into(),
             schema: schema.into(),
             shapes: Arc::default(),
         })
@@ -142,6 +149,22 @@ impl Warehouse {
     /// The target schema.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The source whose streams it lands.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The source that writes `<schema>.<stream>`, if the table exists and has an owner.
+    pub async fn owner(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+    ) -> Result<Option<String>, WarehouseError> {
+        Ok(schema::version(conn, &self.schema, stream)
+            .await?
+            .and_then(|(_, owner)| owner))
     }
 
     /// Lands one page inside the caller's transaction: creates the table on first use,
@@ -160,6 +183,9 @@ impl Warehouse {
     ) -> Result<PageReport, WarehouseError> {
         for _ in 0..SHAPE_ATTEMPTS {
             let current = self.shape(conn, &stream.name).await?;
+            if current.as_ref().is_some_and(|shape| shape.owner.is_none()) {
+                schema::claim(conn, &self.schema, &stream.name, &self.source).await?;
+            }
             if let Some(shape) = &current
                 && shape.primary_key != stream.primary_key
             {
@@ -179,7 +205,7 @@ impl Warehouse {
             let shape = if needs_table || !plan.change.is_empty() {
                 let changed = schema::change(
                     conn,
-                    &self.schema,
+                    (&self.source, &self.schema),
                     &stream.name,
                     &stream.primary_key,
                     current.as_deref(),
@@ -253,7 +279,7 @@ impl Warehouse {
         let shape = self.shape(conn, &stream.name).await?;
         reconcile::apply(
             conn,
-            &stream.name,
+            (&self.source, &stream.name),
             shape.as_deref(),
             reconcile_id,
             max_missing_share,
@@ -293,7 +319,17 @@ impl Warehouse {
         conn: &mut PgConnection,
         stream: &str,
     ) -> Result<Option<Arc<Shape>>, WarehouseError> {
-        let version = schema::version(conn, &self.schema, stream).await?;
+        let registered = schema::version(conn, &self.schema, stream).await?;
+        if let Some((_, Some(owner))) = &registered
+            && **owner != *self.source
+        {
+            return Err(WarehouseError::TableOwned {
+                table: format!("{}.{stream}", self.schema),
+                owner: owner.clone(),
+                requester: self.source.to_string(),
+            });
+        }
+        let version = registered.map(|(version, _)| version);
         let cached = self.cached(stream);
         match (version, cached) {
             (None, _) => {
@@ -323,7 +359,15 @@ impl Warehouse {
         quarantined: &[classify::Quarantined],
         synced_at: DateTime<Utc>,
     ) -> Result<Vec<String>, WarehouseError> {
-        land::quarantine(conn, &self.schema, stream, records, quarantined, synced_at).await?;
+        land::quarantine(
+            conn,
+            (&self.source, &self.schema),
+            stream,
+            records,
+            quarantined,
+            synced_at,
+        )
+        .await?;
         let mut counts: Vec<(&Drift, u64)> = Vec::new();
         for drift in quarantined.iter().flat_map(|q| &q.drifts) {
             match counts.iter_mut().find(|(d, _)| *d == drift) {
@@ -340,6 +384,7 @@ impl Warehouse {
                     "schema_drift"
                 }
                 .to_owned(),
+                source: self.source.to_string(),
                 stream: stream.to_owned(),
                 detail: drift.detail.clone(),
                 message: if drift.kind == "invalid_record" {

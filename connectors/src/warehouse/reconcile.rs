@@ -71,7 +71,7 @@ pub(crate) async fn stage(
 /// their index (the table's keys are byte-ordered; equality is the same either way).
 pub(crate) async fn apply(
     conn: &mut PgConnection,
-    stream: &str,
+    (source, stream): (&str, &str),
     shape: Option<&Shape>,
     reconcile_id: &str,
     max_missing_share: f64,
@@ -106,6 +106,7 @@ pub(crate) async fn apply(
             if incomplete && !force {
                 let alert = NewAlert {
                     kind: "incomplete_id_set".to_owned(),
+                    source: source.to_owned(),
                     stream: stream.to_owned(),
                     detail: "the vendor's id set is much smaller than the warehouse".to_owned(),
                     message: format!(

@@ -29,6 +29,9 @@ pub(crate) struct Field {
 #[derive(Debug)]
 pub(crate) struct Shape {
     pub(crate) version: i64,
+    /// The source that writes the table; `None` for a table from before tables had
+    /// owners, which the first source to land in it claims.
+    pub(crate) owner: Option<String>,
     /// `"schema"."table"`, quoted.
     pub(crate) table: String,
     pub(crate) primary_key: String,
@@ -42,7 +45,7 @@ pub(crate) struct Shape {
 
 impl Shape {
     fn new(
-        version: i64,
+        (version, owner): (i64, Option<String>),
         table: String,
         primary_key: String,
         pk_column: String,
@@ -51,6 +54,7 @@ impl Shape {
         let upsert_sql = super::land::upsert_sql(&table, &pk_column, &fields)?.into();
         Ok(Self {
             version,
+            owner,
             table,
             primary_key,
             pk_column,
@@ -88,14 +92,15 @@ pub(crate) enum Changed {
     Stale,
 }
 
-/// The registry's version of a stream's shape, as this transaction sees it.
+/// The registry's version of a stream's shape, as this transaction sees it, and the
+/// source that owns the table.
 pub(crate) async fn version(
     conn: &mut PgConnection,
     schema: &str,
     stream: &str,
-) -> Result<Option<i64>, WarehouseError> {
-    sqlx::query_scalar(
-        "SELECT version FROM cairn.warehouse_tables WHERE schema_name = $1 AND stream = $2",
+) -> Result<Option<(i64, Option<String>)>, WarehouseError> {
+    sqlx::query_as(
+        "SELECT version, source FROM cairn.warehouse_tables WHERE schema_name = $1 AND stream = $2",
     )
     .bind(schema)
     .bind(stream)
@@ -104,10 +109,32 @@ pub(crate) async fn version(
     .map_err(WarehouseError::db(stream, "reading the shape version"))
 }
 
+/// Makes `source` the owner of a table that has none (one from before tables had
+/// owners). The version is left alone: the shape did not change.
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+    source: &str,
+) -> Result<(), WarehouseError> {
+    sqlx::query(
+        "UPDATE cairn.warehouse_tables SET source = $3
+          WHERE schema_name = $1 AND stream = $2 AND source IS NULL",
+    )
+    .bind(schema)
+    .bind(stream)
+    .bind(source)
+    .execute(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "claiming the table"))?;
+    Ok(())
+}
+
 /// A table of the registry joined with one of its fields (none for a table without).
 #[derive(sqlx::FromRow)]
 struct RegistryRow {
     table_name: String,
+    source: Option<String>,
     primary_key: String,
     version: i64,
     field: Option<String>,
@@ -122,7 +149,7 @@ pub(crate) async fn load(
     stream: &str,
 ) -> Result<Option<Shape>, WarehouseError> {
     let rows: Vec<RegistryRow> = sqlx::query_as(
-        "SELECT t.table_name, t.primary_key, t.version, c.field, c.column_name, c.column_type
+        "SELECT t.table_name, t.source, t.primary_key, t.version, c.field, c.column_name, c.column_type
            FROM cairn.warehouse_tables t
            LEFT JOIN cairn.warehouse_columns c USING (schema_name, stream)
           WHERE t.schema_name = $1 AND t.stream = $2
@@ -139,7 +166,7 @@ pub(crate) async fn load(
     let (table_name, primary_key, version) = (
         first.table_name.clone(),
         first.primary_key.clone(),
-        first.version,
+        (first.version, first.source.clone()),
     );
     let mut pk_column = column_name(&primary_key);
     let mut fields = Vec::new();
@@ -207,7 +234,7 @@ async fn json_kinds(
 /// since `current` was read.
 pub(crate) async fn change(
     conn: &mut PgConnection,
-    schema: &str,
+    (source, schema): (&str, &str),
     stream: &str,
     primary_key: &str,
     current: Option<&Shape>,
@@ -219,7 +246,7 @@ pub(crate) async fn change(
         .execute(&mut *conn)
         .await
         .map_err(db("locking the shape"))?;
-    if version(conn, schema, stream).await? != current.map(|s| s.version) {
+    if version(conn, schema, stream).await?.map(|(v, _)| v) != current.map(|s| s.version) {
         return Ok(Changed::Stale);
     }
     let quoted_schema = quote_ident(schema)?;
@@ -238,7 +265,7 @@ pub(crate) async fn change(
     if let Some(table_name) = &table_name {
         create_table(
             conn,
-            schema,
+            (source, schema),
             stream,
             primary_key,
             &table,
@@ -336,7 +363,13 @@ pub(crate) async fn change(
     .await
     .map_err(db("bumping the shape version"))?;
     let added = added.into_iter().map(|(c, _)| c.to_owned()).collect();
-    let shape = Shape::new(version, table, primary_key.to_owned(), pk_column, fields)?;
+    let shape = Shape::new(
+        (version, Some(source.to_owned())),
+        table,
+        primary_key.to_owned(),
+        pk_column,
+        fields,
+    )?;
     Ok(Changed::Done(shape, added))
 }
 
@@ -346,7 +379,7 @@ pub(crate) async fn change(
 /// the index needs no locale and sorts as the checksum does.
 async fn create_table(
     conn: &mut PgConnection,
-    schema: &str,
+    (source, schema): (&str, &str),
     stream: &str,
     primary_key: &str,
     table: &str,
@@ -379,13 +412,14 @@ async fn create_table(
     .await
     .map_err(db("creating the table"))?;
     sqlx::query(
-        "INSERT INTO cairn.warehouse_tables (schema_name, stream, table_name, primary_key, version)
-         VALUES ($1, $2, $3, $4, nextval('cairn.warehouse_shape_version'))",
+        "INSERT INTO cairn.warehouse_tables (schema_name, stream, table_name, primary_key, version, source)
+         VALUES ($1, $2, $3, $4, nextval('cairn.warehouse_shape_version'), $5)",
     )
     .bind(schema)
     .bind(stream)
     .bind(table_name)
     .bind(primary_key)
+    .bind(source)
     .execute(&mut *conn)
     .await
     .map_err(db("registering the table"))?;

@@ -10,7 +10,7 @@ pub async fn setup() -> (TestDb, Warehouse) {
     let db = TestDb::new().await;
     (
         db,
-        Warehouse::new("warehouse").expect("a valid schema name"),
+        Warehouse::new("crm", "warehouse").expect("a valid schema name"),
     )
 }
 

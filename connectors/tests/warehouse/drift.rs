@@ -156,7 +156,7 @@ async fn an_object_becoming_an_array_is_a_type_change_after_a_reload_too() {
     .await;
 
     // A new sink knows the column's kind from the registry, not from its own history.
-    let fresh = cairn_connectors::warehouse::Warehouse::new("warehouse").unwrap();
+    let fresh = cairn_connectors::warehouse::Warehouse::new("crm", "warehouse").unwrap();
     let page = [
         record("2", json!([{"city": "Lyon"}])),
         record("3", json!({"city": "Porto"})),

@@ -99,7 +99,7 @@ async fn hostile_field_names_become_safe_distinct_columns() {
     assert_eq!(raw, record);
 
     // The mapping is stable: landing again finds the same columns and adds none.
-    let fresh = Warehouse::new("warehouse").unwrap();
+    let fresh = Warehouse::new("crm", "warehouse").unwrap();
     let again = land(&db, &fresh, &StreamSpec::new("contacts", "id"), &[record]).await;
     assert!(again.columns_added.is_empty());
     assert_eq!(mapping(&db).await, map);
@@ -134,9 +134,9 @@ async fn a_nul_byte_sends_the_record_to_quarantine_and_the_page_lands() {
 #[tokio::test]
 async fn hostile_stream_and_schema_names_stay_identifiers() {
     let db = cairn_testkit::TestDb::new().await;
-    assert!(Warehouse::new("").is_err());
-    assert!(Warehouse::new(&"s".repeat(64)).is_err());
-    let wh = Warehouse::new(r#"wh"; DROP SCHEMA cairn CASCADE; --"#).unwrap();
+    assert!(Warehouse::new("crm", "").is_err());
+    assert!(Warehouse::new("crm", &"s".repeat(64)).is_err());
+    let wh = Warehouse::new("crm", r#"wh"; DROP SCHEMA cairn CASCADE; --"#).unwrap();
     let spec = StreamSpec::new(r#"t"; DROP TABLE cairn.alerts; --"#, "id");
     land(&db, &wh, &spec, &[json!({"id": 1, "v": true})]).await;
     let count: i64 = sqlx::query_scalar(

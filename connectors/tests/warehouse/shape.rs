@@ -65,7 +65,7 @@ async fn a_rolled_back_shape_change_is_not_trusted() {
 #[tokio::test]
 async fn concurrent_writers_adding_the_same_field_both_land() {
     let (db, _) = setup().await;
-    let first = Warehouse::new("warehouse").unwrap();
+    let first = Warehouse::new("crm", "warehouse").unwrap();
     land(&db, &first, &contacts(), &[record(1, None)]).await;
 
     // Two workers, each with its own sink and transaction, see the same new field.
@@ -73,7 +73,7 @@ async fn concurrent_writers_adding_the_same_field_both_land() {
     for worker in 0..2u32 {
         let pool = db.pool().clone();
         tasks.push(tokio::spawn(async move {
-            let wh = Warehouse::new("warehouse").unwrap();
+            let wh = Warehouse::new("crm", "warehouse").unwrap();
             let page: Vec<Value> = (0..50)
                 .map(|i| record(100 + worker * 100 + i, Some(("region", json!("eu")))))
                 .collect();

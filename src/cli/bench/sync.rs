@@ -11,7 +11,7 @@ use cairn_connectors::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn_connectors::source::Source;
 use cairn_connectors::warehouse::Warehouse;
 use cairn_runner::{Client, RunDetail, StartOptions};
-use cairn_workflows::sync::{INCREMENTAL, SyncInput, WAREHOUSE_SCHEMA};
+use cairn_workflows::sync::{INCREMENTAL, SyncInput};
 use clap::Args;
 
 use super::report::{Baseline, Machine, Named, Report, Target, share};
@@ -94,7 +94,9 @@ pub(super) async fn warehouse_matches(
     stream: Stream,
     what: &str,
 ) -> Result<bool, Failure> {
-    let warehouse = Warehouse::new(WAREHOUSE_SCHEMA).expect("the default schema name is valid");
+    // Where the Stripe profile lands: its source's name, and the schema derived from it.
+    let warehouse =
+        Warehouse::new("sandbox-stripe", "sandbox_stripe").expect("the schema name is valid");
     let mut conn = db.pool().acquire().await.map_err(db_failure(what))?;
     let ours = warehouse
         .checksum(&mut conn, stream.name())

@@ -18,8 +18,7 @@ pub async fn backfill(ctx: Context, input: SyncInput) -> Result<SyncReport, Erro
             let mut conn = tx.conn().await?;
             let now = Utc::now();
             let launch = (now - skew).to_rfc3339_opts(SecondsFormat::Micros, true);
-            state::launch_backfill(&mut conn, &sync.source_name, &sync.stream.name, &launch)
-                .await?;
+            state::launch_backfill(&mut conn, &sync.key(), &launch).await?;
             Ok(now)
         })
         .await?;

@@ -16,7 +16,7 @@ pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, E
     let (watermark, started_at): (Option<String>, DateTime<Utc>) = ctx
         .step("load watermark", || async {
             let mut conn = ctx.pool().acquire().await?;
-            let watermark = state::watermark(&mut conn, &sync.source_name, &input.stream).await?;
+            let watermark = state::watermark(&mut conn, &sync.key()).await?;
             Ok((watermark, Utc::now()))
         })
         .await?;

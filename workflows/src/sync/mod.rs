@@ -49,9 +49,6 @@ pub const BACKFILL: &str = "sync.backfill";
 /// The registered name of the delete reconciliation.
 pub const RECONCILE: &str = "sync.reconcile";
 
-/// The schema the warehouse tables live in.
-pub const WAREHOUSE_SCHEMA: &str = "warehouse";
-
 /// What every sync run takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +62,10 @@ pub struct SyncInput {
     /// Overrides the source's `base_url` (a sandbox on another port, a staging API).
     #[serde(default)]
     pub base_url: Option<String>,
-    /// The schema of the warehouse tables.
-    #[serde(default = "default_schema")]
-    pub warehouse_schema: String,
+    /// Overrides the source's warehouse schema (`[warehouse] schema`, or else derived
+    /// from its name).
+    #[serde(default)]
+    pub warehouse_schema: Option<String>,
     /// Reconcile only: apply deletes even when the id set looks incomplete.
     #[serde(default)]
     pub force: bool,
@@ -80,10 +78,6 @@ pub struct SyncInput {
     /// again by the next run instead of being skipped.
     #[serde(default = "default_skew")]
     pub clock_skew_secs: u64,
-}
-
-fn default_schema() -> String {
-    WAREHOUSE_SCHEMA.to_owned()
 }
 
 fn default_missing_share() -> f64 {
@@ -102,7 +96,7 @@ impl SyncInput {
             source_file,
             stream,
             base_url: None,
-            warehouse_schema: default_schema(),
+            warehouse_schema: None,
             force: false,
             max_missing_share: default_missing_share(),
             clock_skew_secs: default_skew(),
@@ -147,6 +141,8 @@ pub struct Progress {
 pub(crate) struct Sync {
     pub(crate) source: Arc<RestSource>,
     pub(crate) source_name: String,
+    /// The warehouse schema the stream's table is in.
+    pub(crate) schema: String,
     pub(crate) stream: StreamInfo,
     pub(crate) spec: StreamSpec,
     pub(crate) warehouse: Warehouse,
@@ -161,7 +157,13 @@ impl Sync {
                 .with_base_url(base_url)
                 .map_err(|err| Error::permanent(err).with_category("config"))?;
         }
+        if let Some(schema) = &input.warehouse_schema {
+            config = config
+                .with_schema(schema)
+                .map_err(|err| Error::permanent(err).with_category("config"))?;
+        }
         let source_name = config.name().to_owned();
+        let schema = config.warehouse_schema().to_owned();
         let source = RestSource::new(config, Some(ctx.pool().clone())).await?;
         let stream = source
             .streams()
@@ -179,14 +181,24 @@ impl Sync {
             primary_key: stream.primary_key.clone(),
             cursor_field: stream.cursor_field.clone(),
         };
-        let warehouse = Warehouse::new(&input.warehouse_schema).permanent()?;
+        let warehouse = Warehouse::new(&source_name, &schema).permanent()?;
         Ok(Self {
             source: Arc::new(source),
             source_name,
+            schema,
             stream,
             spec,
             warehouse,
         })
+    }
+
+    /// The stream's key in the engine's sync state.
+    pub(crate) fn key(&self) -> state::StreamKey {
+        state::StreamKey {
+            source: self.source_name.clone(),
+            schema: self.schema.clone(),
+            stream: self.stream.name.clone(),
+        }
     }
 
     /// Fetches every page from `start` and lands them. With a `plan` (incremental) the
@@ -319,7 +331,7 @@ impl Sync {
         ctx.transaction(name, |tx| {
             let warehouse = self.warehouse.clone();
             let spec = self.spec.clone();
-            let source = self.source_name.clone();
+            let key = self.key();
             let records = Arc::clone(&records);
             let finish = finish.clone();
             Detached::spawn("landing", async move {
@@ -330,8 +342,7 @@ impl Sync {
                 if let Some(finish) = finish {
                     state::record_traversal(
                         &mut conn,
-                        &source,
-                        &spec.name,
+                        &key,
                         finish.pending.as_deref(),
                         finish.promote.as_deref(),
                         finish.records,

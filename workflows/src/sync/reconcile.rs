@@ -85,6 +85,7 @@ pub async fn reconcile(ctx: Context, input: SyncInput) -> Result<ReconcileReport
 async fn alert(ctx: &Context, sync: &Sync, message: &str) -> Result<(), Error> {
     let alert = [NewAlert {
         kind: "incomplete_id_set".to_owned(),
+        source: sync.source_name.clone(),
         stream: sync.stream.name.clone(),
         detail: "the id listing failed".to_owned(),
         message: message.to_owned(),

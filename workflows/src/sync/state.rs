@@ -5,17 +5,26 @@ use cairn_runner::Error;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgConnection;
 
+/// Which stream's state: a source's stream landing in one schema's table.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamKey {
+    pub(crate) source: String,
+    pub(crate) schema: String,
+    pub(crate) stream: String,
+}
+
 /// The watermark the next incremental run starts from, if any.
 pub(crate) async fn watermark(
     conn: &mut PgConnection,
-    source: &str,
-    stream: &str,
+    key: &StreamKey,
 ) -> Result<Option<String>, Error> {
     let found: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT watermark FROM cairn.sync_cursors WHERE source = $1 AND stream = $2",
+        "SELECT watermark FROM cairn.sync_cursors
+          WHERE source = $1 AND schema_name = $2 AND stream = $3",
     )
-    .bind(source)
-    .bind(stream)
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
     .fetch_optional(conn)
     .await?;
     Ok(found.flatten())
@@ -27,23 +36,24 @@ pub(crate) async fn watermark(
 /// this row.
 pub(crate) async fn record_traversal(
     conn: &mut PgConnection,
-    source: &str,
-    stream: &str,
+    key: &StreamKey,
     pending: Option<&str>,
     promote: Option<&str>,
     records: i64,
 ) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO cairn.sync_cursors (source, stream, pending_watermark, watermark, records)
-         VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT (source, stream) DO UPDATE
-            SET pending_watermark = coalesce($3, cairn.sync_cursors.pending_watermark),
-                watermark = coalesce($4, cairn.sync_cursors.watermark),
-                records = cairn.sync_cursors.records + $5,
+        "INSERT INTO cairn.sync_cursors
+                (source, schema_name, stream, pending_watermark, watermark, records)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (source, schema_name, stream) DO UPDATE
+            SET pending_watermark = coalesce($4, cairn.sync_cursors.pending_watermark),
+                watermark = coalesce($5, cairn.sync_cursors.watermark),
+                records = cairn.sync_cursors.records + $6,
                 updated_at = now()",
     )
-    .bind(source)
-    .bind(stream)
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
     .bind(pending)
     .bind(promote)
     .bind(records)
@@ -56,18 +66,18 @@ pub(crate) async fn record_traversal(
 /// there while the backfill covers everything before.
 pub(crate) async fn launch_backfill(
     conn: &mut PgConnection,
-    source: &str,
-    stream: &str,
+    key: &StreamKey,
     launch: &str,
 ) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO cairn.sync_cursors (source, stream, watermark, backfill_launched_at)
-         VALUES ($1, $2, $3, now())
-         ON CONFLICT (source, stream) DO UPDATE
-            SET watermark = $3, backfill_launched_at = now(), updated_at = now()",
+        "INSERT INTO cairn.sync_cursors (source, schema_name, stream, watermark, backfill_launched_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (source, schema_name, stream) DO UPDATE
+            SET watermark = $4, backfill_launched_at = now(), updated_at = now()",
     )
-    .bind(source)
-    .bind(stream)
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
     .bind(launch)
     .execute(conn)
     .await?;

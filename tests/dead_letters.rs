@@ -4,6 +4,7 @@
 
 mod support;
 
+use cairn::connectors::record::Record;
 use cairn::connectors::warehouse::{StreamSpec, Warehouse};
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
@@ -46,7 +47,7 @@ async fn a_poison_record_is_dead_lettered_alone_and_lands_once_corrected() {
     for page in &pages {
         let mut tx = db.pool().begin().await.unwrap();
         warehouse
-            .upsert_page(&mut tx, &contacts, page, Utc::now())
+            .upsert_page(&mut tx, &contacts, &Record::from_values(page), Utc::now())
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -109,7 +110,7 @@ async fn a_poison_record_is_dead_lettered_alone_and_lands_once_corrected() {
     let page = [json!({"id": "5", "age": [1, 2], "name": "Alan"})];
     let mut tx = db.pool().begin().await.unwrap();
     warehouse
-        .upsert_page(&mut tx, &contacts, &page, Utc::now())
+        .upsert_page(&mut tx, &contacts, &Record::from_values(&page), Utc::now())
         .await
         .unwrap();
     tx.commit().await.unwrap();

@@ -8,6 +8,7 @@
 //! pages again (the idempotent no-op path), then checks the checksum against the
 //! vendor's.
 
+use cairn_connectors::record::Record;
 use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -35,7 +36,12 @@ async fn land_all(
         let mut tx = db.pool().begin().await?;
         let at = Instant::now();
         let report = warehouse
-            .upsert_page(&mut tx, spec, chunk, chrono::Utc::now())
+            .upsert_page(
+                &mut tx,
+                spec,
+                &Record::from_values(chunk),
+                chrono::Utc::now(),
+            )
             .await?;
         upserting += at.elapsed().as_secs_f64();
         if report.quarantined > 0 {

@@ -66,10 +66,19 @@ pub struct Response {
     pub status: u16,
     /// The headers (for `Link` paging and telemetry).
     pub headers: HeaderMap,
-    /// The parsed body.
-    pub body: serde_json::Value,
+    /// The body, valid JSON (a byte-order mark before it already removed), kept as
+    /// text: read a listing with [`crate::record::listing::read`] so its records stay
+    /// exact, or anything else with [`Response::json`].
+    pub body: bytes::Bytes,
     /// The URL that answered, credentials removed.
     pub url: String,
+}
+
+impl Response {
+    /// The body parsed as a [`serde_json::Value`].
+    pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_slice(&self.body)
+    }
 }
 
 /// A vendor client. Cheap to clone; clones share connections, tokens and the budget.
@@ -224,13 +233,20 @@ impl HttpClient {
                     .bytes()
                     .await
                     .map_err(|err| transport_error("GET", &shown, err))?;
-                let body = serde_json::from_slice(&bytes).map_err(|err| {
+                let body = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
+                    Some(rest) => bytes.slice_ref(rest),
+                    None => bytes,
+                };
+                // Syntax only, without building anything (and without a depth limit): a
+                // record nested too deep for a parser is the record's problem, not the
+                // page's.
+                serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|err| {
                     HttpError::request(
                         Category::MalformedBody,
                         "GET",
                         &shown,
                         Some(status),
-                        format!("the body is not valid JSON ({err}; {} bytes)", bytes.len()),
+                        format!("the body is not valid JSON ({err}; {} bytes)", body.len()),
                     )
                 })?;
                 self.after_success(&telemetry).await;

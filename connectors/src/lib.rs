@@ -32,6 +32,8 @@
 //! - [`paginate`]: one normalised cursor for every vendor paging style, and a
 //!   [`paginate::Traversal`] that errors on repeated cursors, empty pages with a
 //!   next link and totals that disagree, instead of looping.
+//! - [`record`]: a vendor's records kept exactly as sent (its JSON text, beside a parsed
+//!   view), and listing bodies read so that one unreadable record costs only itself.
 //! - [`source`]: the [`source::Source`] trait sync workflows read vendors through:
 //!   streams, a page at a cursor (optionally since a watermark), the ids listing.
 //! - [`rest`]: the declarative REST source — a TOML file per API, no Rust code;
@@ -49,6 +51,7 @@ pub mod budget;
 pub mod error;
 pub mod http;
 pub mod paginate;
+pub mod record;
 pub mod rest;
 pub mod sandbox;
 pub mod secret;

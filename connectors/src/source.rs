@@ -25,10 +25,10 @@ use std::cmp::Ordering;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::error::HttpError;
 use crate::paginate::{PageCursor, Paged, PaginationError, Traversal};
+use crate::record::{Record, Unreadable};
 
 /// A vendor API, seen as streams of records.
 ///
@@ -76,8 +76,13 @@ pub struct StreamInfo {
 /// engine stores it as the step's checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Page {
-    /// The records, after any client-side `since` filtering.
-    pub records: Vec<Value>,
+    /// The records, after any client-side `since` filtering, each kept exactly as the
+    /// vendor sent it.
+    pub records: Vec<Record>,
+    /// The records that could not be read (nested too deep, say): the warehouse
+    /// quarantines them while the rest of the page lands.
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
     /// Records the vendor served on this page, before client-side filtering
     /// (what its total counts, and what tells an empty page from a filtered
     /// one).
@@ -204,7 +209,7 @@ pub fn pagination_error(
 #[derive(Clone, Debug, PartialEq)]
 pub struct Collected {
     /// Every record, in the order served.
-    pub records: Vec<Value>,
+    pub records: Vec<Record>,
     /// The largest cursor-field value seen: the next read's `since`.
     pub watermark: Option<String>,
     /// Pages fetched.

@@ -56,6 +56,12 @@ pub(crate) struct Signals {
     pub(crate) halted: Notify,
 }
 
+/// What a sleep step stores (written by the park statement): when the timer fires.
+#[derive(serde::Deserialize)]
+struct SleepOutput {
+    wake_at: DateTime<Utc>,
+}
+
 impl Signals {
     /// Records why the run must stop (the first reason wins) and wakes the worker.
     pub(crate) fn halt(&self, why: Halt) {
@@ -317,10 +323,10 @@ impl Context {
         if let Some(record) = self.take_history(position) {
             self.check_same(&record, name, StepKind::Sleep).await;
             let wake_at = record
-                .output
-                .as_ref()
-                .and_then(|o| o.get("wake_at"))
-                .and_then(|w| serde_json::from_value::<DateTime<Utc>>(w.clone()).ok());
+                .stored_output
+                .as_deref()
+                .and_then(|o| serde_json::from_str::<SleepOutput>(o).ok())
+                .map(|o| o.wake_at);
             match wake_at {
                 Some(at) if at > self.run.claimed_at => {
                     // Claimed before the timer fired (a released run): park again.
@@ -713,8 +719,8 @@ impl Context {
         self.check_same(&record, name, kind).await;
         match record.status {
             StepStatus::Completed => {
-                let stored = record.output.unwrap_or(Value::Null);
-                match serde_json::from_value(stored) {
+                let stored = record.stored_output.as_deref().unwrap_or("null");
+                match serde_json::from_str(stored) {
                     Ok(value) => Replay::Settled(Ok(value)),
                     Err(err) => {
                         let err = Error::permanent(err).with_category("replay");

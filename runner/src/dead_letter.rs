@@ -122,6 +122,9 @@ pub struct DeadRecord {
     pub reason: String,
     /// The record as received.
     pub record: Value,
+    /// The record's text as stored, exactly as received (numbers keep every digit).
+    #[serde(skip)]
+    pub record_text: String,
     /// When the sync that met it ran.
     pub synced_at: DateTime<Utc>,
     /// When it was first set aside.
@@ -218,8 +221,9 @@ impl From<DeadRecordRow> for DeadRecord {
             record_id: row.record_id,
             kind: row.kind,
             reason: row.reason,
-            // Stored by serde_json, so it parses; text is kept if it ever does not.
-            record: serde_json::from_str(&row.record).unwrap_or(Value::String(row.record)),
+            // Text is kept if it ever does not parse (a record nested too deep, say).
+            record: serde_json::from_str(&row.record).unwrap_or(Value::String(row.record.clone())),
+            record_text: row.record,
             synced_at: row.synced_at,
             first_seen: row.first_seen,
             last_seen: row.last_seen,

@@ -212,6 +212,12 @@ pub struct StepRecord {
     #[sqlx(default)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_stored_bytes: Option<i64>,
+    /// The output as stored, read for replay: a step's output is deserialized from
+    /// the text it was written as, never through a [`Value`], which would round a
+    /// number that does not fit an `f64` and could not hold a raw JSON value.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub(crate) stored_output: Option<String>,
     /// Attempts made (failed ones and the successful one).
     pub attempts: i32,
     /// Attempts refused by a rate limit (these do not use up the retry policy).

@@ -235,8 +235,9 @@ impl Store {
             Vec::new()
         } else {
             sqlx::query_as::<_, HistoryRow>(
-                "SELECT run_id, position, name, kind, status, output, attempts, throttled,
-                        last_error, started_at, finished_at, duration_ms
+                "SELECT run_id, position, name, kind, status, NULL::json AS output,
+                        output::text AS stored_output, attempts, throttled, last_error,
+                        started_at, finished_at, duration_ms
                    FROM cairn.steps WHERE run_id = ANY($1) ORDER BY run_id, position",
             )
             .bind(&resumed)

@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 use std::str::FromStr;
 
+use cairn_connectors::record::Record;
 use cairn_connectors::warehouse::{StreamSpec, Warehouse, quote_ident};
 use cairn_runner::dead_letter::{DeadLetterError, DeadRecord, DeadRun};
 use cairn_runner::{Client, DeadLetterId, DeadLetters, RunStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use super::{Failure, Outcome, connect, describe, print};
@@ -139,10 +140,15 @@ pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
             json,
         } => {
             let id = DeadLetterId::from_str(&id)?;
-            let replacement: Option<Value> = record
+            let replacement: Option<Record> = record
                 .map(|text| {
-                    serde_json::from_str(&text)
-                        .map_err(|err| Failure::usage(format!("--record is not valid JSON: {err}")))
+                    RawValue::from_string(text)
+                        .map_err(|err| format!("--record is not valid JSON: {err}"))
+                        .and_then(|raw| {
+                            Record::parse(raw)
+                                .map_err(|bad| format!("--record cannot be read: {}", bad.reason))
+                        })
+                        .map_err(Failure::usage)
                 })
                 .transpose()?;
             match id {
@@ -221,7 +227,7 @@ async fn retry_run(
 async fn retry_record(
     pool: &PgPool,
     n: i64,
-    replacement: Option<Value>,
+    replacement: Option<Record>,
     force: bool,
 ) -> Result<RecordRetried, Failure> {
     let failed = |what: &str, err: &(dyn std::error::Error + 'static)| {
@@ -248,8 +254,19 @@ async fn retry_record(
             dead.stream, dead.schema_name
         )));
     };
-    let record = replacement.unwrap_or_else(|| dead.record.clone());
-    if let (Some(original), Some(given)) = (&dead.record_id, key_text(&record, &primary_key))
+    let record = match replacement {
+        Some(record) => record,
+        None => RawValue::from_string(dead.record_text.clone())
+            .ok()
+            .and_then(|raw| Record::parse(raw).ok())
+            .ok_or_else(|| {
+                Failure::failed(format!(
+                    "record:{n} cannot be read as it was stored (it may be nested too deep); \
+                     give a corrected version with --record '<json>'"
+                ))
+            })?,
+    };
+    if let (Some(original), Some(given)) = (&dead.record_id, record.field_text(&primary_key))
         && *original != given
     {
         return Err(Failure::usage(format!(
@@ -323,14 +340,6 @@ async fn newer_landed(
     .fetch_one(conn)
     .await?;
     Ok(landed.filter(|at| *at > set_aside))
-}
-
-fn key_text(record: &Value, primary_key: &str) -> Option<String> {
-    match record.get(primary_key)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 fn time(at: &DateTime<Utc>) -> String {

@@ -7,6 +7,7 @@ use url::Url;
 use super::cursor::{Position, scrub_url};
 use super::error::PaginationError;
 use super::path::{JsonPath, scalar_text};
+use crate::record::Record;
 
 /// How one listing pages, as configured (see the `rest` module for the TOML).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +59,10 @@ pub struct PageView<'a> {
     pub link: &'a [String],
     /// The parsed body.
     pub body: &'a Value,
-    /// The items (records or ids) the page holds, unfiltered.
-    pub items: &'a [Value],
+    /// How many items (records or ids) the page holds, unfiltered, readable or not.
+    pub items: usize,
+    /// The page's last item, when it has one and it could be read.
+    pub last: Option<&'a Record>,
     /// The vendor's total, when the listing reports one.
     pub total: Option<u64>,
     /// Query parameters to scrub from next URLs besides [`SECRET_PARAMS`](super::SECRET_PARAMS).
@@ -130,8 +133,8 @@ impl Paginator {
                     Position::Offset(offset) => *offset,
                     _ => 0,
                 };
-                let next = skipped + page.items.len() as u64;
-                let complete = page.items.is_empty() || page.total.is_some_and(|t| next >= t);
+                let next = skipped + page.items as u64;
+                let complete = page.items == 0 || page.total.is_some_and(|t| next >= t);
                 Ok((!complete).then_some(Position::Offset(next)))
             }
             Paginator::LinkHeader => page
@@ -171,19 +174,20 @@ impl Paginator {
                 if !has_more {
                     return Ok(None);
                 }
-                let Some(last) = page.items.last() else {
+                if page.items == 0 {
                     return Err(PaginationError::EmptyPageWithNext {
                         position: current.clone(),
                         next: format!("`{has_more_path}` = true"),
                     });
+                }
+                let Some(last) = page.last else {
+                    return Err(PaginationError::malformed(
+                        "the page's last record cannot be read, so there is no id to continue after"
+                            .to_owned(),
+                    ));
                 };
-                let id = if last.is_object() {
-                    id_field.get(last)
-                } else {
-                    Some(last)
-                };
-                id.and_then(scalar_text)
-                    .map(|id| Some(Position::Token(id)))
+                last.text_at(id_field)
+                    .map(|id| Some(Position::Token(id.into_owned())))
                     .ok_or_else(|| {
                         PaginationError::malformed(format!(
                             "the page's last record has no `{id_field}` to continue after"
@@ -259,21 +263,33 @@ mod tests {
 
     use super::{PageView, Paginator, next_link};
     use crate::paginate::{PaginationError, Position};
+    use crate::record::Record;
 
     fn view<'a>(
         url: &'a Url,
         link: &'a [String],
         body: &'a Value,
-        items: &'a [Value],
+        items: &'a [Record],
     ) -> PageView<'a> {
         PageView {
             url,
             link,
             body,
-            items,
+            items: items.len(),
+            last: items.last(),
             total: None,
             secret_params: &[],
         }
+    }
+
+    fn records(texts: &[&str]) -> Vec<Record> {
+        texts
+            .iter()
+            .map(|text| {
+                let raw = serde_json::value::RawValue::from_string((*text).to_owned());
+                Record::parse(raw.unwrap()).unwrap()
+            })
+            .collect()
     }
 
     fn page_url() -> Url {
@@ -354,7 +370,7 @@ mod tests {
         let paginator = Paginator::Offset {
             param: "offset".to_owned(),
         };
-        let items = vec![json!({"id": "1"}), json!({"id": "2"})];
+        let items = records(&[r#"{"id": "1"}"#, r#"{"id": "2"}"#]);
         let body = json!({});
         let mut page = view(&url, &[], &body, &items);
         page.total = Some(5);
@@ -368,7 +384,7 @@ mod tests {
             None
         );
         page.total = None;
-        page.items = &[];
+        page.items = 0;
         assert_eq!(
             paginator.next(&Position::Offset(4), &page).expect("end"),
             None
@@ -383,13 +399,14 @@ mod tests {
             has_more_path: "has_more".parse().expect("a path"),
             id_field: "id".parse().expect("a path"),
         };
-        let items = vec![json!({"id": "9"}), json!({"id": "8"})];
+        let items = records(&[r#"{"id": "9"}"#, r#"{"id": 12345678901234567890123}"#]);
         let more = json!({"has_more": true});
         assert_eq!(
             paginator
                 .next(&Position::Start, &view(&url, &[], &more, &items))
                 .expect("next"),
-            Some(Position::Token("8".to_owned()))
+            Some(Position::Token("12345678901234567890123".to_owned())),
+            "the last id's exact digits"
         );
         assert!(matches!(
             paginator.next(&Position::Start, &view(&url, &[], &more, &[])),

@@ -44,6 +44,11 @@ impl JsonPath {
             .map(Value::take)
     }
 
+    /// Its keys, from the root.
+    pub fn keys(&self) -> &[String] {
+        &self.0
+    }
+
     /// Whether this is the path of the body itself.
     pub fn is_root(&self) -> bool {
         self.0.is_empty()

@@ -14,8 +14,10 @@ use super::incremental::render;
 use crate::error::HttpError;
 use crate::http::HttpClient;
 use crate::paginate::{
-    JsonPath, PageCursor, PageView, PaginationError, Position, check_page, kind_of, scalar_text,
+    JsonPath, PageCursor, PageView, PaginationError, Position, check_page, kind_of,
 };
+use crate::record::listing::{self, Items};
+use crate::record::{Record, Unreadable};
 use crate::source::{
     IdPage, Page, Source, StreamInfo, compare_watermarks, later_watermark, pagination_error,
 };
@@ -32,7 +34,10 @@ pub struct RestSource {
 
 /// One listing page as served, before it becomes records or ids.
 struct Served {
-    items: Vec<Value>,
+    /// The items that could be read, in the order served.
+    items: Vec<Record>,
+    /// The items that could not.
+    unreadable: Vec<Unreadable>,
     next: Option<Position>,
     total: Option<u64>,
 }
@@ -130,10 +135,12 @@ impl RestSource {
         let malformed = |message: String| {
             HttpError::malformed(&shown, format!("{}/{stream}: {message}", self.config.name))
         };
+        let body = listing::read(&response.body, &listing.items_path)
+            .map_err(|err| malformed(format!("the body cannot be read: {err}")))?;
         let total = match listing
             .total_path
             .as_ref()
-            .map(|p| (p, p.get(&response.body)))
+            .map(|p| (p, p.get(&body.envelope)))
         {
             None | Some((_, None | Some(Value::Null))) => None,
             Some((path, Some(value))) => Some(value.as_u64().ok_or_else(|| {
@@ -143,24 +150,37 @@ impl RestSource {
                 ))
             })?),
         };
-        // The records are moved out of the body: the paginators read tokens,
-        // flags and URLs beside them, never inside.
-        let items = match listing.items_path.take(&mut response.body) {
-            Some(Value::Array(items)) => items,
-            Some(other) => {
+        let served = match body.items {
+            Items::Found(items) => items,
+            Items::NotArray(kind) => {
                 return Err(malformed(format!(
-                    "{} is {}, not an array",
+                    "{} is {kind}, not an array",
                     describe(&listing.items_path),
-                    kind_of(&other)
                 )));
             }
-            None => {
+            Items::Missing => {
                 return Err(malformed(format!(
                     "the body has no `{}` array",
                     listing.items_path
                 )));
             }
         };
+        let count = served.len();
+        let mut items = Vec::with_capacity(count);
+        let mut unreadable = Vec::new();
+        let mut last_readable = false;
+        for item in served {
+            match Record::parse(item) {
+                Ok(record) => {
+                    items.push(record);
+                    last_readable = true;
+                }
+                Err(bad) => {
+                    unreadable.push(bad);
+                    last_readable = false;
+                }
+            }
+        }
         let link: Vec<String> = response
             .headers
             .get_all(LINK)
@@ -171,17 +191,23 @@ impl RestSource {
         let view = PageView {
             url: &url,
             link: &link,
-            body: &response.body,
-            items: &items,
+            body: &body.envelope,
+            items: count,
+            last: items.last().filter(|_| last_readable),
             total,
             secret_params: &self.config.secret_params,
         };
         let next = listing
             .paginator
             .next(position, &view)
-            .and_then(|next| check_page(position, items.len(), next.as_ref()).map(|()| next))
+            .and_then(|next| check_page(position, count, next.as_ref()).map(|()| next))
             .map_err(|error| self.paging_error(stream, &shown, error))?;
-        Ok(Served { items, next, total })
+        Ok(Served {
+            items,
+            unreadable,
+            next,
+            total,
+        })
     }
 
     /// The incremental parameters for a request at `cursor`.
@@ -223,19 +249,19 @@ impl RestSource {
         let served = self
             .serve(name, &stream.listing, &cursor.position, since)
             .await?;
-        let fetched = served.items.len();
-        let cursor_value = |record: &Value| {
+        let fetched = served.items.len() + served.unreadable.len();
+        let cursor_value = |record: &Record| {
             stream
                 .cursor_field
                 .as_ref()
-                .and_then(|field| field.get(record))
-                .and_then(scalar_text)
+                .and_then(|field| record.text_at(field))
+                .map(std::borrow::Cow::into_owned)
         };
         let client_filter = stream
             .incremental
             .as_ref()
             .is_some_and(|incremental| incremental.client_filter);
-        let records: Vec<Value> = match (&cursor.since, client_filter) {
+        let records: Vec<Record> = match (&cursor.since, client_filter) {
             (Some(since), true) => served
                 .items
                 .into_iter()
@@ -251,6 +277,7 @@ impl RestSource {
         let watermark = records.iter().map(cursor_value).fold(None, later_watermark);
         Ok(Page {
             records,
+            unreadable: served.unreadable,
             fetched,
             next: served.next.map(|position| cursor.at(position)),
             total: served.total,
@@ -273,15 +300,25 @@ impl RestSource {
         let served = self
             .serve(name, listing, &cursor.position, Vec::new())
             .await?;
+        if let Some(bad) = served.unreadable.first() {
+            return Err(HttpError::malformed(
+                listing.path.as_str(),
+                format!(
+                    "{}/{name}: an item of the ids listing cannot be read ({}), so the id set \
+                     cannot be trusted",
+                    self.config.name, bad.reason
+                ),
+            ));
+        }
         let ids = served
             .items
             .iter()
             .map(|item| {
-                let value = match id_field {
-                    Some(field) if item.is_object() => field.get(item),
-                    _ => Some(item),
+                let id = match id_field {
+                    Some(field) if item.value().is_object() => item.text_at(field),
+                    _ => item.text_at(&JsonPath::root()),
                 };
-                value.and_then(scalar_text).ok_or_else(|| {
+                id.map(std::borrow::Cow::into_owned).ok_or_else(|| {
                     HttpError::malformed(
                         listing.path.as_str(),
                         format!(

@@ -1,7 +1,8 @@
 //! Landing a page: the one-statement upsert and the quarantine insert.
 //!
-//! A page travels as few parameters: the landing records as one JSON array (`$1`,
-//! parsed once into `jsonb`: it becomes `_raw`), `_synced_at` (`$2`), the primary keys
+//! A page travels as few parameters: the landing records as one JSON array of the
+//! vendor's own texts (`$1`, parsed once into `jsonb`: it becomes `_raw`, every number
+//! with the digits the vendor sent), `_synced_at` (`$2`), the primary keys
 //! (`$3`, `text[]`) and cursor instants (`$4`, `timestamptz[]`), then one parameter per
 //! typed column: a `timestamptz[]` of its values for timestamp columns (sent in binary,
 //! so the server parses no timestamp text), otherwise the field's name, which the
@@ -17,11 +18,14 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
+use sha2::{Digest, Sha256};
+
 use super::classify::{Drift, Landing, Quarantined};
 use super::error::WarehouseError;
 use super::ident::quote_ident;
 use super::schema::{Field, Shape};
 use super::types::{ColumnType, timestamp};
+use crate::record::{Record, Unreadable};
 
 /// The upsert for a table of this shape. A row is rewritten only when the incoming
 /// version is not older by cursor and differs from the stored one (or the row was
@@ -82,27 +86,24 @@ pub(crate) async fn upsert(
     conn: &mut PgConnection,
     stream: &str,
     shape: &Shape,
-    records: &[Value],
+    records: &[Record],
     land: &[Landing],
     synced_at: DateTime<Utc>,
 ) -> Result<u64, WarehouseError> {
-    let mut page = Vec::with_capacity(land.len() * 512);
-    page.push(b'[');
+    let size = land
+        .iter()
+        .map(|l| l.record(records).raw().len() + 1)
+        .sum::<usize>()
+        + 2;
+    let mut page = String::with_capacity(size);
+    page.push('[');
     for (n, landing) in land.iter().enumerate() {
         if n > 0 {
-            page.push(b',');
+            page.push(',');
         }
-        write_in_jsonb_order(&mut page, &records[landing.index]).map_err(|source| {
-            WarehouseError::Encode {
-                stream: stream.to_owned(),
-                source,
-            }
-        })?;
+        page.push_str(landing.record(records).raw());
     }
-    page.push(b']');
-    // serde_json writes UTF-8 only, so the lossy path is never taken.
-    let page = String::from_utf8(page)
-        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    page.push(']');
     let keys: Vec<&str> = land.iter().map(|l| l.key.as_str()).collect();
     let cursors: Vec<Option<DateTime<Utc>>> = land.iter().map(|l| l.cursor).collect();
 
@@ -116,7 +117,7 @@ pub(crate) async fn upsert(
             ColumnType::Timestamptz => {
                 let values: Vec<Option<DateTime<Utc>>> = land
                     .iter()
-                    .map(|l| match records[l.index].get(&field.name) {
+                    .map(|l| match l.record(records).value().get(&field.name) {
                         Some(Value::String(s)) => timestamp(s),
                         _ => None,
                     })
@@ -131,43 +132,6 @@ pub(crate) async fn upsert(
         .await
         .map_err(WarehouseError::db(stream, "upserting a page"))?;
     Ok(done.rows_affected())
-}
-
-/// Writes `value` as JSON with object keys in the order `jsonb` keeps them (shorter
-/// keys first, then by bytes). The server sorts every object's keys while parsing;
-/// input already in that order takes its sort's presorted fast path, which is a
-/// measurable share of landing a page.
-fn write_in_jsonb_order(out: &mut Vec<u8>, value: &Value) -> Result<(), serde_json::Error> {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| {
-                (a.0.len(), a.0.as_bytes()).cmp(&(b.0.len(), b.0.as_bytes()))
-            });
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.push(b':');
-                write_in_jsonb_order(out, value)?;
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_in_jsonb_order(out, item)?;
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar)?,
-    }
-    Ok(())
 }
 
 /// The longest reason stored: reasons are indexed with the record id, and a btree
@@ -191,49 +155,99 @@ fn reason(drifts: &[Drift]) -> String {
     reason
 }
 
-/// Stores quarantined records, one row per record id and reason holding the latest
-/// version; re-quarantining an identical record changes nothing.
+/// One record set aside: what the quarantine stores of it.
+pub(crate) struct SetAside {
+    /// The record's primary key, when it has a usable one.
+    pub(crate) id: Option<String>,
+    /// `invalid_record`, `type_change`, ...
+    pub(crate) kind: &'static str,
+    pub(crate) reason: String,
+    /// The record's JSON text as the vendor sent it (or, for one that could not be
+    /// read, a JSON string holding the start of it).
+    pub(crate) body: String,
+    /// What identifies it: its key, or else a hash of its whole text.
+    pub(crate) record_key: String,
+}
+
+impl SetAside {
+    /// A record of the page quarantined by classification.
+    pub(crate) fn quarantined(records: &[Record], q: &Quarantined) -> Self {
+        let body = records[q.index].raw().to_owned();
+        Self {
+            record_key: q.key.clone().unwrap_or_else(|| content_key(&body)),
+            id: q.key.clone(),
+            kind: q.drifts.first().map_or("invalid_record", |d| d.kind),
+            reason: reason(&q.drifts),
+            body,
+        }
+    }
+
+    /// A record of the page that could not be read at all.
+    pub(crate) fn unreadable(unreadable: &Unreadable) -> Self {
+        Self {
+            id: None,
+            kind: "invalid_record",
+            reason: unreadable.reason.clone(),
+            body: Value::String(unreadable.text.clone()).to_string(),
+            record_key: format!("sha256:{}", unreadable.digest),
+        }
+    }
+}
+
+/// The identity of a record without a usable key: a hash of its text.
+fn content_key(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    let mut key = String::with_capacity(7 + 64);
+    key.push_str("sha256:");
+    for byte in digest {
+        let _ = write!(key, "{byte:02x}");
+    }
+    key
+}
+
+/// Stores records set aside, one row per source, stream, record and reason holding the
+/// latest version: a record met again (on every sync, say) is counted in `times`, not
+/// stored again.
 pub(crate) async fn quarantine(
     conn: &mut PgConnection,
     (source, schema): (&str, &str),
     stream: &str,
-    records: &[Value],
-    quarantined: &[Quarantined],
+    set_aside: &[SetAside],
     synced_at: DateTime<Utc>,
 ) -> Result<(), WarehouseError> {
-    let mut ids = Vec::with_capacity(quarantined.len());
-    let mut kinds = Vec::with_capacity(quarantined.len());
-    let mut reasons = Vec::with_capacity(quarantined.len());
-    let mut bodies = Vec::with_capacity(quarantined.len());
-    for q in quarantined {
-        ids.push(q.key.as_deref());
-        kinds.push(q.drifts.first().map_or("invalid_record", |d| d.kind));
-        reasons.push(reason(&q.drifts));
-        // `json` keeps escapes such as \u0000 as text, so every record can be stored.
-        bodies.push(serde_json::to_string(&records[q.index]).map_err(|source| {
-            WarehouseError::Encode {
-                stream: stream.to_owned(),
-                source,
+    // One statement cannot update a row twice: the last of a repeated record wins.
+    let mut unique: Vec<&SetAside> = Vec::with_capacity(set_aside.len());
+    let mut at: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for item in set_aside {
+        match at.get(&(item.record_key.as_str(), item.reason.as_str())) {
+            Some(&slot) => unique[slot] = item,
+            None => {
+                at.insert((&item.record_key, &item.reason), unique.len());
+                unique.push(item);
             }
-        })?);
+        }
     }
+    let column = |f: fn(&SetAside) -> &str| unique.iter().map(|s| f(s)).collect::<Vec<&str>>();
+    let ids: Vec<Option<&str>> = unique.iter().map(|s| s.id.as_deref()).collect();
     sqlx::query(
-        "INSERT INTO cairn.quarantine (schema_name, stream, record_id, kind, reason, record, synced_at, source)
-         SELECT $1, $2, i, k, r, b::json, $7, $8
-           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[]) AS u(i, k, r, b)
-         ON CONFLICT (schema_name, stream, record_id, reason) DO UPDATE
-            SET record = EXCLUDED.record, kind = EXCLUDED.kind,
-                synced_at = EXCLUDED.synced_at, last_seen = now()
-          WHERE quarantine.record::text IS DISTINCT FROM EXCLUDED.record::text",
+        "INSERT INTO cairn.quarantine
+                (schema_name, stream, record_id, kind, reason, record, synced_at, source, record_key)
+         SELECT $1, $2, i, k, r, b::json, $7, $8, rk
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $9::text[])
+                AS u(i, k, r, b, rk)
+         ON CONFLICT (schema_name, stream, record_key, reason) DO UPDATE
+            SET record = EXCLUDED.record, kind = EXCLUDED.kind, synced_at = EXCLUDED.synced_at,
+                source = EXCLUDED.source, last_seen = now(), times = quarantine.times + 1",
     )
     .bind(schema)
     .bind(stream)
     .bind(&ids)
-    .bind(&kinds)
-    .bind(&reasons)
-    .bind(&bodies)
+    .bind(column(|s| s.kind))
+    .bind(column(|s| &s.reason))
+    .bind(column(|s| &s.body))
     .bind(synced_at)
     .bind(source)
+    .bind(column(|s| &s.record_key))
     .execute(conn)
     .await
     .map_err(WarehouseError::db(stream, "quarantining records"))?;
@@ -242,20 +256,7 @@ pub(crate) async fn quarantine(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
-    use super::{Drift, reason, write_in_jsonb_order};
-
-    #[test]
-    fn keys_are_written_shorter_first_then_by_bytes_at_every_depth() {
-        let mut out = Vec::new();
-        let value = json!({"bb": 1, "a": [{"zz": "x\"", "y": null}], "ab": {"c": true, "b": 2}});
-        write_in_jsonb_order(&mut out, &value).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            r#"{"a":[{"y":null,"zz":"x\""}],"ab":{"b":2,"c":true},"bb":1}"#
-        );
-    }
+    use super::{Drift, reason};
 
     #[test]
     fn long_reasons_count_their_tail() {

@@ -2,12 +2,15 @@
 //!
 //! ```no_run
 //! # async fn demo(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use cairn_connectors::record::Record;
 //! use cairn_connectors::warehouse::{StreamSpec, Warehouse};
 //! use serde_json::json;
 //!
 //! let warehouse = Warehouse::new("crm", "crm")?; // source `crm`, schema `crm`
 //! let contacts = StreamSpec::new("contacts", "id").with_cursor("updated_at");
-//! let page = [json!({"id": "1", "email": "ada@example.com", "updated_at": "2026-01-01T00:00:00Z"})];
+//! let page = [Record::from_value(
+//!     json!({"id": "1", "email": "ada@example.com", "updated_at": "2026-01-01T00:00:00Z"}),
+//! )];
 //! let mut tx = pool.begin().await?; // in a workflow: `ctx.transaction(.., |tx| ..)`
 //! let report = warehouse.upsert_page(&mut tx, &contacts, &page, chrono::Utc::now()).await?;
 //! tx.commit().await?;
@@ -67,12 +70,15 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
 pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts};
+pub use classify::MAX_COLUMNS;
 pub use error::WarehouseError;
 pub use ident::quote_ident;
 pub use reconcile::ReconcileOutcome;
 pub use types::ColumnType;
 
+use crate::record::{Record, Unreadable};
 use classify::{Drift, classify};
+use land::SetAside;
 use schema::{Changed, Shape};
 
 /// How often a page is re-classified when other writers change the table's shape
@@ -128,6 +134,9 @@ pub struct PageReport {
     pub quarantined: u64,
     /// Records dropped because the page holds a newer version of the same key.
     pub superseded: u64,
+    /// Records that landed with a NUL or an unpaired surrogate escape replaced by U+FFFD.
+    #[serde(default)]
+    pub repaired: u64,
     /// Columns added to the table (column names, which may differ from field names).
     pub columns_added: Vec<String>,
     /// The details of the alerts raised (deduplicated).
@@ -178,7 +187,7 @@ impl Warehouse {
         &self,
         conn: &mut PgConnection,
         stream: &StreamSpec,
-        records: &[Value],
+        records: &[Record],
         synced_at: DateTime<Utc>,
     ) -> Result<PageReport, WarehouseError> {
         for _ in 0..SHAPE_ATTEMPTS {
@@ -199,6 +208,7 @@ impl Warehouse {
             let mut report = PageReport {
                 quarantined: plan.quarantine.len() as u64,
                 superseded: plan.superseded,
+                repaired: plan.repaired,
                 ..PageReport::default()
             };
             let needs_table = current.is_none() && !plan.land.is_empty();
@@ -230,10 +240,18 @@ impl Warehouse {
             };
 
             if !plan.quarantine.is_empty() {
+                let set_aside: Vec<SetAside> = plan
+                    .quarantine
+                    .iter()
+                    .map(|q| SetAside::quarantined(records, q))
+                    .collect();
                 report.alerts = self
-                    .quarantine(conn, &stream.name, records, &plan.quarantine, synced_at)
+                    .quarantine(conn, &stream.name, &set_aside, &plan.quarantine, synced_at)
                     .await?;
             }
+            let notes = notices(&self.source, &stream.name, &plan);
+            raise_alerts(conn, &notes).await?;
+            report.alerts.extend(notes.into_iter().map(|a| a.detail));
             if let Some(shape) = shape.filter(|_| !plan.land.is_empty()) {
                 report.upserted =
                     land::upsert(conn, &stream.name, &shape, records, &plan.land, synced_at)
@@ -250,6 +268,36 @@ impl Warehouse {
         Err(WarehouseError::ShapeContention {
             stream: stream.name.clone(),
         })
+    }
+
+    /// Quarantines records of a page that could not be read at all (nested too deep,
+    /// say), in the caller's transaction, with an alert; the rest of the page lands
+    /// through [`upsert_page`](Self::upsert_page).
+    pub async fn quarantine_unreadable(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        unreadable: &[Unreadable],
+        synced_at: DateTime<Utc>,
+    ) -> Result<u64, WarehouseError> {
+        if unreadable.is_empty() {
+            return Ok(0);
+        }
+        let set_aside: Vec<SetAside> = unreadable.iter().map(SetAside::unreadable).collect();
+        let drifts: Vec<classify::Quarantined> = unreadable
+            .iter()
+            .map(|u| classify::Quarantined {
+                index: 0,
+                key: None,
+                drifts: vec![Drift {
+                    kind: "invalid_record",
+                    detail: u.reason.clone(),
+                }],
+            })
+            .collect();
+        self.quarantine(conn, stream, &set_aside, &drifts, synced_at)
+            .await?;
+        Ok(unreadable.len() as u64)
     }
 
     /// Stages one page of the vendor's id set for the reconciliation `reconcile_id`
@@ -355,7 +403,7 @@ impl Warehouse {
         &self,
         conn: &mut PgConnection,
         stream: &str,
-        records: &[Value],
+        set_aside: &[SetAside],
         quarantined: &[classify::Quarantined],
         synced_at: DateTime<Utc>,
     ) -> Result<Vec<String>, WarehouseError> {
@@ -363,8 +411,7 @@ impl Warehouse {
             conn,
             (&self.source, &self.schema),
             stream,
-            records,
-            quarantined,
+            set_aside,
             synced_at,
         )
         .await?;
@@ -422,4 +469,39 @@ impl Warehouse {
         // leave it half-written.
         self.shapes.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Alerts about what landed changed: records repaired by the NUL and surrogate rule, and
+/// fields past the column cap kept in `_raw` only.
+fn notices(source: &str, stream: &str, plan: &classify::Plan) -> Vec<NewAlert> {
+    let mut notes = Vec::new();
+    if plan.repaired > 0 {
+        notes.push(NewAlert {
+            kind: "repaired_record".to_owned(),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            detail: "NUL characters or unpaired surrogate escapes replaced by U+FFFD".to_owned(),
+            message: format!(
+                "{} record(s) of stream {stream:?} held a NUL character or an unpaired UTF-16 \
+                 surrogate escape, which PostgreSQL cannot store; each was replaced by U+FFFD \
+                 and the records landed",
+                plan.repaired
+            ),
+        });
+    }
+    if let Some(first) = plan.raw_only.first() {
+        notes.push(NewAlert {
+            kind: "too_many_fields".to_owned(),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            detail: format!("more than {MAX_COLUMNS} fields"),
+            message: format!(
+                "stream {stream:?} has more than {MAX_COLUMNS} fields; {} more (first {}) are \
+                 kept in `_raw` only, without a column of their own",
+                plan.raw_only.len(),
+                ident::display_name(first)
+            ),
+        });
+    }
+    notes
 }

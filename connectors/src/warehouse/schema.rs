@@ -21,8 +21,13 @@ use super::types::ColumnType;
 pub(crate) struct Field {
     pub(crate) name: String,
     pub(crate) column: String,
-    /// `None` while only nulls have been seen: no column exists yet.
+    /// `None` while only nulls have been seen, or for a field kept in `_raw` only: no
+    /// column exists.
     pub(crate) ty: Option<ColumnType>,
+    /// Some records omit it: its absence is not a removal.
+    pub(crate) optional: bool,
+    /// Past the table's column cap: kept in `_raw` only, for good.
+    pub(crate) raw_only: bool,
 }
 
 /// The registered shape of one stream's table, with its landing statement.
@@ -69,18 +74,36 @@ impl Shape {
     }
 }
 
+/// A field a page brings that the registry does not know.
+#[derive(Debug)]
+pub(crate) struct NewField {
+    pub(crate) name: String,
+    /// `None`: only nulls so far (or kept in `_raw` only).
+    pub(crate) ty: Option<ColumnType>,
+    pub(crate) optional: bool,
+    pub(crate) raw_only: bool,
+}
+
 /// What a page needs the shape to become.
 #[derive(Debug, Default)]
 pub(crate) struct ShapeChange {
-    /// Fields never seen before, with their type (`None`: only nulls so far).
-    pub(crate) new_fields: Vec<(String, Option<ColumnType>)>,
+    /// Fields never seen before.
+    pub(crate) new_fields: Vec<NewField>,
     /// Registered fields seen only as null until now that have a type at last.
     pub(crate) typed: Vec<(String, ColumnType)>,
+    /// Registered fields some records turned out to omit.
+    pub(crate) optional: Vec<String>,
+    /// Registered fields seen only as null until now that have a value at last, when the
+    /// table has no room for another column.
+    pub(crate) raw_only: Vec<String>,
 }
 
 impl ShapeChange {
     pub(crate) fn is_empty(&self) -> bool {
-        self.new_fields.is_empty() && self.typed.is_empty()
+        self.new_fields.is_empty()
+            && self.typed.is_empty()
+            && self.optional.is_empty()
+            && self.raw_only.is_empty()
     }
 }
 
@@ -140,6 +163,8 @@ struct RegistryRow {
     field: Option<String>,
     column_name: Option<String>,
     column_type: Option<String>,
+    optional: Option<bool>,
+    raw_only: Option<bool>,
 }
 
 /// Reads a stream's shape from the registry; `None` when it has no table yet.
@@ -149,7 +174,8 @@ pub(crate) async fn load(
     stream: &str,
 ) -> Result<Option<Shape>, WarehouseError> {
     let rows: Vec<RegistryRow> = sqlx::query_as(
-        "SELECT t.table_name, t.source, t.primary_key, t.version, c.field, c.column_name, c.column_type
+        "SELECT t.table_name, t.source, t.primary_key, t.version, c.field, c.column_name,
+                c.column_type, c.optional, c.raw_only
            FROM cairn.warehouse_tables t
            LEFT JOIN cairn.warehouse_columns c USING (schema_name, stream)
           WHERE t.schema_name = $1 AND t.stream = $2
@@ -181,7 +207,13 @@ pub(crate) async fn load(
         // A type this version does not know is treated as not yet typed: its column is
         // left alone rather than guessed at.
         let ty = ty.as_deref().and_then(ColumnType::from_sql);
-        fields.push(Field { name, column, ty });
+        fields.push(Field {
+            name,
+            column,
+            ty,
+            optional: row.optional.unwrap_or(false),
+            raw_only: row.raw_only.unwrap_or(false),
+        });
     }
     let table = format!("{}.{}", quote_ident(schema)?, quote_ident(&table_name)?);
     if fields.iter().any(|f| f.ty == Some(ColumnType::Jsonb)) {
@@ -280,32 +312,62 @@ pub(crate) async fn change(
     taken.insert(column_name(primary_key));
     let mut fields = current.map(|s| s.fields.clone()).unwrap_or_default();
     taken.extend(fields.iter().map(|f| f.column.clone()));
-    let mut registered = Vec::new();
-    for (name, ty) in &change.new_fields {
-        let mut column = column_name(name);
+    // What the registry is told: (field, column, type, optional, raw only).
+    let mut registered: Vec<(String, String, Option<ColumnType>, bool, bool)> = Vec::new();
+    for new in &change.new_fields {
+        let mut column = column_name(&new.name);
         let mut attempt = 0;
         while taken.contains(&column) {
             attempt += 1;
-            column = hashed_name(name, attempt);
+            column = hashed_name(&new.name, attempt);
         }
         taken.insert(column.clone());
-        registered.push((name.clone(), column.clone(), *ty));
+        registered.push((
+            new.name.clone(),
+            column.clone(),
+            new.ty,
+            new.optional,
+            new.raw_only,
+        ));
         fields.push(Field {
-            name: name.clone(),
+            name: new.name.clone(),
             column,
-            ty: *ty,
+            ty: new.ty,
+            optional: new.optional,
+            raw_only: new.raw_only,
         });
     }
-    for (name, ty) in &change.typed {
-        if let Some(field) = fields.iter_mut().find(|f| &f.name == name) {
-            field.ty = Some(*ty);
-            registered.push((name.clone(), field.column.clone(), Some(*ty)));
+    for field in &mut fields {
+        let typed = change.typed.iter().find(|(name, _)| name == &field.name);
+        let optional = change.optional.contains(&field.name);
+        let raw_only = change.raw_only.contains(&field.name);
+        if typed.is_none() && !optional && !raw_only {
+            continue;
         }
+        if let Some((_, ty)) = typed {
+            field.ty = Some(*ty);
+        }
+        field.optional |= optional;
+        field.raw_only |= raw_only;
+        let column_type = typed.map(|(_, ty)| *ty).or(field.ty);
+        registered.push((
+            field.name.clone(),
+            field.column.clone(),
+            column_type,
+            field.optional,
+            field.raw_only,
+        ));
     }
 
+    // Columns for new fields with a type, and for fields typed at last.
     let added: Vec<(&str, ColumnType)> = registered
         .iter()
-        .filter_map(|(_, column, ty)| ty.map(|ty| (column.as_str(), ty)))
+        .filter(|(name, _, _, _, raw_only)| {
+            !raw_only
+                && (change.new_fields.iter().any(|f| &f.name == name)
+                    || change.typed.iter().any(|(typed, _)| typed == name))
+        })
+        .filter_map(|(_, column, ty, _, _)| ty.map(|ty| (column.as_str(), ty)))
         .collect();
     if !added.is_empty() {
         let mut clauses = Vec::with_capacity(added.len());
@@ -334,20 +396,31 @@ pub(crate) async fn change(
             }
         }
     }
-    let (names, columns, types): (Vec<&str>, Vec<&str>, Vec<Option<&str>>) = registered
+    let names: Vec<&str> = registered.iter().map(|r| r.0.as_str()).collect();
+    let columns: Vec<&str> = registered.iter().map(|r| r.1.as_str()).collect();
+    let types: Vec<Option<&str>> = registered
         .iter()
-        .map(|(n, c, t)| (n.as_str(), c.as_str(), t.map(ColumnType::sql)))
+        .map(|r| r.2.map(ColumnType::sql))
         .collect();
+    let optional: Vec<bool> = registered.iter().map(|r| r.3).collect();
+    let raw_only: Vec<bool> = registered.iter().map(|r| r.4).collect();
     sqlx::query(
-        "INSERT INTO cairn.warehouse_columns (schema_name, stream, field, column_name, column_type)
-         SELECT $1, $2, f, c, t FROM unnest($3::text[], $4::text[], $5::text[]) AS u(f, c, t)
-         ON CONFLICT (schema_name, stream, field) DO UPDATE SET column_type = EXCLUDED.column_type",
+        "INSERT INTO cairn.warehouse_columns
+                (schema_name, stream, field, column_name, column_type, optional, raw_only)
+         SELECT $1, $2, f, c, t, o, r
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::bool[], $7::bool[])
+                AS u(f, c, t, o, r)
+         ON CONFLICT (schema_name, stream, field) DO UPDATE
+            SET column_type = EXCLUDED.column_type, optional = EXCLUDED.optional,
+                raw_only = EXCLUDED.raw_only",
     )
     .bind(schema)
     .bind(stream)
     .bind(&names)
     .bind(&columns)
     .bind(&types)
+    .bind(&optional)
+    .bind(&raw_only)
     .execute(&mut *conn)
     .await
     .map_err(db("registering fields"))?;

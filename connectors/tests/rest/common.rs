@@ -1,5 +1,6 @@
 //! Sandboxes, profiles and record-set assertions shared by the tests.
 
+use cairn_connectors::record::Record;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
@@ -69,13 +70,19 @@ pub async fn inline(text: &str) -> RestSource {
     source(config).await
 }
 
+/// The parsed views of records.
+pub fn values(records: &[Record]) -> Vec<Value> {
+    records.iter().map(|r| r.value().clone()).collect()
+}
+
 pub fn id_of(record: &Value) -> String {
     record["id"].as_str().expect("string id").to_owned()
 }
 
 /// Asserts `seen` holds every record of `expected` exactly once, unchanged,
 /// and that it has the vendor's checksum.
-pub fn assert_exactly_once(seen: &[Value], expected: &[Value], what: &str) {
+pub fn assert_exactly_once(seen: &[Record], expected: &[Value], what: &str) {
+    let seen = &values(seen);
     let ids: Vec<String> = seen.iter().map(id_of).collect();
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "{what}: a record was read twice");

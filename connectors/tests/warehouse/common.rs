@@ -1,5 +1,6 @@
 //! Helpers shared by the warehouse tests.
 
+use cairn_connectors::record::Record;
 use cairn_connectors::warehouse::{PageReport, StreamSpec, Warehouse};
 use cairn_testkit::TestDb;
 use chrono::{DateTime, Utc};
@@ -34,7 +35,7 @@ pub async fn land_at(
 ) -> PageReport {
     let mut tx = db.pool().begin().await.expect("begin");
     let report = wh
-        .upsert_page(&mut tx, spec, page, synced_at)
+        .upsert_page(&mut tx, spec, &Record::from_values(page), synced_at)
         .await
         .expect("upsert_page");
     tx.commit().await.expect("commit");

@@ -1,5 +1,6 @@
 //! Schema drift: removed fields, type changes and renames go to quarantine with their
-//! reason and an alert; the table keeps its shape; the rest of the page lands.
+//! reason and an alert; the table keeps its shape; the rest of the page lands. A field
+//! some records of a page omit is not a removed field: those records land with NULL.
 
 use serde_json::{Value, json};
 
@@ -25,13 +26,16 @@ async fn shaped() -> (
 
 /// Asserts the drift case end to end: `bad` is quarantined with `reason`, `good` lands,
 /// the shape stays, one alert is raised and a second occurrence bumps its count.
-async fn assert_quarantined(bad: Value, reason: &str, kind: &str) {
+async fn assert_quarantined(bad: &[Value], good: &[Value], reason: &str, kind: &str) {
     let (db, wh) = shaped().await;
     let shape = columns(&db, "contacts").await;
-    let good = contact("3", json!("+1-555-0003"), json!(30));
-    let page = [bad.clone(), good];
+    let page: Vec<Value> = bad.iter().chain(good).cloned().collect();
     let report = land(&db, &wh, &contacts(), &page).await;
-    assert_eq!((report.upserted, report.quarantined), (1, 1), "{reason}");
+    assert_eq!(
+        (report.upserted, report.quarantined),
+        (good.len() as u64, bad.len() as u64),
+        "{reason}"
+    );
     assert!(report.columns_added.is_empty(), "{reason}");
     assert_eq!(report.alerts, [reason]);
     assert_eq!(
@@ -40,21 +44,26 @@ async fn assert_quarantined(bad: Value, reason: &str, kind: &str) {
         "the table keeps its shape"
     );
     let ids: Vec<Value> = rows(&db).await.iter().map(|r| r["id"].clone()).collect();
-    assert_eq!(
-        ids,
-        [json!("1"), json!("2"), json!("3")],
-        "the rest of the page landed"
-    );
+    let expected: Vec<Value> = [json!("1"), json!("2")]
+        .into_iter()
+        .chain(good.iter().map(|g| g["id"].clone()))
+        .collect();
+    assert_eq!(ids, expected, "the rest of the page landed");
     let q = quarantine(&db).await;
-    assert_eq!(
-        q,
-        [(Some("9".to_owned()), kind.to_owned(), reason.to_owned())]
-    );
-    let record: Value = sqlx::query_scalar("SELECT record::jsonb FROM cairn.quarantine")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(record, bad, "the quarantined record is kept whole");
+    let expected: Vec<_> = bad
+        .iter()
+        .map(|b| {
+            let id = b["id"].as_str().map(str::to_owned);
+            (id, kind.to_owned(), reason.to_owned())
+        })
+        .collect();
+    assert_eq!(q, expected);
+    let record: Value =
+        sqlx::query_scalar("SELECT record::jsonb FROM cairn.quarantine ORDER BY record_id LIMIT 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(record, bad[0], "the quarantined record is kept whole");
     let expected = (
         "schema_drift".to_owned(),
         "contacts".to_owned(),
@@ -63,10 +72,16 @@ async fn assert_quarantined(bad: Value, reason: &str, kind: &str) {
     );
     assert_eq!(alerts(&db).await, std::slice::from_ref(&expected));
 
-    // The same drift again: one alert with a higher count, still one quarantine row.
+    // The same drift again: one alert with a higher count, still one quarantine row
+    // per record, which counts the times it was met.
     land(&db, &wh, &contacts(), &page).await;
     assert_eq!(alerts(&db).await, [(expected.0, expected.1, expected.2, 2)]);
-    assert_eq!(quarantine(&db).await.len(), 1);
+    assert_eq!(quarantine(&db).await.len(), bad.len());
+    let times: Vec<i64> = sqlx::query_scalar("SELECT times FROM cairn.quarantine")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(times.iter().all(|t| *t == 2), "{times:?}");
     let listed = cairn_connectors::warehouse::list_alerts(db.pool())
         .await
         .unwrap();
@@ -78,17 +93,63 @@ async fn assert_quarantined(bad: Value, reason: &str, kind: &str) {
     assert!(listed[0].last_seen >= listed[0].first_seen);
 }
 
+fn without_phone(id: &str, extra: Option<(&str, Value)>) -> Value {
+    let mut record = json!({"id": id, "score": 90, "updated_at": "2026-03-01T00:00:00Z"});
+    if let Some((name, value)) = extra {
+        record[name] = value;
+    }
+    record
+}
+
 #[tokio::test]
-async fn a_removed_field_is_quarantined() {
-    let bad = json!({"id": "9", "score": 90, "updated_at": "2026-03-01T00:00:00Z"});
-    assert_quarantined(bad, r#"removed field "phone""#, "removed_field").await;
+async fn a_field_no_record_of_a_page_carries_is_a_removed_field() {
+    let bad = [without_phone("10", None), without_phone("9", None)];
+    assert_quarantined(&bad, &[], r#"removed field "phone""#, "removed_field").await;
+}
+
+#[tokio::test]
+async fn a_field_some_records_omit_is_optional_not_removed() {
+    let (db, wh) = shaped().await;
+    let page = [
+        without_phone("3", None),
+        contact("4", json!("+1-555-0004"), json!(40)),
+    ];
+    let report = land(&db, &wh, &contacts(), &page).await;
+    assert_eq!((report.upserted, report.quarantined), (2, 0));
+    let optional: bool =
+        sqlx::query_scalar("SELECT optional FROM cairn.warehouse_columns WHERE field = 'phone'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(optional, "the registry remembers that records omit it");
+    // From now on even a page where no record carries it lands.
+    let report = land(&db, &wh, &contacts(), &[without_phone("5", None)]).await;
+    assert_eq!((report.upserted, report.quarantined), (1, 0));
+    let phones: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT phone FROM warehouse.contacts ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        phones,
+        [
+            Some("+1-555-0001".to_owned()),
+            None,
+            None,
+            Some("+1-555-0004".to_owned()),
+            None
+        ]
+    );
+    assert!(quarantine(&db).await.is_empty());
 }
 
 #[tokio::test]
 async fn a_type_change_is_quarantined() {
     let bad = contact("9", json!("+1-555-0009"), json!("ninety"));
+    let good = contact("3", json!("+1-555-0003"), json!(30));
     assert_quarantined(
-        bad,
+        &[bad],
+        &[good],
         r#"type change of field "score": the column is bigint, the value is string"#,
         "type_change",
     )
@@ -97,14 +158,26 @@ async fn a_type_change_is_quarantined() {
 
 #[tokio::test]
 async fn a_rename_is_quarantined() {
-    let bad = json!({"id": "9", "mobile": "+1-555-0009", "score": 90, "updated_at": "2026-03-01T00:00:00Z"});
-    assert_quarantined(bad, r#"rename of field "phone" to "mobile""#, "rename").await;
+    let bad = [
+        without_phone("10", Some(("mobile", json!("+1-555-0010")))),
+        without_phone("9", Some(("mobile", json!("+1-555-0009")))),
+    ];
+    assert_quarantined(
+        &bad,
+        &[],
+        r#"rename of field "phone" to "mobile""#,
+        "rename",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_missing_field_beside_a_new_field_of_another_type_is_a_removal() {
-    let bad = json!({"id": "9", "mobile": true, "score": 90, "updated_at": "2026-03-01T00:00:00Z"});
-    assert_quarantined(bad, r#"removed field "phone""#, "removed_field").await;
+    let bad = [
+        without_phone("10", Some(("mobile", json!(true)))),
+        without_phone("9", Some(("mobile", json!(false)))),
+    ];
+    assert_quarantined(&bad, &[], r#"removed field "phone""#, "removed_field").await;
 }
 
 #[tokio::test]

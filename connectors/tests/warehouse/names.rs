@@ -3,7 +3,7 @@
 use cairn_connectors::warehouse::{StreamSpec, Warehouse, quote_ident};
 use serde_json::{Map, Value, json};
 
-use crate::common::{columns, contacts, land, quarantine, setup};
+use crate::common::{alerts, columns, contacts, land, quarantine, setup};
 
 /// The registry's field → column mapping of `contacts`.
 async fn mapping(db: &cairn_testkit::TestDb) -> Vec<(String, String)> {
@@ -106,29 +106,47 @@ async fn hostile_field_names_become_safe_distinct_columns() {
 }
 
 #[tokio::test]
-async fn a_nul_byte_sends_the_record_to_quarantine_and_the_page_lands() {
+async fn a_nul_is_replaced_where_postgres_cannot_hold_it_and_a_nul_key_is_quarantined() {
     let (db, wh) = setup().await;
     let clean = json!({"id": "1", "a": "x", "updated_at": "2026-03-01T00:00:00Z"});
     let nul_name = json!({"id": "2", "a": "x", "b\u{0}c": 1, "updated_at": "2026-03-01T00:00:00Z"});
     let nul_value = json!({"id": "3", "a": "x\u{0}y", "updated_at": "2026-03-01T00:00:00Z"});
-    let report = land(&db, &wh, &contacts(), &[clean, nul_name, nul_value]).await;
-    assert_eq!((report.upserted, report.quarantined), (1, 2));
-    let q = quarantine(&db).await;
-    let reasons: Vec<(Option<String>, String)> = q.into_iter().map(|(id, _, r)| (id, r)).collect();
-    let reason = "record holds a NUL character, which Postgres cannot store".to_owned();
+    let nul_key = json!({"id": "4\u{0}", "a": "x", "updated_at": "2026-03-01T00:00:00Z"});
+    let report = land(
+        &db,
+        &wh,
+        &contacts(),
+        &[clean, nul_name, nul_value, nul_key],
+    )
+    .await;
     assert_eq!(
-        reasons,
-        [
-            (Some("2".to_owned()), reason.clone()),
-            (Some("3".to_owned()), reason)
-        ]
+        (report.upserted, report.quarantined, report.repaired),
+        (3, 1, 2)
     );
-    let kept: String =
-        sqlx::query_scalar("SELECT record::text FROM cairn.quarantine WHERE record_id = '2'")
-            .fetch_one(db.pool())
+    let landed: Vec<(String, Option<String>, Value)> =
+        sqlx::query_as("SELECT id, a, _raw FROM warehouse.contacts ORDER BY id")
+            .fetch_all(db.pool())
             .await
             .unwrap();
-    assert!(kept.contains(r"b\u0000c"), "{kept}");
+    assert_eq!(
+        landed[2].1.as_deref(),
+        Some("x\u{fffd}y"),
+        "the documented rule"
+    );
+    assert_eq!(landed[1].2["b\u{fffd}c"], 1, "field names too");
+    let q = quarantine(&db).await;
+    let reasons: Vec<String> = q.into_iter().map(|(_, _, r)| r).collect();
+    assert_eq!(
+        reasons,
+        [r#"record whose primary key "id" holds a NUL character"#]
+    );
+    let kinds: Vec<String> = alerts(&db).await.into_iter().map(|a| a.0).collect();
+    assert_eq!(kinds, ["invalid_record", "repaired_record"]);
+    let kept: String = sqlx::query_scalar("SELECT record::text FROM cairn.quarantine")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(kept.contains(r"4\u0000"), "kept as sent: {kept}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The cached shape: DDL only when the shape changes, never trusted past a rollback,
 //! and concurrent writers adding the same field serialise instead of failing.
 
+use cairn_connectors::record::Record;
 use cairn_connectors::warehouse::Warehouse;
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -49,7 +50,12 @@ async fn a_rolled_back_shape_change_is_not_trusted() {
     let page = [record(2, Some(("plan", json!("pro"))))];
     let mut tx = db.pool().begin().await.unwrap();
     let report = wh
-        .upsert_page(&mut tx, &contacts(), &page, Utc::now())
+        .upsert_page(
+            &mut tx,
+            &contacts(),
+            &Record::from_values(&page),
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert_eq!(report.columns_added, ["plan"]);
@@ -79,7 +85,12 @@ async fn concurrent_writers_adding_the_same_field_both_land() {
                 .collect();
             let mut tx = pool.begin().await.unwrap();
             let report = wh
-                .upsert_page(&mut tx, &contacts(), &page, Utc::now())
+                .upsert_page(
+                    &mut tx,
+                    &contacts(),
+                    &Record::from_values(&page),
+                    Utc::now(),
+                )
                 .await
                 .unwrap();
             // Hold the transaction open a moment so the other one queues behind it.

@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::task::{Context as Context_, Poll};
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
+use cairn_connectors::record::{Record, Unreadable};
 use cairn_connectors::rest::{RestConfig, RestSource};
 use cairn_connectors::source::{Page, Source, StreamInfo};
 use cairn_connectors::warehouse::{PageReport, StreamSpec, Warehouse};
 use cairn_runner::{Context, Error, ResultExt};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tracing::Instrument;
 
 pub use backfill::backfill;
@@ -251,7 +251,7 @@ impl Sync {
             if done {
                 report.watermark = plan.as_ref().map(|plan| plan.next(pending.as_deref()));
             }
-            if done || batch.records.len() >= LANDING_RECORDS {
+            if done || batch.records.len() + batch.unreadable.len() >= LANDING_RECORDS {
                 let finish = done.then(|| Finish {
                     pending: plan.is_some().then(|| pending.clone()).flatten(),
                     promote: report.watermark.clone(),
@@ -264,10 +264,15 @@ impl Sync {
                 let batch = std::mem::take(&mut batch);
                 let mut landing = InFlight::new(Box::pin(async move {
                     let (first, last, pages) = (batch.first, batch.last, batch.pages);
-                    let records = batch.records.len() as u64;
-                    self.land(ctx, (first, last), batch.records, finish)
-                        .await
-                        .map(|report| (report, records, pages))
+                    let records = (batch.records.len() + batch.unreadable.len()) as u64;
+                    self.land(
+                        ctx,
+                        (first, last),
+                        (batch.records, batch.unreadable),
+                        finish,
+                    )
+                    .await
+                    .map(|report| (report, records, pages))
                 }));
                 landing.poll_once().await;
                 landings.push(landing);
@@ -319,7 +324,7 @@ impl Sync {
         &self,
         ctx: &Context,
         (first, last): (u64, u64),
-        records: Vec<Value>,
+        (records, unreadable): (Vec<Record>, Vec<Unreadable>),
         finish: Option<Finish>,
     ) -> Result<PageReport, Error> {
         let name = if first == last {
@@ -327,7 +332,7 @@ impl Sync {
         } else {
             format!("land pages {first}-{last}")
         };
-        let records = Arc::new(records);
+        let records = Arc::new((records, unreadable));
         ctx.transaction(name, |tx| {
             let warehouse = self.warehouse.clone();
             let spec = self.spec.clone();
@@ -336,8 +341,13 @@ impl Sync {
             let finish = finish.clone();
             Detached::spawn("landing", async move {
                 let mut conn = tx.conn().await?;
-                let landed = warehouse
-                    .upsert_page(&mut conn, &spec, &records, Utc::now())
+                let (records, unreadable) = &*records;
+                let now = Utc::now();
+                let mut landed = warehouse
+                    .upsert_page(&mut conn, &spec, records, now)
+                    .await?;
+                landed.quarantined += warehouse
+                    .quarantine_unreadable(&mut conn, &spec.name, unreadable, now)
                     .await?;
                 if let Some(finish) = finish {
                     state::record_traversal(
@@ -404,7 +414,8 @@ struct Batch {
     first: u64,
     last: u64,
     pages: u64,
-    records: Vec<Value>,
+    records: Vec<Record>,
+    unreadable: Vec<Unreadable>,
 }
 
 impl Batch {
@@ -415,6 +426,7 @@ impl Batch {
         self.last = number;
         self.pages += 1;
         self.records.extend(page.records);
+        self.unreadable.extend(page.unreadable);
     }
 }
 

@@ -131,6 +131,8 @@ pub struct DeadRecord {
     pub first_seen: DateTime<Utc>,
     /// When it was last set aside.
     pub last_seen: DateTime<Utc>,
+    /// How many times it was met (a record a vendor sends on every sync is kept once).
+    pub times: i64,
 }
 
 /// Every dead letter, as `cairn dlq list` shows them.
@@ -209,6 +211,7 @@ struct DeadRecordRow {
     synced_at: DateTime<Utc>,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
+    times: i64,
 }
 
 impl From<DeadRecordRow> for DeadRecord {
@@ -227,6 +230,7 @@ impl From<DeadRecordRow> for DeadRecord {
             synced_at: row.synced_at,
             first_seen: row.first_seen,
             last_seen: row.last_seen,
+            times: row.times,
         }
     }
 }
@@ -272,7 +276,7 @@ const DEAD_RECORDS_SQL: &str = "
                                   WHERE t.schema_name = q.schema_name AND t.stream = q.stream),
                         '') AS source,
            schema_name, stream, record_id, kind, reason, record::text AS record,
-           synced_at, first_seen, last_seen
+           synced_at, first_seen, last_seen, times
       FROM cairn.quarantine q";
 
 impl DeadLetters {
@@ -313,6 +317,28 @@ impl DeadLetters {
             .await?
             .pop()
             .ok_or(DeadLetterError::NoRecord(id))
+    }
+
+    /// Quarantined records, newest first, at most `limit`, optionally of one source
+    /// and one stream.
+    pub async fn quarantined(
+        &self,
+        source: Option<&str>,
+        stream: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DeadRecord>, DeadLetterError> {
+        let rows: Vec<DeadRecordRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM ({DEAD_RECORDS_SQL}) r
+              WHERE ($1::text IS NULL OR r.source = $1) AND ($2::text IS NULL OR r.stream = $2)
+              ORDER BY last_seen DESC, id DESC LIMIT $3"
+        )))
+        .bind(source)
+        .bind(stream)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(rows.into_iter().map(DeadRecord::from).collect())
     }
 
     async fn records(

@@ -4,17 +4,13 @@
 use std::process::ExitCode;
 use std::str::FromStr;
 
-use cairn_connectors::record::Record;
-use cairn_connectors::warehouse::{StreamSpec, Warehouse, quote_ident};
-use cairn_runner::dead_letter::{DeadLetterError, DeadRecord, DeadRun};
+use cairn_runner::dead_letter::{DeadLetterError, DeadRun};
 use cairn_runner::{Client, DeadLetterId, DeadLetters, RunStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
-use serde::Serialize;
-use serde_json::value::RawValue;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use super::{Failure, Outcome, connect, describe, print};
+use super::quarantine::{corrected, print_records, retry_record, show_record};
+use super::{Failure, Outcome, connect, print};
 
 /// The subcommands of `cairn dlq`.
 #[derive(Debug, Subcommand)]
@@ -78,15 +74,6 @@ impl From<DeadLetterError> for Failure {
     }
 }
 
-/// What a record retry did, for `--json`.
-#[derive(Debug, Serialize)]
-struct RecordRetried {
-    id: String,
-    stream: String,
-    record_id: Option<String>,
-    landed: bool,
-}
-
 /// Runs one `cairn dlq` subcommand.
 pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
     match command {
@@ -140,17 +127,7 @@ pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
             json,
         } => {
             let id = DeadLetterId::from_str(&id)?;
-            let replacement: Option<Record> = record
-                .map(|text| {
-                    RawValue::from_string(text)
-                        .map_err(|err| format!("--record is not valid JSON: {err}"))
-                        .and_then(|raw| {
-                            Record::parse(raw)
-                                .map_err(|bad| format!("--record cannot be read: {}", bad.reason))
-                        })
-                        .map_err(Failure::usage)
-                })
-                .transpose()?;
+            let replacement = corrected(record)?;
             match id {
                 DeadLetterId::Run(run_id) => {
                     if replacement.is_some() || force {
@@ -222,126 +199,6 @@ async fn retry_run(
     })
 }
 
-/// Re-applies a quarantined record through the warehouse sink in one transaction;
-/// removes it from the list when it landed, and changes nothing when it did not.
-async fn retry_record(
-    pool: &PgPool,
-    n: i64,
-    replacement: Option<Record>,
-    force: bool,
-) -> Result<RecordRetried, Failure> {
-    let failed = |what: &str, err: &(dyn std::error::Error + 'static)| {
-        Failure::failed(format!("record:{n}: {what}: {}", describe(err)))
-    };
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(|e| failed("cannot open a transaction", &e))?;
-    let dead = DeadLetters::lock_record(&mut tx, n).await?;
-    let table: Option<(String, String)> = sqlx::query_as(
-        "SELECT table_name, primary_key FROM cairn.warehouse_tables
-          WHERE schema_name = $1 AND stream = $2",
-    )
-    .bind(&dead.schema_name)
-    .bind(&dead.stream)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| failed("reading the schema registry", &e))?;
-    let Some((table_name, primary_key)) = table else {
-        return Err(Failure::failed(format!(
-            "record:{n}: stream {} has no warehouse table in schema {} yet; sync the stream \
-             once, then retry",
-            dead.stream, dead.schema_name
-        )));
-    };
-    let record = match replacement {
-        Some(record) => record,
-        None => RawValue::from_string(dead.record_text.clone())
-            .ok()
-            .and_then(|raw| Record::parse(raw).ok())
-            .ok_or_else(|| {
-                Failure::failed(format!(
-                    "record:{n} cannot be read as it was stored (it may be nested too deep); \
-                     give a corrected version with --record '<json>'"
-                ))
-            })?,
-    };
-    if let (Some(original), Some(given)) = (&dead.record_id, record.field_text(&primary_key))
-        && *original != given
-    {
-        return Err(Failure::usage(format!(
-            "--record has {primary_key} = {given}, but record:{n} is record {original}; a \
-             corrected record keeps its primary key"
-        )));
-    }
-    if !force
-        && let Some(id) = &dead.record_id
-        && let Some(landed) = newer_landed(
-            &mut tx,
-            &dead.schema_name,
-            &table_name,
-            &primary_key,
-            id,
-            dead.synced_at,
-        )
-        .await
-        .map_err(|e| failed("looking for a newer version", &*e))?
-    {
-        return Err(Failure::failed(format!(
-            "record:{n}: a newer version of record {id} landed at {} (this one was set aside \
-             at {}); re-applying it would overwrite newer data. Retry with --force to apply it \
-             anyway",
-            time(&landed),
-            time(&dead.synced_at)
-        )));
-    }
-    let warehouse = Warehouse::new(&dead.source, &dead.schema_name)
-        .map_err(|e| failed("opening the warehouse", &e))?;
-    let spec = StreamSpec::new(dead.stream.clone(), primary_key);
-    let report = warehouse
-        .upsert_page(&mut tx, &spec, std::slice::from_ref(&record), Utc::now())
-        .await
-        .map_err(|e| failed("re-applying it", &e))?;
-    if report.quarantined > 0 {
-        // Rolling back leaves the entry as it was, not a second entry beside it.
-        drop(tx);
-        return Err(Failure::failed(format!(
-            "record:{n} still cannot land: {}; correct the value (--record '<json>') or the \
-             column, then retry",
-            report.alerts.join("; ")
-        )));
-    }
-    DeadLetters::remove_record(&mut tx, n).await?;
-    tx.commit().await.map_err(|e| failed("committing", &e))?;
-    Ok(RecordRetried {
-        id: format!("record:{n}"),
-        stream: dead.stream,
-        record_id: dead.record_id,
-        landed: true,
-    })
-}
-
-/// When the warehouse holds a version of the record synced after `set_aside`, its
-/// sync time.
-async fn newer_landed(
-    conn: &mut PgConnection,
-    schema: &str,
-    table: &str,
-    primary_key: &str,
-    id: &str,
-    set_aside: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, Box<dyn std::error::Error + Send + Sync>> {
-    let table = format!("{}.{}", quote_ident(schema)?, quote_ident(table)?);
-    let landed: Option<DateTime<Utc>> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT max(\"_synced_at\") FROM {table} WHERE \"_raw\" ->> $1 = $2"
-    )))
-    .bind(primary_key)
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
-    Ok(landed.filter(|at| *at > set_aside))
-}
-
 fn time(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -368,27 +225,6 @@ fn print_runs(runs: &[DeadRun]) {
                 run.message.as_deref().unwrap_or("")
             );
         }
-    }
-}
-
-fn print_records(records: &[DeadRecord]) {
-    if records.is_empty() {
-        println!("no quarantined records");
-        return;
-    }
-    println!(
-        "\n{:<14}  {:<20}  {:<24}  {:<16}  REASON",
-        "ID", "STREAM", "RECORD", "KIND"
-    );
-    for r in records {
-        println!(
-            "{:<14}  {:<20}  {:<24}  {:<16}  {}",
-            format!("record:{}", r.id),
-            r.stream,
-            r.record_id.as_deref().unwrap_or("-"),
-            r.kind,
-            r.reason
-        );
     }
 }
 
@@ -427,21 +263,4 @@ fn show_run(run: &DeadRun) {
         "retry     `cairn dlq retry {}` keeps {} completed step(s)",
         run.run_id, run.completed_steps
     );
-}
-
-fn show_record(record: &DeadRecord) {
-    println!("id        record:{}", record.id);
-    println!(
-        "stream    {} (schema {})",
-        record.stream, record.schema_name
-    );
-    println!("record    {}", record.record_id.as_deref().unwrap_or("-"));
-    println!("kind      {}", record.kind);
-    println!("reason    {}", record.reason);
-    println!(
-        "seen      {} .. {}",
-        time(&record.first_seen),
-        time(&record.last_seen)
-    );
-    println!("body      {}", record.record);
 }

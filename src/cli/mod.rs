@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod dlq;
 mod print;
+mod quarantine;
 mod schedule;
 mod sync;
 
@@ -91,6 +92,11 @@ enum Command {
     Dlq {
         #[command(subcommand)]
         command: dlq::DlqCommand,
+    },
+    /// Records the warehouse could not hold as they came: list, show, retry, discard.
+    Quarantine {
+        #[command(subcommand)]
+        command: quarantine::QuarantineCommand,
     },
     /// One command: migrate, run a worker in-process and take the `tour` workflow
     /// through every kind of step, printing each as it lands.
@@ -297,6 +303,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Runs { command } => runs(url, command).await,
         Command::Schedule { command } => schedule::run(url, registry, command).await,
         Command::Dlq { command } => dlq::run(url, command).await,
+        Command::Quarantine { command } => quarantine::run(url, command).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,

@@ -113,3 +113,5 @@ pub fn builtin_worker(pool: PgPool, concurrency: usize) -> TestWorker {
         },
     )
 }
+
+pub mod vendor;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 
 use super::clock::Clock;
 use super::config::{
-    AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, RateLimit, RetryAfterStyle,
-    SandboxConfig,
+    AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
+    RetryAfterStyle, SandboxConfig,
 };
 use crate::secret::Secret;
 
@@ -108,6 +108,23 @@ pub struct MockVendorArgs {
     /// Extra latency before every API response, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub latency_ms: u64,
+
+    /// Start every JSON body with a UTF-8 byte-order mark.
+    #[arg(long)]
+    pub bom: bool,
+
+    /// Leave null fields out of records instead of sending null.
+    #[arg(long)]
+    pub omit_nulls: bool,
+
+    /// Repeat this many records of the previous page at the start of each page (offset
+    /// listings shift their window back instead, so their tail is never served).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub page_overlap: usize,
+
+    /// End every listing after this many records while its total counts them all.
+    #[arg(long, value_name = "N")]
+    pub stop_after: Option<usize>,
 }
 
 impl MockVendorArgs {
@@ -195,6 +212,12 @@ impl MockVendorArgs {
             faults,
             daily_quota: self.daily_quota,
             latency: Duration::from_millis(self.latency_ms),
+            quirks: Quirks {
+                bom: self.bom,
+                omit_nulls: self.omit_nulls,
+                page_overlap: self.page_overlap,
+                stop_after: self.stop_after,
+            },
             clock: Clock::system(),
         };
         config.validate()?;

@@ -52,6 +52,8 @@ pub struct SandboxConfig {
     pub daily_quota: Option<u64>,
     /// Added before every API response, to make a demo look like a remote API.
     pub latency: Duration,
+    /// How listings bend the rules of JSON and paging (all off by default).
+    pub quirks: Quirks,
     /// Where time comes from; tests pass a [`ManualClock`](super::ManualClock).
     pub clock: Clock,
 }
@@ -69,6 +71,7 @@ impl Default for SandboxConfig {
             faults: FaultConfig::default(),
             daily_quota: None,
             latency: Duration::ZERO,
+            quirks: Quirks::default(),
             clock: Clock::system(),
         }
     }
@@ -118,6 +121,23 @@ impl SandboxConfig {
         }
         Ok(())
     }
+}
+
+/// The ways real listings bend JSON and paging, each a fault knob for a sync test:
+/// nothing here is a transient fault; a listing misbehaves this way on every request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quirks {
+    /// Every JSON body starts with a UTF-8 byte-order mark.
+    pub bom: bool,
+    /// Records leave out their null fields instead of sending `null` (HubSpot does).
+    pub omit_nulls: bool,
+    /// Each page after the first repeats this many records of the page before
+    /// (keyset listings); offset listings shift their window back by as many, so their
+    /// tail is never served.
+    pub page_overlap: usize,
+    /// Listings end after serving this many records, while totals still count them all:
+    /// a pagination bug that stops early.
+    pub stop_after: Option<usize>,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `rate_per_sec`.

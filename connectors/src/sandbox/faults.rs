@@ -32,6 +32,16 @@ async fn body_of(response: Response) -> (axum::http::response::Parts, Bytes) {
     (parts, bytes)
 }
 
+/// The same response with a UTF-8 byte-order mark before its body (the `bom` quirk).
+pub(crate) async fn with_bom(response: Response) -> Response {
+    let (mut parts, body) = body_of(response).await;
+    let mut marked = Vec::with_capacity(body.len() + 3);
+    marked.extend_from_slice(b"\xEF\xBB\xBF");
+    marked.extend_from_slice(&body);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(marked))
+}
+
 /// Answers `request` with the fault `kind` (see [`FaultKind`] for which ones
 /// let the handler run first).
 pub(crate) async fn inject(

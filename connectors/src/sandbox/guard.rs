@@ -182,6 +182,9 @@ pub(crate) async fn guard(State(vendor): State<Vendor>, request: Request, next: 
         Some(kind) => faults::inject(&vendor, kind, request, next).await,
         None => next.run(request).await,
     };
+    if inner.config.quirks.bom && response.status().is_success() {
+        response = faults::with_bom(response).await;
+    }
     let headers = response.headers_mut();
     if let Some(state) = bucket {
         rate_headers(&vendor, headers, state);

@@ -41,7 +41,11 @@
 //! every API response, refused or not, carries `X-RateLimit-Limit`,
 //! `X-RateLimit-Remaining` and `X-RateLimit-Reset` in seconds), the daily
 //! quota (403 `REQUEST_LIMIT_EXCEEDED`), then [`SandboxConfig::latency`] and a
-//! draw of transient faults ([`FaultConfig`]).
+//! draw of transient faults ([`FaultConfig`]). Listings can also bend JSON and paging
+//! on every request ([`Quirks`]: a byte-order mark, omitted nulls, pages that overlap,
+//! listings that stop early), and [`Mutation::SetRawField`] makes records carry values
+//! no well-behaved vendor sends (a 23-digit integer, a NUL, half an emoji, an array
+//! 10,000 levels deep, a cursor that is not a date).
 
 mod api;
 mod args;
@@ -58,6 +62,7 @@ mod mutation;
 mod server;
 mod stats;
 mod store;
+mod stored;
 mod stream;
 mod vendor;
 
@@ -66,8 +71,8 @@ pub use args::{AuthMode, MockVendorArgs};
 pub use checksum::{ChecksumError, checksum_records};
 pub use clock::{Clock, ManualClock};
 pub use config::{
-    AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, RateLimit, RetryAfterStyle,
-    SandboxConfig,
+    AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
+    RetryAfterStyle, SandboxConfig,
 };
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
 pub use server::{Sandbox, SandboxError, SandboxHandle};

@@ -70,6 +70,31 @@ pub enum Mutation {
         #[serde(default)]
         touch: bool,
     },
+    /// Serves a top-level field of `count` random records (every record when absent)
+    /// as the JSON text `json`, exactly: values no `serde_json::Value` can hold, such as
+    /// `12345678901234567890123`, `"a\u0000b"`, `"\ud83d"` or an array nested 10,000
+    /// deep. `updated_at` may be set too (a cursor that is missing, not a date or far in
+    /// the future): the record still counts as changed now for listings' filters, and
+    /// its next update gives it a proper `updated_at` again. So may `id` (a record
+    /// without a usable key): listings still page by the record's own id. Bumps the
+    /// records' change time.
+    SetRawField {
+        /// The field: any name, the empty one included.
+        field: String,
+        /// Its value, as JSON text.
+        json: String,
+        /// How many records; all of them when absent.
+        #[serde(default)]
+        count: Option<usize>,
+    },
+    /// Gives `count` random records `fields` more fields each (`extra_0`, `extra_1`,
+    /// ...), bumping their change time.
+    AddFields {
+        /// How many records.
+        count: usize,
+        /// How many fields each gets.
+        fields: usize,
+    },
     /// Converts a field's values to another JSON type.
     ChangeFieldType {
         /// The field.
@@ -121,6 +146,9 @@ pub enum MutationError {
     /// A record already has the field.
     #[error("records already have a field named {0:?}")]
     FieldExists(String),
+    /// A raw value that is not JSON.
+    #[error("the raw value is not JSON: {0}")]
+    InvalidJson(String),
 }
 
 const SYSTEM_FIELDS: [&str; 3] = ["id", "created_at", "updated_at"];

@@ -6,47 +6,17 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 use fastrand::Rng;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::checksum::{ChecksumError, checksum_maps};
-use super::generate::{self, timestamp};
+use super::config::Quirks;
+use super::generate;
 use super::mutation::SchemaChange;
+use super::stored::StoredRecord;
 use super::stream::Stream;
 
 const YEAR_SECS: i64 = 365 * 24 * 3600;
-
-pub(crate) struct StoredRecord {
-    pub(crate) created: i64,
-    pub(crate) updated: i64,
-    pub(crate) fields: Map<String, Value>,
-    pub(crate) json: Bytes,
-}
-
-impl StoredRecord {
-    fn new(created: i64, updated: i64, fields: Map<String, Value>) -> Self {
-        let json = serialize(&fields);
-        Self {
-            created,
-            updated,
-            fields,
-            json,
-        }
-    }
-
-    fn refresh(&mut self) {
-        self.json = serialize(&self.fields);
-    }
-
-    fn touch(&mut self, stamp: i64) {
-        self.updated = stamp;
-        self.fields
-            .insert("updated_at".to_owned(), Value::from(timestamp(stamp)));
-    }
-}
-
-fn serialize(fields: &Map<String, Value>) -> Bytes {
-    Bytes::from(serde_json::to_vec(fields).expect("a JSON map always serializes"))
-}
 
 /// An interval of Unix milliseconds; each end optional, inclusive or not.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,6 +106,7 @@ struct PagingTrigger {
 
 pub(crate) struct StreamData {
     stream: Stream,
+    quirks: Quirks,
     records: BTreeMap<u64, StoredRecord>,
     next_id: u64,
     newest_update: i64,
@@ -149,7 +120,13 @@ pub(crate) struct StreamData {
 impl StreamData {
     /// `count` records created over the year before `as_of`, ids ascending
     /// with creation time, each updated at some point since its creation.
-    pub(crate) fn generate(stream: Stream, count: usize, seed: u64, as_of: i64) -> Self {
+    pub(crate) fn generate(
+        stream: Stream,
+        count: usize,
+        seed: u64,
+        as_of: i64,
+        quirks: Quirks,
+    ) -> Self {
         let mut rng = Rng::with_seed(seed ^ stream.salt());
         let population = count as u64;
         let start = as_of - YEAR_SECS;
@@ -162,10 +139,12 @@ impl StreamData {
             let updated = rng.i64(created..as_of.max(created + 1));
             newest_update = newest_update.max(updated);
             let fields = generate::record(stream, id, created, updated, population, &mut rng);
-            records.insert(id, StoredRecord::new(created, updated, fields));
+            let record = StoredRecord::new(created, updated, fields, quirks.omit_nulls);
+            records.insert(id, record);
         }
         Self {
             stream,
+            quirks,
             records,
             next_id: population + 1,
             newest_update,
@@ -191,9 +170,40 @@ impl StreamData {
         limit: usize,
     ) -> Page {
         let matching = |(_, record): &(&u64, &StoredRecord)| filter.matches(record);
-        let mut taken: Vec<(u64, Bytes)> = Vec::with_capacity(limit.min(1024) + 1);
+        // Records the listing already served before this page (a quirk needs them).
+        let served_before = |from: u64| -> Vec<(&u64, &StoredRecord)> {
+            if descending {
+                self.records.range(from..).filter(matching).collect()
+            } else {
+                let mut before: Vec<_> =
+                    self.records.range(..=from).rev().filter(matching).collect();
+                before.reverse();
+                before
+            }
+        };
+        let Quirks {
+            page_overlap,
+            stop_after,
+            ..
+        } = self.quirks;
+        let (repeated, position) = match after {
+            Some(from) if page_overlap > 0 || stop_after.is_some() => {
+                let before = served_before(from);
+                let repeated: Vec<(u64, Bytes)> = before
+                    .iter()
+                    .skip(before.len().saturating_sub(page_overlap))
+                    .map(|(id, record)| (**id, record.json.clone()))
+                    .collect();
+                (repeated, before.len())
+            }
+            _ => (Vec::new(), 0),
+        };
+        // A listing that stops early says it has no more once it has served this many.
+        let allowed = stop_after.map_or(usize::MAX, |stop| stop.saturating_sub(position));
+        let want = limit.min(allowed);
+        let mut taken: Vec<(u64, Bytes)> = Vec::with_capacity(want.min(1024) + 1);
         let mut take = |iter: &mut dyn Iterator<Item = (&u64, &StoredRecord)>| {
-            for (id, record) in iter.filter(matching).take(limit + 1) {
+            for (id, record) in iter.filter(matching).take(want + 1) {
                 taken.push((*id, record.json.clone()));
             }
         };
@@ -204,11 +214,16 @@ impl StreamData {
             let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
             take(&mut self.records.range((lower, Bound::Unbounded)));
         }
-        let has_more = taken.len() > limit;
-        taken.truncate(limit);
+        let has_more = taken.len() > want && want == limit;
+        taken.truncate(want);
+        let last_id = taken.last().map(|(id, _)| *id);
         Page {
-            last_id: taken.last().map(|(id, _)| *id),
-            records: taken.into_iter().map(|(_, json)| json).collect(),
+            last_id,
+            records: repeated
+                .into_iter()
+                .chain(taken)
+                .map(|(_, json)| json)
+                .collect(),
             has_more,
         }
     }
@@ -220,11 +235,20 @@ impl StreamData {
 
     /// Records `offset..offset + limit` in id order, and how many there are.
     pub(crate) fn offset_page(&self, offset: usize, limit: usize) -> (usize, Vec<Bytes>) {
+        // An overlap shifts the window back, as records added at the head of a listing
+        // during offset paging do: the page repeats records and the listing's tail is
+        // never reached. A listing that stops early serves nothing past its stop.
+        let start = if offset > 0 {
+            offset.saturating_sub(self.quirks.page_overlap)
+        } else {
+            0
+        };
+        let end = self.quirks.stop_after.unwrap_or(usize::MAX);
         let records = self
             .records
             .values()
-            .skip(offset)
-            .take(limit)
+            .skip(start)
+            .take(limit.min(end.saturating_sub(start)))
             .map(|record| record.json.clone())
             .collect();
         (self.records.len(), records)
@@ -274,7 +298,7 @@ impl StreamData {
                     record.fields.insert(field.to_owned(), Value::from(value));
                 }
                 record.touch(stamp);
-                record.refresh();
+                record.refresh(self.quirks.omit_nulls);
             }
         }
     }
@@ -303,8 +327,8 @@ impl StreamData {
             for change in &self.schema {
                 change.apply(id, &mut fields);
             }
-            self.records
-                .insert(id, StoredRecord::new(stamp, stamp, fields));
+            let record = StoredRecord::new(stamp, stamp, fields, self.quirks.omit_nulls);
+            self.records.insert(id, record);
             ids.push(id);
         }
         ids
@@ -335,7 +359,7 @@ impl StreamData {
                 if let Some(stamp) = stamp {
                     record.touch(stamp);
                 }
-                record.refresh();
+                record.refresh(self.quirks.omit_nulls);
                 changed.push(*id);
             }
         }
@@ -385,13 +409,58 @@ impl StreamData {
     }
 
     pub(crate) fn checksum(&self) -> Result<String, ChecksumError> {
-        checksum_maps(self.records.values().map(|r| &r.fields).enumerate())
+        let views: Vec<_> = self.records.values().map(StoredRecord::view).collect();
+        checksum_maps(views.iter().enumerate())
     }
 
     pub(crate) fn records(&self) -> Vec<Value> {
         self.records
             .values()
-            .map(|r| Value::Object(r.fields.clone()))
+            .map(|r| Value::Object(r.view()))
             .collect()
+    }
+
+    /// Serves `field` of `count` random records (every record when `count` is `None`)
+    /// as the JSON text `raw`, bumping their change time (`updated_at` itself keeps its
+    /// new text until the record changes again).
+    pub(crate) fn set_raw(
+        &mut self,
+        field: &str,
+        raw: &RawValue,
+        count: Option<usize>,
+        now: i64,
+    ) -> Vec<u64> {
+        let all: Vec<u64> = self.records.keys().copied().collect();
+        let ids = match count {
+            Some(count) => self.choose(all, count),
+            None => all,
+        };
+        let stamp = self.stamp(now);
+        for id in &ids {
+            if let Some(record) = self.records.get_mut(id) {
+                record.touch(stamp);
+                record.set_raw(field, raw.to_owned());
+                record.refresh(self.quirks.omit_nulls);
+            }
+        }
+        ids
+    }
+
+    /// Gives `count` random records `fields` more fields (`extra_0`, `extra_1`, ...),
+    /// bumping their change time.
+    pub(crate) fn widen(&mut self, count: usize, fields: usize, now: i64) -> Vec<u64> {
+        let all = self.records.keys().copied().collect();
+        let ids = self.choose(all, count);
+        let stamp = self.stamp(now);
+        for id in &ids {
+            if let Some(record) = self.records.get_mut(id) {
+                for n in 0..fields {
+                    record.fields.insert(format!("extra_{n}"), Value::from(n));
+                }
+                record.touch(stamp);
+                record.refresh(self.quirks.omit_nulls);
+            }
+        }
+        ids
     }
 }

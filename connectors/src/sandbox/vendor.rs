@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 
 use fastrand::Rng;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, watch};
 
 use super::api::QueryStore;
@@ -55,6 +56,7 @@ impl Vendor {
                 config.records_per_stream,
                 config.seed,
                 as_of,
+                config.quirks,
             ))
         };
         let streams = Stream::ALL.map(generate);
@@ -173,6 +175,12 @@ impl Vendor {
             Mutation::ChangeFieldType { field, to, touch } => {
                 data.change_schema(SchemaChange::Retype { field, to }, touch, now)?
             }
+            Mutation::SetRawField { field, json, count } => {
+                let raw = RawValue::from_string(json)
+                    .map_err(|err| MutationError::InvalidJson(err.to_string()))?;
+                data.set_raw(&field, &raw, count, now)
+            }
+            Mutation::AddFields { count, fields } => data.widen(count, fields, now),
         };
         Ok(MutationOutcome {
             ids: ids.into_iter().map(|id| id.to_string()).collect(),

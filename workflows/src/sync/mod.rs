@@ -245,7 +245,7 @@ impl Sync {
                 .map_err(|err| Error::permanent(err).with_category("pagination"))?;
             pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
             report.pages += 1;
-            report.records += page.records.len() as u64;
+            report.records += (page.records.len() + page.unreadable.len()) as u64;
             let done = traversal.is_done();
             batch.add(number, page);
             if done {

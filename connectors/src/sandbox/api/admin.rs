@@ -28,9 +28,9 @@ pub(crate) async fn mutate(
             let status = match refused {
                 MutationError::UnknownField(_) => StatusCode::NOT_FOUND,
                 MutationError::FieldExists(_) => StatusCode::CONFLICT,
-                MutationError::SystemField(_) | MutationError::EmptyField => {
-                    StatusCode::BAD_REQUEST
-                }
+                MutationError::SystemField(_)
+                | MutationError::EmptyField
+                | MutationError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             };
             Err(ApiError::new(
                 status,

@@ -1,0 +1,56 @@
+//! The sandbox vendor and the built-in sync workflows, for tests that sync through it
+//! and compare the warehouse with the vendor afterwards.
+
+use cairn::connectors::sandbox::{Sandbox, SandboxConfig, SandboxHandle, Stream};
+use cairn::connectors::warehouse::Warehouse;
+use cairn::workflows::sync::SyncInput;
+use cairn_testkit::TestDb;
+use serde_json::Value;
+
+/// The Stripe-like profile (lands in `sandbox_stripe`).
+pub const STRIPE: &str = include_str!("../../examples/sources/sandbox-stripe.toml");
+/// The HubSpot-like profile (lands in `sandbox_hubspot`).
+pub const HUBSPOT: &str = include_str!("../../examples/sources/sandbox-hubspot.toml");
+/// The offset-paged profile with the vendor's `total` (lands in `sandbox_rest`).
+pub const REST: &str = include_str!("../../examples/sources/sandbox-rest.toml");
+
+/// A sandbox on an ephemeral port of 127.0.0.1.
+pub async fn start(config: SandboxConfig) -> SandboxHandle {
+    Sandbox::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A sync input for `stream` of the source in `profile`, pointed at `sandbox`.
+pub fn input(profile: &str, sandbox: &SandboxHandle, stream: Stream) -> SyncInput {
+    let mut input = SyncInput::new(
+        profile.to_owned(),
+        "test.toml".to_owned(),
+        stream.name().to_owned(),
+    );
+    input.base_url = Some(sandbox.base_url().to_owned());
+    input
+}
+
+/// The checksum of the live rows of `schema.<stream>`, written by `source`.
+pub async fn landed(db: &TestDb, source: &str, schema: &str, stream: Stream) -> String {
+    let mut conn = db.pool().acquire().await.unwrap();
+    Warehouse::new(source, schema)
+        .unwrap()
+        .checksum(&mut conn, stream.name())
+        .await
+        .unwrap()
+}
+
+/// The checksum of `records` (as the warehouse computes it over `_raw`).
+pub fn checksum(records: &[Value]) -> String {
+    cairn::connectors::sandbox::checksum_records(records).unwrap()
+}
+
+/// A count from SQL.
+pub async fn count(db: &TestDb, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}

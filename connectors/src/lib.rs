@@ -43,6 +43,8 @@
 //!   listing, idempotent writes, an admin API that mutates data and schema,
 //!   and switchable rate limits, auth expiry, quotas and transient faults.
 //!   Served by `cairn mock-vendor`.
+//! - [`watermark`]: what a cursor field holds (`timestamp`, `integer`, `string`) and
+//!   which values a watermark may move on.
 //! - [`warehouse`]: the Postgres warehouse sink — a typed table per stream, idempotent
 //!   page upserts, schema drift to quarantine with alerts, delete reconciliation.
 
@@ -58,3 +60,4 @@ pub mod secret;
 pub mod source;
 pub mod telemetry;
 pub mod warehouse;
+pub mod watermark;

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::HttpError;
 use crate::paginate::{PageCursor, Paged, PaginationError, Traversal};
 use crate::record::{Record, Unreadable};
+use crate::watermark::{CursorType, DEFAULT_MAX_FUTURE_SKEW_SECS};
 
 /// A vendor API, seen as streams of records.
 ///
@@ -68,8 +69,18 @@ pub struct StreamInfo {
     pub primary_key: String,
     /// The dotted path of the field watermarks are read from, if any.
     pub cursor_field: Option<String>,
+    /// What the cursor field holds.
+    #[serde(default)]
+    pub cursor_type: CursorType,
+    /// How far ahead of now a timestamp cursor may lie before its record is refused.
+    #[serde(default = "default_skew")]
+    pub max_future_skew_secs: u64,
     /// Whether the stream can read only what changed since a watermark.
     pub incremental: bool,
+}
+
+fn default_skew() -> u64 {
+    DEFAULT_MAX_FUTURE_SKEW_SECS
 }
 
 /// One page of records. Serializable: a workflow step returns it and the

@@ -16,6 +16,7 @@ use crate::auth::{AuthConfig, KeyLocation};
 use crate::http::HttpConfig;
 use crate::paginate::{JsonPath, Paginator};
 use crate::warehouse::ident::{derived_schema_name, schema_name_problem};
+use crate::watermark::{CursorType, DEFAULT_MAX_FUTURE_SKEW_SECS, parse_duration_secs};
 
 /// The placeholder an incremental query template puts the watermark in.
 pub(crate) const SINCE_PLACEHOLDER: &str = "{since}";
@@ -102,6 +103,8 @@ pub(crate) struct StreamPlan {
     pub(crate) listing: Listing,
     pub(crate) primary_key: JsonPath,
     pub(crate) cursor_field: Option<JsonPath>,
+    pub(crate) cursor_type: CursorType,
+    pub(crate) max_future_skew_secs: u64,
     pub(crate) incremental: Option<Incremental>,
     /// The ids-only listing and where an id is in its items (`None`: the items
     /// are the ids); absent, ids come from the records listing.
@@ -346,6 +349,26 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         Some(field) => Some(path(field, &at("cursor_field"))?).filter(|p| !p.is_root()),
         None => None,
     };
+    if cursor_field.is_none() {
+        for (field, given) in [
+            ("cursor_type", stream.cursor_type.is_some()),
+            ("max_future_skew", stream.max_future_skew.is_some()),
+        ] {
+            if given {
+                return Err(problem(
+                    &at(field),
+                    format!(
+                        "`{field}` describes the cursor field, and the stream has no `cursor_field`"
+                    ),
+                ));
+            }
+        }
+    }
+    let max_future_skew_secs = match &stream.max_future_skew {
+        Some(text) => parse_duration_secs(&text.0)
+            .map_err(|message| problem(&at("max_future_skew"), message))?,
+        None => DEFAULT_MAX_FUTURE_SKEW_SECS,
+    };
     let incremental = match stream.incremental {
         Some(incremental) => Some(incremental_plan(name, incremental, cursor_field.is_some())?),
         None => None,
@@ -377,6 +400,8 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         listing,
         primary_key,
         cursor_field,
+        cursor_type: stream.cursor_type.unwrap_or_default(),
+        max_future_skew_secs,
         incremental,
         ids,
     })

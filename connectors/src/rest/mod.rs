@@ -55,6 +55,9 @@
 //! records_path = "results"              # required: dotted path of the records array ("" = the body)
 //! primary_key = "id"                    # required: dotted path of a record's id
 //! cursor_field = "updated_at"           # optional: where watermarks are read from
+//! cursor_type = "timestamp"             # timestamp (the default) | integer | string
+//! max_future_skew = "1d"                # timestamps further ahead of now are refused
+//!                                       # (30s, 15m, 12h, 1d or seconds; default 1d)
 //! total_path = "total"                  # optional: the vendor's total, checked against the count
 //!
 //! [streams.contacts.incremental]        # optional: read only what changed (needs cursor_field)
@@ -95,6 +98,12 @@
 //! | `stripe` | `param` = `"starting_after"`, `has_more_path` = `"has_more"`, `id_field` = the primary key | the last record's id while `has_more` |
 //!
 //! # Incremental semantics
+//!
+//! The watermark only moves on values it understands: a record whose cursor is
+//! missing, does not read as the stream's `cursor_type`, holds a NUL or (a timestamp)
+//! lies more than `max_future_skew` ahead of now is quarantined with its reason when
+//! its page lands, raises an alert, and never moves the watermark; see
+//! [`watermark`](crate::watermark).
 //!
 //! The watermark is the largest `cursor_field` value read; the next read
 //! passes it as an **inclusive** lower bound, so records sharing it are read

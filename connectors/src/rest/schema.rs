@@ -11,6 +11,7 @@ use serde::de::{self, Deserializer, Visitor};
 use crate::auth::AuthConfig;
 use crate::budget::RateLimitConfig;
 use crate::http::Timeouts;
+use crate::watermark::CursorType;
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -52,6 +53,10 @@ pub(crate) struct StreamFile {
     pub(crate) primary_key: String,
     #[serde(default)]
     pub(crate) cursor_field: Option<String>,
+    #[serde(default)]
+    pub(crate) cursor_type: Option<CursorType>,
+    #[serde(default)]
+    pub(crate) max_future_skew: Option<QueryValue>,
     #[serde(default)]
     pub(crate) total_path: Option<String>,
     #[serde(default)]

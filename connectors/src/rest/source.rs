@@ -18,9 +18,7 @@ use crate::paginate::{
 };
 use crate::record::listing::{self, Items};
 use crate::record::{Record, Unreadable};
-use crate::source::{
-    IdPage, Page, Source, StreamInfo, compare_watermarks, later_watermark, pagination_error,
-};
+use crate::source::{IdPage, Page, Source, StreamInfo, compare_watermarks, pagination_error};
 
 /// A REST API read as configured by a source file.
 ///
@@ -274,7 +272,19 @@ impl RestSource {
                 .collect(),
             _ => served.items,
         };
-        let watermark = records.iter().map(cursor_value).fold(None, later_watermark);
+        // The vendor's own high-water mark of the page, from values that place a record:
+        // the warehouse quarantines the others, and they must not move it.
+        let now = chrono::Utc::now();
+        let watermark = records
+            .iter()
+            .map(cursor_value)
+            .filter(|value| {
+                stream
+                    .cursor_type
+                    .check("", value.as_deref(), now, stream.max_future_skew_secs)
+                    .is_ok()
+            })
+            .fold(None, |a, b| stream.cursor_type.later(a, b));
         Ok(Page {
             records,
             unreadable: served.unreadable,
@@ -360,6 +370,8 @@ impl Source for RestSource {
                 name: name.clone(),
                 primary_key: stream.primary_key.to_string(),
                 cursor_field: stream.cursor_field.as_ref().map(ToString::to_string),
+                cursor_type: stream.cursor_type,
+                max_future_skew_secs: stream.max_future_skew_secs,
                 incremental: stream.incremental.is_some(),
             })
             .collect()

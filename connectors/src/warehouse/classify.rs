@@ -11,7 +11,9 @@
 //!   same record with a value that fits the missing field's type, which is a **rename**;
 //! - a value that does not fit its column's type is a **type change**;
 //! - a record that is not an object, has no usable primary key (missing, not a string or
-//!   number, over 1 KiB, holding a NUL) or cannot be read is an **invalid record**.
+//!   number, over 1 KiB, holding a NUL) or cannot be read is an **invalid record**;
+//! - a record whose cursor is missing, does not read as the stream's cursor type, holds
+//!   a NUL or lies too far ahead of now has an **invalid cursor**.
 //!
 //! What PostgreSQL cannot store is repaired by one rule: a NUL (`\u0000`) or an unpaired
 //! UTF-16 surrogate escape in a field name or a string value becomes U+FFFD (see
@@ -59,6 +61,8 @@ pub(crate) struct Landing {
     pub(crate) index: usize,
     pub(crate) key: String,
     pub(crate) cursor: Option<DateTime<Utc>>,
+    /// The cursor value as the vendor wrote it (checked against the stream's type).
+    pub(crate) cursor_text: Option<String>,
     pub(crate) repaired: Option<Record>,
 }
 
@@ -286,8 +290,9 @@ fn learn(
 
 /// Keeps one version per key (the newest by cursor, the later one on a tie: a statement
 /// cannot write the same row twice), in page order; quarantines records without a usable
-/// key.
+/// key, and records whose cursor cannot place them in time (see [`crate::watermark`]).
 fn keep_newest(spec: &StreamSpec, records: &[Record], plan: &mut Plan) -> Vec<Landing> {
+    let now = Utc::now();
     let mut kept: Vec<Landing> = Vec::new();
     let mut by_key: HashMap<String, usize> = HashMap::new();
     for (index, record) in records.iter().enumerate() {
@@ -328,6 +333,27 @@ fn keep_newest(spec: &StreamSpec, records: &[Record], plan: &mut Plan) -> Vec<La
                 .push(invalid(index, Some(key.escape_debug().to_string()), detail));
             continue;
         }
+        let cursor_text = match &spec.cursor_field {
+            Some(field) => {
+                let text = record.field_text(field);
+                let checked =
+                    spec.cursor_type
+                        .check(field, text.as_deref(), now, spec.max_future_skew_secs);
+                if let Err(detail) = checked {
+                    plan.quarantine.push(Quarantined {
+                        index,
+                        key: Some(key),
+                        drifts: vec![Drift {
+                            kind: "invalid_cursor",
+                            detail,
+                        }],
+                    });
+                    continue;
+                }
+                text.map(std::borrow::Cow::into_owned)
+            }
+            None => None,
+        };
         let cursor = spec
             .cursor_field
             .as_ref()
@@ -337,6 +363,7 @@ fn keep_newest(spec: &StreamSpec, records: &[Record], plan: &mut Plan) -> Vec<La
             index,
             key,
             cursor,
+            cursor_text,
             repaired: None,
         };
         match by_key.get(&landing.key) {
@@ -495,7 +522,7 @@ mod tests {
             raw(r#"{"id":"1","name":"a\u0000b","bio":"cut \ud83d"}"#),
             raw(r#"{"id":"2\u0000","name":"x","bio":"y"}"#),
         ];
-        let plan = classify(None, &spec(), &records);
+        let plan = classify(None, &StreamSpec::new("contacts", "id"), &records);
         assert_eq!(plan.repaired, 1);
         assert_eq!(plan.land.len(), 1);
         let landed = plan.land[0].record(&records);

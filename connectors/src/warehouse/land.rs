@@ -29,7 +29,9 @@ use crate::record::{Record, Unreadable};
 
 /// The upsert for a table of this shape. A row is rewritten only when the incoming
 /// version is not older by cursor and differs from the stored one (or the row was
-/// marked deleted), so re-applying a page writes nothing.
+/// marked deleted), so re-applying a page writes nothing. A stored cursor is trusted no
+/// further than the time its row was synced: a row that once landed with a cursor in the
+/// future still takes the vendor's later correction.
 pub(crate) fn upsert_sql(
     table: &str,
     pk_column: &str,
@@ -76,7 +78,8 @@ pub(crate) fn upsert_sql(
          SELECT {select} FROM ROWS FROM ({rows}) AS x({aliases})
          ON CONFLICT ({pk_column}) DO UPDATE SET {updates}
          WHERE (t.\"_source_updated_at\" IS NULL OR EXCLUDED.\"_source_updated_at\" IS NULL
-                OR EXCLUDED.\"_source_updated_at\" >= t.\"_source_updated_at\")
+                OR EXCLUDED.\"_source_updated_at\"
+                   >= least(t.\"_source_updated_at\", t.\"_synced_at\"))
            AND (t.\"_raw\" IS DISTINCT FROM EXCLUDED.\"_raw\" OR t.\"_deleted_at\" IS NOT NULL)"
     ))
 }
@@ -153,6 +156,28 @@ fn reason(drifts: &[Drift]) -> String {
         reason.push_str(&drift.detail);
     }
     reason
+}
+
+/// Drops the quarantined versions of records that have now landed: whatever kept them
+/// out is behind them.
+pub(crate) async fn clear_quarantine(
+    conn: &mut PgConnection,
+    schema: &str,
+    stream: &str,
+    land: &[Landing],
+) -> Result<(), WarehouseError> {
+    let keys: Vec<&str> = land.iter().map(|l| l.key.as_str()).collect();
+    sqlx::query(
+        "DELETE FROM cairn.quarantine
+          WHERE schema_name = $1 AND stream = $2 AND record_key = ANY($3::text[])",
+    )
+    .bind(schema)
+    .bind(stream)
+    .bind(&keys)
+    .execute(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "clearing records that landed"))?;
+    Ok(())
 }
 
 /// One record set aside: what the quarantine stores of it.

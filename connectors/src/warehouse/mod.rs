@@ -77,6 +77,7 @@ pub use reconcile::ReconcileOutcome;
 pub use types::ColumnType;
 
 use crate::record::{Record, Unreadable};
+use crate::watermark::{CursorType, DEFAULT_MAX_FUTURE_SKEW_SECS};
 use classify::{Drift, classify};
 use land::SetAside;
 use schema::{Changed, Shape};
@@ -104,6 +105,17 @@ pub struct StreamSpec {
     /// The field ordering versions of a record (an RFC 3339 timestamp or Unix seconds);
     /// without one, the latest page wins.
     pub cursor_field: Option<String>,
+    /// What the cursor field holds: a record whose cursor does not read as this type is
+    /// quarantined.
+    #[serde(default)]
+    pub cursor_type: CursorType,
+    /// How far ahead of now a timestamp cursor may lie before its record is quarantined.
+    #[serde(default = "default_skew")]
+    pub max_future_skew_secs: u64,
+}
+
+fn default_skew() -> u64 {
+    DEFAULT_MAX_FUTURE_SKEW_SECS
 }
 
 impl StreamSpec {
@@ -113,12 +125,22 @@ impl StreamSpec {
             name: name.into(),
             primary_key: primary_key.into(),
             cursor_field: None,
+            cursor_type: CursorType::default(),
+            max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
         }
     }
 
-    /// The same stream with versions ordered by `field`.
+    /// The same stream with versions ordered by `field`, a timestamp.
     pub fn with_cursor(mut self, field: impl Into<String>) -> Self {
         self.cursor_field = Some(field.into());
+        self
+    }
+
+    /// The same stream with a cursor of type `cursor_type`, timestamps refused beyond
+    /// `max_future_skew_secs` ahead of now.
+    pub fn with_cursor_type(mut self, cursor_type: CursorType, max_future_skew_secs: u64) -> Self {
+        self.cursor_type = cursor_type;
+        self.max_future_skew_secs = max_future_skew_secs;
         self
     }
 }
@@ -137,6 +159,10 @@ pub struct PageReport {
     /// Records that landed with a NUL or an unpaired surrogate escape replaced by U+FFFD.
     #[serde(default)]
     pub repaired: u64,
+    /// The highest cursor value among the records that landed (by the stream's cursor
+    /// type), as the vendor wrote it: what may move the watermark.
+    #[serde(default)]
+    pub watermark: Option<String>,
     /// Columns added to the table (column names, which may differ from field names).
     pub columns_added: Vec<String>,
     /// The details of the alerts raised (deduplicated).
@@ -209,6 +235,9 @@ impl Warehouse {
                 quarantined: plan.quarantine.len() as u64,
                 superseded: plan.superseded,
                 repaired: plan.repaired,
+                watermark: plan.land.iter().fold(None, |high, landing| {
+                    stream.cursor_type.later(high, landing.cursor_text.clone())
+                }),
                 ..PageReport::default()
             };
             let needs_table = current.is_none() && !plan.land.is_empty();
@@ -262,6 +291,7 @@ impl Warehouse {
                             }
                         })?;
                 report.unchanged = plan.land.len() as u64 - report.upserted;
+                land::clear_quarantine(conn, &self.schema, &stream.name, &plan.land).await?;
             }
             return Ok(report);
         }
@@ -425,16 +455,15 @@ impl Warehouse {
         let alerts: Vec<NewAlert> = counts
             .iter()
             .map(|(drift, n)| NewAlert {
-                kind: if drift.kind == "invalid_record" {
-                    "invalid_record"
-                } else {
-                    "schema_drift"
+                kind: match drift.kind {
+                    "invalid_record" | "invalid_cursor" => drift.kind,
+                    _ => "schema_drift",
                 }
                 .to_owned(),
                 source: self.source.to_string(),
                 stream: stream.to_owned(),
                 detail: drift.detail.clone(),
-                message: if drift.kind == "invalid_record" {
+                message: if matches!(drift.kind, "invalid_record" | "invalid_cursor") {
                     format!(
                         "{n} record(s) of stream {stream:?} quarantined in cairn.quarantine: {}",
                         drift.detail

@@ -178,17 +178,19 @@ async fn hostile_stream_and_schema_names_stay_identifiers() {
 #[tokio::test]
 async fn oversized_keys_and_reasons_cannot_fail_a_page() {
     let (db, wh) = setup().await;
+    // Without a cursor field: only the fields and the key are at stake here.
+    let keyed = StreamSpec::new("contacts", "id");
     let mut wide = Map::new();
     wide.insert("id".to_owned(), json!("1"));
     for i in 0..200 {
         wide.insert(format!("{}{i}", "f".repeat(100)), json!(i));
     }
-    land(&db, &wh, &contacts(), &[Value::Object(wide)]).await;
+    land(&db, &wh, &keyed, &[Value::Object(wide)]).await;
 
     // Every one of the 200 fields is missing: the reason lists some and counts the rest.
     let bare = json!({"id": "2"});
     let huge_key = json!({"id": "k".repeat(5000)});
-    let report = land(&db, &wh, &contacts(), &[bare, huge_key]).await;
+    let report = land(&db, &wh, &keyed, &[bare, huge_key]).await;
     assert_eq!((report.upserted, report.quarantined), (0, 2));
     let q = quarantine(&db).await;
     assert_eq!(q.len(), 2);

@@ -25,6 +25,7 @@ pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, E
         None => PageCursor::start(),
     };
     let plan = state::WatermarkPlan {
+        cursor_type: sync.spec.cursor_type,
         old: watermark,
         started_at,
         skew: chrono::Duration::seconds(input.clock_skew_secs as i64),

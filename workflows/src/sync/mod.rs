@@ -32,6 +32,7 @@ use cairn_connectors::record::{Record, Unreadable};
 use cairn_connectors::rest::{RestConfig, RestSource};
 use cairn_connectors::source::{Page, Source, StreamInfo};
 use cairn_connectors::warehouse::{PageReport, StreamSpec, Warehouse};
+use cairn_connectors::watermark::CursorType;
 use cairn_runner::{Context, Error, ResultExt};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -176,11 +177,9 @@ impl Sync {
                 ))
                 .with_category("config")
             })?;
-        let spec = StreamSpec {
-            name: stream.name.clone(),
-            primary_key: stream.primary_key.clone(),
-            cursor_field: stream.cursor_field.clone(),
-        };
+        let mut spec = StreamSpec::new(stream.name.clone(), stream.primary_key.clone())
+            .with_cursor_type(stream.cursor_type, stream.max_future_skew_secs);
+        spec.cursor_field = stream.cursor_field.clone();
         let warehouse = Warehouse::new(&source_name, &schema).permanent()?;
         Ok(Self {
             source: Arc::new(source),
@@ -233,8 +232,10 @@ impl Sync {
         let Some(first) = traversal.cursor().cloned() else {
             return Ok(report);
         };
-        let mut landed = Landed::default();
-        let mut pending: Option<String> = None;
+        let mut landed = Landed {
+            cursor_type: self.spec.cursor_type,
+            ..Landed::default()
+        };
         let mut landings: Vec<InFlight<'_>> = Vec::new();
         let mut batch = Batch::default();
         let mut page = self.fetch(ctx, 0, &first).await?;
@@ -243,24 +244,21 @@ impl Sync {
             traversal
                 .advance(&page)
                 .map_err(|err| Error::permanent(err).with_category("pagination"))?;
-            pending = cairn_connectors::source::later_watermark(pending, page.watermark.clone());
             report.pages += 1;
             report.records += (page.records.len() + page.unreadable.len()) as u64;
             let done = traversal.is_done();
             batch.add(number, page);
-            if done {
-                report.watermark = plan.as_ref().map(|plan| plan.next(pending.as_deref()));
-            }
             if done || batch.records.len() + batch.unreadable.len() >= LANDING_RECORDS {
-                let finish = done.then(|| Finish {
-                    pending: plan.is_some().then(|| pending.clone()).flatten(),
-                    promote: report.watermark.clone(),
-                    records: report.records as i64,
-                });
                 if done {
                     drive(std::future::ready(()), &mut landings, 1).await;
                     landed.harvest(ctx, &traversal, &mut landings)?;
                 }
+                // The watermark moves on what landed, never on what was only fetched.
+                let finish = done.then(|| Finish {
+                    earlier: landed.report.watermark.clone(),
+                    plan: plan.clone(),
+                    records: report.records as i64,
+                });
                 let batch = std::mem::take(&mut batch);
                 let mut landing = InFlight::new(Box::pin(async move {
                     let (first, last, pages) = (batch.first, batch.last, batch.pages);
@@ -289,6 +287,9 @@ impl Sync {
                     landed.harvest(ctx, &traversal, &mut landings)?;
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
+                    report.watermark = plan
+                        .as_ref()
+                        .map(|plan| plan.next(landed.report.watermark.as_deref()));
                     report.columns_added = landed.report.columns_added;
                     return Ok(report);
                 }
@@ -350,11 +351,23 @@ impl Sync {
                     .quarantine_unreadable(&mut conn, &spec.name, unreadable, now)
                     .await?;
                 if let Some(finish) = finish {
+                    let pending = spec
+                        .cursor_type
+                        .later(finish.earlier, landed.watermark.clone());
+                    let promote = finish
+                        .plan
+                        .as_ref()
+                        .map(|plan| plan.next(pending.as_deref()));
                     state::record_traversal(
                         &mut conn,
                         &key,
-                        finish.pending.as_deref(),
-                        finish.promote.as_deref(),
+                        finish
+                            .plan
+                            .is_some()
+                            .then_some(pending)
+                            .flatten()
+                            .as_deref(),
+                        promote.as_deref(),
                         finish.records,
                     )
                     .await?;
@@ -433,10 +446,10 @@ impl Batch {
 /// What the last landing records about the traversal.
 #[derive(Clone)]
 struct Finish {
-    /// The highest marker the traversal saw (incremental only).
-    pending: Option<String>,
-    /// The watermark for the next run (incremental only).
-    promote: Option<String>,
+    /// The highest cursor value among the records the earlier landings landed.
+    earlier: Option<String>,
+    /// How the watermark moves (incremental only).
+    plan: Option<state::WatermarkPlan>,
     /// The records the traversal fetched.
     records: i64,
 }
@@ -505,6 +518,7 @@ async fn drive<W: Future>(wait: W, landings: &mut [InFlight<'_>], below: usize) 
 /// What the finished landings did, in whatever order they finished.
 #[derive(Default)]
 struct Landed {
+    cursor_type: CursorType,
     report: PageReport,
     pages: u64,
     records: u64,
@@ -536,6 +550,9 @@ impl Landed {
             self.records += records;
             self.report.upserted += page.upserted;
             self.report.quarantined += page.quarantined;
+            self.report.watermark = self
+                .cursor_type
+                .later(self.report.watermark.take(), page.watermark);
             self.report.columns_added.extend(page.columns_added);
         }
         let total = traversal.total();

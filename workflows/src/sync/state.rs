@@ -1,6 +1,7 @@
 //! A stream's incremental state in `cairn.sync_cursors`.
 
 use cairn_connectors::source::parse_instant;
+use cairn_connectors::watermark::CursorType;
 use cairn_runner::Error;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgConnection;
@@ -87,6 +88,8 @@ pub(crate) async fn launch_backfill(
 /// How an incremental traversal moves the watermark when it ends.
 #[derive(Debug, Clone)]
 pub(crate) struct WatermarkPlan {
+    /// What the cursor field holds.
+    pub(crate) cursor_type: CursorType,
     /// The watermark the traversal started from.
     pub(crate) old: Option<String>,
     /// When the traversal started, on our clock.
@@ -103,9 +106,15 @@ impl WatermarkPlan {
     /// would have been seen), so it is excluded and its records are not read again; a
     /// recent one is re-read only until the skew window has passed. Changes made while
     /// the traversal paged, even behind its cursor, are after its start and so are read
-    /// by the next run. Change tokens that are not instants are kept as the vendor gave
-    /// them.
+    /// by the next run. Integer and string cursors move to the highest value seen,
+    /// never backwards.
     pub(crate) fn next(&self, seen: Option<&str>) -> String {
+        if self.cursor_type != CursorType::Timestamp {
+            let next = self
+                .cursor_type
+                .later(self.old.clone(), seen.map(str::to_owned));
+            return next.unwrap_or_default();
+        }
         let horizon = self.started_at - self.skew;
         let candidate = match seen {
             Some(seen) => match parse_instant(seen) {
@@ -135,6 +144,7 @@ mod tests {
 
     fn plan(old: Option<&str>) -> WatermarkPlan {
         WatermarkPlan {
+            cursor_type: CursorType::Timestamp,
             old: old.map(str::to_owned),
             started_at: Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap(),
             skew: chrono::Duration::seconds(5),
@@ -163,7 +173,12 @@ mod tests {
         );
         assert_eq!(p.next(None), "2026-01-01T11:59:59.000000Z");
         assert_eq!(plan(None).next(None), "2026-01-01T11:59:55.000000Z");
-        assert_eq!(plan(Some("tok-1")).next(Some("tok-2")), "tok-2");
-        assert_eq!(plan(Some("tok-1")).next(None), "tok-1");
+        let tokens = |old: &str| WatermarkPlan {
+            cursor_type: CursorType::Integer,
+            ..plan(Some(old))
+        };
+        assert_eq!(tokens("9").next(Some("10")), "10");
+        assert_eq!(tokens("10").next(Some("9")), "10", "never backwards");
+        assert_eq!(tokens("10").next(None), "10");
     }
 }

@@ -230,7 +230,15 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
     let all_completed = ended
         .iter()
         .all(|r| r.summary.status == RunStatus::Completed);
-    Ok(if all_completed {
+    // A run that completed over a stream whose history is incomplete did not sync it.
+    let incomplete: Vec<&str> = ended
+        .iter()
+        .filter_map(|r| r.output.as_ref()?.get("history")?.as_str())
+        .collect();
+    for problem in &incomplete {
+        eprintln!("error: {problem}");
+    }
+    Ok(if all_completed && incomplete.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -89,6 +89,17 @@ impl Traversal {
         }
     }
 
+    /// A traversal that carries on at `start` after `pages` pages and `fetched` items
+    /// read by an earlier one (a backfill resumed by another run): counts and checks
+    /// against the vendor's total cover the whole listing.
+    pub fn resume(start: PageCursor, pages: u64, fetched: u64) -> Self {
+        Self {
+            pages,
+            fetched,
+            ..Self::new(start)
+        }
+    }
+
     /// The page to fetch next; `None` once the last page has been read.
     pub fn cursor(&self) -> Option<&PageCursor> {
         self.cursor.as_ref()

@@ -1,34 +1,56 @@
 //! `sync.incremental`: changed records since the stream's watermark.
 
-use cairn_connectors::paginate::PageCursor;
+use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_runner::{Context, Error};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
+use super::traverse::Keeps;
 use super::{Sync, SyncInput, SyncReport, state};
+
+/// Where an incremental run starts: read once, in a checkpointed step.
+#[derive(Serialize, Deserialize)]
+struct Start {
+    watermark: Option<String>,
+    started_at: DateTime<Utc>,
+    history: state::History,
+}
 
 /// Loads the watermark, then fetches and lands every page of records changed since it
 /// (inclusively, so records sharing the boundary instant are never skipped), and moves
 /// the watermark with the last page to `min(highest seen + 1 s, start − clock skew)`,
 /// never backwards: a boundary safely in the past is not read again, and changes made
 /// while the run paged are read by the next run.
+///
+/// A run from no watermark reads everything, which completes the stream's history. While
+/// a backfill has not completed, the run still lands what changed, but reports the
+/// stream incomplete and raises an `incomplete_history` alert.
 pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
     let sync = Sync::open(&ctx, &input).await?;
-    let (watermark, started_at): (Option<String>, DateTime<Utc>) = ctx
+    let start: Start = ctx
         .step("load watermark", || async {
             let mut conn = ctx.pool().acquire().await?;
-            let watermark = state::watermark(&mut conn, &sync.key()).await?;
-            Ok((watermark, Utc::now()))
+            let key = sync.key();
+            Ok(Start {
+                watermark: state::watermark(&mut conn, &key).await?,
+                started_at: Utc::now(),
+                history: state::history(&mut conn, &key).await?,
+            })
         })
         .await?;
-    let start = match &watermark {
+    let cursor = match &start.watermark {
         Some(watermark) => PageCursor::since(watermark.clone()),
         None => PageCursor::start(),
     };
-    let plan = state::WatermarkPlan {
-        cursor_type: sync.spec.cursor_type,
-        old: watermark,
-        started_at,
-        skew: chrono::Duration::seconds(input.clock_skew_secs as i64),
+    let keeps = Keeps::Watermark {
+        full_read: start.watermark.is_none(),
+        incomplete: start.history.problem(&sync.stream.name),
+        plan: state::WatermarkPlan {
+            cursor_type: sync.spec.cursor_type,
+            old: start.watermark,
+            started_at: start.started_at,
+            skew: chrono::Duration::seconds(input.clock_skew_secs as i64),
+        },
     };
-    sync.traverse(&ctx, start, Some(plan)).await
+    sync.traverse(&ctx, Traversal::new(cursor), keeps).await
 }

@@ -35,6 +35,7 @@ pub use backfill::backfill;
 pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
+pub use state::{History, Resume};
 
 /// The registered name of the incremental sync.
 pub const INCREMENTAL: &str = "sync.incremental";
@@ -99,7 +100,7 @@ impl SyncInput {
 }
 
 /// What a sync run reports when it ends.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncReport {
     /// The stream.
     pub stream: String,
@@ -115,6 +116,33 @@ pub struct SyncReport {
     pub columns_added: Vec<String>,
     /// The watermark the next incremental run starts from.
     pub watermark: Option<String>,
+    /// Whether every record from before the watermark is known to have been read: false
+    /// while a backfill has not completed (`cairn sync --wait` then exits 1).
+    #[serde(default = "complete")]
+    pub history_complete: bool,
+    /// Why the history is incomplete, and what to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<String>,
+}
+
+fn complete() -> bool {
+    true
+}
+
+impl Default for SyncReport {
+    fn default() -> Self {
+        Self {
+            stream: String::new(),
+            pages: 0,
+            records: 0,
+            upserted: 0,
+            quarantined: 0,
+            columns_added: Vec::new(),
+            watermark: None,
+            history_complete: true,
+            history: None,
+        }
+    }
 }
 
 /// Progress as shown by `runs show` and `cairn sync --wait`.

@@ -1,9 +1,12 @@
 //! A stream's incremental state in `cairn.sync_cursors`.
 
+use cairn_connectors::paginate::PageCursor;
 use cairn_connectors::source::parse_instant;
+use cairn_connectors::warehouse::{NewAlert, raise_alerts};
 use cairn_connectors::watermark::CursorType;
-use cairn_runner::Error;
+use cairn_runner::{Error, RunId};
 use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 
 /// Which stream's state: a source's stream landing in one schema's table.
@@ -63,25 +66,233 @@ pub(crate) async fn record_traversal(
     Ok(())
 }
 
-/// Moves the watermark to a backfill's launch: incremental runs cover everything from
-/// there while the backfill covers everything before.
+/// Where a stream's history stands: whether a full read has completed since the last
+/// backfill was launched, and, while not, what is known of the backfill.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Whether every record from before the watermark is known to have been read.
+    pub complete: bool,
+    /// When the last backfill was launched.
+    pub launched_at: Option<DateTime<Utc>>,
+    /// When a full read last completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The backfill under way, or the last one if it failed or was cancelled.
+    pub run: Option<RunId>,
+    /// That run's status (`running`, `failed`, `cancelled`, ...).
+    pub run_status: Option<String>,
+    /// Pages and records the backfill has landed so far.
+    pub landed: Option<Resume>,
+    /// The vendor's total for the stream, as the backfill last saw it.
+    pub total: Option<i64>,
+}
+
+impl History {
+    /// Why the history is incomplete, and what to do, for reports and alerts; `None`
+    /// when it is complete.
+    pub fn problem(&self, stream: &str) -> Option<String> {
+        if self.complete {
+            return None;
+        }
+        let run = self
+            .run
+            .map(|run| format!("backfill run {run}"))
+            .unwrap_or_else(|| "the backfill".to_owned());
+        let state = match self.run_status.as_deref() {
+            Some("failed") => "failed",
+            Some("cancelled") => "was cancelled",
+            Some(_) => "has not finished yet",
+            None => "never finished",
+        };
+        Some(self.explain(stream, &format!("{run} {state}")))
+    }
+
+    /// The message of a backfill `run` failing with `why`.
+    pub fn failed(&self, stream: &str, run: RunId, why: &str) -> String {
+        self.explain(stream, &format!("backfill run {run} failed ({why})"))
+    }
+
+    fn explain(&self, stream: &str, what: &str) -> String {
+        let reached = self
+            .landed
+            .as_ref()
+            .map(|r| format!(" after {} records in {} pages", r.records, r.page))
+            .unwrap_or_default();
+        format!(
+            "stream {stream:?} is incomplete: {what}{reached}, so records from before its \
+             launch may be missing; incremental syncs go on meanwhile. Run `cairn sync \
+             <source> --stream {stream} --mode backfill` to resume it"
+        )
+    }
+}
+
+/// Where a backfill resumes: the first page not known to have landed, and how much came
+/// before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Pages fetched before it.
+    pub page: u64,
+    /// Records fetched before it.
+    pub records: u64,
+    /// The cursor to fetch it with.
+    pub cursor: PageCursor,
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    backfill_launched_at: Option<DateTime<Utc>>,
+    backfill_completed_at: Option<DateTime<Utc>>,
+    backfill_run: Option<RunId>,
+    run_status: Option<String>,
+    backfill_resume: Option<sqlx::types::Json<Resume>>,
+    backfill_total: Option<i64>,
+}
+
+/// The stream's history as the database says.
+pub(crate) async fn history(conn: &mut PgConnection, key: &StreamKey) -> Result<History, Error> {
+    let row: Option<HistoryRow> = sqlx::query_as(
+        "SELECT c.backfill_launched_at, c.backfill_completed_at, c.backfill_run,
+                r.status AS run_status, c.backfill_resume, c.backfill_total
+           FROM cairn.sync_cursors c LEFT JOIN cairn.runs r ON r.id = c.backfill_run
+          WHERE c.source = $1 AND c.schema_name = $2 AND c.stream = $3",
+    )
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
+    .fetch_optional(conn)
+    .await?;
+    Ok(match row {
+        // Never synced: nothing is known to be missing yet.
+        None => History {
+            complete: true,
+            ..History::default()
+        },
+        Some(row) => History {
+            complete: match (row.backfill_launched_at, row.backfill_completed_at) {
+                (Some(launched), Some(completed)) => completed >= launched,
+                (Some(_), None) => false,
+                (None, _) => true,
+            },
+            launched_at: row.backfill_launched_at,
+            completed_at: row.backfill_completed_at,
+            run: row.backfill_run,
+            run_status: row.run_status,
+            landed: row.backfill_resume.map(|r| r.0),
+            total: row.backfill_total,
+        },
+    })
+}
+
+/// Starts a backfill for `run`: a new one moves the watermark to `launch` (incremental
+/// runs cover what changes from there); one of a stream whose last backfill did not
+/// complete carries on from where that one's landed batches reach, without moving the
+/// watermark again. Returns where to start.
 pub(crate) async fn launch_backfill(
     conn: &mut PgConnection,
     key: &StreamKey,
     launch: &str,
-) -> Result<(), Error> {
+    run: RunId,
+) -> Result<Option<Resume>, Error> {
+    let current = history(conn, key).await?;
+    if !current.complete {
+        sqlx::query(
+            "UPDATE cairn.sync_cursors SET backfill_run = $4, updated_at = now()
+              WHERE source = $1 AND schema_name = $2 AND stream = $3",
+        )
+        .bind(&key.source)
+        .bind(&key.schema)
+        .bind(&key.stream)
+        .bind(run)
+        .execute(conn)
+        .await?;
+        return Ok(current.landed);
+    }
     sqlx::query(
-        "INSERT INTO cairn.sync_cursors (source, schema_name, stream, watermark, backfill_launched_at)
-         VALUES ($1, $2, $3, $4, now())
+        "INSERT INTO cairn.sync_cursors
+                (source, schema_name, stream, watermark, backfill_launched_at, backfill_run)
+         VALUES ($1, $2, $3, $4, now(), $5)
          ON CONFLICT (source, schema_name, stream) DO UPDATE
-            SET watermark = $4, backfill_launched_at = now(), updated_at = now()",
+            SET watermark = $4, backfill_launched_at = now(), backfill_run = $5,
+                backfill_resume = NULL, updated_at = now()",
     )
     .bind(&key.source)
     .bind(&key.schema)
     .bind(&key.stream)
     .bind(launch)
+    .bind(run)
     .execute(conn)
     .await?;
+    Ok(None)
+}
+
+/// Records how far a backfill's landed batches reach; never moves it back (landings
+/// commit in any order, and each passes a point all before it had reached).
+pub(crate) async fn backfill_reached(
+    conn: &mut PgConnection,
+    key: &StreamKey,
+    resume: &Resume,
+    total: Option<u64>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE cairn.sync_cursors
+            SET backfill_resume = $4, backfill_total = coalesce($5, backfill_total),
+                updated_at = now()
+          WHERE source = $1 AND schema_name = $2 AND stream = $3
+            AND (backfill_resume IS NULL OR (backfill_resume->>'page')::bigint < $6)",
+    )
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
+    .bind(sqlx::types::Json(resume))
+    .bind(total.map(|t| t as i64))
+    .bind(resume.page as i64)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A full read of the stream completed: its history is whole. Resolves the alerts that
+/// said it was not.
+pub(crate) async fn history_complete(
+    conn: &mut PgConnection,
+    key: &StreamKey,
+) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO cairn.sync_cursors (source, schema_name, stream, backfill_completed_at)
+         VALUES ($1, $2, $3, now())
+         ON CONFLICT (source, schema_name, stream) DO UPDATE
+            SET backfill_completed_at = now(), backfill_resume = NULL, updated_at = now()",
+    )
+    .bind(&key.source)
+    .bind(&key.schema)
+    .bind(&key.stream)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE cairn.alerts SET resolved_at = now()
+          WHERE kind = 'incomplete_history' AND source = $1 AND stream = $2
+            AND resolved_at IS NULL",
+    )
+    .bind(&key.source)
+    .bind(&key.stream)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Raises (or repeats) the alert that the stream's history is incomplete.
+pub(crate) async fn alert_incomplete(
+    conn: &mut PgConnection,
+    key: &StreamKey,
+    message: &str,
+) -> Result<(), Error> {
+    let alert = NewAlert {
+        kind: "incomplete_history".to_owned(),
+        source: key.source.clone(),
+        stream: key.stream.clone(),
+        detail: "the backfill has not completed".to_owned(),
+        message: message.to_owned(),
+    };
+    raise_alerts(conn, &[alert]).await?;
     Ok(())
 }
 

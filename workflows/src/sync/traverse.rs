@@ -19,10 +19,25 @@ use tracing::Instrument;
 
 use super::{Progress, Sync, SyncReport, state};
 
+/// What a traversal keeps besides its records.
+#[derive(Clone, Debug)]
+pub(crate) enum Keeps {
+    /// An incremental read: the watermark moves as `plan` says with the last landing.
+    /// A read from no watermark is a full read, and completes the stream's history;
+    /// `incomplete` says why the history is not complete, if it is not.
+    Watermark {
+        plan: state::WatermarkPlan,
+        full_read: bool,
+        incomplete: Option<String>,
+    },
+    /// A backfill: each landing records how far the landed batches reach (so a later
+    /// backfill resumes there), the last one completes the stream's history.
+    Backfill,
+}
+
 impl Sync {
-    /// Fetches every page from `start` and lands them. With a `plan` (incremental) the
-    /// traversal owns the stream's watermark and moves it with its last landing; a
-    /// backfill passes none and leaves it alone.
+    /// Fetches every page from the traversal's cursor and lands them, keeping what
+    /// `keeps` says with the landings.
     ///
     /// Each page is fetched in a step of its own, but pages land in batches of at least
     /// [`LANDING_RECORDS`] records, one transactional step per batch: a commit and a
@@ -30,10 +45,10 @@ impl Sync {
     /// Batch bounds depend only on the fetched pages, so they are the same on replay.
     ///
     /// Up to [`LANDINGS_IN_FLIGHT`] landings run while the next page is fetched, keeping
-    /// database backends busy on both cores. They share no row of the engine's (the
-    /// stream's cursor row is written by the last landing only). The last landing starts
-    /// after every earlier one has committed, so the watermark never moves past records
-    /// that have not landed.
+    /// database backends busy on both cores. The last landing starts after every earlier
+    /// one has committed, so the watermark never moves past records that have not
+    /// landed; a backfill's resume point only ever names a page that every landing
+    /// before it has passed.
     ///
     /// Steps take their positions in the order they are first polled: a landing is
     /// polled once as soon as it is made, before the next fetch, so the order is the
@@ -41,24 +56,33 @@ impl Sync {
     pub(crate) async fn traverse(
         &self,
         ctx: &Context,
-        start: PageCursor,
-        plan: Option<state::WatermarkPlan>,
+        mut traversal: Traversal,
+        keeps: Keeps,
     ) -> Result<SyncReport, Error> {
-        let mut traversal = Traversal::new(start);
         let mut report = SyncReport {
             stream: self.stream.name.clone(),
             ..SyncReport::default()
         };
+        if let Keeps::Watermark {
+            incomplete: Some(problem),
+            ..
+        } = &keeps
+        {
+            report.history_complete = false;
+            report.history = Some(problem.clone());
+        }
         let Some(first) = traversal.cursor().cloned() else {
             return Ok(report);
         };
+        let (pages_before, records_before) = (traversal.pages(), traversal.fetched());
         let mut landed = Landed {
             cursor_type: self.spec.cursor_type,
+            before: records_before,
             ..Landed::default()
         };
         let mut landings: Vec<InFlight<'_>> = Vec::new();
-        let mut batch = Batch::default();
-        let mut page = self.fetch(ctx, 0, &first).await?;
+        let mut batch = Batch::starting(&first, pages_before, records_before);
+        let mut page = self.fetch(ctx, pages_before, &first).await?;
         loop {
             let number = traversal.pages();
             traversal
@@ -73,25 +97,45 @@ impl Sync {
                     drive(std::future::ready(()), &mut landings, 1).await;
                     landed.harvest(ctx, &traversal, &mut landings)?;
                 }
-                // The watermark moves on what landed, never on what was only fetched.
-                let finish = done.then(|| Finish {
-                    earlier: landed.report.watermark.clone(),
-                    plan: plan.clone(),
-                    records: report.records as i64,
-                });
-                let batch = std::mem::take(&mut batch);
-                let mut landing = InFlight::new(Box::pin(async move {
-                    let (first, last, pages) = (batch.first, batch.last, batch.pages);
-                    let records = (batch.records.len() + batch.unreadable.len()) as u64;
-                    self.land(
-                        ctx,
-                        (first, last),
-                        (batch.records, batch.unreadable),
-                        finish,
-                    )
-                    .await
-                    .map(|report| (report, records, pages))
-                }));
+                let after = if done {
+                    // The watermark moves on what landed, never on what was only fetched.
+                    After::Finish(Finish {
+                        earlier: landed.report.watermark.clone(),
+                        keeps: keeps.clone(),
+                        records: report.records as i64,
+                    })
+                } else if matches!(keeps, Keeps::Backfill) {
+                    // Every batch before the first still in flight has landed.
+                    let reached = match landings.first().and_then(|l| l.start.clone()) {
+                        Some(earliest) => earliest,
+                        None => state::Resume {
+                            page: traversal.pages(),
+                            records: traversal.fetched(),
+                            cursor: traversal
+                                .cursor()
+                                .cloned()
+                                .unwrap_or_else(PageCursor::start),
+                        },
+                    };
+                    After::Reached(reached, traversal.total())
+                } else {
+                    After::Nothing
+                };
+                let next_start = traversal
+                    .cursor()
+                    .map(|cursor| Batch::starting(cursor, traversal.pages(), traversal.fetched()));
+                let batch = std::mem::replace(&mut batch, next_start.unwrap_or_default());
+                let start = batch.start.clone();
+                let mut landing = InFlight::new(
+                    start,
+                    Box::pin(async move {
+                        let (first, last, pages) = (batch.first, batch.last, batch.pages);
+                        let records = (batch.records.len() + batch.unreadable.len()) as u64;
+                        self.land(ctx, (first, last), (batch.records, batch.unreadable), after)
+                            .await
+                            .map(|report| (report, records, pages))
+                    }),
+                );
                 landing.poll_once().await;
                 landings.push(landing);
             }
@@ -107,9 +151,9 @@ impl Sync {
                     landed.harvest(ctx, &traversal, &mut landings)?;
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
-                    report.watermark = plan
-                        .as_ref()
-                        .map(|plan| plan.next(landed.report.watermark.as_deref()));
+                    if let Keeps::Watermark { plan, .. } = &keeps {
+                        report.watermark = Some(plan.next(landed.report.watermark.as_deref()));
+                    }
                     report.columns_added = landed.report.columns_added;
                     return Ok(report);
                 }
@@ -146,7 +190,7 @@ impl Sync {
         ctx: &Context,
         (first, last): (u64, u64),
         (records, unreadable): (Vec<Record>, Vec<Unreadable>),
-        finish: Option<Finish>,
+        after: After,
     ) -> Result<PageReport, Error> {
         let name = if first == last {
             format!("land page {first}")
@@ -159,7 +203,7 @@ impl Sync {
             let spec = self.spec.clone();
             let key = self.key();
             let records = Arc::clone(&records);
-            let finish = finish.clone();
+            let after = after.clone();
             Detached::spawn("landing", async move {
                 let mut conn = tx.conn().await?;
                 let (records, unreadable) = &*records;
@@ -170,27 +214,16 @@ impl Sync {
                 landed.quarantined += warehouse
                     .quarantine_unreadable(&mut conn, &spec.name, unreadable, now)
                     .await?;
-                if let Some(finish) = finish {
-                    let pending = spec
-                        .cursor_type
-                        .later(finish.earlier, landed.watermark.clone());
-                    let promote = finish
-                        .plan
-                        .as_ref()
-                        .map(|plan| plan.next(pending.as_deref()));
-                    state::record_traversal(
-                        &mut conn,
-                        &key,
+                match after {
+                    After::Nothing => {}
+                    After::Reached(resume, total) => {
+                        state::backfill_reached(&mut conn, &key, &resume, total).await?;
+                    }
+                    After::Finish(finish) => {
                         finish
-                            .plan
-                            .is_some()
-                            .then_some(pending)
-                            .flatten()
-                            .as_deref(),
-                        promote.as_deref(),
-                        finish.records,
-                    )
-                    .await?;
+                            .keep(&mut conn, &key, spec.cursor_type, &landed)
+                            .await?;
+                    }
                 }
                 Ok(landed)
             })
@@ -244,6 +277,8 @@ const LANDINGS_IN_FLIGHT: usize = 2;
 /// Fetched pages waiting to land together.
 #[derive(Default)]
 struct Batch {
+    /// Where its first page was fetched from, and what came before it.
+    start: Option<state::Resume>,
     first: u64,
     last: u64,
     pages: u64,
@@ -252,6 +287,19 @@ struct Batch {
 }
 
 impl Batch {
+    /// An empty batch whose first page is fetched at `cursor`, after `pages` pages and
+    /// `records` records.
+    fn starting(cursor: &PageCursor, pages: u64, records: u64) -> Self {
+        Self {
+            start: Some(state::Resume {
+                page: pages,
+                records,
+                cursor: cursor.clone(),
+            }),
+            ..Self::default()
+        }
+    }
+
     fn add(&mut self, number: u64, page: Page) {
         if self.pages == 0 {
             self.first = number;
@@ -263,15 +311,62 @@ impl Batch {
     }
 }
 
+/// What a landing records beside its records, in the same transaction.
+#[derive(Clone)]
+enum After {
+    Nothing,
+    /// A backfill's batch: every page before this point has landed (and the vendor's
+    /// total, for progress).
+    Reached(state::Resume, Option<u64>),
+    /// The traversal's last landing.
+    Finish(Finish),
+}
+
 /// What the last landing records about the traversal.
 #[derive(Clone)]
 struct Finish {
     /// The highest cursor value among the records the earlier landings landed.
     earlier: Option<String>,
-    /// How the watermark moves (incremental only).
-    plan: Option<state::WatermarkPlan>,
+    keeps: Keeps,
     /// The records the traversal fetched.
     records: i64,
+}
+
+impl Finish {
+    /// Keeps what the traversal keeps, once its last records have landed (`landed`).
+    async fn keep(
+        self,
+        conn: &mut sqlx::PgConnection,
+        key: &state::StreamKey,
+        cursor_type: CursorType,
+        landed: &PageReport,
+    ) -> Result<(), Error> {
+        match self.keeps {
+            Keeps::Watermark {
+                plan,
+                full_read,
+                incomplete,
+            } => {
+                let pending = cursor_type.later(self.earlier, landed.watermark.clone());
+                let promote = plan.next(pending.as_deref());
+                state::record_traversal(
+                    conn,
+                    key,
+                    pending.as_deref(),
+                    Some(&promote),
+                    self.records,
+                )
+                .await?;
+                if full_read {
+                    state::history_complete(conn, key).await?;
+                } else if let Some(problem) = incomplete {
+                    state::alert_incomplete(conn, key, &problem).await?;
+                }
+            }
+            Keeps::Backfill => state::history_complete(conn, key).await?,
+        }
+        Ok(())
+    }
 }
 
 /// What a landing did, with the records and pages it took.
@@ -279,13 +374,19 @@ type Outcome = Result<(PageReport, u64, u64), Error>;
 
 /// A landing step under way, and its outcome once it has one.
 struct InFlight<'a> {
+    /// Where its batch's first page was fetched from: a backfill may resume there.
+    start: Option<state::Resume>,
     future: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
     outcome: Option<Outcome>,
 }
 
 impl<'a> InFlight<'a> {
-    fn new(future: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>) -> Self {
+    fn new(
+        start: Option<state::Resume>,
+        future: Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>,
+    ) -> Self {
         Self {
+            start,
             future,
             outcome: None,
         }
@@ -339,6 +440,8 @@ async fn drive<W: Future>(wait: W, landings: &mut [InFlight<'_>], below: usize) 
 #[derive(Default)]
 struct Landed {
     cursor_type: CursorType,
+    /// Records fetched before this run's traversal began (a resumed backfill's).
+    before: u64,
     report: PageReport,
     pages: u64,
     records: u64,
@@ -376,11 +479,12 @@ impl Landed {
             self.report.columns_added.extend(page.columns_added);
         }
         let total = traversal.total();
+        let records = self.before + self.records;
         ctx.set_progress(&Progress {
             pages: self.pages,
             records: self.records,
             total,
-            remaining: total.map(|t| t.saturating_sub(self.records)),
+            remaining: total.map(|t| t.saturating_sub(records)),
         })
     }
 }

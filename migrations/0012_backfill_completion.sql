@@ -27,3 +27,7 @@ UPDATE cairn.sync_cursors c SET backfill_completed_at = r.finished_at
  WHERE c.stream = r.stream AND c.backfill_launched_at IS NOT NULL
    AND r.finished_at >= c.backfill_launched_at
    AND (SELECT count(*) FROM cairn.sync_cursors o WHERE o.stream = c.stream) = 1;
+
+-- `cairn sync status` finds a stream's latest runs without reading every run.
+CREATE INDEX runs_by_sync_stream ON cairn.runs ((input->>'stream'), created_at DESC)
+    WHERE workflow LIKE 'sync.%';

@@ -95,6 +95,22 @@ async fn a_cancelled_backfill_leaves_the_stream_incomplete_until_the_next_one_re
         "{err}"
     );
     assert!(err.contains("--mode backfill"), "says what to do: {err}");
+    let shown = status(&url).await;
+    let contacts_status = &shown["streams"][1];
+    assert_eq!(contacts_status["stream"], "contacts");
+    assert_eq!(contacts_status["history"]["complete"], false);
+    assert_eq!(contacts_status["history"]["run"], first.run_id.to_string());
+    assert_eq!(contacts_status["history"]["run_status"], "cancelled");
+    assert_eq!(
+        contacts_status["history"]["landed"]["page"].as_i64(),
+        Some(resume_at)
+    );
+    assert_eq!(contacts_status["last_run"]["workflow"], "sync.incremental");
+    assert_eq!(contacts_status["alerts"][0]["kind"], "incomplete_history");
+    assert_eq!(
+        contacts_status["live_rows"].as_i64(),
+        Some(count(&db, "SELECT count(*) FROM sandbox_stripe.contacts").await)
+    );
     let landed_changes = count(
         &db,
         &format!(
@@ -151,11 +167,55 @@ async fn a_cancelled_backfill_leaves_the_stream_incomplete_until_the_next_one_re
         "{}",
         String::from_utf8_lossy(&complete.stderr)
     );
-    worker.shutdown().await;
     assert_eq!(
         landed(&db, "sandbox-stripe", "sandbox_stripe", Stream::Contacts).await,
         vendor.checksum(Stream::Contacts)
     );
+    let shown = status(&url).await;
+    let contacts_status = &shown["streams"][1];
+    assert_eq!(contacts_status["history"]["complete"], true);
+    assert_eq!(contacts_status["live_rows"], 6_000);
+    assert_eq!(contacts_status["quarantined"], 0);
+    assert_eq!(contacts_status["alerts"], serde_json::json!([]));
+    assert_eq!(shown["streams"][0]["stream"], "companies");
+    assert_eq!(shown["streams"][0]["last_run"], serde_json::Value::Null);
+
+    // Reset asks first, then forgets: the next incremental reads the stream whole.
+    let asked = run(
+        &url,
+        &["sync", "reset", STRIPE_FILE, "--stream", "contacts"],
+    );
+    assert_eq!(asked.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&asked.stderr).contains("--yes"));
+    let reset = run(
+        &url,
+        &[
+            "sync",
+            "reset",
+            STRIPE_FILE,
+            "--stream",
+            "contacts",
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_eq!(reset.status.code(), Some(0));
+    let reset: serde_json::Value = serde_json::from_slice(&reset.stdout).unwrap();
+    assert_eq!(reset["forgotten"], true);
+    let reread = run_to_completion(&client, sync::INCREMENTAL, &contacts).await;
+    worker.shutdown().await;
+    assert_eq!(reread.output.as_ref().unwrap()["records"], 6_000);
+}
+
+async fn status(url: &str) -> serde_json::Value {
+    let out = run(url, &["sync", "status", STRIPE_FILE, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod print;
 mod quarantine;
 mod schedule;
 mod sync;
+mod sync_status;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -102,7 +103,8 @@ enum Command {
     /// through every kind of step, printing each as it lands.
     Demo,
     /// Start sync runs for a source's streams: incremental (default), backfill or
-    /// reconcile. The source is a TOML file (see examples/sources/).
+    /// reconcile. The source is a TOML file (see examples/sources/). `cairn sync status`
+    /// shows where each stream stands; `cairn sync reset` forgets a stream's state.
     Sync(sync::SyncArgs),
     /// Open alerts: schema drift, incomplete id sets, records that could not land.
     Alerts {

@@ -37,9 +37,13 @@ impl Mode {
 
 /// The arguments of `cairn sync`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct SyncArgs {
+    #[command(subcommand)]
+    command: Option<super::sync_status::SyncCommand>,
     /// The source's TOML file.
-    source: std::path::PathBuf,
+    #[arg(required = true)]
+    source: Option<std::path::PathBuf>,
     /// Only this stream (default: every stream of the source).
     #[arg(long)]
     stream: Option<String>,
@@ -166,9 +170,15 @@ pub(crate) async fn check_tables(
 }
 
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncArgs) -> Outcome {
+    let (source, command) = (args.source, args.command);
+    let source = match (command, source) {
+        (Some(command), _) => return super::sync_status::run(url, command).await,
+        (None, Some(source)) => source,
+        (None, None) => return Err(Failure::usage("cairn sync needs a source file")),
+    };
     if let Some(every) = args.every {
         let schedule = super::schedule::SyncScheduleArgs {
-            source: args.source,
+            source,
             every,
             reconcile_every: args.reconcile_every,
             timezone: args.timezone,
@@ -184,12 +194,12 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
         base_url: args.base_url.as_deref(),
         schema: args.schema.as_deref(),
     };
-    let (source, mut inputs) = inputs(&args.source, selection)?;
+    let (name, mut inputs) = inputs(&source, selection)?;
     for input in &mut inputs {
         input.force = args.force;
     }
     let pool = connect(url, 4).await?;
-    check_tables(&pool, &args.source, &source, &inputs).await?;
+    check_tables(&pool, &source, &name, &inputs).await?;
     let client = Client::new(pool).with_registry(registry);
     let mut runs = Vec::new();
     for input in &inputs {

@@ -21,6 +21,7 @@ mod incremental;
 mod reconcile;
 mod schedule;
 mod state;
+mod status;
 mod traverse;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
 pub use state::{History, Resume};
+pub use status::{LastRun, Reset, StreamStatus, reset_stream, stream_status};
 
 /// The registered name of the incremental sync.
 pub const INCREMENTAL: &str = "sync.incremental";

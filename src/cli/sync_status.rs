@@ -1,0 +1,202 @@
+//! `cairn sync status` and `cairn sync reset`: where each stream of a source stands, and
+//! forgetting a stream's state so the next sync reads it whole.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cairn_connectors::rest::RestConfig;
+use cairn_workflows::sync::{StreamStatus, reset_stream, stream_status};
+use chrono::SecondsFormat;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::{Failure, Outcome, connect, describe, print};
+
+/// The subcommands of `cairn sync`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SyncCommand {
+    /// Per stream: watermark, last run and its outcome, whether the history is complete
+    /// (with the backfill's progress), rows live and deleted, quarantined records and
+    /// open alerts.
+    Status {
+        /// The source's TOML file.
+        source: PathBuf,
+        /// Land in this warehouse schema instead of the file's.
+        #[arg(long)]
+        schema: Option<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a stream's watermark, history and backfill resume point, so its next sync
+    /// reads it whole (the warehouse table and its rows stay).
+    Reset {
+        /// The source's TOML file.
+        source: PathBuf,
+        /// The stream to forget.
+        #[arg(long)]
+        stream: String,
+        /// Land in this warehouse schema instead of the file's.
+        #[arg(long)]
+        schema: Option<String>,
+        /// Yes, forget it (without this, nothing changes).
+        #[arg(long)]
+        yes: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn config(path: &PathBuf, schema: Option<&str>) -> Result<RestConfig, Failure> {
+    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
+    match schema {
+        Some(schema) => config
+            .with_schema(schema)
+            .map_err(|err| Failure::usage(format!("--schema: {}", describe(&err)))),
+        None => Ok(config),
+    }
+}
+
+/// Runs `cairn sync status` or `cairn sync reset`.
+pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
+    match command {
+        SyncCommand::Status {
+            source,
+            schema,
+            json,
+        } => {
+            let config = config(&source, schema.as_deref())?;
+            let pool = connect(url, 2).await?;
+            let streams = stream_status(&pool, &config)
+                .await
+                .map_err(|err| Failure::failed(err.to_string()))?;
+            if json {
+                print::json(&json!({
+                    "source": config.name(),
+                    "schema": config.warehouse_schema(),
+                    "streams": streams,
+                }))?;
+            } else {
+                show(&config, &streams);
+            }
+        }
+        SyncCommand::Reset {
+            source,
+            stream,
+            schema,
+            yes,
+            json,
+        } => {
+            let config = config(&source, schema.as_deref())?;
+            if !config.stream_names().any(|name| name == stream) {
+                let names: Vec<&str> = config.stream_names().collect();
+                return Err(Failure::usage(format!(
+                    "{} has no stream `{stream}`; its streams: {}",
+                    source.display(),
+                    names.join(", ")
+                )));
+            }
+            if !yes {
+                return Err(Failure::usage(format!(
+                    "this forgets the watermark, history and backfill progress of stream \
+                     `{stream}` of source `{}` (schema {}), so its next sync reads it whole; \
+                     run again with --yes to do it",
+                    config.name(),
+                    config.warehouse_schema()
+                )));
+            }
+            let pool = connect(url, 2).await?;
+            let reset = reset_stream(&pool, &config, &stream)
+                .await
+                .map_err(|err| Failure::failed(err.to_string()))?;
+            if json {
+                print::json(&reset)?;
+            } else if reset.forgotten {
+                println!(
+                    "stream `{stream}` forgotten (its watermark was {}); the next sync reads it whole",
+                    reset.watermark.as_deref().unwrap_or("none")
+                );
+            } else {
+                println!("stream `{stream}` had no sync state; nothing to forget");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(config: &RestConfig, streams: &[StreamStatus]) {
+    println!(
+        "source {} (schema {})",
+        config.name(),
+        config.warehouse_schema()
+    );
+    for s in streams {
+        println!();
+        println!("{}", s.stream);
+        println!(
+            "  watermark    {}",
+            s.watermark
+                .as_deref()
+                .unwrap_or("none (the next incremental reads it whole)")
+        );
+        match &s.last_run {
+            Some(run) => println!(
+                "  last run     {} {} {}{}",
+                run.workflow,
+                run.status,
+                run.id,
+                run.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("  last run     none"),
+        }
+        let history = &s.history;
+        if history.complete {
+            let since = history
+                .completed_at
+                .map(|at| {
+                    format!(
+                        " (full read {})",
+                        at.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    )
+                })
+                .unwrap_or_default();
+            println!("  history      complete{since}");
+        } else {
+            let progress = history
+                .landed
+                .as_ref()
+                .map(|r| match history.total {
+                    Some(total) if total > 0 => format!(
+                        "{} of {total} records ({:.0}%)",
+                        r.records,
+                        r.records as f64 * 100.0 / total as f64
+                    ),
+                    _ => format!("{} records in {} pages", r.records, r.page),
+                })
+                .unwrap_or_else(|| "nothing landed yet".to_owned());
+            println!(
+                "  history      INCOMPLETE: backfill {} {}; {progress}",
+                history.run.map(|r| r.to_string()).unwrap_or_default(),
+                history.run_status.as_deref().unwrap_or("")
+            );
+        }
+        println!(
+            "  rows         {} live, {} deleted",
+            s.live_rows, s.deleted_rows
+        );
+        println!("  quarantined  {}", s.quarantined);
+        if s.alerts.is_empty() {
+            println!("  alerts       none");
+        }
+        for alert in &s.alerts {
+            println!(
+                "  alert        #{} {}: {}",
+                alert.id, alert.kind, alert.message
+            );
+        }
+    }
+}

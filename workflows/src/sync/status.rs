@@ -1,0 +1,242 @@
+//! Where each stream of a source stands (`cairn sync status`), and forgetting a
+//! stream's state so the next sync reads it whole (`cairn sync reset`).
+
+use cairn_connectors::rest::RestConfig;
+use cairn_connectors::warehouse::{Alert, Warehouse, WarehouseError, quote_ident};
+use cairn_runner::{Error, RunId};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use super::state::{self, History, StreamKey};
+use super::{BACKFILL, INCREMENTAL, RECONCILE};
+
+/// One stream of a source, as `cairn sync status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamStatus {
+    /// The stream.
+    pub stream: String,
+    /// Its warehouse table, `schema.stream`.
+    pub table: String,
+    /// The watermark the next incremental run starts from.
+    pub watermark: Option<String>,
+    /// The stream's latest sync run, of any mode.
+    pub last_run: Option<LastRun>,
+    /// Whether its history is complete, and the backfill's progress if not.
+    pub history: History,
+    /// Rows not marked deleted.
+    pub live_rows: i64,
+    /// Rows marked deleted by reconciliation.
+    pub deleted_rows: i64,
+    /// Records in quarantine.
+    pub quarantined: i64,
+    /// Open alerts about it.
+    pub alerts: Vec<Alert>,
+}
+
+/// A stream's latest sync run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    /// The run.
+    pub id: RunId,
+    /// `sync.incremental`, `sync.backfill` or `sync.reconcile`.
+    pub workflow: String,
+    /// Where it is.
+    pub status: String,
+    /// When it was started.
+    pub created_at: DateTime<Utc>,
+    /// When it ended, if it has.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its error's message, if it failed.
+    pub error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: RunId,
+    workflow: String,
+    status: String,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    input: Value,
+    error: Option<Value>,
+}
+
+/// How many of a stream name's latest runs are read to find this source's latest one.
+const RUNS_LOOKED_AT: i64 = 200;
+
+/// The status of every stream of the source `config`, landing in its warehouse schema.
+pub async fn stream_status(pool: &PgPool, config: &RestConfig) -> Result<Vec<StreamStatus>, Error> {
+    let source = config.name();
+    let schema = config.warehouse_schema();
+    let warehouse = Warehouse::new(source, schema).map_err(Error::permanent)?;
+    let mut conn = pool.acquire().await?;
+    let open_alerts = cairn_connectors::warehouse::list_alerts(pool).await?;
+    let mut statuses = Vec::new();
+    for stream in config.stream_names() {
+        let key = StreamKey {
+            source: source.to_owned(),
+            schema: schema.to_owned(),
+            stream: stream.to_owned(),
+        };
+        let watermark = state::watermark(&mut conn, &key).await?;
+        let history = state::history(&mut conn, &key).await?;
+        let (live_rows, deleted_rows) = match warehouse.owner(&mut conn, stream).await? {
+            Some(owner) if owner != source => (0, 0),
+            _ => rows(&mut conn, schema, stream).await?,
+        };
+        let quarantined: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM cairn.quarantine
+              WHERE schema_name = $1 AND stream = $2",
+        )
+        .bind(schema)
+        .bind(stream)
+        .fetch_one(&mut *conn)
+        .await?;
+        let alerts = open_alerts
+            .iter()
+            .filter(|a| a.source == source && a.stream == stream)
+            .cloned()
+            .collect();
+        statuses.push(StreamStatus {
+            stream: stream.to_owned(),
+            table: format!("{schema}.{stream}"),
+            watermark,
+            last_run: last_run(&mut conn, config, stream).await?,
+            history,
+            live_rows,
+            deleted_rows,
+            quarantined,
+            alerts,
+        });
+    }
+    Ok(statuses)
+}
+
+/// Live and deleted rows of `schema.stream`, zero when it has no table yet.
+async fn rows(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    stream: &str,
+) -> Result<(i64, i64), Error> {
+    let table: Option<String> = sqlx::query_scalar(
+        "SELECT table_name FROM cairn.warehouse_tables WHERE schema_name = $1 AND stream = $2",
+    )
+    .bind(schema)
+    .bind(stream)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(table) = table else {
+        return Ok((0, 0));
+    };
+    let quoted = |name: &str| quote_ident(name).map_err(|e: WarehouseError| Error::permanent(e));
+    let sql = format!(
+        "SELECT count(*) FILTER (WHERE \"_deleted_at\" IS NULL),
+                count(*) FILTER (WHERE \"_deleted_at\" IS NOT NULL)
+           FROM {}.{}",
+        quoted(schema)?,
+        quoted(&table)?
+    );
+    Ok(sqlx::query_as(AssertSqlSafe(sql)).fetch_one(conn).await?)
+}
+
+/// The latest run of a sync workflow for `stream` of this source and schema: runs carry
+/// their source's file, so the latest runs of the stream's name are read back and the
+/// first that names this source is it.
+async fn last_run(
+    conn: &mut sqlx::PgConnection,
+    config: &RestConfig,
+    stream: &str,
+) -> Result<Option<LastRun>, Error> {
+    let candidates: Vec<RunRow> = sqlx::query_as(
+        "SELECT id, workflow, status, created_at, finished_at, input, error FROM cairn.runs
+          WHERE workflow LIKE 'sync.%' AND input->>'stream' = $1
+          ORDER BY created_at DESC LIMIT $2",
+    )
+    .bind(stream)
+    .bind(RUNS_LOOKED_AT)
+    .fetch_all(conn)
+    .await?;
+    Ok(candidates
+        .into_iter()
+        .filter(|run| [INCREMENTAL, BACKFILL, RECONCILE].contains(&run.workflow.as_str()))
+        .find(|run| same_target(config, &run.input))
+        .map(|run| LastRun {
+            id: run.id,
+            workflow: run.workflow,
+            status: run.status,
+            created_at: run.created_at,
+            finished_at: run.finished_at,
+            error: run
+                .error
+                .as_ref()
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }))
+}
+
+/// Whether a sync run's input lands the same source in the same schema as `config`.
+fn same_target(config: &RestConfig, input: &Value) -> bool {
+    let Some(text) = input.get("source_toml").and_then(Value::as_str) else {
+        return false;
+    };
+    let Ok(mut theirs) = RestConfig::parse(text, "run input") else {
+        return false;
+    };
+    if let Some(schema) = input.get("warehouse_schema").and_then(Value::as_str) {
+        match theirs.with_schema(schema) {
+            Ok(config) => theirs = config,
+            Err(_) => return false,
+        }
+    }
+    theirs.name() == config.name() && theirs.warehouse_schema() == config.warehouse_schema()
+}
+
+/// What [`reset_stream`] forgot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reset {
+    /// The stream.
+    pub stream: String,
+    /// The watermark it had.
+    pub watermark: Option<String>,
+    /// Whether there was anything to forget.
+    pub forgotten: bool,
+}
+
+/// Forgets `stream`'s watermark, history and backfill resume point, so that its next
+/// sync reads it whole; resolves its `incomplete_history` alert. The warehouse table and
+/// its rows stay.
+pub async fn reset_stream(
+    pool: &PgPool,
+    config: &RestConfig,
+    stream: &str,
+) -> Result<Reset, Error> {
+    let mut tx = pool.begin().await?;
+    let watermark: Option<Option<String>> = sqlx::query_scalar(
+        "DELETE FROM cairn.sync_cursors
+          WHERE source = $1 AND schema_name = $2 AND stream = $3
+         RETURNING watermark",
+    )
+    .bind(config.name())
+    .bind(config.warehouse_schema())
+    .bind(stream)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE cairn.alerts SET resolved_at = now()
+          WHERE kind = 'incomplete_history' AND source = $1 AND stream = $2
+            AND resolved_at IS NULL",
+    )
+    .bind(config.name())
+    .bind(stream)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Reset {
+        stream: stream.to_owned(),
+        forgotten: watermark.is_some(),
+        watermark: watermark.flatten(),
+    })
+}

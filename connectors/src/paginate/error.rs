@@ -31,8 +31,11 @@ pub enum PaginationError {
         /// What announced the next page.
         next: String,
     },
-    /// The traversal ended with a count other than the vendor's total.
-    #[error("the vendor reported a total of {expected} but the traversal yielded {actual} records")]
+    /// The traversal ended with fewer items than the vendor's total: its paging stopped
+    /// early.
+    #[error(
+        "the vendor reported a total of {expected} but its paging ended after {actual} records"
+    )]
     TotalMismatch {
         /// The vendor's total on the last page.
         expected: u64,

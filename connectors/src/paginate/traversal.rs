@@ -49,8 +49,9 @@ pub fn check_page(
 ///
 /// It refuses a next position it has already visited, an empty page that
 /// names a next page, a vendor total that moves during offset paging (records
-/// were skipped or read twice), and a final count different from the vendor's
-/// total on the last page. It is `Serialize`, so a workflow can checkpoint it
+/// were skipped or read twice), and a final count short of the vendor's total on
+/// the last page (more is allowed: a listing may repeat items, which a caller tells
+/// apart by their ids). It is `Serialize`, so a workflow can checkpoint it
 /// next to the cursor; visited positions are kept as 64-bit fingerprints.
 ///
 /// ```no_run
@@ -147,7 +148,7 @@ impl Traversal {
             None => {
                 self.cursor = None;
                 if let Some(expected) = self.total
-                    && expected != self.fetched
+                    && self.fetched < expected
                 {
                     return Err(PaginationError::TotalMismatch {
                         expected,

@@ -172,8 +172,11 @@ impl StreamData {
         let matching = |(_, record): &(&u64, &StoredRecord)| filter.matches(record);
         // Records the listing already served before this page (a quirk needs them).
         let served_before = |from: u64| -> Vec<(&u64, &StoredRecord)> {
+            // In the order they were served: descending listings served the lowest last.
             if descending {
-                self.records.range(from..).filter(matching).collect()
+                let mut before: Vec<_> = self.records.range(from..).filter(matching).collect();
+                before.reverse();
+                before
             } else {
                 let mut before: Vec<_> =
                     self.records.range(..=from).rev().filter(matching).collect();

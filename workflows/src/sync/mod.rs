@@ -118,6 +118,15 @@ pub struct SyncReport {
     pub columns_added: Vec<String>,
     /// The watermark the next incremental run starts from.
     pub watermark: Option<String>,
+    /// Records whose id the traversal had already read (a listing that repeats records
+    /// across pages; each landed once, the newest version winning). Counted when the
+    /// vendor reports a total.
+    #[serde(default)]
+    pub repeated: u64,
+    /// The vendor's total for the listing, when it reports one; the traversal held at
+    /// least that many distinct ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_total: Option<u64>,
     /// Whether every record from before the watermark is known to have been read: false
     /// while a backfill has not completed (`cairn sync --wait` then exits 1).
     #[serde(default = "complete")]
@@ -141,6 +150,8 @@ impl Default for SyncReport {
             quarantined: 0,
             columns_added: Vec::new(),
             watermark: None,
+            repeated: 0,
+            vendor_total: None,
             history_complete: true,
             history: None,
         }

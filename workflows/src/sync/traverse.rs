@@ -8,10 +8,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as Context_, Poll};
 
-use cairn_connectors::paginate::{PageCursor, Traversal};
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+
+use cairn_connectors::paginate::{JsonPath, PageCursor, PaginationError, Traversal};
 use cairn_connectors::record::{Record, Unreadable};
 use cairn_connectors::source::{Page, Source};
-use cairn_connectors::warehouse::PageReport;
+use cairn_connectors::warehouse::{NewAlert, PageReport, raise_alerts};
 use cairn_connectors::watermark::CursorType;
 use cairn_runner::{Context, Error};
 use chrono::Utc;
@@ -83,21 +86,50 @@ impl Sync {
         let mut landings: Vec<InFlight<'_>> = Vec::new();
         let mut batch = Batch::starting(&first, pages_before, records_before);
         let mut page = self.fetch(ctx, pages_before, &first).await?;
+        // The distinct ids read, counted once the vendor reports a total to hold them to.
+        let mut seen: Option<Seen> = None;
+        let mut short: Option<String> = None;
         loop {
             let number = traversal.pages();
-            traversal
-                .advance(&page)
-                .map_err(|err| Error::permanent(err).with_category("pagination"))?;
+            match traversal.advance(&page) {
+                Ok(()) => {}
+                // Paging that ended early still lands what it read, and then fails loudly.
+                Err(err @ PaginationError::TotalMismatch { .. }) => short = Some(err.to_string()),
+                Err(err) => return Err(Error::permanent(err).with_category("pagination")),
+            }
             report.pages += 1;
             report.records += (page.records.len() + page.unreadable.len()) as u64;
+            if page.total.is_some() || seen.is_some() {
+                seen.get_or_insert_default()
+                    .add(&page, &self.stream.primary_key);
+            }
             let done = traversal.is_done();
+            if done
+                && short.is_none()
+                && let (Some(total), Some(seen)) = (traversal.total(), &seen)
+                && records_before + seen.distinct() < total
+            {
+                // A resumed backfill counts what the runs before it read as distinct.
+                short = Some(format!(
+                    "the vendor reported a total of {total} but its pages held {} distinct \
+                     ids ({} more than once)",
+                    records_before + seen.distinct(),
+                    seen.repeated
+                ));
+            }
             batch.add(number, page);
             if done || batch.records.len() + batch.unreadable.len() >= LANDING_RECORDS {
                 if done {
                     drive(std::future::ready(()), &mut landings, 1).await;
                     landed.harvest(ctx, &traversal, &mut landings)?;
                 }
-                let after = if done {
+                let after = if let Some(problem) = short.as_ref().filter(|_| done) {
+                    After::Short(format!(
+                        "the listing of stream {:?} looks incomplete, so its sync did not \
+                         complete and its watermark did not move: {problem}",
+                        self.stream.name
+                    ))
+                } else if done {
                     // The watermark moves on what landed, never on what was only fetched.
                     After::Finish(Finish {
                         earlier: landed.report.watermark.clone(),
@@ -149,6 +181,15 @@ impl Sync {
                 None => {
                     drive(std::future::ready(()), &mut landings, 1).await;
                     landed.harvest(ctx, &traversal, &mut landings)?;
+                    if let Some(problem) = short {
+                        return Err(Error::permanent(format!(
+                            "stream {:?}: {problem}; the records read have landed",
+                            self.stream.name
+                        ))
+                        .with_category("pagination"));
+                    }
+                    report.repeated = seen.as_ref().map_or(0, |seen| seen.repeated);
+                    report.vendor_total = traversal.total();
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
                     if let Keeps::Watermark { plan, .. } = &keeps {
@@ -216,6 +257,16 @@ impl Sync {
                     .await?;
                 match after {
                     After::Nothing => {}
+                    After::Short(message) => {
+                        let alert = NewAlert {
+                            kind: "incomplete_listing".to_owned(),
+                            source: key.source.clone(),
+                            stream: key.stream.clone(),
+                            detail: "the listing held fewer distinct ids than its total".to_owned(),
+                            message,
+                        };
+                        raise_alerts(&mut conn, &[alert]).await?;
+                    }
                     After::Reached(resume, total) => {
                         state::backfill_reached(&mut conn, &key, &resume, total).await?;
                     }
@@ -311,10 +362,41 @@ impl Batch {
     }
 }
 
+/// The ids a traversal has read (as 64-bit hashes: the set of a million ids is 16 MB,
+/// and a collision would need about four billion of them), and how many came again.
+#[derive(Default)]
+struct Seen {
+    ids: HashSet<u64>,
+    repeated: u64,
+}
+
+impl Seen {
+    fn add(&mut self, page: &Page, primary_key: &str) {
+        let key: JsonPath = primary_key.parse().unwrap_or_default();
+        for record in &page.records {
+            let Some(id) = record.text_at(&key) else {
+                continue;
+            };
+            let mut hasher = std::hash::DefaultHasher::new();
+            id.hash(&mut hasher);
+            if !self.ids.insert(hasher.finish()) {
+                self.repeated += 1;
+            }
+        }
+    }
+
+    fn distinct(&self) -> u64 {
+        self.ids.len() as u64
+    }
+}
+
 /// What a landing records beside its records, in the same transaction.
 #[derive(Clone)]
 enum After {
     Nothing,
+    /// The traversal's last landing, over a listing that held fewer distinct ids than its
+    /// total: an `incomplete_listing` alert with this message, and nothing kept.
+    Short(String),
     /// A backfill's batch: every page before this point has landed (and the vendor's
     /// total, for progress).
     Reached(state::Resume, Option<u64>),

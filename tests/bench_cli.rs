@@ -144,6 +144,19 @@ fn crash_resumes_after_each_kill_and_ends_equal_to_the_vendor() {
 }
 
 #[test]
+fn reconcile_reports_seconds_and_ids_per_second_at_each_size() {
+    let doc = bench(&["reconcile", "--ids", "2000,20000"]);
+    assert_eq!(figure(&doc, "deleted_as_expected"), 1.0);
+    assert_eq!(figure(&doc, "deleted_2000"), 20.0);
+    assert_eq!(figure(&doc, "deleted_20000"), 200.0);
+    for size in ["2000", "20000"] {
+        assert!(figure(&doc, &format!("seconds_{size}")) > 0.0);
+        assert!(figure(&doc, &format!("ids_per_sec_{size}")) > 0.0);
+    }
+    assert!(figure(&doc, "growth_per_id") > 0.0);
+}
+
+#[test]
 fn bad_options_are_usage_errors() {
     let out = support::run(&database_url(), &["bench", "steps", "--steps", "1"]);
     assert_eq!(out.status.code(), Some(2));

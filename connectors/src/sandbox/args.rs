@@ -212,6 +212,8 @@ impl MockVendorArgs {
             faults,
             daily_quota: self.daily_quota,
             latency: Duration::from_millis(self.latency_ms),
+            only: None,
+            lean: false,
             quirks: Quirks {
                 bom: self.bom,
                 omit_nulls: self.omit_nulls,

@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::clock::Clock;
+use super::stream::Stream;
 use crate::secret::Secret;
 
 /// Everything a [`Sandbox`](super::Sandbox) is started with.
@@ -54,6 +55,12 @@ pub struct SandboxConfig {
     pub latency: Duration,
     /// How listings bend the rules of JSON and paging (all off by default).
     pub quirks: Quirks,
+    /// Only this stream gets records; the others start empty (a benchmark of a million
+    /// records of one stream needs no others).
+    pub only: Option<Stream>,
+    /// Records carry only `id`, `created_at` and `updated_at`: for benchmarks of id sets,
+    /// where a record's body would only cost memory.
+    pub lean: bool,
     /// Where time comes from; tests pass a [`ManualClock`](super::ManualClock).
     pub clock: Clock,
 }
@@ -72,6 +79,8 @@ impl Default for SandboxConfig {
             daily_quota: None,
             latency: Duration::ZERO,
             quirks: Quirks::default(),
+            only: None,
+            lean: false,
             clock: Clock::system(),
         }
     }

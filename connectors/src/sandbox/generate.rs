@@ -84,6 +84,15 @@ fn address(rng: &mut Rng) -> Value {
     })
 }
 
+/// A record with nothing but its id and times, for benchmarks of id sets.
+pub(crate) fn lean(id: u64, created: i64, updated: i64) -> Map<String, Value> {
+    let mut fields = Map::new();
+    fields.insert("id".to_owned(), Value::from(id.to_string()));
+    fields.insert("created_at".to_owned(), Value::from(timestamp(created)));
+    fields.insert("updated_at".to_owned(), Value::from(timestamp(updated)));
+    fields
+}
+
 /// A new record of `stream`, before any schema drift is applied. `population`
 /// bounds the ids that cross-references point at.
 pub(crate) fn record(

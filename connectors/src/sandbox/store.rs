@@ -125,7 +125,7 @@ impl StreamData {
         count: usize,
         seed: u64,
         as_of: i64,
-        quirks: Quirks,
+        (quirks, lean): (Quirks, bool),
     ) -> Self {
         let mut rng = Rng::with_seed(seed ^ stream.salt());
         let population = count as u64;
@@ -138,7 +138,11 @@ impl StreamData {
             let created = start + step * index as i64 + rng.i64(0..=step.max(1) - 1);
             let updated = rng.i64(created..as_of.max(created + 1));
             newest_update = newest_update.max(updated);
-            let fields = generate::record(stream, id, created, updated, population, &mut rng);
+            let fields = if lean {
+                generate::lean(id, created, updated)
+            } else {
+                generate::record(stream, id, created, updated, population, &mut rng)
+            };
             let record = StoredRecord::new(created, updated, fields, quirks.omit_nulls);
             records.insert(id, record);
         }

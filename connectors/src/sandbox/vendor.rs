@@ -51,12 +51,16 @@ impl Vendor {
         let now = config.clock.now();
         let as_of = config.as_of.unwrap_or(now).timestamp();
         let generate = |stream| {
+            let records = match config.only {
+                Some(only) if only != stream => 0,
+                _ => config.records_per_stream,
+            };
             RwLock::new(StreamData::generate(
                 stream,
-                config.records_per_stream,
+                records,
                 config.seed,
                 as_of,
-                config.quirks,
+                (config.quirks, config.lean),
             ))
         };
         let streams = Stream::ALL.map(generate);

@@ -73,7 +73,7 @@ pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts};
 pub use classify::MAX_COLUMNS;
 pub use error::WarehouseError;
 pub use ident::quote_ident;
-pub use reconcile::ReconcileOutcome;
+pub use reconcile::{Checks, ReconcileOutcome};
 pub use types::ColumnType;
 
 use crate::record::{Record, Unreadable};
@@ -345,14 +345,14 @@ impl Warehouse {
     /// Applies the staged id set: marks live rows absent from it deleted and undeletes
     /// rows present in it, then drops the staging. Refuses — changing nothing, raising
     /// an `incomplete_id_set` alert and keeping the staging — when the set holds fewer
-    /// than `(1 - max_missing_share)` times the live rows, unless `force`.
+    /// distinct ids than the vendor's total, or fewer than `(1 - max_missing_share)`
+    /// times the live rows, unless `force`.
     pub async fn apply_deletes(
         &self,
         conn: &mut PgConnection,
         stream: &StreamSpec,
         reconcile_id: &str,
-        max_missing_share: f64,
-        force: bool,
+        checks: Checks,
     ) -> Result<ReconcileOutcome, WarehouseError> {
         let shape = self.shape(conn, &stream.name).await?;
         reconcile::apply(
@@ -360,8 +360,7 @@ impl Warehouse {
             (&self.source, &stream.name),
             shape.as_deref(),
             reconcile_id,
-            max_missing_share,
-            force,
+            checks,
         )
         .await
     }

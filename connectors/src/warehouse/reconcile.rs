@@ -39,50 +39,102 @@ pub enum ReconcileOutcome {
     },
 }
 
-/// Stages one page of ids. Idempotent: a page staged twice counts once. Ids holding a
-/// NUL character or longer than the longest key stored are skipped: no row has them.
+/// Stages one page of ids with COPY. Ids holding a NUL character or longer than the
+/// longest key stored are skipped: no row has them. An id staged twice (a listing that
+/// repeats itself) counts once when the set is applied.
 pub(crate) async fn stage(
     conn: &mut PgConnection,
     stream: &str,
     reconcile_id: &str,
     ids: &[String],
 ) -> Result<(), WarehouseError> {
-    let ids: Vec<&str> = ids
-        .iter()
-        .map(String::as_str)
-        .filter(|id| !id.contains('\0') && id.len() <= MAX_KEY_BYTES)
-        .collect();
-    sqlx::query(
-        "INSERT INTO cairn.reconcile_ids (reconcile_id, stream, id)
-         SELECT $1, $2, unnest($3::text[]) ON CONFLICT DO NOTHING",
-    )
-    .bind(reconcile_id)
-    .bind(stream)
-    .bind(&ids)
-    .execute(conn)
-    .await
-    .map_err(WarehouseError::db(stream, "staging ids"))?;
+    let db = |during| WarehouseError::db(stream, during);
+    let prefix = format!("{}\t{}\t", copy_text(reconcile_id), copy_text(stream));
+    let mut rows = String::with_capacity(ids.len() * (prefix.len() + 16));
+    for id in ids {
+        if id.contains('\0') || id.len() > MAX_KEY_BYTES {
+            continue;
+        }
+        rows.push_str(&prefix);
+        rows.push_str(&copy_text(id));
+        rows.push('\n');
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = conn
+        .copy_in_raw("COPY cairn.reconcile_ids (reconcile_id, stream, id) FROM STDIN")
+        .await
+        .map_err(db("staging ids"))?;
+    if let Err(err) = copy.send(rows.into_bytes()).await {
+        // The connection must leave COPY mode before it can say anything else.
+        let _ = copy.abort("staging failed").await;
+        return Err(db("staging ids")(err));
+    }
+    copy.finish().await.map_err(db("staging ids"))?;
     Ok(())
+}
+
+/// `text` escaped for COPY's text format.
+fn copy_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\\', '\t', '\n', '\r']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The rules an id set is held to before it is applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Checks {
+    /// The share of live rows allowed to be missing from the set, in `[0, 1]`.
+    pub max_missing_share: f64,
+    /// The vendor's total for the listing, when it reports one: a set with fewer
+    /// distinct ids is incomplete.
+    pub vendor_total: Option<u64>,
+    /// Apply even a set that looks incomplete.
+    pub force: bool,
 }
 
 /// Applies a staged id set to the table of `shape` (`None`: the stream has no table).
 ///
-/// Keys compare under the database's default collation, the one of the staged ids and
-/// their index (the table's keys are byte-ordered; equality is the same either way).
+/// Linear in the ids and the rows: the staging is analyzed first, so the anti-join that
+/// finds the rows the vendor no longer has is a hash join, never a nested loop over an
+/// estimate of one row. Keys compare under the database's default collation, the one
+/// of the staged ids (the table's keys are byte-ordered; equality is the same either
+/// way).
 pub(crate) async fn apply(
     conn: &mut PgConnection,
     (source, stream): (&str, &str),
     shape: Option<&Shape>,
     reconcile_id: &str,
-    max_missing_share: f64,
-    force: bool,
+    checks: Checks,
 ) -> Result<ReconcileOutcome, WarehouseError> {
+    let Checks {
+        max_missing_share,
+        vendor_total,
+        force,
+    } = checks;
     if !(0.0..=1.0).contains(&max_missing_share) {
         return Err(WarehouseError::InvalidShare(max_missing_share));
     }
     let db = |during| WarehouseError::db(stream, during);
+    sqlx::query("ANALYZE cairn.reconcile_ids")
+        .execute(&mut *conn)
+        .await
+        .map_err(db("analyzing staged ids"))?;
     let ids: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM cairn.reconcile_ids WHERE reconcile_id = $1 AND stream = $2",
+        "SELECT count(*) FROM (SELECT DISTINCT id FROM cairn.reconcile_ids
+                                WHERE reconcile_id = $1 AND stream = $2) d",
     )
     .bind(reconcile_id)
     .bind(stream)
@@ -90,6 +142,25 @@ pub(crate) async fn apply(
     .await
     .map_err(db("counting staged ids"))?;
     let ids = u64::try_from(ids).unwrap_or_default();
+    if let Some(total) = vendor_total.filter(|total| ids < *total && !force) {
+        let alert = NewAlert {
+            kind: "incomplete_id_set".to_owned(),
+            source: source.to_owned(),
+            stream: stream.to_owned(),
+            detail: "the id listing held fewer distinct ids than its total".to_owned(),
+            message: format!(
+                "reconciliation {reconcile_id:?} of stream {stream:?} refused: the id listing \
+                 held {ids} distinct ids but reported a total of {total}; nothing was deleted \
+                 — check the source, or apply with force"
+            ),
+        };
+        raise_alerts(conn, &[alert]).await?;
+        return Ok(ReconcileOutcome::Refused {
+            ids,
+            live: 0,
+            max_missing_share,
+        });
+    }
     let (live, deleted, undeleted) = match shape {
         None => (0, 0, 0),
         Some(shape) => {
@@ -138,10 +209,10 @@ pub(crate) async fn apply(
             .rows_affected();
             let undeleted = sqlx::query(AssertSqlSafe(format!(
                 "UPDATE {table} AS t SET \"_deleted_at\" = NULL
-                   FROM cairn.reconcile_ids r
-                  WHERE r.reconcile_id = $1 AND r.stream = $2
-                    AND r.id = t.{pk} COLLATE \"default\"
-                    AND t.\"_deleted_at\" IS NOT NULL"
+                  WHERE t.\"_deleted_at\" IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM cairn.reconcile_ids r
+                         WHERE r.reconcile_id = $1 AND r.stream = $2
+                           AND r.id = t.{pk} COLLATE \"default\")"
             )))
             .bind(reconcile_id)
             .bind(stream)

@@ -61,9 +61,14 @@ async fn landed_sandbox_records_checksum_like_the_vendor() {
             .await
             .unwrap();
     }
-    wh.apply_deletes(&mut tx, &spec, "run-1", 0.2, false)
-        .await
-        .unwrap();
+    wh.apply_deletes(
+        &mut tx,
+        &spec,
+        "run-1",
+        crate::reconcile::checks(0.2, false),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         wh.checksum(&mut tx, "contacts").await.unwrap(),
         vendor.checksum(Stream::Contacts)

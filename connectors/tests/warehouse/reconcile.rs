@@ -32,7 +32,7 @@ async fn reconcile(
             .unwrap();
     }
     let outcome = wh
-        .apply_deletes(&mut tx, spec, reconcile_id, 0.1, force)
+        .apply_deletes(&mut tx, spec, reconcile_id, checks(0.1, force))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -150,7 +150,7 @@ async fn an_incomplete_id_set_is_refused_with_an_alert_unless_forced() {
     // The refused set is still staged: forcing it applies it.
     let mut tx = db.pool().begin().await.unwrap();
     let outcome = wh
-        .apply_deletes(&mut tx, &contacts(), "r1", 0.1, true)
+        .apply_deletes(&mut tx, &contacts(), "r1", checks(0.1, true))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -181,7 +181,100 @@ async fn reconciling_a_stream_without_a_table_changes_nothing() {
     );
     let mut tx = db.pool().begin().await.unwrap();
     let bad = wh
-        .apply_deletes(&mut tx, &contacts(), "r1", 1.5, false)
+        .apply_deletes(&mut tx, &contacts(), "r1", checks(1.5, false))
         .await;
     assert!(bad.is_err());
+}
+
+pub fn checks(max_missing_share: f64, force: bool) -> cairn_connectors::warehouse::Checks {
+    cairn_connectors::warehouse::Checks {
+        max_missing_share,
+        vendor_total: None,
+        force,
+    }
+}
+
+#[tokio::test]
+async fn ids_copy_whatever_they_hold_and_a_set_short_of_the_vendor_total_is_refused() {
+    let (db, wh) = setup().await;
+    let hostile = [
+        "tab\there",
+        "line\nbreak",
+        r"back\slash",
+        "cr\rlf",
+        r"\N",
+        "plain",
+    ];
+    let page: Vec<Value> = hostile
+        .iter()
+        .map(|id| json!({"id": id, "updated_at": "2026-03-01T00:00:00Z"}))
+        .collect();
+    land(&db, &wh, &contacts(), &page).await;
+    let staged: Vec<String> = hostile.iter().map(|id| (*id).to_owned()).collect();
+    let spec = contacts();
+    // Every id matches its row exactly: none is marked deleted, the repeat counts once.
+    let mut tx = db.pool().begin().await.unwrap();
+    wh.stage_ids(&mut tx, "contacts", "r1", &staged)
+        .await
+        .unwrap();
+    wh.stage_ids(&mut tx, "contacts", "r1", &staged[..2])
+        .await
+        .unwrap();
+    let applied = wh
+        .apply_deletes(
+            &mut tx,
+            &spec,
+            "r1",
+            cairn_connectors::warehouse::Checks {
+                max_missing_share: 0.5,
+                vendor_total: Some(6),
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        applied,
+        ReconcileOutcome::Applied {
+            ids: 6,
+            live: 6,
+            deleted: 0,
+            undeleted: 0
+        }
+    );
+    // Five distinct ids where the vendor said seven: nothing is deleted.
+    let mut tx = db.pool().begin().await.unwrap();
+    wh.stage_ids(&mut tx, "contacts", "r2", &staged[1..])
+        .await
+        .unwrap();
+    let refused = wh
+        .apply_deletes(
+            &mut tx,
+            &spec,
+            "r2",
+            cairn_connectors::warehouse::Checks {
+                max_missing_share: 0.5,
+                vendor_total: Some(7),
+                force: false,
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        matches!(refused, ReconcileOutcome::Refused { ids: 5, .. }),
+        "{refused:?}"
+    );
+    let deleted: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM warehouse.contacts WHERE _deleted_at IS NOT NULL")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(deleted, 0);
+    let details: Vec<String> = alerts(&db).await.into_iter().map(|a| a.2).collect();
+    assert!(
+        details.contains(&"the id listing held fewer distinct ids than its total".to_owned()),
+        "{details:?}"
+    );
 }

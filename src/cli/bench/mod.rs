@@ -8,6 +8,7 @@
 
 mod crash;
 mod ratelimit;
+mod reconcile;
 mod report;
 mod steps;
 mod sync;
@@ -57,6 +58,9 @@ enum Scenario {
     /// A sync whose `cairn worker` process is SIGKILLed repeatedly: pages fetched again,
     /// seconds from kill to resumed progress, and the warehouse checked against the vendor.
     Crash(crash::CrashArgs),
+    /// Delete reconciliation of 100,000 and 1,000,000 ids: seconds and ids/s at each
+    /// size, and how time per id grows, against reading the same id listing.
+    Reconcile(reconcile::ReconcileArgs),
 }
 
 /// Runs one scenario and prints its report.
@@ -90,6 +94,12 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
             args.check()?;
             let db = BenchDb::create(url, 4).await?;
             let outcome = interruptible(crash::run(&db, &args)).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Reconcile(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 6).await?;
+            let outcome = interruptible(reconcile::run(&db, &args)).await;
             db.finish(outcome).await?
         }
     };

@@ -2,7 +2,7 @@
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_connectors::source::{IdPage, Source};
-use cairn_connectors::warehouse::{NewAlert, ReconcileOutcome, raise_alerts};
+use cairn_connectors::warehouse::{Checks, NewAlert, ReconcileOutcome, raise_alerts};
 use cairn_runner::{Context, Error};
 use serde::{Deserialize, Serialize};
 
@@ -64,13 +64,17 @@ pub async fn reconcile(ctx: Context, input: SyncInput) -> Result<ReconcileReport
         })
         .await?;
     }
-    let (force, share) = (input.force, input.max_missing_share);
+    let checks = Checks {
+        max_missing_share: input.max_missing_share,
+        vendor_total: traversal.total(),
+        force: input.force,
+    };
     let outcome = ctx
         .transaction("apply deletes", |tx| async move {
             let mut conn = tx.conn().await?;
             Ok(sync
                 .warehouse
-                .apply_deletes(&mut conn, &sync.spec, reconcile_id, share, force)
+                .apply_deletes(&mut conn, &sync.spec, reconcile_id, checks)
                 .await?)
         })
         .await?;

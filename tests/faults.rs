@@ -12,58 +12,11 @@ use cairn::connectors::sandbox::{
 };
 use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
-use cairn::{Client, Context, Registry, RetryPolicy, RunStatus, StartOptions, WorkerConfig};
+use cairn::{Client, Context, Error, Registry, RetryPolicy, RunStatus, StartOptions, WorkerConfig};
 use cairn_testkit::{TestDb, TestWorker, run_to_completion};
 use serde_json::json;
+use support::proxy::{Proxy, through, upstream_of};
 use support::{WorkerProcess, builtin};
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-
-/// A TCP proxy in front of Postgres that can cut every connection and refuse new ones,
-/// then let them through again.
-struct Proxy {
-    port: u16,
-    cut: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, watching) = watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if *watching.borrow() {
-                    continue; // refused: dropped at once
-                }
-                let upstream = upstream.clone();
-                let mut severed = watching.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = copy_bidirectional(&mut client, &mut server) => {}
-                        _ = severed.wait_for(|cut| *cut) => {}
-                    }
-                });
-            }
-        });
-        Self { port, cut }
-    }
-
-    fn sever(&self) {
-        self.cut.send_replace(true);
-    }
-
-    fn restore(&self) {
-        self.cut.send_replace(false);
-    }
-}
 
 async fn ledger_counts(db: &TestDb, run: cairn::RunId) -> Vec<(i32, String, i64)> {
     sqlx::query_as(
@@ -99,10 +52,8 @@ async fn runs_resume_when_severed_postgres_connections_come_back() {
     const STEPS: i32 = 30;
     let db = TestDb::new().await;
     let url = db.url();
-    let (_, rest) = url.split_once("@").unwrap();
-    let upstream = rest.split('/').next().unwrap().to_owned();
-    let proxy = Proxy::start(upstream.clone()).await;
-    let proxied = url.replace(&upstream, &format!("127.0.0.1:{}", proxy.port));
+    let proxy = Proxy::start(upstream_of(&url)).await;
+    let proxied = through(&url, &proxy);
 
     let pool = cairn::pool_options(6)
         .acquire_timeout(Duration::from_secs(2))
@@ -384,4 +335,131 @@ async fn postgres_errors_surface_as_categorised_errors() {
         message.contains("uniq_pkey"),
         "names the constraint: {message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_waits_out_an_unreachable_database_without_using_up_its_attempts() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let proxy = Proxy::start(upstream_of(&url)).await;
+    sqlx::query("CREATE TABLE public.marks (n int)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let pool = cairn::pool_options(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect(&through(&url, &proxy))
+        .await
+        .unwrap();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (reached, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut registry = Registry::new();
+    registry.register("outage", move |ctx: Context, (): ()| {
+        let (gate, reached) = (gate.clone(), reached.clone());
+        async move {
+            // Two attempts at most: an outage would use them up in a second.
+            ctx.with_retry(
+                RetryPolicy::attempts(2)
+                    .backoff(Duration::from_millis(5), Duration::from_millis(5)),
+            )
+            .transaction("write", |tx| {
+                let (mut gate, reached) = (gate.clone(), reached.clone());
+                async move {
+                    let _ = reached.send(());
+                    let _ = gate.wait_for(|open| *open).await;
+                    let mut conn = tx.conn().await?;
+                    sqlx::query("INSERT INTO public.marks VALUES (1)")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                }
+            })
+            .await
+        }
+    });
+    let registry = Arc::new(registry);
+    let worker = TestWorker::start(pool, Arc::clone(&registry), WorkerConfig::default());
+    let client = Client::new(db.pool().clone()).with_registry(registry);
+    let run = client
+        .start("outage", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    arrived.recv().await.unwrap();
+    // The server goes away while the step is under way, for three seconds.
+    proxy.sever();
+    open.send_replace(true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.restore();
+    let done = client
+        .wait(run.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    worker.shutdown().await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(
+        done.steps[0].attempts, 1,
+        "attempts met by the outage did not count"
+    );
+    let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM public.marks")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(marks, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_stopped_by_an_unreachable_database_is_taken_up_again_not_failed() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let proxy = Proxy::start(upstream_of(&url)).await;
+    let pool = cairn::pool_options(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect(&through(&url, &proxy))
+        .await
+        .unwrap();
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (reached, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut registry = Registry::new();
+    // Outside any step, as a sync opens its source: the error ends the workflow.
+    registry.register("opens", move |ctx: Context, (): ()| {
+        let (mut gate, reached) = (gate.clone(), reached.clone());
+        async move {
+            let _ = reached.send(());
+            let _ = gate.wait_for(|open| *open).await;
+            sqlx::query("SELECT 1")
+                .execute(ctx.pool())
+                .await
+                .map_err(Error::permanent)?;
+            Ok(())
+        }
+    });
+    let registry = Arc::new(registry);
+    let worker = TestWorker::start(pool, Arc::clone(&registry), WorkerConfig::default());
+    let client = Client::new(db.pool().clone()).with_registry(registry);
+    let run = client
+        .start("opens", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    arrived.recv().await.unwrap();
+    proxy.sever();
+    open.send_replace(true);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    let done = client
+        .wait(run.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    worker.shutdown().await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.summary.claims, 2, "handed back, then taken up again");
 }

@@ -143,6 +143,9 @@ struct Progress {
     attempts: i32,
     throttled: i32,
     started_at: DateTime<Utc>,
+    /// Since when attempts have failed because the engine's database was unreachable,
+    /// and how often.
+    unreachable_since: Option<(Instant, u32)>,
 }
 
 enum Replay<T> {
@@ -590,6 +593,28 @@ impl Context {
         elapsed: Duration,
     ) -> Option<Error> {
         let message = sanitize(&err.to_string());
+        if err.is_database_unreachable() && !self.engine_reachable().await {
+            // Not the step's failure: the engine's own database is away (restarting, cut
+            // off). Nothing can be recorded meanwhile; the attempt does not count, and the
+            // step runs again once the database answers, for as long as the lease could
+            // still be ours. After that another worker takes the run over.
+            progress.attempts -= 1;
+            let (since, waits) = progress
+                .unreachable_since
+                .get_or_insert_with(|| (Instant::now(), 0));
+            *waits += 1;
+            if since.elapsed() >= self.run.settings.lease {
+                warn!(error = %message, "the database stayed unreachable past the lease; letting go");
+                self.halt(Halt::Lost).await
+            }
+            let delay = RetryPolicy::default()
+                .backoff(Duration::from_millis(100), Duration::from_secs(2))
+                .delay(*waits);
+            warn!(error = %message, ?delay, "the database is unreachable; waiting for it");
+            tokio::time::sleep(delay).await;
+            return None;
+        }
+        progress.unreachable_since = None;
         let mut write = StepWrite {
             position,
             name,
@@ -646,6 +671,15 @@ impl Context {
                 Some(err.into_permanent())
             }
         }
+    }
+
+    /// Whether the engine's database answers now (within two seconds).
+    async fn engine_reachable(&self) -> bool {
+        let probe = sqlx::query("SELECT 1").execute(self.pool());
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), probe).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Writes through `op`, retrying database outages for as long as the lease could
@@ -714,6 +748,7 @@ impl Context {
                 attempts: 0,
                 throttled: 0,
                 started_at: Utc::now(),
+                unreachable_since: None,
             });
         };
         self.check_same(&record, name, kind).await;
@@ -742,6 +777,7 @@ impl Context {
                 attempts: record.attempts,
                 throttled: record.throttled,
                 started_at: record.started_at,
+                unreachable_since: None,
             }),
         }
     }

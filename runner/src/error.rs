@@ -97,6 +97,22 @@ impl Error {
         self.class == ErrorClass::Transient
     }
 
+    /// Whether a database could not be reached at all, anywhere along the source chain
+    /// (see [`is_unreachable_db_error`]): a step that met this may not have been at fault.
+    pub fn is_database_unreachable(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&*self.source);
+        while let Some(err) = next {
+            if err
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(is_unreachable_db_error)
+            {
+                return true;
+            }
+            next = err.source();
+        }
+        false
+    }
+
     /// The same error, now permanent: used when retries are exhausted.
     pub(crate) fn into_permanent(mut self) -> Self {
         self.class = ErrorClass::Permanent;
@@ -181,6 +197,25 @@ impl From<BoxError> for Error {
 impl From<Error> for BoxError {
     fn from(err: Error) -> Self {
         err.source
+    }
+}
+
+/// Whether a database error means the server could not be reached or went away: the
+/// connection failed or was cut (I/O, TLS, SQLSTATE class 08), no connection came within
+/// the pool's timeout, or the server is shutting down, crashed or starting up (57P01,
+/// 57P02, 57P03). A restart of the server gives these; nothing about the statement does.
+pub fn is_unreachable_db_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&code.as_ref())
+        }
+        _ => false,
     }
 }
 
@@ -283,6 +318,12 @@ impl EngineError {
             self,
             Self::UnknownWorkflow { .. } | Self::InvalidInput { .. } | Self::RunNotFound(_)
         )
+    }
+
+    /// Whether the database could not be reached (see [`is_unreachable_db_error`]): the
+    /// same call may well succeed once it is back.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Database(err) if is_unreachable_db_error(err))
     }
 
     /// Wraps a database error, recognising an unmigrated database.

@@ -361,6 +361,14 @@ async fn record(
 ) {
     let (status, output, error) = match ending {
         Ending::Done(Ok(output)) => (RunStatus::Completed, Some(output), None),
+        Ending::Done(Err(err)) if err.is_database_unreachable() && !reachable(store).await => {
+            // The workflow stopped because the engine's database was away, not because
+            // it failed: hand the run back to the queue once the database answers (or
+            // let its lease expire), and it resumes from its checkpoints.
+            warn!(error = %err, "the database was unreachable; the run will be taken up again");
+            release_when_reachable(store, lease, queue, lease_len).await;
+            return;
+        }
         Ending::Done(Err(err)) => {
             error!(error = %err, class = ?err.class(), "run failed");
             let report = serde_json::to_value(err.report()).unwrap_or(Value::Null);
@@ -415,6 +423,35 @@ async fn record(
             }
             Err(err) => {
                 error!(error = %err, "could not record the run's end; it will be replayed");
+                return;
+            }
+        }
+    }
+}
+
+/// Whether the engine's database answers now (within two seconds).
+async fn reachable(store: &Store) -> bool {
+    let probe = sqlx::query("SELECT 1").execute(store.pool());
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), probe).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Releases a run as soon as the database takes it, for as long as the lease lasts;
+/// after that the lease expires by itself and the run is claimed again.
+async fn release_when_reachable(store: &Store, lease: Lease, queue: &str, lease_len: Duration) {
+    let give_up = Instant::now() + lease_len;
+    let mut failures = 0u32;
+    while Instant::now() < give_up {
+        match store.release(&[lease], queue).await {
+            Ok(_) => return,
+            Err(err) if is_transient_db_error(&err) => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
+            }
+            Err(err) => {
+                warn!(error = %err, "could not release the run; its lease will expire");
                 return;
             }
         }

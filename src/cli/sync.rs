@@ -265,11 +265,12 @@ pub(crate) async fn follow(
     let throttled_at_start = throttled(pool).await;
     let started = Instant::now();
     let mut warned_idle = false;
+    let mut outage = Outage::default();
     loop {
         // Only statuses and progress while waiting: a run's steps grow with every page.
         let mut states = Vec::with_capacity(runs.len());
         for (_, id) in runs {
-            states.push(client.progress(*id).await?);
+            states.push(riding_out(&mut outage, || client.progress(*id)).await?);
         }
         let done = states.iter().filter(|(s, _)| s.is_terminal()).count();
         if live {
@@ -301,7 +302,7 @@ pub(crate) async fn follow(
             }
             let mut details = Vec::with_capacity(runs.len());
             for (_, id) in runs {
-                details.push(client.show(*id).await?);
+                details.push(riding_out(&mut outage, || client.show(*id)).await?);
             }
             return Ok(details);
         }
@@ -316,6 +317,56 @@ pub(crate) async fn follow(
             eprintln!("no worker has picked the runs up yet; start one with `cairn worker`");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// How long a follower waits for an unreachable database before it gives up: a server
+/// restart takes seconds; the runs go on meanwhile, in their workers.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// An outage the follower is riding out: since when, and how many calls failed.
+#[derive(Default)]
+pub(crate) struct Outage {
+    since: Option<Instant>,
+    failures: u32,
+}
+
+/// Calls `op` until it answers, waiting out an unreachable database (a restart, cut
+/// connections) for up to [`OUTAGE_PATIENCE`] with backoff; any other error is returned.
+pub(crate) async fn riding_out<T, F, Fut>(outage: &mut Outage, mut op: F) -> Result<T, Failure>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, cairn_runner::EngineError>>,
+{
+    loop {
+        match op().await {
+            Ok(value) => {
+                if outage.since.take().is_some() {
+                    eprintln!("the database answers again");
+                }
+                outage.failures = 0;
+                return Ok(value);
+            }
+            Err(err) if err.is_unreachable() => {
+                let since = *outage.since.get_or_insert_with(|| {
+                    eprintln!(
+                        "\nthe database is unreachable ({err}); waiting for it, the runs go on"
+                    );
+                    Instant::now()
+                });
+                if since.elapsed() > OUTAGE_PATIENCE {
+                    return Err(Failure::failed(format!(
+                        "the database stayed unreachable for {} s: {err}; the runs may still \
+                         complete, see `cairn runs list`",
+                        OUTAGE_PATIENCE.as_secs()
+                    )));
+                }
+                outage.failures += 1;
+                let backoff = 100 * u64::from(outage.failures.min(20));
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 

@@ -114,4 +114,5 @@ pub fn builtin_worker(pool: PgPool, concurrency: usize) -> TestWorker {
     )
 }
 
+pub mod proxy;
 pub mod vendor;

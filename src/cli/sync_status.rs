@@ -153,6 +153,18 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
             ),
             None => println!("  last run     none"),
         }
+        if let Some(fill) = &s.column_fill {
+            let records = fill
+                .progress
+                .as_ref()
+                .and_then(|p| p.get("records"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            println!(
+                "  column fill  {} {} ({records} records re-read)",
+                fill.status, fill.id
+            );
+        }
         let history = &s.history;
         if history.complete {
             let since = history

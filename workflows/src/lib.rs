@@ -27,4 +27,5 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         .register(sync::INCREMENTAL, sync::incremental)
         .register(sync::BACKFILL, sync::backfill)
         .register(sync::RECONCILE, sync::reconcile)
+        .register(sync::FILL, sync::fill)
 }

@@ -365,6 +365,27 @@ impl Warehouse {
         .await
     }
 
+    /// How many rows of a stream's table were last synced before `at` (none when it has
+    /// no table): the rows a column added now has no value for.
+    pub async fn count_rows_synced_before(
+        &self,
+        conn: &mut PgConnection,
+        stream: &str,
+        at: DateTime<Utc>,
+    ) -> Result<i64, WarehouseError> {
+        match self.shape(conn, stream).await? {
+            None => Ok(0),
+            Some(shape) => sqlx::query_scalar(AssertSqlSafe(format!(
+                "SELECT count(*) FROM {} WHERE \"_synced_at\" < $1",
+                shape.table
+            )))
+            .bind(at)
+            .fetch_one(conn)
+            .await
+            .map_err(WarehouseError::db(stream, "counting rows synced before")),
+        }
+    }
+
     /// The checksum of a stream's live rows, computed from `_raw` exactly as the
     /// sandbox computes its own ([`checksum_records`](crate::sandbox::checksum_records)),
     /// so a test or an audit can assert warehouse == vendor.

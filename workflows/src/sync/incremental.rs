@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::traverse::Keeps;
-use super::{Sync, SyncInput, SyncReport, state};
+use super::{Sync, SyncInput, SyncReport, fill, state};
 
 /// Where an incremental run starts: read once, in a checkpointed step.
 #[derive(Serialize, Deserialize)]
@@ -25,6 +25,9 @@ struct Start {
 /// A run from no watermark reads everything, which completes the stream's history. While
 /// a backfill has not completed, the run still lands what changed, but reports the
 /// stream incomplete and raises an `incomplete_history` alert.
+///
+/// A run that added columns to a table holding rows synced before it starts a column
+/// fill ([`fill`](super::fill())), so the new columns reach the old rows.
 pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
     let sync = Sync::open(&ctx, &input).await?;
     let start: Start = ctx
@@ -52,5 +55,14 @@ pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, E
             skew: chrono::Duration::seconds(input.clock_skew_secs as i64),
         },
     };
-    sync.traverse(&ctx, Traversal::new(cursor), keeps).await
+    let report = sync.traverse(&ctx, Traversal::new(cursor), keeps).await?;
+    if !report.columns_added.is_empty() {
+        let columns = &report.columns_added;
+        let (ctx_ref, sync, input) = (&ctx, &sync, &input);
+        ctx.step("start column fill", || async move {
+            fill::start_fill(ctx_ref, sync, input, columns, start.started_at).await
+        })
+        .await?;
+    }
+    Ok(report)
 }

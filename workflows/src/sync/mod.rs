@@ -17,6 +17,7 @@
 //! env vars, files or commands, never values), so any worker can execute it.
 
 mod backfill;
+mod fill;
 mod incremental;
 mod reconcile;
 mod schedule;
@@ -33,6 +34,7 @@ use cairn_runner::{Context, Error, ResultExt};
 use serde::{Deserialize, Serialize};
 
 pub use backfill::backfill;
+pub use fill::fill;
 pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
@@ -45,6 +47,8 @@ pub const INCREMENTAL: &str = "sync.incremental";
 pub const BACKFILL: &str = "sync.backfill";
 /// The registered name of the delete reconciliation.
 pub const RECONCILE: &str = "sync.reconcile";
+/// The registered name of the column fill: new columns reach rows synced before them.
+pub const FILL: &str = "sync.fill";
 
 /// What every sync run takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,6 +74,9 @@ pub struct SyncInput {
     /// deleted at once.
     #[serde(default = "default_missing_share")]
     pub max_missing_share: f64,
+    /// Fill only: the columns the run fills (it re-reads the whole stream).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fill_columns: Vec<String>,
     /// How far the vendor's clock may run behind ours. A traversal's watermark is kept
     /// this far behind the traversal's start, so a change made while it paged is read
     /// again by the next run instead of being skipped.
@@ -96,6 +103,7 @@ impl SyncInput {
             warehouse_schema: None,
             force: false,
             max_missing_share: default_missing_share(),
+            fill_columns: Vec::new(),
             clock_skew_secs: default_skew(),
         }
     }
@@ -181,6 +189,10 @@ pub(crate) struct Sync {
     pub(crate) stream: StreamInfo,
     pub(crate) spec: StreamSpec,
     pub(crate) warehouse: Warehouse,
+    /// The least time between two of this run's requests (a fill's low priority).
+    pub(crate) pace: Option<std::time::Duration>,
+    /// When this run last sent a request.
+    pub(crate) last_request: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Sync {
@@ -222,6 +234,8 @@ impl Sync {
             stream,
             spec,
             warehouse,
+            pace: None,
+            last_request: std::sync::Mutex::new(None),
         })
     }
 

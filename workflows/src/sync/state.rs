@@ -2,7 +2,7 @@
 
 use cairn_connectors::paginate::PageCursor;
 use cairn_connectors::source::parse_instant;
-use cairn_connectors::warehouse::{NewAlert, raise_alerts};
+use cairn_connectors::warehouse::{NewAlert, Warehouse, raise_alerts};
 use cairn_connectors::watermark::CursorType;
 use cairn_runner::{Error, RunId};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -277,6 +277,32 @@ pub(crate) async fn history_complete(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// A column fill ended: resolves the alerts that said rows were being filled.
+pub(crate) async fn columns_filled(conn: &mut PgConnection, key: &StreamKey) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE cairn.alerts SET resolved_at = now()
+          WHERE kind = 'new_columns' AND source = $1 AND stream = $2 AND resolved_at IS NULL",
+    )
+    .bind(&key.source)
+    .bind(&key.stream)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Rows of the stream's table synced before `at` (none when it has no table).
+pub(crate) async fn rows_synced_before(
+    pool: &sqlx::PgPool,
+    warehouse: &Warehouse,
+    key: &StreamKey,
+    at: DateTime<Utc>,
+) -> Result<i64, Error> {
+    let mut conn = pool.acquire().await?;
+    Ok(warehouse
+        .count_rows_synced_before(&mut conn, &key.stream, at)
+        .await?)
 }
 
 /// Raises (or repeats) the alert that the stream's history is incomplete.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::state::{self, History, StreamKey};
-use super::{BACKFILL, INCREMENTAL, RECONCILE};
+use super::{BACKFILL, FILL, INCREMENTAL, RECONCILE};
 
 /// One stream of a source, as `cairn sync status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -21,8 +21,10 @@ pub struct StreamStatus {
     pub table: String,
     /// The watermark the next incremental run starts from.
     pub watermark: Option<String>,
-    /// The stream's latest sync run, of any mode.
+    /// The stream's latest sync run: incremental, backfill or reconcile.
     pub last_run: Option<LastRun>,
+    /// The stream's latest column fill (new columns reaching old rows), with its progress.
+    pub column_fill: Option<LastRun>,
     /// Whether its history is complete, and the backfill's progress if not.
     pub history: History,
     /// Rows not marked deleted.
@@ -50,6 +52,8 @@ pub struct LastRun {
     pub finished_at: Option<DateTime<Utc>>,
     /// Its error's message, if it failed.
     pub error: Option<String>,
+    /// The progress it reported last (pages, records, the vendor's total).
+    pub progress: Option<Value>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -61,6 +65,7 @@ struct RunRow {
     finished_at: Option<DateTime<Utc>>,
     input: Value,
     error: Option<Value>,
+    progress: Option<Value>,
 }
 
 /// How many of a stream name's latest runs are read to find this source's latest one.
@@ -99,11 +104,13 @@ pub async fn stream_status(pool: &PgPool, config: &RestConfig) -> Result<Vec<Str
             .filter(|a| a.source == source && a.stream == stream)
             .cloned()
             .collect();
+        let (last_run, column_fill) = last_runs(&mut conn, config, stream).await?;
         statuses.push(StreamStatus {
             stream: stream.to_owned(),
             table: format!("{schema}.{stream}"),
             watermark,
-            last_run: last_run(&mut conn, config, stream).await?,
+            last_run,
+            column_fill,
             history,
             live_rows,
             deleted_rows,
@@ -141,16 +148,17 @@ async fn rows(
     Ok(sqlx::query_as(AssertSqlSafe(sql)).fetch_one(conn).await?)
 }
 
-/// The latest run of a sync workflow for `stream` of this source and schema: runs carry
-/// their source's file, so the latest runs of the stream's name are read back and the
-/// first that names this source is it.
-async fn last_run(
+/// The latest sync run (incremental, backfill or reconcile) and the latest column fill
+/// for `stream` of this source and schema: runs carry their source's file, so the latest
+/// runs of the stream's name are read back and the first that names this source counts.
+async fn last_runs(
     conn: &mut sqlx::PgConnection,
     config: &RestConfig,
     stream: &str,
-) -> Result<Option<LastRun>, Error> {
+) -> Result<(Option<LastRun>, Option<LastRun>), Error> {
     let candidates: Vec<RunRow> = sqlx::query_as(
-        "SELECT id, workflow, status, created_at, finished_at, input, error FROM cairn.runs
+        "SELECT id, workflow, status, created_at, finished_at, input, error, progress
+           FROM cairn.runs
           WHERE workflow LIKE 'sync.%' AND input->>'stream' = $1
           ORDER BY created_at DESC LIMIT $2",
     )
@@ -158,23 +166,29 @@ async fn last_run(
     .bind(RUNS_LOOKED_AT)
     .fetch_all(conn)
     .await?;
-    Ok(candidates
+    let ours: Vec<RunRow> = candidates
         .into_iter()
-        .filter(|run| [INCREMENTAL, BACKFILL, RECONCILE].contains(&run.workflow.as_str()))
-        .find(|run| same_target(config, &run.input))
-        .map(|run| LastRun {
-            id: run.id,
-            workflow: run.workflow,
-            status: run.status,
-            created_at: run.created_at,
-            finished_at: run.finished_at,
-            error: run
-                .error
-                .as_ref()
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        }))
+        .filter(|run| same_target(config, &run.input))
+        .collect();
+    let latest = |workflows: &[&str]| {
+        ours.iter()
+            .find(|run| workflows.contains(&run.workflow.as_str()))
+            .map(|run| LastRun {
+                id: run.id,
+                workflow: run.workflow.clone(),
+                status: run.status.clone(),
+                created_at: run.created_at,
+                finished_at: run.finished_at,
+                error: run
+                    .error
+                    .as_ref()
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                progress: run.progress.clone(),
+            })
+    };
+    Ok((latest(&[INCREMENTAL, BACKFILL, RECONCILE]), latest(&[FILL])))
 }
 
 /// Whether a sync run's input lands the same source in the same schema as `config`.

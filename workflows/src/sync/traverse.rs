@@ -36,6 +36,9 @@ pub(crate) enum Keeps {
     /// A backfill: each landing records how far the landed batches reach (so a later
     /// backfill resumes there), the last one completes the stream's history.
     Backfill,
+    /// A column fill: nothing but the records, and the `new_columns` alert resolved at
+    /// the end.
+    Fill,
 }
 
 impl Sync {
@@ -212,11 +215,33 @@ impl Sync {
             let source = Arc::clone(&self.source);
             let stream = self.stream.name.clone();
             let cursor = cursor.clone();
-            Detached::spawn("page fetch", async move {
-                Ok(source.fetch_page(&stream, &cursor).await?)
-            })
+            async move {
+                self.paced().await;
+                Detached::spawn("page fetch", async move {
+                    Ok(source.fetch_page(&stream, &cursor).await?)
+                })
+                .await
+            }
         })
         .await
+    }
+
+    /// Waits until this run may send its next request, when it is paced (a fill).
+    async fn paced(&self) {
+        let Some(pace) = self.pace else {
+            return;
+        };
+        let at = {
+            let mut last = self
+                .last_request
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = std::time::Instant::now();
+            let at = last.map_or(now, |last| (last + pace).max(now));
+            *last = Some(at);
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
     }
 
     /// Lands the records of pages `first..=last` in one transactional step, exactly
@@ -446,6 +471,7 @@ impl Finish {
                 }
             }
             Keeps::Backfill => state::history_complete(conn, key).await?,
+            Keeps::Fill => state::columns_filled(conn, key).await?,
         }
         Ok(())
     }

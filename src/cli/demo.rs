@@ -113,6 +113,7 @@ async fn scenario(
         "3. incremental: only what changed",
     )
     .await?;
+    fills(client, pool).await?;
     phase(
         client,
         base_url,
@@ -183,6 +184,28 @@ async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Resu
             "the {mode:?} runs did not all complete"
         )));
     }
+    Ok(())
+}
+
+/// Follows the column fills the incremental started (new columns reaching rows synced
+/// before them), so none is left behind when the demo's vendor goes away.
+async fn fills(client: &Client, pool: &sqlx::PgPool) -> Result<(), Failure> {
+    let fills: Vec<(String, cairn_runner::RunId)> = sqlx::query_as(
+        "SELECT input->>'stream', id FROM cairn.runs
+          WHERE workflow = 'sync.fill' AND input->>'warehouse_schema' = $1
+            AND status NOT IN ('completed', 'failed', 'cancelled')",
+    )
+    .bind(SCHEMA)
+    .fetch_all(pool)
+    .await
+    .map_err(|err| Failure::failed(format!("cannot look for column fills: {err}")))?;
+    if fills.is_empty() {
+        return Ok(());
+    }
+    println!("3b. column fill: the new column reaches rows the incremental did not re-read");
+    let ended = follow(client, &fills, std::io::stderr().is_terminal()).await?;
+    summarise(&ended);
+    println!();
     Ok(())
 }
 

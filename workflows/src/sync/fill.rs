@@ -31,7 +31,7 @@ pub async fn fill(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
 
 /// Starts a fill for `columns` of the stream, when rows synced before `started_at` are
 /// there to fill, with an alert saying so; returns whether one was started. Idempotent:
-/// a fill of the same columns is started once.
+/// the run that added the columns starts one fill, however often this is retried.
 pub(crate) async fn start_fill(
     ctx: &Context,
     sync: &Sync,
@@ -47,13 +47,8 @@ pub(crate) async fn start_fill(
     let mut fill = input.clone();
     fill.fill_columns = columns.to_vec();
     let options = StartOptions {
-        idempotency_key: Some(format!(
-            "fill:{}:{}:{}:{}",
-            key.source,
-            key.schema,
-            key.stream,
-            columns.join(",")
-        )),
+        // One fill per run that added columns, however often its step is retried.
+        idempotency_key: Some(format!("fill:{}", ctx.run_id())),
         ..StartOptions::default()
     };
     let started = Client::new(ctx.pool().clone())

@@ -346,11 +346,7 @@ async fn a_step_waits_out_an_unreachable_database_without_using_up_its_attempts(
         .execute(db.pool())
         .await
         .unwrap();
-    let pool = cairn::pool_options(4)
-        .acquire_timeout(Duration::from_millis(500))
-        .connect(&through(&url, &proxy))
-        .await
-        .unwrap();
+    let pool = impatient_pool(&through(&url, &proxy)).await;
     let (open, gate) = tokio::sync::watch::channel(false);
     let (reached, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut registry = Registry::new();
@@ -417,11 +413,7 @@ async fn a_workflow_stopped_by_an_unreachable_database_is_taken_up_again_not_fai
     let db = TestDb::new().await;
     let url = db.url();
     let proxy = Proxy::start(upstream_of(&url)).await;
-    let pool = cairn::pool_options(4)
-        .acquire_timeout(Duration::from_millis(500))
-        .connect(&through(&url, &proxy))
-        .await
-        .unwrap();
+    let pool = impatient_pool(&through(&url, &proxy)).await;
     let (open, gate) = tokio::sync::watch::channel(false);
     let (reached, mut arrived) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut registry = Registry::new();
@@ -462,4 +454,14 @@ async fn a_workflow_stopped_by_an_unreachable_database_is_taken_up_again_not_fai
         done.error
     );
     assert_eq!(done.summary.claims, 2, "handed back, then taken up again");
+}
+
+/// A worker's pool that gives up on a connection after half a second, so an outage
+/// shows at once.
+async fn impatient_pool(url: &str) -> sqlx::PgPool {
+    cairn::pool_options(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect(url)
+        .await
+        .unwrap()
 }

@@ -9,7 +9,7 @@ use cairn_runner::{Client, DeadLetterId, DeadLetters, RunStatus};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 
-use super::quarantine::{corrected, print_records, retry_record, show_record};
+use super::quarantine::{corrected, print_records, retry_and_report, show_record};
 use super::{Failure, Outcome, connect, print};
 
 /// The subcommands of `cairn dlq`.
@@ -143,16 +143,8 @@ pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
                             "--wait applies to runs; a record retry lands at once",
                         ));
                     }
-                    let pool = connect(url, 2).await?;
-                    let done = retry_record(&pool, n, replacement, force).await?;
-                    if json {
-                        print::json(&done)?;
-                    } else {
-                        println!(
-                            "record:{n} of stream {} landed and left the dead-letter list",
-                            done.stream
-                        );
-                    }
+                    retry_and_report(url, n, replacement, force, json, "the dead-letter list")
+                        .await?;
                 }
             }
         }

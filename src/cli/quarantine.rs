@@ -93,6 +93,29 @@ pub(crate) fn corrected(text: Option<String>) -> Result<Option<Record>, Failure>
     .transpose()
 }
 
+/// Re-applies record `n` (see [`retry_record`]) and says so, naming `list` as the list
+/// it left.
+pub(crate) async fn retry_and_report(
+    url: Option<&str>,
+    n: i64,
+    replacement: Option<Record>,
+    force: bool,
+    json: bool,
+    list: &str,
+) -> Result<(), Failure> {
+    let pool = connect(url, 2).await?;
+    let done = retry_record(&pool, n, replacement, force).await?;
+    if json {
+        print::json(&done)?;
+    } else {
+        println!(
+            "record:{n} of stream {} landed and left {list}",
+            done.stream
+        );
+    }
+    Ok(())
+}
+
 /// Runs one `cairn quarantine` subcommand.
 pub(crate) async fn run(url: Option<&str>, command: QuarantineCommand) -> Outcome {
     match command {
@@ -128,16 +151,7 @@ pub(crate) async fn run(url: Option<&str>, command: QuarantineCommand) -> Outcom
         } => {
             let n = entry(&text)?;
             let replacement = corrected(record)?;
-            let pool = connect(url, 2).await?;
-            let done = retry_record(&pool, n, replacement, force).await?;
-            if json {
-                print::json(&done)?;
-            } else {
-                println!(
-                    "record:{n} of stream {} landed and left the quarantine",
-                    done.stream
-                );
-            }
+            retry_and_report(url, n, replacement, force, json, "the quarantine").await?;
         }
         QuarantineCommand::Discard { entry: text, json } => {
             let n = entry(&text)?;
@@ -166,7 +180,7 @@ pub(crate) struct RecordRetried {
 
 /// Re-applies a quarantined record through the warehouse sink in one transaction;
 /// removes it from the list when it landed, and changes nothing when it did not.
-pub(crate) async fn retry_record(
+async fn retry_record(
     pool: &PgPool,
     n: i64,
     replacement: Option<Record>,

@@ -100,6 +100,27 @@ pub async fn raise_alerts(
     Ok(())
 }
 
+/// Resolves the open alerts of `kind` about `source`'s `stream`, in the caller's
+/// transaction: what they said is over (a backfill completed, a column filled).
+pub async fn resolve_alerts(
+    conn: &mut PgConnection,
+    kind: &str,
+    source: &str,
+    stream: &str,
+) -> Result<u64, WarehouseError> {
+    let done = sqlx::query(
+        "UPDATE cairn.alerts SET resolved_at = now()
+          WHERE kind = $1 AND source = $2 AND stream = $3 AND resolved_at IS NULL",
+    )
+    .bind(kind)
+    .bind(source)
+    .bind(stream)
+    .execute(conn)
+    .await
+    .map_err(WarehouseError::db(stream, "resolving alerts"))?;
+    Ok(done.rows_affected())
+}
+
 /// The open alerts, most recently seen first.
 pub async fn list_alerts(pool: &PgPool) -> Result<Vec<Alert>, WarehouseError> {
     sqlx::query_as(

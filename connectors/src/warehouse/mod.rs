@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts};
+pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts, resolve_alerts};
 pub use classify::MAX_COLUMNS;
 pub use error::WarehouseError;
 pub use ident::quote_ident;

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use cairn_connectors::record::Record;
-use cairn_connectors::rest::{RestConfig, RestSource};
 use cairn_connectors::sandbox::{Mutation, SandboxConfig, Stream};
 use cairn_connectors::source::read_ids;
 use cairn_connectors::warehouse::{StreamSpec, Warehouse};
@@ -16,7 +15,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::report::{Baseline, Machine, Named, Report, Target, share};
-use super::sync::run_secs;
+use super::sync::{baseline_source, run_secs};
 use super::{BenchDb, InProcessWorker, at_least, completed, db_failure, sandbox};
 use crate::cli::Failure;
 
@@ -258,19 +257,10 @@ async fn fill_table(db: &BenchDb, source: &str, schema: &str, size: usize) -> Re
 
 /// Seconds to read the whole ids listing through the source, storing nothing.
 async fn listing(input: &SyncInput) -> Result<f64, Failure> {
-    let failed =
-        |err: &dyn std::fmt::Display| Failure::failed(format!("bench reconcile: baseline: {err}"));
-    let mut config =
-        RestConfig::parse(&input.source_toml, &input.source_file).map_err(|e| failed(&e))?;
-    if let Some(base_url) = &input.base_url {
-        config = config.with_base_url(base_url).map_err(|e| failed(&e))?;
-    }
-    let source = RestSource::new(config, None)
-        .await
-        .map_err(|e| failed(&e))?;
+    let source = baseline_source(input, "reconcile").await?;
     let started = Instant::now();
     read_ids(&source, &input.stream)
         .await
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| Failure::failed(format!("bench reconcile: baseline: {e}")))?;
     Ok(started.elapsed().as_secs_f64())
 }

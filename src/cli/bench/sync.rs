@@ -240,19 +240,25 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
     })
 }
 
-/// Reads the whole stream through the source, page by page as the sync does, and stores
-/// nothing; returns records/s and pages.
-async fn serving_rate(input: &SyncInput, timeout: Duration) -> Result<(f64, u64), Failure> {
+/// The source a sync input reads, built for a baseline that stores nothing (no rate
+/// budget, so no database).
+pub(super) async fn baseline_source(input: &SyncInput, what: &str) -> Result<RestSource, Failure> {
     let failed =
-        |err: &dyn std::fmt::Display| Failure::failed(format!("bench sync: baseline: {err}"));
+        |err: &dyn std::fmt::Display| Failure::failed(format!("bench {what}: baseline: {err}"));
     let mut config =
         RestConfig::parse(&input.source_toml, &input.source_file).map_err(|e| failed(&e))?;
     if let Some(base_url) = &input.base_url {
         config = config.with_base_url(base_url).map_err(|e| failed(&e))?;
     }
-    let source = RestSource::new(config, None)
-        .await
-        .map_err(|e| failed(&e))?;
+    RestSource::new(config, None).await.map_err(|e| failed(&e))
+}
+
+/// Reads the whole stream through the source, page by page as the sync does, and stores
+/// nothing; returns records/s and pages.
+async fn serving_rate(input: &SyncInput, timeout: Duration) -> Result<(f64, u64), Failure> {
+    let failed =
+        |err: &dyn std::fmt::Display| Failure::failed(format!("bench sync: baseline: {err}"));
+    let source = baseline_source(input, "sync").await?;
     let mut traversal = Traversal::new(PageCursor::start());
     let started = Instant::now();
     while let Some(cursor) = traversal.cursor().cloned() {

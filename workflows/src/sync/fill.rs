@@ -56,7 +56,7 @@ pub(crate) async fn start_fill(
         .await
         .map_err(Error::transient)?;
     let alert = NewAlert {
-        kind: "new_columns".to_owned(),
+        kind: state::NEW_COLUMNS.to_owned(),
         source: key.source.clone(),
         stream: key.stream.clone(),
         detail: format!("new columns {}", columns.join(", ")),

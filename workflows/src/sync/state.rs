@@ -2,12 +2,17 @@
 
 use cairn_connectors::paginate::PageCursor;
 use cairn_connectors::source::parse_instant;
-use cairn_connectors::warehouse::{NewAlert, Warehouse, raise_alerts};
+use cairn_connectors::warehouse::{NewAlert, Warehouse, raise_alerts, resolve_alerts};
 use cairn_connectors::watermark::CursorType;
 use cairn_runner::{Error, RunId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
+
+/// The alert kind of a stream whose backfill has not completed.
+pub(crate) const INCOMPLETE_HISTORY: &str = "incomplete_history";
+/// The alert kind of a stream whose new columns are being filled on older rows.
+pub(crate) const NEW_COLUMNS: &str = "new_columns";
 
 /// Which stream's state: a source's stream landing in one schema's table.
 #[derive(Debug, Clone)]
@@ -267,28 +272,13 @@ pub(crate) async fn history_complete(
     .bind(&key.stream)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
-        "UPDATE cairn.alerts SET resolved_at = now()
-          WHERE kind = 'incomplete_history' AND source = $1 AND stream = $2
-            AND resolved_at IS NULL",
-    )
-    .bind(&key.source)
-    .bind(&key.stream)
-    .execute(conn)
-    .await?;
+    resolve_alerts(conn, INCOMPLETE_HISTORY, &key.source, &key.stream).await?;
     Ok(())
 }
 
 /// A column fill ended: resolves the alerts that said rows were being filled.
 pub(crate) async fn columns_filled(conn: &mut PgConnection, key: &StreamKey) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE cairn.alerts SET resolved_at = now()
-          WHERE kind = 'new_columns' AND source = $1 AND stream = $2 AND resolved_at IS NULL",
-    )
-    .bind(&key.source)
-    .bind(&key.stream)
-    .execute(conn)
-    .await?;
+    resolve_alerts(conn, NEW_COLUMNS, &key.source, &key.stream).await?;
     Ok(())
 }
 
@@ -312,7 +302,7 @@ pub(crate) async fn alert_incomplete(
     message: &str,
 ) -> Result<(), Error> {
     let alert = NewAlert {
-        kind: "incomplete_history".to_owned(),
+        kind: INCOMPLETE_HISTORY.to_owned(),
         source: key.source.clone(),
         stream: key.stream.clone(),
         detail: "the backfill has not completed".to_owned(),

@@ -2,7 +2,7 @@
 //! stream's state so the next sync reads it whole (`cairn sync reset`).
 
 use cairn_connectors::rest::RestConfig;
-use cairn_connectors::warehouse::{Alert, Warehouse, WarehouseError, quote_ident};
+use cairn_connectors::warehouse::{Alert, Warehouse, WarehouseError, quote_ident, resolve_alerts};
 use cairn_runner::{Error, RunId};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -238,15 +238,7 @@ pub async fn reset_stream(
     .bind(stream)
     .fetch_optional(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE cairn.alerts SET resolved_at = now()
-          WHERE kind = 'incomplete_history' AND source = $1 AND stream = $2
-            AND resolved_at IS NULL",
-    )
-    .bind(config.name())
-    .bind(stream)
-    .execute(&mut *tx)
-    .await?;
+    resolve_alerts(&mut tx, state::INCOMPLETE_HISTORY, config.name(), stream).await?;
     tx.commit().await?;
     Ok(Reset {
         stream: stream.to_owned(),

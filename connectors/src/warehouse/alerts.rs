@@ -82,7 +82,14 @@ pub async fn raise_alerts(
             alert.message
         );
     }
-    let column = |f: fn(&NewAlert) -> &str| unique.iter().map(|a| f(a)).collect::<Vec<&str>>();
+    // Text PostgreSQL cannot store (a NUL a vendor put in an error) must not lose the
+    // alert.
+    let column = |f: fn(&NewAlert) -> &str| {
+        unique
+            .iter()
+            .map(|a| f(a).replace('\0', "\u{FFFD}"))
+            .collect::<Vec<String>>()
+    };
     sqlx::query(
         "INSERT INTO cairn.alerts (kind, source, stream, detail, message)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])

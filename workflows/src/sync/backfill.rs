@@ -2,10 +2,20 @@
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_runner::{Context, Error};
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::traverse::Keeps;
 use super::{Sync, SyncInput, SyncReport, state};
+
+/// What the launch step stored: where to start, or (builds before backfills resumed)
+/// the launch instant, for a run under way across an upgrade, which starts over.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Launched {
+    Resume(Option<state::Resume>),
+    At(DateTime<Utc>),
+}
 
 /// Moves the stream's watermark to this launch (so incremental runs start at once and
 /// cover what changes from now on), then fetches and lands the whole history through
@@ -20,13 +30,18 @@ pub async fn backfill(ctx: Context, input: SyncInput) -> Result<SyncReport, Erro
     let sync = &sync;
     let skew = chrono::Duration::seconds(input.clock_skew_secs as i64);
     let run = ctx.run_id();
-    let resume: Option<state::Resume> = ctx
+    let launched: Launched = ctx
         .transaction("launch", |tx| async move {
             let mut conn = tx.conn().await?;
             let launch = (Utc::now() - skew).to_rfc3339_opts(SecondsFormat::Micros, true);
-            state::launch_backfill(&mut conn, &sync.key(), &launch, run).await
+            let resume = state::launch_backfill(&mut conn, &sync.key(), &launch, run).await?;
+            Ok(Launched::Resume(resume))
         })
         .await?;
+    let resume = match launched {
+        Launched::Resume(resume) => resume,
+        Launched::At(_) => None,
+    };
     let traversal = match &resume {
         Some(at) => {
             tracing::info!(stream = %input.stream, page = at.page, "backfill resumed");
@@ -52,5 +67,18 @@ pub async fn backfill(ctx: Context, input: SyncInput) -> Result<SyncReport, Erro
             .await?;
             Err(err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Launched;
+
+    #[test]
+    fn a_launch_stored_before_backfills_resumed_starts_over() {
+        let old: Launched = serde_json::from_str(r#""2026-01-02T00:00:00Z""#).unwrap();
+        assert!(matches!(old, Launched::At(_)));
+        let fresh: Launched = serde_json::from_str("null").unwrap();
+        assert!(matches!(fresh, Launched::Resume(None)));
     }
 }

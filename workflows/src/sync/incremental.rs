@@ -10,10 +10,49 @@ use super::{Sync, SyncInput, SyncReport, fill, state};
 
 /// Where an incremental run starts: read once, in a checkpointed step.
 #[derive(Serialize, Deserialize)]
+#[serde(from = "Stored")]
 struct Start {
     watermark: Option<String>,
     started_at: DateTime<Utc>,
     history: state::History,
+}
+
+/// A `Start` as stored, now or by builds before the history was read with it (a run
+/// under way across an upgrade replays its checkpoint either way).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Now {
+        watermark: Option<String>,
+        started_at: DateTime<Utc>,
+        history: state::History,
+    },
+    Before(Option<String>, DateTime<Utc>),
+}
+
+impl From<Stored> for Start {
+    fn from(stored: Stored) -> Self {
+        match stored {
+            Stored::Now {
+                watermark,
+                started_at,
+                history,
+            } => Self {
+                watermark,
+                started_at,
+                history,
+            },
+            // Nothing was known of the history then: it is not reported incomplete.
+            Stored::Before(watermark, started_at) => Self {
+                watermark,
+                started_at,
+                history: state::History {
+                    complete: true,
+                    ..state::History::default()
+                },
+            },
+        }
+    }
 }
 
 /// Loads the watermark, then fetches and lands every page of records changed since it
@@ -65,4 +104,20 @@ pub async fn incremental(ctx: Context, input: SyncInput) -> Result<SyncReport, E
         .await?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Start;
+
+    #[test]
+    fn a_start_stored_before_the_history_was_kept_still_replays() {
+        let old: Start = serde_json::from_str(r#"["2026-01-01T00:00:00Z","2026-01-02T00:00:00Z"]"#)
+            .expect("the old form");
+        assert_eq!(old.watermark.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert!(old.history.complete);
+        let now = serde_json::to_string(&old).unwrap();
+        let again: Start = serde_json::from_str(&now).expect("the new form");
+        assert_eq!(again.started_at, old.started_at);
+    }
 }

@@ -7,7 +7,7 @@
 mod support;
 
 use cairn::Client;
-use cairn::connectors::sandbox::{Mutation, SandboxConfig, Stream};
+use cairn::connectors::sandbox::{ManualClock, Mutation, SandboxConfig, Stream};
 use cairn::connectors::source::parse_instant;
 use cairn::workflows::sync;
 use cairn_testkit::{TestDb, run_to_completion};
@@ -130,8 +130,12 @@ async fn bad_cursors_are_quarantined_and_never_move_the_watermark() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_that_landed_with_a_future_cursor_still_takes_the_correction() {
     let db = TestDb::new().await;
+    // The vendor's clock three seconds behind ours (and standing still): its correction
+    // is stamped before our sync of the bad row, as a lagging clock or a whole-second
+    // timestamp can make it, and must land all the same.
     let sandbox = start(SandboxConfig {
         records_per_stream: 50,
+        clock: ManualClock::new(Utc::now() - chrono::Duration::seconds(3)).into(),
         ..SandboxConfig::default()
     })
     .await;

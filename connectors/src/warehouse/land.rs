@@ -6,7 +6,7 @@
 //! (`$3`, `text[]`) and cursor instants (`$4`, `timestamptz[]`), then one parameter per
 //! typed column: a `timestamptz[]` of its values for timestamp columns (sent in binary,
 //! so the server parses no timestamp text), otherwise the field's name, which the
-//! statement uses with `->>` / `->`. `ROWS FROM` zips the arrays with the records.
+//! statement uses with `->>` / `->`; `$5` is how far the vendor's clock may lag ours. `ROWS FROM` zips the arrays with the records.
 //!
 //! Values were checked against their column types before (see `classify`), so no cast
 //! can fail halfway through a page; vendor names appear in the statement only as
@@ -30,8 +30,9 @@ use crate::record::{Record, Unreadable};
 /// The upsert for a table of this shape. A row is rewritten only when the incoming
 /// version is not older by cursor and differs from the stored one (or the row was
 /// marked deleted), so re-applying a page writes nothing. A stored cursor is trusted no
-/// further than the time its row was synced: a row that once landed with a cursor in the
-/// future still takes the vendor's later correction.
+/// further than the time its row was synced, less how far the vendor's clock may lag
+/// ours (`$5`, seconds): a row that once landed with a cursor in the future still takes
+/// the vendor's later correction, even one stamped in the same second.
 pub(crate) fn upsert_sql(
     table: &str,
     pk_column: &str,
@@ -53,7 +54,7 @@ pub(crate) fn upsert_sql(
         .enumerate()
     {
         let column = quote_ident(&field.column)?;
-        let param = i + 5;
+        let param = i + 6;
         // Writing into a String cannot fail.
         let _ = write!(columns, ", {column}");
         let _ = match ty {
@@ -79,7 +80,8 @@ pub(crate) fn upsert_sql(
          ON CONFLICT ({pk_column}) DO UPDATE SET {updates}
          WHERE (t.\"_source_updated_at\" IS NULL OR EXCLUDED.\"_source_updated_at\" IS NULL
                 OR EXCLUDED.\"_source_updated_at\"
-                   >= least(t.\"_source_updated_at\", t.\"_synced_at\"))
+                   >= least(t.\"_source_updated_at\",
+                            t.\"_synced_at\" - make_interval(secs => $5::float8)))
            AND (t.\"_raw\" IS DISTINCT FROM EXCLUDED.\"_raw\" OR t.\"_deleted_at\" IS NOT NULL)"
     ))
 }
@@ -87,7 +89,7 @@ pub(crate) fn upsert_sql(
 /// Runs the upsert for the landing records of a page; returns the rows written.
 pub(crate) async fn upsert(
     conn: &mut PgConnection,
-    stream: &str,
+    (stream, clock_lag_secs): (&str, u64),
     shape: &Shape,
     records: &[Record],
     land: &[Landing],
@@ -114,7 +116,8 @@ pub(crate) async fn upsert(
         .bind(page)
         .bind(synced_at)
         .bind(keys)
-        .bind(cursors);
+        .bind(cursors)
+        .bind(clock_lag_secs as f64);
     for (field, ty) in shape.typed() {
         query = match ty {
             ColumnType::Timestamptz => {

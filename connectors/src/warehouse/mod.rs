@@ -112,7 +112,19 @@ pub struct StreamSpec {
     /// How far ahead of now a timestamp cursor may lie before its record is quarantined.
     #[serde(default = "default_skew")]
     pub max_future_skew_secs: u64,
+    /// How far the vendor's clock may lag ours, in seconds: a stored cursor counts no
+    /// later than its row's sync less this, so a correction stamped just before our sync
+    /// time (or in the same second) still lands.
+    #[serde(default = "default_lag")]
+    pub clock_lag_secs: u64,
 }
+
+fn default_lag() -> u64 {
+    DEFAULT_CLOCK_LAG_SECS
+}
+
+/// How far a vendor's clock is taken to lag ours unless a stream says otherwise.
+pub const DEFAULT_CLOCK_LAG_SECS: u64 = 5;
 
 fn default_skew() -> u64 {
     DEFAULT_MAX_FUTURE_SKEW_SECS
@@ -127,6 +139,7 @@ impl StreamSpec {
             cursor_field: None,
             cursor_type: CursorType::default(),
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_SECS,
+            clock_lag_secs: DEFAULT_CLOCK_LAG_SECS,
         }
     }
 
@@ -282,14 +295,20 @@ impl Warehouse {
             raise_alerts(conn, &notes).await?;
             report.alerts.extend(notes.into_iter().map(|a| a.detail));
             if let Some(shape) = shape.filter(|_| !plan.land.is_empty()) {
-                report.upserted =
-                    land::upsert(conn, &stream.name, &shape, records, &plan.land, synced_at)
-                        .await
-                        .inspect_err(|e| {
-                            if e.is_shape_mismatch() {
-                                self.forget(&stream.name);
-                            }
-                        })?;
+                report.upserted = land::upsert(
+                    conn,
+                    (&stream.name, stream.clock_lag_secs),
+                    &shape,
+                    records,
+                    &plan.land,
+                    synced_at,
+                )
+                .await
+                .inspect_err(|e| {
+                    if e.is_shape_mismatch() {
+                        self.forget(&stream.name);
+                    }
+                })?;
                 report.unchanged = plan.land.len() as u64 - report.upserted;
                 land::clear_quarantine(conn, &self.schema, &stream.name, &plan.land).await?;
             }

@@ -226,6 +226,7 @@ impl Sync {
         let mut spec = StreamSpec::new(stream.name.clone(), stream.primary_key.clone())
             .with_cursor_type(stream.cursor_type, stream.max_future_skew_secs);
         spec.cursor_field = stream.cursor_field.clone();
+        spec.clock_lag_secs = input.clock_skew_secs;
         let warehouse = Warehouse::new(&source_name, &schema).permanent()?;
         Ok(Self {
             source: Arc::new(source),

@@ -6,27 +6,22 @@ mod support;
 
 use std::io::Write as _;
 
-use cairn::connectors::sandbox::{Mutation, Sandbox, SandboxConfig, SandboxHandle, Stream};
+use cairn::connectors::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn::connectors::warehouse::Warehouse;
-use cairn::workflows::sync::{self, SyncInput};
+use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
 use cairn_testkit::{TestDb, run_to_completion};
 use serde_json::{Value, json};
+use support::vendor::{STRIPE, count, input, landed, start};
 use support::{builtin, builtin_worker, run};
 
-const STRIPE: &str = include_str!("../examples/sources/sandbox-stripe.toml");
-
 async fn vendor(seed: u64, records: usize) -> SandboxHandle {
-    Sandbox::start(
-        SandboxConfig {
-            records_per_stream: records,
-            seed,
-            ..SandboxConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
+    start(SandboxConfig {
+        records_per_stream: records,
+        seed,
+        ..SandboxConfig::default()
+    })
     .await
-    .unwrap()
 }
 
 /// The Stripe profile renamed `name`, with `extra` TOML appended.
@@ -38,32 +33,6 @@ fn source_toml(name: &str, extra: &str) -> String {
     );
     assert_ne!(renamed, STRIPE, "the profile names its source");
     format!("{renamed}\n{extra}")
-}
-
-fn input(toml: &str, vendor: &SandboxHandle, stream: Stream) -> SyncInput {
-    let mut input = SyncInput::new(
-        toml.to_owned(),
-        "test.toml".to_owned(),
-        stream.name().to_owned(),
-    );
-    input.base_url = Some(vendor.base_url().to_owned());
-    input
-}
-
-async fn checksum(db: &TestDb, source: &str, schema: &str, stream: Stream) -> String {
-    let mut conn = db.pool().acquire().await.unwrap();
-    Warehouse::new(source, schema)
-        .unwrap()
-        .checksum(&mut conn, stream.name())
-        .await
-        .unwrap()
-}
-
-async fn count(db: &TestDb, sql: &str) -> i64 {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(db.pool())
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,7 +96,7 @@ async fn two_sources_with_the_same_stream_land_apart_and_reconcile_only_their_ow
         "B's reconcile marked none of A's rows deleted"
     );
     assert_eq!(
-        checksum(&db, "crm-a", "crm_a", Stream::Contacts).await,
+        landed(&db, "crm-a", "crm_a", Stream::Contacts).await,
         a.vendor().checksum(Stream::Contacts)
     );
     assert_eq!(
@@ -430,7 +399,7 @@ async fn a_database_of_the_old_layout_migrates_without_losing_a_row() {
         "only what changed since the old watermark"
     );
     assert_eq!(
-        checksum(&db, "sandbox-stripe", "sandbox_stripe", Stream::Contacts).await,
+        landed(&db, "sandbox-stripe", "sandbox_stripe", Stream::Contacts).await,
         vendor.checksum(Stream::Contacts)
     );
 }

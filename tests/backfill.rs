@@ -27,6 +27,15 @@ async fn reached(db: &TestDb) -> i64 {
     .unwrap_or(0)
 }
 
+/// Waits (a minute at most) until the backfill has landed through `pages` pages.
+async fn reaching(db: &TestDb, pages: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while reached(db).await < pages {
+        assert!(tokio::time::Instant::now() < deadline, "no landing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn open_alerts(db: &TestDb) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT message FROM cairn.alerts WHERE kind = 'incomplete_history' AND resolved_at IS NULL",
@@ -56,11 +65,7 @@ async fn a_cancelled_backfill_leaves_the_stream_incomplete_until_the_next_one_re
         .start(sync::BACKFILL, &contacts, &StartOptions::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while reached(&db).await < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "no landing");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reaching(&db, 20).await;
     client.cancel(first.run_id).await.unwrap();
     let cancelled = client
         .wait(first.run_id, Some(Duration::from_secs(30)))
@@ -234,11 +239,7 @@ async fn a_failed_backfill_raises_an_alert_saying_what_to_do() {
         .start(sync::BACKFILL, &contacts, &StartOptions::default())
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while reached(&db).await < 10 {
-        assert!(tokio::time::Instant::now() < deadline, "no landing");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    reaching(&db, 10).await;
     // The vendor goes away for good: the fetch runs out of retries.
     sandbox.shutdown().await;
     let failed = client

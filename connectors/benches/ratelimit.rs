@@ -42,16 +42,13 @@ async fn main() {
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let config = HttpConfig {
-                base_url: sandbox.base_url().to_owned(),
-                auth: AuthConfig::None,
                 rate_limit: Some(RateLimitConfig {
                     requests_per_second: RATE,
                     burst: 1.0,
                     key: Some(key.clone()),
                     max_wait_secs: 10.0,
                 }),
-                headers: Default::default(),
-                timeouts: Timeouts::default(),
+                ..HttpConfig::new(sandbox.base_url())
             };
             let client = HttpClient::new(config, Some(pool.clone()))
                 .await

@@ -1,5 +1,6 @@
-//! Authentication: static bearer tokens, API keys, and OAuth2 client credentials with
-//! proactive refresh.
+//! Authentication: static bearer tokens, API keys, HTTP basic auth, and OAuth2 client
+//! credentials with proactive refresh. Credentials are applied only to requests to the
+//! source's own origin (see [`crate::http::origin`]).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
@@ -29,6 +30,13 @@ pub enum AuthConfig {
         /// Where the token comes from.
         token: SecretSource,
     },
+    /// `Authorization: Basic` with a user name and a password.
+    Basic {
+        /// The user name (not secret: it is shown in messages).
+        username: String,
+        /// Where the password comes from.
+        password: SecretSource,
+    },
     /// An API key in a header or a query parameter.
     ApiKey {
         /// The header or parameter name, e.g. `X-Api-Key` or `api_key`.
@@ -57,6 +65,9 @@ pub enum AuthConfig {
     },
 }
 
+/// The most of a token endpoint's answer read: a token response is a few hundred bytes.
+const TOKEN_RESPONSE_BYTES: u64 = 64 * 1024;
+
 fn default_margin() -> u64 {
     60
 }
@@ -80,6 +91,8 @@ pub(crate) struct Authenticator {
 enum Scheme {
     None,
     Bearer(Secret),
+    /// The `Authorization` header's value, `Basic <base64>`.
+    Basic(Secret),
     ApiKey {
         name: String,
         location: KeyLocation,
@@ -123,6 +136,16 @@ impl Authenticator {
         let scheme = match config {
             AuthConfig::None => Scheme::None,
             AuthConfig::Bearer { token } => Scheme::Bearer(read(token).await?),
+            AuthConfig::Basic { username, password } => {
+                use base64::Engine;
+                let password = read(password).await?;
+                let pair = format!("{username}:{}", password.expose());
+                // The encoded pair is what travels and what a vendor would echo.
+                Scheme::Basic(Secret::new(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )))
+            }
             AuthConfig::ApiKey {
                 name,
                 location,
@@ -160,6 +183,12 @@ impl Authenticator {
         Ok(match &self.scheme {
             Scheme::None => request,
             Scheme::Bearer(token) => request.bearer_auth(token.expose()),
+            Scheme::Basic(value) => {
+                let mut header = reqwest::header::HeaderValue::from_str(value.expose())
+                    .map_err(|_| HttpError::config("the basic-auth credentials are not valid in a header"))?;
+                header.set_sensitive(true);
+                request.header(reqwest::header::AUTHORIZATION, header)
+            }
             Scheme::ApiKey {
                 name,
                 location: KeyLocation::Header,
@@ -217,7 +246,7 @@ impl Authenticator {
     pub(crate) fn identity(&self) -> String {
         let material = match &self.scheme {
             Scheme::None => return "anonymous".to_owned(),
-            Scheme::Bearer(token) => token.expose().to_owned(),
+            Scheme::Bearer(token) | Scheme::Basic(token) => token.expose().to_owned(),
             Scheme::ApiKey { value, .. } => value.expose().to_owned(),
             Scheme::Oauth2 { client_id, .. } => client_id.expose().to_owned(),
         };
@@ -248,6 +277,8 @@ impl Authenticator {
         let fail = |category, status, message: String| {
             HttpError::request(category, "POST", token_url, status, message)
         };
+        // The client has no redirect policy: a token endpoint that redirects is refused
+        // here rather than handed the client secret at a new address.
         let response = http
             .post(token_url)
             .form(&form)
@@ -255,8 +286,20 @@ impl Authenticator {
             .await
             .map_err(|err| crate::http::transport_error("POST", token_url, err))?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            return Err(fail(
+                Category::Redirect,
+                Some(status),
+                "the token endpoint answered with a redirect; cairn never follows a redirect \
+                 with client credentials: set token_url to where it points, if that is the \
+                 vendor's"
+                    .to_owned(),
+            ));
+        }
         if !response.status().is_success() {
-            // 400/401 from a token endpoint mean the client credentials are refused.
+            let detail = crate::http::body::error_text(response).await;
+            // 400/401 from a token endpoint mean the client credentials are refused
+            // (RFC 6749 §5.2: `invalid_client`, `invalid_grant`, `unauthorized_client`).
             let category = match Category::of_status(status) {
                 Category::Validation | Category::NotFound => Category::AuthDrift,
                 other => other,
@@ -264,16 +307,23 @@ impl Authenticator {
             return Err(fail(
                 category,
                 Some(status),
-                "the token endpoint refused the client credentials".to_owned(),
+                format!(
+                    "the token endpoint refused the client credentials: {}",
+                    detail.trim()
+                ),
             ));
         }
-        let body: TokenResponse = response.json().await.map_err(|_| {
-            fail(
-                Category::MalformedBody,
-                Some(status),
-                "the token endpoint's answer has no access_token".to_owned(),
-            )
-        })?;
+        let body = crate::http::body::read_within(response, TOKEN_RESPONSE_BYTES)
+            .await
+            .ok()
+            .and_then(|body| serde_json::from_slice::<TokenResponse>(&body).ok())
+            .ok_or_else(|| {
+                fail(
+                    Category::MalformedBody,
+                    Some(status),
+                    "the token endpoint's answer has no access_token".to_owned(),
+                )
+            })?;
         let lifetime = Duration::seconds(body.expires_in.unwrap_or(3600).max(1));
         tracing::debug!(
             expires_in = lifetime.num_seconds(),

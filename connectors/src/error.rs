@@ -13,6 +13,8 @@
 //! | `NotFound` | 404 | permanent |
 //! | `Pagination` | repeated cursor, empty page with a next link | permanent |
 //! | `Config` | bad base URL, unreadable secret | permanent |
+//! | `Redirect` | a redirect or link to another origin, too many redirects | permanent |
+//! | `TooLarge` | a body over `max_response_bytes` | permanent |
 
 use std::fmt;
 
@@ -46,6 +48,10 @@ pub enum Category {
     Pagination,
     /// The connector is misconfigured.
     Config,
+    /// A redirect (or a link in a body) leads where credentials may not go, or too far.
+    Redirect,
+    /// A response body is larger than the source allows.
+    TooLarge,
 }
 
 impl Category {
@@ -64,6 +70,8 @@ impl Category {
             Self::MalformedBody => "malformed_body",
             Self::Pagination => "pagination",
             Self::Config => "config",
+            Self::Redirect => "redirect",
+            Self::TooLarge => "too_large",
         }
     }
 
@@ -109,11 +117,13 @@ pub struct HttpError {
     status: Option<u16>,
     message: String,
     retry_at: Option<DateTime<Utc>>,
+    asked_until: Option<DateTime<Utc>>,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl HttpError {
-    /// A failure of a request.
+    /// A failure of a request. The message may quote the vendor: it passes through the
+    /// redactor here, so an echoed secret never gets further.
     pub(crate) fn request(
         category: Category,
         method: &'static str,
@@ -126,8 +136,9 @@ impl HttpError {
             method,
             url: url.to_owned(),
             status,
-            message: message.into(),
+            message: cairn_runner::redact::redact(&message.into()).into_owned(),
             retry_at: None,
+            asked_until: None,
             source: None,
         }
     }
@@ -136,6 +147,14 @@ impl HttpError {
     #[must_use]
     pub(crate) fn retry_at(mut self, at: DateTime<Utc>) -> Self {
         self.retry_at = Some(at);
+        self
+    }
+
+    /// The same error, noting that the vendor asked to wait until `asked` (later than
+    /// [`HttpError::retry_time`], which the source's cap cut short).
+    #[must_use]
+    pub(crate) fn with_asked_until(mut self, asked: Option<DateTime<Utc>>) -> Self {
+        self.asked_until = asked;
         self
     }
 
@@ -180,6 +199,13 @@ impl HttpError {
         self.retry_at
     }
 
+    /// When the vendor asked to be left alone until, if that was beyond the source's
+    /// `max_rate_limit_wait` or `max_quota_wait` (the run retries sooner, at
+    /// [`HttpError::retry_time`]).
+    pub fn asked_until(&self) -> Option<DateTime<Utc>> {
+        self.asked_until
+    }
+
     /// The URL of the failed request, credentials removed.
     pub fn url(&self) -> &str {
         &self.url
@@ -197,7 +223,11 @@ impl fmt::Display for HttpError {
         }
         write!(f, ": {}", self.message)?;
         if let Some(at) = self.retry_at {
-            write!(f, " (retry at {})", at.to_rfc3339())?;
+            write!(f, " (retry at {}", at.to_rfc3339())?;
+            if let Some(asked) = self.asked_until {
+                write!(f, "; the vendor asked for {}", asked.to_rfc3339())?;
+            }
+            f.write_str(")")?;
         }
         Ok(())
     }

@@ -22,10 +22,12 @@
 //! # Layout
 //!
 //! - [`http`]: [`http::HttpClient`], the one client every source uses: timeouts,
-//!   pooling, compression, auth, the shared rate budget, telemetry, categorised errors.
+//!   pooling, compression, auth, the shared rate budget, telemetry, categorised errors;
+//!   credentials only for the source's origin, bounded bodies, capped waits.
+//! - [`headers`]: `[headers]`, plain or from a secret source.
 //! - [`auth`]: bearer tokens, API keys, OAuth2 client credentials with refresh.
-//! - [`secret`]: credentials that never print themselves, read from env, files or
-//!   commands.
+//! - [`secret`]: credentials that never print themselves and are masked wherever they
+//!   are echoed, read from the worker's environment or files.
 //! - [`error`]: [`error::HttpError`] and its categories, mapped to the engine's classes.
 //! - [`telemetry`]: `Retry-After`, `X-RateLimit-*` and `Sforce-Limit-Info` parsing.
 //! - [`budget`]: the per-credential token bucket shared through Postgres.
@@ -51,6 +53,7 @@
 pub mod auth;
 pub mod budget;
 pub mod error;
+pub mod headers;
 pub mod http;
 pub mod paginate;
 pub mod record;

@@ -77,6 +77,10 @@ pub struct StreamInfo {
     pub max_future_skew_secs: u64,
     /// Whether the stream can read only what changed since a watermark.
     pub incremental: bool,
+    /// The most pages one run may read of the stream's listing (`max_pages`); a run
+    /// that reaches it stops the stream with an error rather than page without end.
+    #[serde(default)]
+    pub max_pages: Option<u64>,
 }
 
 fn default_skew() -> u64 {

@@ -237,7 +237,7 @@ impl Context {
     /// checkpoint (in the same statement; at most four times a second) or on the run's
     /// end, so it costs no round trip of its own.
     pub fn set_progress(&self, progress: &impl Serialize) -> Result<(), Error> {
-        let progress = serde_json::to_value(progress)?;
+        let progress = crate::redact::redact_json(serde_json::to_value(progress)?);
         self.run.progress_slot().pending = Some(progress);
         Ok(())
     }

@@ -122,11 +122,14 @@ impl Error {
     /// The message of the error and of each source, outermost first. A source whose
     /// message its parent already quotes (a common `"...: {source}"` pattern) is left
     /// out, so nothing is said twice.
+    ///
+    /// Every message passes through [`crate::redact`]: this is what is stored, logged
+    /// and shown, so a secret a vendor echoed in an error body goes no further.
     pub fn chain(&self) -> Vec<String> {
-        let mut out = vec![self.source.to_string()];
+        let mut out = vec![crate::redact::redact(&self.source.to_string()).into_owned()];
         let mut next = self.source.source();
         while let Some(err) = next {
-            let message = err.to_string();
+            let message = crate::redact::redact(&err.to_string()).into_owned();
             if !out.last().is_some_and(|parent| parent.contains(&message)) {
                 out.push(message);
             }

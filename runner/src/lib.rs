@@ -55,6 +55,7 @@
 //!   a run from its failed step.
 //! - [`store`]: every SQL statement of the engine, fenced by leases.
 //! - [`model`]: the stored records ([`RunSummary`], [`RunDetail`], [`StepRecord`]).
+//! - [`redact`]: the one place secrets are registered and masked in everything shown or stored.
 //! - [`retry`]: [`RetryPolicy`], capped exponential backoff with full jitter.
 
 pub mod client;
@@ -64,6 +65,7 @@ pub mod error;
 mod group_commit;
 mod ids;
 pub mod model;
+pub mod redact;
 pub mod registry;
 pub mod retry;
 pub mod schedule;

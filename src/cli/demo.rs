@@ -27,7 +27,7 @@ const STREAMS: [Stream; 3] = [Stream::Contacts, Stream::Companies, Stream::Deals
 /// and checks the warehouse against the vendor.
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
     let pool = connect(url, 12).await?;
-    println!("cairn demo: a rate-limited CRM API synced into Postgres\n");
+    outln!("cairn demo: a rate-limited CRM API synced into Postgres\n");
     cairn_runner::migrate(&pool).await?;
     reset(&pool).await?;
 
@@ -42,7 +42,7 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
     )
     .await
     .map_err(|err| Failure::failed(format!("cannot start the sandbox vendor: {err}")))?;
-    println!(
+    outln!(
         "• sandbox vendor at {} — 2,000 contacts, companies and deals; 100 requests/s",
         sandbox.base_url()
     );
@@ -59,7 +59,7 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
     let worker = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
-    println!("• a worker with 8 slots, in this process\n");
+    outln!("• a worker with 8 slots, in this process\n");
 
     let client = Client::new(pool.clone()).with_registry(registry);
     let outcome = scenario(&client, sandbox.base_url(), &sandbox, &pool).await;
@@ -84,8 +84,8 @@ async fn scenario(
     )
     .await?;
 
-    println!("2. the vendor changes: 40 contacts updated, 15 created, 25 deleted,");
-    println!("   a new field `loyalty_tier` on every contact, 10 deals updated");
+    outln!("2. the vendor changes: 40 contacts updated, 15 created, 25 deleted,");
+    outln!("   a new field `loyalty_tier` on every contact, 10 deals updated");
     let changes = [
         (Stream::Contacts, Mutation::Update { count: 40 }),
         (Stream::Contacts, Mutation::Create { count: 15 }),
@@ -105,7 +105,7 @@ async fn scenario(
             .mutate(stream, change)
             .map_err(|err| Failure::failed(format!("the sandbox refused a change: {err}")))?;
     }
-    println!();
+    outln!();
     phase(
         client,
         base_url,
@@ -122,7 +122,7 @@ async fn scenario(
     )
     .await?;
 
-    println!("5. the warehouse against the vendor (checksums over every live record):");
+    outln!("5. the warehouse against the vendor (checksums over every live record):");
     let warehouse =
         Warehouse::new(SOURCE, SCHEMA).map_err(|err| Failure::failed(err.to_string()))?;
     let mut conn = pool
@@ -139,16 +139,16 @@ async fn scenario(
         let live = vendor.records(stream).len();
         let verdict = if ours == theirs { "equal" } else { "DIFFERENT" };
         all_equal &= ours == theirs;
-        println!(
+        outln!(
             "   {:<10} {live:>5} live records   checksum {verdict}",
             stream.name()
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "Look around:  psql \"$DATABASE_URL\" -c 'SELECT id, email, loyalty_tier, _deleted_at FROM {SCHEMA}.contacts LIMIT 5'"
     );
-    println!("              cairn runs list    cairn runs show <run-id>    cairn alerts");
+    outln!("              cairn runs list    cairn runs show <run-id>    cairn alerts");
     Ok(if all_equal {
         ExitCode::SUCCESS
     } else {
@@ -158,7 +158,7 @@ async fn scenario(
 
 /// Starts `mode` for every stream and waits for the runs.
 async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Result<(), Failure> {
-    println!("{title}");
+    outln!("{title}");
     let mut runs = Vec::new();
     for stream in STREAMS {
         let mut input = SyncInput::new(
@@ -175,7 +175,7 @@ async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Resu
     }
     let ended: Vec<RunDetail> = follow(client, &runs, std::io::stderr().is_terminal()).await?;
     summarise(&ended);
-    println!();
+    outln!();
     if ended
         .iter()
         .any(|r| r.summary.status != RunStatus::Completed)
@@ -202,10 +202,10 @@ async fn fills(client: &Client, pool: &sqlx::PgPool) -> Result<(), Failure> {
     if fills.is_empty() {
         return Ok(());
     }
-    println!("3b. column fill: the new column reaches rows the incremental did not re-read");
+    outln!("3b. column fill: the new column reaches rows the incremental did not re-read");
     let ended = follow(client, &fills, std::io::stderr().is_terminal()).await?;
     summarise(&ended);
-    println!();
+    outln!();
     Ok(())
 }
 

@@ -116,7 +116,7 @@ pub(crate) async fn run(url: Option<&str>, command: DlqCommand) -> Outcome {
             if json {
                 print::json(&serde_json::json!({ "dismissed": id.to_string() }))?;
             } else {
-                println!("{id} dismissed from the dead-letter list");
+                outln!("{id} dismissed from the dead-letter list");
             }
         }
         DlqCommand::Retry {
@@ -165,12 +165,12 @@ async fn retry_run(
             print::json(&retried)?;
         } else {
             match &retried.from_step {
-                Some(step) => println!(
+                Some(step) => outln!(
                     "run {run_id} is pending again: it resumes at step {} `{}`; {} completed \
                      step(s) before it are kept",
                     step.position, step.name, retried.kept_steps
                 ),
-                None => println!(
+                None => outln!(
                     "run {run_id} is pending again; its {} completed step(s) are kept",
                     retried.kept_steps
                 ),
@@ -197,9 +197,9 @@ fn time(at: &DateTime<Utc>) -> String {
 
 fn print_runs(runs: &[DeadRun]) {
     if runs.is_empty() {
-        println!("no failed runs");
+        outln!("no failed runs");
     } else {
-        println!(
+        outln!(
             "{:<36}  {:<20}  {:<14}  {:<24}  {:>8}  ERROR",
             "RUN", "WORKFLOW", "CATEGORY", "FAILED STEP", "ATTEMPTS"
         );
@@ -207,7 +207,7 @@ fn print_runs(runs: &[DeadRun]) {
             let (step, attempts) = run.failed_step.as_ref().map_or(("-".to_owned(), 0), |s| {
                 (format!("{} {}", s.position, s.name), s.attempts)
             });
-            println!(
+            outln!(
                 "{:<36}  {:<20}  {:<14}  {:<24}  {:>8}  {}",
                 run.run_id,
                 run.workflow,
@@ -221,15 +221,15 @@ fn print_runs(runs: &[DeadRun]) {
 }
 
 fn show_run(run: &DeadRun) {
-    println!("run       {}", run.run_id);
-    println!("workflow  {} (queue {})", run.workflow, run.queue);
+    outln!("run       {}", run.run_id);
+    outln!("workflow  {} (queue {})", run.workflow, run.queue);
     if let Some(key) = &run.idempotency_key {
-        println!("key       {key}");
+        outln!("key       {key}");
     }
     if let Some(at) = &run.failed_at {
-        println!("failed    {}", time(at));
+        outln!("failed    {}", time(at));
     }
-    println!(
+    outln!(
         "error     [{}{}] {}",
         run.class.as_deref().unwrap_or("?"),
         run.category
@@ -239,19 +239,19 @@ fn show_run(run: &DeadRun) {
         run.message.as_deref().unwrap_or("")
     );
     for (depth, cause) in run.chain.iter().enumerate().skip(1) {
-        println!("  {}caused by: {cause}", "  ".repeat(depth - 1));
+        outln!("  {}caused by: {cause}", "  ".repeat(depth - 1));
     }
     match &run.failed_step {
-        Some(step) => println!(
+        Some(step) => outln!(
             "step      {} `{}` after {} attempt(s): {}",
             step.position,
             step.name,
             step.attempts,
             step.last_error.as_deref().unwrap_or("")
         ),
-        None => println!("step      none (the workflow failed outside a step)"),
+        None => outln!("step      none (the workflow failed outside a step)"),
     }
-    println!(
+    outln!(
         "retry     `cairn dlq retry {}` keeps {} completed step(s)",
         run.run_id, run.completed_steps
     );

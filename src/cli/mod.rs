@@ -1,6 +1,9 @@
 //! The command line. [`main`] parses arguments, runs one command and maps its outcome to
 //! the exit codes of the contract: 0 ok, 1 the operation failed, 2 bad usage or bad input.
 
+#[macro_use]
+mod output;
+
 mod bench;
 mod demo;
 mod dlq;
@@ -201,7 +204,10 @@ pub fn main(registry: Registry) -> ExitCode {
     match runtime.block_on(dispatch(cli, Arc::new(registry))) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
+            eprintln!(
+                "error: {}",
+                cairn_runner::redact::redact(&failure.message)
+            );
             ExitCode::from(failure.code)
         }
     }
@@ -217,7 +223,7 @@ fn init_tracing(command: &Command) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(output::MaskedStderr)
         .init();
 }
 
@@ -227,7 +233,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Migrate => {
             let pool = connect(url, 2).await?;
             cairn_runner::migrate(&pool).await?;
-            println!("cairn schema is up to date");
+            outln!("cairn schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {
@@ -278,9 +284,9 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 if json {
                     print::json(&started)?;
                 } else if started.created {
-                    println!("started run {}", started.run_id);
+                    outln!("started run {}", started.run_id);
                 } else {
-                    println!(
+                    outln!(
                         "run {} already exists for this idempotency key",
                         started.run_id
                     );
@@ -358,9 +364,9 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
             let id = parse_run_id(&run_id)?;
             let client = Client::new(connect(url, 2).await?);
             match client.cancel(id).await? {
-                RunStatus::Cancelled => println!("run {id} cancelled"),
+                RunStatus::Cancelled => outln!("run {id} cancelled"),
                 RunStatus::Running => {
-                    println!("run {id} will stop at its worker's next step boundary")
+                    outln!("run {id} will stop at its worker's next step boundary")
                 }
                 other => {
                     return Err(Failure::failed(format!(
@@ -383,7 +389,7 @@ async fn mock_vendor(args: MockVendorArgs) -> Outcome {
     let sandbox = Sandbox::start(config, addr)
         .await
         .map_err(|err| Failure::failed(format!("mock-vendor: {err}")))?;
-    println!(
+    outln!(
         "sandbox vendor on {} ({records} records per stream: contacts, companies, deals); \
          Ctrl-C to stop",
         sandbox.base_url()

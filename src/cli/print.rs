@@ -10,7 +10,7 @@ use super::Failure;
 pub(crate) fn json(value: &impl Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|err| Failure::failed(format!("cannot render JSON: {err}")))?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -21,15 +21,15 @@ fn time(at: &DateTime<Utc>) -> String {
 /// One line per run.
 pub(crate) fn run_list(runs: &[RunSummary]) {
     if runs.is_empty() {
-        println!("no runs");
+        outln!("no runs");
         return;
     }
-    println!(
+    outln!(
         "{:<36}  {:<20}  {:<10}  {:>6}  {:<24}  {:<24}",
         "RUN", "WORKFLOW", "STATUS", "CLAIMS", "CREATED", "FINISHED"
     );
     for run in runs {
-        println!(
+        outln!(
             "{:<36}  {:<20}  {:<10}  {:>6}  {:<24}  {:<24}",
             run.id,
             truncate(&run.workflow, 20),
@@ -44,9 +44,9 @@ pub(crate) fn run_list(runs: &[RunSummary]) {
 /// A run with its steps.
 pub(crate) fn run_detail(run: &RunDetail) {
     let s = &run.summary;
-    println!("run       {}", s.id);
-    println!("workflow  {}", s.workflow);
-    println!(
+    outln!("run       {}", s.id);
+    outln!("workflow  {}", s.workflow);
+    outln!(
         "status    {}{}",
         s.status,
         if run.cancel_requested && !s.status.is_terminal() {
@@ -55,39 +55,39 @@ pub(crate) fn run_detail(run: &RunDetail) {
             ""
         }
     );
-    println!("queue     {}   claims {}", s.queue, s.claims);
+    outln!("queue     {}   claims {}", s.queue, s.claims);
     if let Some(key) = &s.idempotency_key {
-        println!("key       {key}");
+        outln!("key       {key}");
     }
-    println!("created   {}", time(&s.created_at));
+    outln!("created   {}", time(&s.created_at));
     if let Some(at) = &s.finished_at {
-        println!("finished  {}", time(at));
+        outln!("finished  {}", time(at));
     } else if !s.status.is_terminal() && s.status != cairn_runner::RunStatus::Running {
-        println!("wakes at  {}", time(&s.wake_at));
+        outln!("wakes at  {}", time(&s.wake_at));
     }
     if let Some(owner) = &run.lease_owner {
-        println!("worker    {owner}");
+        outln!("worker    {owner}");
     }
-    println!("input     {}", truncate(&run.input.to_string(), 160));
+    outln!("input     {}", truncate(&run.input.to_string(), 160));
     if let Some(progress) = &run.progress {
-        println!("progress  {progress}");
+        outln!("progress  {progress}");
     }
     if let Some(output) = &run.output {
-        println!("output    {output}");
+        outln!("output    {output}");
     }
     if let Some(error) = &run.error {
         let message = error
             .get("message")
             .and_then(|m| m.as_str())
             .map(str::to_owned);
-        println!("error     {}", message.unwrap_or_else(|| error.to_string()));
+        outln!("error     {}", message.unwrap_or_else(|| error.to_string()));
     }
     if run.steps.is_empty() {
-        println!("steps     none yet");
+        outln!("steps     none yet");
         return;
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:>4}  {:<28}  {:<11}  {:<9}  {:>8}  {:>10}  LAST ERROR",
         "#", "STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION"
     );
@@ -102,7 +102,7 @@ fn print_step(step: &StepRecord) {
     } else {
         step.attempts.to_string()
     };
-    println!(
+    outln!(
         "{:>4}  {:<28}  {:<11}  {:<9}  {:>8}  {:>10}  {}",
         step.position,
         truncate(&step.name, 28),
@@ -141,7 +141,7 @@ fn truncate(text: &str, max: usize) -> String {
 /// One block per open alert.
 pub(crate) fn alerts(alerts: &[cairn_connectors::warehouse::Alert]) {
     if alerts.is_empty() {
-        println!("no open alerts");
+        outln!("no open alerts");
         return;
     }
     for alert in alerts {
@@ -150,7 +150,7 @@ pub(crate) fn alerts(alerts: &[cairn_connectors::warehouse::Alert]) {
         } else {
             format!("{}/{}", alert.source, alert.stream)
         };
-        println!(
+        outln!(
             "#{:<5} {:<18} {:<28} ×{:<4} last {}",
             alert.id,
             alert.kind,
@@ -158,6 +158,6 @@ pub(crate) fn alerts(alerts: &[cairn_connectors::warehouse::Alert]) {
             alert.count,
             time(&alert.last_seen)
         );
-        println!("       {}", alert.message);
+        outln!("       {}", alert.message);
     }
 }

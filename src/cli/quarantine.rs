@@ -108,7 +108,7 @@ pub(crate) async fn retry_and_report(
     if json {
         print::json(&done)?;
     } else {
-        println!(
+        outln!(
             "record:{n} of stream {} landed and left {list}",
             done.stream
         );
@@ -162,7 +162,7 @@ pub(crate) async fn run(url: Option<&str>, command: QuarantineCommand) -> Outcom
             if json {
                 print::json(&serde_json::json!({ "discarded": format!("record:{n}") }))?;
             } else {
-                println!("record:{n} discarded from the quarantine");
+                outln!("record:{n} discarded from the quarantine");
             }
         }
     }
@@ -304,15 +304,15 @@ fn time(at: &DateTime<Utc>) -> String {
 
 pub(crate) fn print_records(records: &[DeadRecord]) {
     if records.is_empty() {
-        println!("no quarantined records");
+        outln!("no quarantined records");
         return;
     }
-    println!(
+    outln!(
         "\n{:<14}  {:<32}  {:<24}  {:<16}  {:>5}  REASON",
         "ID", "SOURCE/STREAM", "RECORD", "KIND", "TIMES"
     );
     for r in records {
-        println!(
+        outln!(
             "{:<14}  {:<32}  {:<24}  {:<16}  {:>5}  {}",
             format!("record:{}", r.id),
             format!("{}/{}", r.source, r.stream),
@@ -325,20 +325,20 @@ pub(crate) fn print_records(records: &[DeadRecord]) {
 }
 
 pub(crate) fn show_record(record: &DeadRecord) {
-    println!("id        record:{}", record.id);
-    println!(
+    outln!("id        record:{}", record.id);
+    outln!(
         "stream    {} (schema {})",
         record.stream, record.schema_name
     );
-    println!("record    {}", record.record_id.as_deref().unwrap_or("-"));
-    println!("source    {}", record.source);
-    println!("kind      {}", record.kind);
-    println!("reason    {}", record.reason);
-    println!(
+    outln!("record    {}", record.record_id.as_deref().unwrap_or("-"));
+    outln!("source    {}", record.source);
+    outln!("kind      {}", record.kind);
+    outln!("reason    {}", record.reason);
+    outln!(
         "seen      {} time(s), {} .. {}",
         record.times,
         time(&record.first_seen),
         time(&record.last_seen)
     );
-    println!("body      {}", record.record);
+    outln!("body      {}", record.record);
 }

@@ -145,7 +145,7 @@ pub(crate) async fn run(
             if json {
                 print::json(&schedule)?;
             } else {
-                println!(
+                outln!(
                     "schedule {} added: {} ({}) starts {}; next fire {}",
                     schedule.name,
                     schedule.cron,
@@ -169,7 +169,7 @@ pub(crate) async fn run(
             if json {
                 print::json(&schedule)?;
             } else {
-                println!("schedule {name} paused");
+                outln!("schedule {name} paused");
             }
         }
         ScheduleCommand::Resume { name, json } => {
@@ -177,7 +177,7 @@ pub(crate) async fn run(
             if json {
                 print::json(&schedule)?;
             } else {
-                println!("schedule {name} resumed; next fire {}", next(&schedule));
+                outln!("schedule {name} resumed; next fire {}", next(&schedule));
             }
         }
         ScheduleCommand::Remove { name, json } => {
@@ -185,7 +185,7 @@ pub(crate) async fn run(
             if json {
                 print::json(&serde_json::json!({ "removed": name }))?;
             } else {
-                println!("schedule {name} removed");
+                outln!("schedule {name} removed");
             }
         }
     }
@@ -259,7 +259,7 @@ pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
         print::json(&added)?;
     } else {
         for schedule in &added {
-            println!(
+            outln!(
                 "schedule {} ({} {}): next fire {}",
                 schedule.name,
                 schedule.cron,
@@ -280,7 +280,7 @@ fn next(schedule: &Schedule) -> String {
 
 fn list(schedules: &[Schedule]) {
     if schedules.is_empty() {
-        println!(
+        outln!(
             "no schedules; add one with `cairn schedule add <name> --cron ... --workflow ...`"
         );
         return;
@@ -291,7 +291,7 @@ fn list(schedules: &[Schedule]) {
         .max()
         .unwrap_or(0)
         .max(4);
-    println!(
+    outln!(
         "{:<width$}  {:<18}  {:<13}  {:<18}  {:<6}  {:<7}  {:<8}  {:<20}  {:>6}  {:>7}",
         "NAME",
         "CRON",
@@ -305,7 +305,7 @@ fn list(schedules: &[Schedule]) {
         "SKIPPED"
     );
     for s in schedules {
-        println!(
+        outln!(
             "{:<width$}  {:<18}  {:<13}  {:<18}  {:<6}  {:<7}  {:<8}  {:<20}  {:>6}  {:>7}",
             s.name,
             s.cron,

@@ -402,14 +402,14 @@ pub(crate) fn summarise(runs: &[RunDetail]) {
                 if let Some(outcome) = out.get("outcome") {
                     let n = |key: &str| outcome.get(key).map(Value::to_string).unwrap_or_default();
                     if outcome["outcome"] == "applied" {
-                        println!(
+                        outln!(
                             "{stream:<12} {} ids at the vendor; {} rows marked deleted, {} undeleted",
                             n("ids"),
                             n("deleted"),
                             n("undeleted")
                         );
                     } else {
-                        println!(
+                        outln!(
                             "{stream:<12} refused: {} ids at the vendor for {} live rows looks \
                              incomplete; nothing deleted (see `cairn alerts`, or --force)",
                             n("ids"),
@@ -417,7 +417,7 @@ pub(crate) fn summarise(runs: &[RunDetail]) {
                         );
                     }
                 } else {
-                    println!(
+                    outln!(
                         "{stream:<12} {} records in {} pages; {} upserted, {} quarantined",
                         field("records"),
                         field("pages"),
@@ -432,7 +432,7 @@ pub(crate) fn summarise(runs: &[RunDetail]) {
                     .and_then(|e| e.get("message"))
                     .and_then(Value::as_str)
                     .unwrap_or("");
-                println!(
+                outln!(
                     "{stream:<12} {status}: {why}   (cairn runs show {})",
                     run.summary.id
                 );

@@ -113,12 +113,12 @@ pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
             if json {
                 print::json(&reset)?;
             } else if reset.forgotten {
-                println!(
+                outln!(
                     "stream `{stream}` forgotten (its watermark was {}); the next sync reads it whole",
                     reset.watermark.as_deref().unwrap_or("none")
                 );
             } else {
-                println!("stream `{stream}` had no sync state; nothing to forget");
+                outln!("stream `{stream}` had no sync state; nothing to forget");
             }
         }
     }
@@ -126,22 +126,22 @@ pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
 }
 
 fn show(config: &RestConfig, streams: &[StreamStatus]) {
-    println!(
+    outln!(
         "source {} (schema {})",
         config.name(),
         config.warehouse_schema()
     );
     for s in streams {
-        println!();
-        println!("{}", s.stream);
-        println!(
+        outln!();
+        outln!("{}", s.stream);
+        outln!(
             "  watermark    {}",
             s.watermark
                 .as_deref()
                 .unwrap_or("none (the next incremental reads it whole)")
         );
         match &s.last_run {
-            Some(run) => println!(
+            Some(run) => outln!(
                 "  last run     {} {} {}{}",
                 run.workflow,
                 run.status,
@@ -151,7 +151,7 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
             ),
-            None => println!("  last run     none"),
+            None => outln!("  last run     none"),
         }
         if let Some(fill) = &s.column_fill {
             let records = fill
@@ -160,7 +160,7 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
                 .and_then(|p| p.get("records"))
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0);
-            println!(
+            outln!(
                 "  column fill  {} {} ({records} records re-read)",
                 fill.status, fill.id
             );
@@ -176,7 +176,7 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
                     )
                 })
                 .unwrap_or_default();
-            println!("  history      complete{since}");
+            outln!("  history      complete{since}");
         } else {
             let progress = history
                 .landed
@@ -190,22 +190,22 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
                     _ => format!("{} records in {} pages", r.records, r.page),
                 })
                 .unwrap_or_else(|| "nothing landed yet".to_owned());
-            println!(
+            outln!(
                 "  history      INCOMPLETE: backfill {} {}; {progress}",
                 history.run.map(|r| r.to_string()).unwrap_or_default(),
                 history.run_status.as_deref().unwrap_or("")
             );
         }
-        println!(
+        outln!(
             "  rows         {} live, {} deleted",
             s.live_rows, s.deleted_rows
         );
-        println!("  quarantined  {}", s.quarantined);
+        outln!("  quarantined  {}", s.quarantined);
         if s.alerts.is_empty() {
-            println!("  alerts       none");
+            outln!("  alerts       none");
         }
         for alert in &s.alerts {
-            println!(
+            outln!(
                 "  alert        #{} {}: {}",
                 alert.id, alert.kind, alert.message
             );

@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::de::DeTable;
-use url::Url;
 
 use super::locate::{Document, line_column};
 use super::schema::{
     IdsFile, IncrementalFile, PaginatorFile, PaginatorKind, SinceFormat, SourceFile, StreamFile,
 };
 use crate::auth::{AuthConfig, KeyLocation};
+use crate::headers::{literal_credential_problem, looks_like_credential};
 use crate::http::HttpConfig;
+use crate::http::origin::url_problem;
+use crate::http::waits::Waits;
 use crate::paginate::{JsonPath, Paginator};
 use crate::warehouse::ident::{derived_schema_name, schema_name_problem};
 use crate::watermark::{CursorType, DEFAULT_MAX_FUTURE_SKEW_SECS, parse_duration_secs};
@@ -60,13 +62,13 @@ pub enum ConfigError {
         /// Why it cannot be used.
         reason: &'static str,
     },
-    /// A base URL given to [`RestConfig::with_base_url`] is not an http(s) URL.
-    #[error("{file}: base URL {url:?} overriding the file's is not an http(s) URL")]
+    /// A base URL given to [`RestConfig::with_base_url`] cannot be used.
+    #[error("{file}: the base URL overriding the file's cannot be used: {reason}")]
     BaseUrl {
         /// The file whose base URL was being replaced.
         file: String,
-        /// The URL given.
-        url: String,
+        /// Why (the URL is named, credentials removed).
+        reason: String,
     },
 }
 
@@ -106,6 +108,8 @@ pub(crate) struct StreamPlan {
     pub(crate) cursor_type: CursorType,
     pub(crate) max_future_skew_secs: u64,
     pub(crate) incremental: Option<Incremental>,
+    /// The most pages one run reads of this stream's listing.
+    pub(crate) max_pages: Option<u64>,
     /// The ids-only listing and where an id is in its items (`None`: the items
     /// are the ids); absent, ids come from the records listing.
     pub(crate) ids: Option<(Listing, Option<JsonPath>)>,
@@ -122,6 +126,7 @@ pub struct RestConfig {
     pub(crate) name: String,
     pub(crate) http: HttpConfig,
     pub(crate) secret_params: Vec<String>,
+    pub(crate) allow_insecure_http: bool,
     pub(crate) schema: String,
     pub(crate) streams: BTreeMap<String, StreamPlan>,
 }
@@ -184,11 +189,14 @@ impl RestConfig {
     /// The same source against another base URL — a sandbox on an ephemeral
     /// port, a vendor's EU instance. Paths, next links and token URLs resolve
     /// against it.
+    ///
+    /// The same rule as the file's holds: http or https, and plain http only to this
+    /// machine unless the file says `allow_insecure_http = true`.
     pub fn with_base_url(mut self, base_url: &str) -> Result<Self, ConfigError> {
-        if !is_http_url(base_url) {
+        if let Some(reason) = url_problem(base_url, self.allow_insecure_http) {
             return Err(ConfigError::BaseUrl {
                 file: self.file,
-                url: base_url.to_owned(),
+                reason,
             });
         }
         self.http.base_url = base_url.trim_end_matches('/').to_owned();
@@ -241,9 +249,6 @@ fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
-fn is_http_url(text: &str) -> bool {
-    Url::parse(text).is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-}
 
 /// A rule broken, at a dotted field.
 struct Problem {
@@ -267,11 +272,55 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
     if source.name.trim().is_empty() {
         return Err(problem(&["name"], "the source needs a name"));
     }
-    if !is_http_url(&source.base_url) {
-        return Err(problem(
-            &["base_url"],
-            format!("{:?} is not an http(s) URL", source.base_url),
-        ));
+    if let Some(why) = url_problem(&source.base_url, source.allow_insecure_http) {
+        return Err(problem(&["base_url"], why));
+    }
+    if let AuthConfig::Oauth2 { token_url, .. } = &source.auth {
+        let absolute = crate::http::join_url(&source.base_url, token_url);
+        if let Some(why) = url_problem(&absolute, source.allow_insecure_http) {
+            return Err(problem(&["auth", "token_url"], why));
+        }
+    }
+    for (name, setting) in &source.headers {
+        if !setting.is_secret() && looks_like_credential(name) {
+            return Err(problem(&["headers", name], literal_credential_problem(name)));
+        }
+    }
+    for (at, host) in source.allow_redirect_hosts.iter().enumerate() {
+        if host.is_empty() || host.contains(['/', ':', '@', ' ']) {
+            return Err(problem(
+                &["allow_redirect_hosts"],
+                format!("entry {} ({host:?}) is not a host name: write it without scheme, port or path", at + 1),
+            ));
+        }
+    }
+    if source.max_response_bytes == Some(0) {
+        return Err(problem(&["max_response_bytes"], "a response of at most 0 bytes holds no page"));
+    }
+    let t = source.timeouts;
+    for (field, value) in [
+        ("connect_secs", t.connect_secs),
+        ("read_secs", t.read_secs),
+        ("total_secs", t.total_secs),
+    ] {
+        if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+            return Err(problem(
+                &["timeouts", field],
+                "a timeout is a number of seconds above 0 and at most a day",
+            ));
+        }
+    }
+    let mut waits = Waits::default();
+    for (field, given, slot) in [
+        ("max_rate_limit_wait", &source.max_rate_limit_wait, &mut waits.max_rate_limit_wait_secs),
+        ("max_quota_wait", &source.max_quota_wait, &mut waits.max_quota_wait_secs),
+    ] {
+        if let Some(text) = given {
+            *slot = parse_duration_secs(&text.0).map_err(|message| problem(&[field], message))?;
+            if *slot == 0 || *slot > 7 * 86_400 {
+                return Err(problem(&[field], "give a wait between 1s and 7d"));
+            }
+        }
     }
     if source.streams.is_empty() {
         return Err(problem(
@@ -326,8 +375,14 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
             rate_limit: source.rate_limit,
             headers: source.headers,
             timeouts: source.timeouts,
+            allow_redirect_hosts: source.allow_redirect_hosts,
+            max_response_bytes: source
+                .max_response_bytes
+                .unwrap_or(crate::http::DEFAULT_MAX_RESPONSE_BYTES),
+            waits,
         },
         secret_params,
+        allow_insecure_http: source.allow_insecure_http,
         schema,
         streams,
     })
@@ -363,6 +418,9 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
                 ));
             }
         }
+    }
+    if stream.max_pages == Some(0) {
+        return Err(problem(&at("max_pages"), "a run that may read no page reads nothing"));
     }
     let max_future_skew_secs = match &stream.max_future_skew {
         Some(text) => parse_duration_secs(&text.0)
@@ -403,6 +461,7 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         cursor_type: stream.cursor_type.unwrap_or_default(),
         max_future_skew_secs,
         incremental,
+        max_pages: stream.max_pages,
         ids,
     })
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::auth::AuthConfig;
+use crate::headers::HeaderSetting;
 use crate::budget::RateLimitConfig;
 use crate::http::Timeouts;
 use crate::watermark::CursorType;
@@ -24,9 +25,19 @@ pub(crate) struct SourceFile {
     #[serde(default)]
     pub(crate) rate_limit: Option<RateLimitConfig>,
     #[serde(default)]
-    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) headers: BTreeMap<String, HeaderSetting>,
     #[serde(default)]
     pub(crate) timeouts: Timeouts,
+    #[serde(default)]
+    pub(crate) allow_redirect_hosts: Vec<String>,
+    #[serde(default)]
+    pub(crate) allow_insecure_http: bool,
+    #[serde(default)]
+    pub(crate) max_response_bytes: Option<u64>,
+    #[serde(default)]
+    pub(crate) max_rate_limit_wait: Option<QueryValue>,
+    #[serde(default)]
+    pub(crate) max_quota_wait: Option<QueryValue>,
     #[serde(default)]
     pub(crate) secret_params: Vec<String>,
     #[serde(default)]
@@ -64,6 +75,8 @@ pub(crate) struct StreamFile {
     pub(crate) paginator: PaginatorFile,
     #[serde(default)]
     pub(crate) ids: Option<IdsFile>,
+    #[serde(default)]
+    pub(crate) max_pages: Option<u64>,
 }
 
 /// `[streams.<name>.paginator]` (and `[streams.<name>.ids.paginator]`): the

@@ -44,7 +44,9 @@ impl RestSource {
     /// A source for `config`. A `[rate_limit]` needs `pool`, where the budget
     /// shared by every worker lives.
     pub async fn new(config: RestConfig, pool: Option<PgPool>) -> Result<Self, HttpError> {
-        let client = HttpClient::new(config.http.clone(), pool).await?;
+        let client =
+            HttpClient::with_secret_params(config.http.clone(), pool, config.secret_params.clone())
+                .await?;
         Ok(Self { config, client })
     }
 
@@ -373,6 +375,7 @@ impl Source for RestSource {
                 cursor_type: stream.cursor_type,
                 max_future_skew_secs: stream.max_future_skew_secs,
                 incremental: stream.incremental.is_some(),
+                max_pages: stream.max_pages,
             })
             .collect()
     }

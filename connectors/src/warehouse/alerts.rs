@@ -83,11 +83,11 @@ pub async fn raise_alerts(
         );
     }
     // Text PostgreSQL cannot store (a NUL a vendor put in an error) must not lose the
-    // alert.
+    // alert, and a secret a vendor echoed must not be stored with it.
     let column = |f: fn(&NewAlert) -> &str| {
         unique
             .iter()
-            .map(|a| f(a).replace('\0', "\u{FFFD}"))
+            .map(|a| cairn_runner::redact::redact(f(a)).replace('\0', "\u{FFFD}"))
             .collect::<Vec<String>>()
     };
     sqlx::query(

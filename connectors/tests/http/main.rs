@@ -25,18 +25,12 @@ pub(crate) async fn sandbox(config: SandboxConfig) -> SandboxHandle {
 }
 
 pub(crate) fn config(base_url: &str) -> HttpConfig {
-    HttpConfig {
-        base_url: base_url.to_owned(),
-        auth: AuthConfig::None,
-        rate_limit: None,
-        headers: Default::default(),
-        timeouts: Timeouts::default(),
-    }
+    HttpConfig::new(base_url)
 }
 
-/// A secret handed over the way a secret manager would: a command's output.
-pub(crate) fn from_command(value: &str) -> SecretSource {
-    SecretSource::Command(format!("printf %s '{value}'"))
+/// A secret given in code, as a program embedding cairn holds one.
+pub(crate) fn given(value: &str) -> SecretSource {
+    SecretSource::Value(Secret::new(value))
 }
 
 const CONTACTS: &str = "/crm/v3/objects/contacts";
@@ -61,8 +55,8 @@ async fn an_expired_oauth_token_is_refreshed_once_and_the_request_retried() {
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
         token_url: "/oauth/token".to_owned(),
-        client_id: from_command("cairn-client"),
-        client_secret: from_command("client-pw"),
+        client_id: given("cairn-client"),
+        client_secret: given("client-pw"),
         scope: None,
         refresh_margin_secs: 5,
     };
@@ -102,8 +96,8 @@ async fn wrong_credentials_fail_permanently_without_saying_the_secret() {
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
         token_url: "/oauth/token".to_owned(),
-        client_id: from_command("cairn-client"),
-        client_secret: from_command("a-wrong-one"),
+        client_id: given("cairn-client"),
+        client_secret: given("a-wrong-one"),
         scope: None,
         refresh_margin_secs: 5,
     };
@@ -131,7 +125,7 @@ async fn api_keys_travel_in_headers_and_never_show_in_errors() {
     cfg.auth = AuthConfig::ApiKey {
         name: "X-API-Key".to_owned(),
         location: KeyLocation::Header,
-        value: from_command("key-123"),
+        value: given("key-123"),
     };
     let client = HttpClient::new(cfg, None).await.unwrap();
     assert_eq!(client.get(CONTACTS, &page()).await.unwrap().status, 200);
@@ -142,14 +136,14 @@ async fn api_keys_travel_in_headers_and_never_show_in_errors() {
     cfg.auth = AuthConfig::ApiKey {
         name: "api_key".to_owned(),
         location: KeyLocation::Query,
-        value: from_command("key-123"),
+        value: given("key-123"),
     };
     let client = HttpClient::new(cfg, None).await.unwrap();
     let err = client.get(CONTACTS, &page()).await.unwrap_err();
     assert_eq!(err.status(), Some(401));
     assert!(!format!("{err} {err:?}").contains("key-123"), "{err}");
     assert!(
-        err.url().ends_with("/crm/v3/objects/contacts"),
+        err.url().ends_with("/crm/v3/objects/contacts?limit=10"),
         "{}",
         err.url()
     );

@@ -9,7 +9,7 @@ use cairn_connectors::http::HttpClient;
 use cairn_connectors::sandbox::{FaultConfig, FaultKind, OAuthConfig, SandboxConfig, Secret};
 use cairn_connectors::secret::SecretSource;
 
-use crate::{config, from_command, sandbox};
+use crate::{config, given, sandbox};
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -66,7 +66,7 @@ async fn no_secret_reaches_logs_or_errors() {
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
         token_url: "/oauth/token".to_owned(),
-        client_id: from_command("cid"),
+        client_id: given("cid"),
         client_secret: SecretSource::File(secret_file),
         scope: None,
         refresh_margin_secs: 5,

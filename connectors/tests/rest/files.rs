@@ -89,7 +89,7 @@ fn http_settings_reach_the_client_config() {
         http.rate_limit.as_ref().map(|r| r.requests_per_second),
         Some(5.0)
     );
-    assert_eq!(http.headers["X-Tenant"], "acme");
+    assert_eq!(http.headers["X-Tenant"], "acme".into());
 }
 
 #[test]
@@ -193,7 +193,7 @@ fn rules_across_fields_are_checked_with_the_same_precision() {
         "base_url = \"ftp://x\"",
     );
     let error = load("base", &text);
-    assert_at(&error, "base", (2, 1), "base_url", "not an http(s) URL");
+    assert_at(&error, "base", (2, 1), "base_url", "only http and https");
 
     let text = VALID.replace("records_path = \"results\"", "records_path = \"results.\"");
     let error = load("path", &text);

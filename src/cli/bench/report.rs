@@ -196,7 +196,7 @@ impl Report {
     /// Prints the report as a small table.
     pub(crate) fn print_table(&self) {
         let m = &self.machine;
-        println!(
+        outln!(
             "cairn bench {}  ({} CPUs{}, PostgreSQL {})",
             self.scenario,
             m.cpus,
@@ -215,8 +215,8 @@ impl Report {
                 other => format!("{name}={other}"),
             })
             .collect();
-        println!("conditions: {}", conditions.join(", "));
-        println!();
+        outln!("conditions: {}", conditions.join(", "));
+        outln!();
         let width = self
             .figures
             .0
@@ -226,28 +226,28 @@ impl Report {
             .unwrap_or(0)
             .max(8);
         for (name, figure) in &self.figures.0 {
-            println!(
+            outln!(
                 "  {name:<width$}  {:>12}  {}",
                 number(figure.value),
                 figure.unit
             );
         }
-        println!();
-        println!(
+        outln!();
+        outln!(
             "  baseline: {} = {} {}",
             self.baseline.name,
             number(self.baseline.value),
             self.baseline.unit
         );
-        println!(
+        outln!(
             "  ratio:    {} ({})",
             number(self.ratio),
             self.baseline.ratio_of
         );
-        println!();
+        outln!();
         for target in &self.targets {
             let mark = if target.met { "met   " } else { "MISSED" };
-            println!(
+            outln!(
                 "  [{mark}] {}  (measured {})",
                 target.name,
                 number(target.actual)

@@ -24,6 +24,7 @@ mod schedule;
 mod state;
 mod status;
 mod traverse;
+pub mod vendor_alerts;
 
 use std::sync::Arc;
 

@@ -90,10 +90,11 @@ impl Sync {
         let mut batch = Batch::starting(&first, pages_before, records_before);
         let mut page = self.fetch(ctx, pages_before, &first).await?;
         // The distinct ids read, counted once the vendor reports a total to hold them to.
-        let mut seen: Option<Seen> = None;
+        let mut seen = Seen::default();
         let mut short: Option<String> = None;
         loop {
             let number = traversal.pages();
+            let at = traversal.cursor().cloned();
             match traversal.advance(&page) {
                 Ok(()) => {}
                 // Paging that ended early still lands what it read, and then fails loudly.
@@ -102,14 +103,14 @@ impl Sync {
             }
             report.pages += 1;
             report.records += (page.records.len() + page.unreadable.len()) as u64;
-            if page.total.is_some() || seen.is_some() {
-                seen.get_or_insert_default()
-                    .add(&page, &self.stream.primary_key);
-            }
+            seen.add(&page, &self.stream.primary_key);
             let done = traversal.is_done();
+            if !done {
+                self.bounded(&seen, report.pages, at.as_ref())?;
+            }
             if done
                 && short.is_none()
-                && let (Some(total), Some(seen)) = (traversal.total(), &seen)
+                && let Some(total) = traversal.total()
                 && records_before + seen.distinct() < total
             {
                 // A resumed backfill counts what the runs before it read as distinct.
@@ -191,7 +192,7 @@ impl Sync {
                         ))
                         .with_category("pagination"));
                     }
-                    report.repeated = seen.as_ref().map_or(0, |seen| seen.repeated);
+                    report.repeated = seen.repeated;
                     report.vendor_total = traversal.total();
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
@@ -205,11 +206,35 @@ impl Sync {
         }
     }
 
+    /// Stops a traversal that pages without end: pages that bring no id it has not
+    /// read already, [`STALE_PAGES`] times in a row (a vendor handing out fresh cursors
+    /// over the same records), or more pages than the stream's `max_pages`.
+    fn bounded(&self, seen: &Seen, pages: u64, at: Option<&PageCursor>) -> Result<(), Error> {
+        let cursor = at.map_or_else(|| "the start".to_owned(), |c| c.position.to_string());
+        let problem = if seen.stale_streak >= STALE_PAGES {
+            format!(
+                "{STALE_PAGES} pages in a row, the last at cursor {cursor}, brought no record \
+                 that earlier pages had not (the vendor keeps naming new cursors over the same \
+                 records); stopping instead of paging forever"
+            )
+        } else if let Some(max) = self.stream.max_pages.filter(|max| pages >= *max) {
+            format!(
+                "the listing still had more pages after max_pages ({max}) pages, the last at \
+                 cursor {cursor}; stopping (raise max_pages if the listing really is that long)"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::permanent(format!("stream {:?}: {problem}", self.stream.name))
+            .with_category("pagination"))
+    }
+
     /// Fetches one page as a checkpointed step: a fetched page is never fetched again.
     ///
     /// The request and the parsing of its body run on a task of their own: the run's
     /// task also prepares landings, and a page waiting behind that work would hold up
-    /// the whole chain of fetches.
+    /// the whole chain of fetches. A failure an operator must hear about (credentials
+    /// refused, a vendor that blocks the source past the wait cap) raises an alert.
     async fn fetch(&self, ctx: &Context, number: u64, cursor: &PageCursor) -> Result<Page, Error> {
         ctx.step(format!("fetch page {number}"), || {
             let source = Arc::clone(&self.source);
@@ -217,10 +242,17 @@ impl Sync {
             let cursor = cursor.clone();
             async move {
                 self.paced().await;
-                Detached::spawn("page fetch", async move {
-                    Ok(source.fetch_page(&stream, &cursor).await?)
+                let fetched = Detached::spawn("page fetch", async move {
+                    Ok(source.fetch_page(&stream, &cursor).await)
                 })
-                .await
+                .await?;
+                match fetched {
+                    Ok(page) => Ok(page),
+                    Err(err) => {
+                        super::vendor_alerts::raise(ctx, &self.key(), &err).await;
+                        Err(err.into())
+                    }
+                }
             }
         })
         .await
@@ -393,20 +425,37 @@ impl Batch {
 struct Seen {
     ids: HashSet<u64>,
     repeated: u64,
+    /// Pages in a row whose records were all read before (pages without records, such
+    /// as ones a client-side filter emptied, neither count nor break the streak).
+    stale_streak: u32,
 }
+
+/// Pages in a row that bring no new id after which a traversal is stopped: a listing
+/// whose pages overlap repeats a few records, never whole pages three times over.
+pub(crate) const STALE_PAGES: u32 = 3;
 
 impl Seen {
     fn add(&mut self, page: &Page, primary_key: &str) {
         let key: JsonPath = primary_key.parse().unwrap_or_default();
+        let mut new = 0;
+        let mut ided = 0;
         for record in &page.records {
             let Some(id) = record.text_at(&key) else {
                 continue;
             };
+            ided += 1;
             let mut hasher = std::hash::DefaultHasher::new();
             id.hash(&mut hasher);
-            if !self.ids.insert(hasher.finish()) {
+            if self.ids.insert(hasher.finish()) {
+                new += 1;
+            } else {
                 self.repeated += 1;
             }
+        }
+        if new > 0 {
+            self.stale_streak = 0;
+        } else if ided > 0 {
+            self.stale_streak += 1;
         }
     }
 

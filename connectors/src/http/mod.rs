@@ -1,51 +1,87 @@
 //! The HTTP client every source uses: timeouts, pooling, compression, auth, the shared
-//! rate budget, rate-limit telemetry and categorised errors, in one `get`.
+//! rate budget, rate-limit telemetry and categorised errors, in one `get`; and the rules
+//! that keep a hostile vendor from taking credentials ([`origin`]), memory ([`body`]) or
+//! time ([`waits`]).
+
+pub mod body;
+pub mod origin;
+pub mod waits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Days, Utc};
-use reqwest::header::HeaderMap;
-use serde::Deserialize;
-use sqlx::PgPool;
+use chrono::{DateTime, Utc};
+use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::{debug, warn};
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::budget::{Grant, RateBudget, RateLimitConfig};
 use crate::error::{Category, HttpError};
+use crate::headers::HeaderSetting;
 use crate::telemetry::Telemetry;
+use body::BodyError;
+use origin::{MAX_REDIRECTS, Origin, RedirectPolicy};
+use sqlx::PgPool;
+use waits::Waits;
 
 /// How to reach a vendor: the part of a source's TOML that is about HTTP.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// The API's root, e.g. `https://api.hubapi.com`.
     pub base_url: String,
     /// How to authenticate.
-    #[serde(default)]
     pub auth: AuthConfig,
     /// The vendor's rate limit; requests are paced by a budget shared through Postgres.
-    #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
-    /// Extra headers sent with every request.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Connect, read and total timeouts.
-    #[serde(default)]
+    /// Extra headers sent with every request to the source's origin.
+    pub headers: BTreeMap<String, HeaderSetting>,
+    /// Connect, read-idle and whole-request timeouts.
     pub timeouts: Timeouts,
+    /// Hosts a redirect may lead to, besides the base URL's origin. They get no
+    /// credential: no `Authorization`, no API key, no secret header, no cookie.
+    pub allow_redirect_hosts: Vec<String>,
+    /// The most a response body may hold once decompressed; a larger one fails the
+    /// request permanently.
+    pub max_response_bytes: u64,
+    /// How long the vendor may make a run wait.
+    pub waits: Waits,
 }
 
+impl HttpConfig {
+    /// A configuration for `base_url` with no credentials, no rate limit and the default
+    /// limits.
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            auth: AuthConfig::None,
+            rate_limit: None,
+            headers: BTreeMap::new(),
+            timeouts: Timeouts::default(),
+            allow_redirect_hosts: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            waits: Waits::default(),
+        }
+    }
+}
+
+/// The default bound on a response body: 64 MiB, far above any page a vendor serves
+/// and far below what a worker can afford per request in flight.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Timeouts in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Establishing a connection.
     pub connect_secs: f64,
-    /// Between two reads of a response.
+    /// The longest silence while reading a response: a vendor that stops sending is
+    /// cut off after this long.
     pub read_secs: f64,
-    /// A whole request, body included.
+    /// A whole request, body included: a vendor that trickles bytes just fast enough to
+    /// stay under the read timeout is cut off after this long.
     pub total_secs: f64,
 }
 
@@ -54,7 +90,7 @@ impl Default for Timeouts {
         Self {
             connect_secs: 5.0,
             read_secs: 30.0,
-            total_secs: 60.0,
+            total_secs: 120.0,
         }
     }
 }
@@ -90,8 +126,17 @@ pub struct HttpClient {
 struct Inner {
     http: reqwest::Client,
     base_url: String,
+    /// The only origin that gets credentials.
+    origin: Origin,
+    redirects: RedirectPolicy,
+    /// Configured headers, resolved: (name, value, whether it is a credential).
+    headers: Vec<(HeaderName, HeaderValue, bool)>,
+    /// Query parameters that carry credentials, removed before a URL goes elsewhere.
+    secret_params: Vec<String>,
     auth: Authenticator,
     budget: Option<RateBudget>,
+    max_response_bytes: u64,
+    waits: Waits,
     /// Successes not yet reported to the budget.
     successes: AtomicU32,
     /// 429s retried inside one `get` before giving the wait to the engine.
@@ -117,36 +162,62 @@ fn send_gate(key: &str) -> Arc<SendGate> {
 /// The User-Agent vendors see.
 pub const USER_AGENT: &str = concat!("cairn/", env!("CARGO_PKG_VERSION"));
 
+/// A response that is not a redirect, and where it came from.
+struct Answer {
+    response: reqwest::Response,
+    shown: String,
+    /// Whether it came from the source's own origin (so credentials went with it).
+    own_origin: bool,
+}
+
 impl HttpClient {
     /// Builds a client for `config`. A configured rate limit needs `pool`: the budget
     /// lives in Postgres so every worker shares it.
     pub async fn new(config: HttpConfig, pool: Option<PgPool>) -> Result<Self, HttpError> {
+        Self::with_secret_params(config, pool, Vec::new()).await
+    }
+
+    /// [`HttpClient::new`], also treating the query parameters `secret_params` as
+    /// credentials (removed from shown URLs, never sent to another origin).
+    pub async fn with_secret_params(
+        config: HttpConfig,
+        pool: Option<PgPool>,
+        mut secret_params: Vec<String>,
+    ) -> Result<Self, HttpError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let parsed = reqwest::Url::parse(&base_url).map_err(|err| {
-            HttpError::config(format!("base_url `{base_url}` is not a URL: {err}"))
+        let parsed = Url::parse(&base_url).map_err(|err| {
+            HttpError::config(format!("base_url `{}` is not a URL: {err}", redact_url(&base_url, None)))
         })?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+        let mut headers = Vec::new();
+        for (name, setting) in &config.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| HttpError::config(format!("`{name}` is not a valid header name")))?;
-            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            let value = setting.resolve().await.map_err(|err| {
+                HttpError::config(format!("cannot read header `{name}`: {err}")).caused_by(err)
+            })?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| {
                 HttpError::config(format!("the value of header `{name}` is not valid"))
             })?;
-            headers.insert(name, value);
+            let secret = setting.is_secret() || crate::headers::looks_like_credential(name);
+            value.set_sensitive(secret);
+            headers.push((header, value, secret));
         }
         install_tls_provider();
         let t = config.timeouts;
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            .default_headers(headers)
+            // Every hop is judged by hand: see `send`.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs_f64(t.connect_secs.max(0.001)))
             .read_timeout(Duration::from_secs_f64(t.read_secs.max(0.001)))
             .timeout(Duration::from_secs_f64(t.total_secs.max(0.001)))
             .pool_idle_timeout(Duration::from_secs(60))
-            .gzip(true)
             .build()
             .map_err(|err| HttpError::config(format!("cannot build the HTTP client: {err}")))?;
         let auth = Authenticator::new(&config.auth, &base_url).await?;
+        if let Some(param) = auth.secret_query_param() {
+            secret_params.push(param.to_owned());
+        }
         let budget = match (&config.rate_limit, pool) {
             (None, _) => None,
             (Some(limit), Some(pool)) => {
@@ -181,8 +252,14 @@ impl HttpClient {
             inner: Arc::new(Inner {
                 http,
                 base_url,
+                origin: Origin::of(&parsed),
+                redirects: RedirectPolicy::new(&config.allow_redirect_hosts),
+                headers,
+                secret_params,
                 auth,
                 budget,
+                max_response_bytes: config.max_response_bytes,
+                waits: config.waits,
                 successes: AtomicU32::new(0),
                 max_throttle_retries: 3,
                 last_sent,
@@ -203,36 +280,50 @@ impl HttpClient {
         self.inner.budget.as_ref()
     }
 
-    /// GETs `url` (absolute, or relative to the base URL) with `query` and parses the
-    /// body as JSON.
+    /// GETs `url` (absolute, or relative to the base URL) with `query` and checks the
+    /// body is JSON.
     ///
     /// Takes a budget token first (waiting for it when the budget says so), applies
     /// credentials (an OAuth token is refreshed before it expires, and once more on a
-    /// 401), reads rate-limit headers, retries 429s whose wait is short, and returns every
-    /// other failure categorised. A long wait comes back as [`Category::Throttled`] or
-    /// [`Category::QuotaExhausted`] with its retry time, so the engine parks the run.
+    /// 401), follows redirects within the source's origin, reads the body within
+    /// `max_response_bytes`, reads rate-limit headers, retries 429s whose wait is short,
+    /// and returns every other failure categorised. A long wait comes back as
+    /// [`Category::Throttled`] or [`Category::QuotaExhausted`] with its retry time
+    /// (capped by the source's [`Waits`]), so the engine parks the run.
     pub async fn get(&self, url: &str, query: &[(String, String)]) -> Result<Response, HttpError> {
         let inner = &*self.inner;
-        let url = join_url(&inner.base_url, url);
-        let shown = self.redact(&url);
+        let joined = join_url(&inner.base_url, url);
+        let mut target = Url::parse(&joined).map_err(|err| {
+            HttpError::request(
+                Category::Config,
+                "GET",
+                &self.redact(&joined),
+                None,
+                format!("not a URL: {err}"),
+            )
+        })?;
+        if !query.is_empty() {
+            target.query_pairs_mut().extend_pairs(query);
+        }
         let mut refreshed = false;
         let mut throttles = 0;
         loop {
-            self.take_token(&shown).await?;
-            let request = inner.http.get(&url).query(query);
-            let request = inner.auth.apply(request, &inner.http).await?;
-            let response = request
-                .send()
-                .await
-                .map_err(|err| transport_error("GET", &shown, err))?;
+            self.take_token(&self.redact(target.as_str())).await?;
+            let Answer {
+                response,
+                shown,
+                own_origin,
+            } = self.send(&target).await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let telemetry = Telemetry::parse(&headers, Utc::now());
+            if let Some(absurd) = &telemetry.absurd {
+                warn!(url = %shown, "{absurd}");
+            }
             if (200..300).contains(&status) {
-                let bytes = response
-                    .bytes()
+                let bytes = body::read_within(response, inner.max_response_bytes)
                     .await
-                    .map_err(|err| transport_error("GET", &shown, err))?;
+                    .map_err(|err| body_error("GET", &shown, status, err))?;
                 let body = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
                     Some(rest) => bytes.slice_ref(rest),
                     None => bytes,
@@ -257,16 +348,16 @@ impl HttpClient {
                     url: shown,
                 });
             }
-            let detail = response.text().await.unwrap_or_default();
+            let detail = body::error_text(response).await;
             let category = Category::of_status(status);
-            if status == 401 && !refreshed && inner.auth.can_refresh() {
+            if status == 401 && own_origin && !refreshed && inner.auth.can_refresh() {
                 debug!(url = %shown, "401: refreshing the token and retrying once");
                 inner.auth.invalidate().await;
                 refreshed = true;
                 continue;
             }
             if status == 429 {
-                let until = self.on_throttle(telemetry.retry_after).await;
+                let (until, asked) = self.on_throttle(&telemetry).await;
                 throttles += 1;
                 let wait = (until - Utc::now()).to_std().unwrap_or_default();
                 if throttles <= inner.max_throttle_retries
@@ -283,13 +374,15 @@ impl HttpClient {
                     Some(status),
                     "rate limited",
                 )
-                .retry_at(until));
+                .retry_at(until)
+                .with_asked_until(asked));
             }
             if status == 403
                 && (detail.contains("REQUEST_LIMIT_EXCEEDED")
                     || telemetry.quota.is_some_and(|q| q.is_spent()))
             {
-                let until = telemetry.reset_at.unwrap_or_else(next_utc_midnight);
+                let asked = telemetry.reset_at.unwrap_or_else(waits::next_utc_midnight);
+                let until = inner.waits.cap_quota(asked);
                 warn!(url = %shown, %until, "API quota spent; pausing until it resets");
                 if let Some(budget) = &inner.budget {
                     let _ = budget.hold_until(until).await;
@@ -301,7 +394,8 @@ impl HttpClient {
                     Some(status),
                     "the vendor's API quota is spent",
                 )
-                .retry_at(until));
+                .retry_at(until)
+                .with_asked_until((asked > until).then_some(asked)));
             }
             return Err(HttpError::request(
                 category,
@@ -310,6 +404,90 @@ impl HttpClient {
                 Some(status),
                 snippet(&detail),
             ));
+        }
+    }
+
+    /// Sends a GET to `target`, following at most [`MAX_REDIRECTS`] redirects. The
+    /// source's origin gets its headers and credentials; another origin only if its host
+    /// is allowed, and then without any credential; any other is refused.
+    async fn send(&self, target: &Url) -> Result<Answer, HttpError> {
+        let inner = &*self.inner;
+        let mut current = target.clone();
+        let mut hops = 0;
+        loop {
+            let origin = Origin::of(&current);
+            let own_origin = origin == inner.origin;
+            let shown = self.redact(current.as_str());
+            if !own_origin && !inner.redirects.allows(&origin) {
+                let how = if hops == 0 {
+                    "a link the vendor gave points"
+                } else {
+                    "the vendor redirected"
+                };
+                return Err(HttpError::request(
+                    Category::Redirect,
+                    "GET",
+                    &shown,
+                    None,
+                    format!(
+                        "{how} to {origin}, another origin than the source's {}; cairn does not \
+                         follow it (credentials go only to the source's origin). If {} is the \
+                         vendor's, list it in allow_redirect_hosts: it then gets no credential",
+                        inner.origin,
+                        origin.host()
+                    ),
+                ));
+            }
+            let request = if own_origin {
+                let mut request = inner.http.get(current.clone());
+                for (name, value, _) in &inner.headers {
+                    request = request.header(name, value);
+                }
+                inner.auth.apply(request, &inner.http).await?
+            } else {
+                let mut request = inner
+                    .http
+                    .get(origin::without_credentials(&current, &inner.secret_params));
+                for (name, value, secret) in &inner.headers {
+                    if !secret {
+                        request = request.header(name, value);
+                    }
+                }
+                request
+            };
+            let response = request
+                .send()
+                .await
+                .map_err(|err| transport_error("GET", &shown, err))?;
+            if !response.status().is_redirection() {
+                return Ok(Answer {
+                    response,
+                    shown,
+                    own_origin,
+                });
+            }
+            let status = response.status().as_u16();
+            let Some(next) = origin::location(&current, response.headers()) else {
+                return Err(HttpError::request(
+                    Category::Redirect,
+                    "GET",
+                    &shown,
+                    Some(status),
+                    "a redirect without a usable http(s) Location",
+                ));
+            };
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(HttpError::request(
+                    Category::Redirect,
+                    "GET",
+                    &shown,
+                    Some(status),
+                    format!("more than {MAX_REDIRECTS} redirects"),
+                ));
+            }
+            debug!(from = %shown, to = %self.redact(next.as_str()), "following a redirect");
+            current = next;
         }
     }
 
@@ -359,6 +537,7 @@ impl HttpClient {
     }
 
     async fn after_success(&self, telemetry: &Telemetry) {
+        self.inner.waits.succeeded(&self.backoff_key());
         let Some(budget) = &self.inner.budget else {
             return;
         };
@@ -371,28 +550,53 @@ impl HttpClient {
             if reset - Utc::now() < chrono::Duration::seconds(2) {
                 return;
             }
+            let reset = self.inner.waits.cap_rate_limit(reset);
             if let Err(err) = budget.hold_until(reset).await {
                 warn!(error = %err, "cannot record the vendor's exhausted window");
             }
         }
     }
 
-    async fn on_throttle(&self, retry_after: Option<DateTime<Utc>>) -> DateTime<Utc> {
-        match &self.inner.budget {
-            Some(budget) => match budget.throttle(retry_after).await {
+    /// Records a 429 and says until when to wait: the vendor's `Retry-After` capped
+    /// by the source's `max_rate_limit_wait`, or a growing, jittered backoff when it gave
+    /// none (or `0`, or a value that is not obeyed). Also returns what the vendor asked
+    /// for when the cap cut it short.
+    async fn on_throttle(&self, telemetry: &Telemetry) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let now = Utc::now();
+        let asked = telemetry.retry_after.filter(|at| *at > now);
+        let capped = asked.map(|at| self.inner.waits.cap_rate_limit(at));
+        let until = match &self.inner.budget {
+            Some(budget) => match budget.throttle(capped).await {
                 Ok(until) => until,
                 Err(err) => {
                     warn!(error = %err, "cannot record a 429 in the rate budget");
-                    retry_after.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(5))
+                    capped.unwrap_or_else(|| self.inner.waits.backoff(&self.backoff_key()))
                 }
             },
-            None => retry_after.unwrap_or_else(|| Utc::now() + chrono::Duration::seconds(5)),
-        }
+            None => capped.unwrap_or_else(|| self.inner.waits.backoff(&self.backoff_key())),
+        };
+        (until, asked.filter(|at| Some(*at) != capped))
+    }
+
+    /// Whose 429s share a backoff streak: this origin with these credentials.
+    fn backoff_key(&self) -> String {
+        format!("{}#{}", self.inner.origin, self.inner.auth.identity())
     }
 
     /// The URL without credentials, for messages and logs.
     fn redact(&self, url: &str) -> String {
-        redact_url(url, self.inner.auth.secret_query_param())
+        let mut url = Url::parse(url).map_or_else(|_| url.to_owned(), |parsed| {
+            origin::without_credentials(&parsed, &self.inner.secret_params).to_string()
+        });
+        if url.len() > MAX_SHOWN_URL {
+            let mut end = MAX_SHOWN_URL;
+            while !url.is_char_boundary(end) {
+                end -= 1;
+            }
+            url.truncate(end);
+            url.push_str("...");
+        }
+        url
     }
 }
 
@@ -418,9 +622,10 @@ pub fn join_url(base: &str, path: &str) -> String {
     }
 }
 
-/// Removes user info and the named credential parameter from a URL.
+/// Removes user info and the named credential parameter from a URL (see
+/// [`origin::without_credentials`] for several).
 pub fn redact_url(url: &str, secret_param: Option<&str>) -> String {
-    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+    let Ok(mut parsed) = Url::parse(url) else {
         return url.to_owned();
     };
     let _ = parsed.set_username("");
@@ -466,21 +671,41 @@ pub(crate) fn transport_error(method: &'static str, url: &str, err: reqwest::Err
     HttpError::request(category, method, url, None, message)
 }
 
+/// The longest URL shown in a message: a vendor's next link can be any length.
+const MAX_SHOWN_URL: usize = 512;
+
+/// The most of a vendor's error body kept in an error message.
+const SNIPPET_CHARS: usize = 2048;
+
 fn snippet(body: &str) -> String {
-    let trimmed: String = body.trim().chars().take(300).collect();
-    if trimmed.is_empty() {
+    let trimmed = body.trim();
+    let mut kept: String = trimmed.chars().take(SNIPPET_CHARS).collect();
+    if kept.len() < trimmed.len() {
+        kept.push_str(" [truncated]");
+    }
+    if kept.is_empty() {
         "no details in the body".to_owned()
     } else {
-        trimmed
+        kept
     }
 }
 
-fn next_utc_midnight() -> DateTime<Utc> {
-    let tomorrow = Utc::now().date_naive() + Days::new(1);
-    tomorrow
-        .and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc())
-        .unwrap_or_else(Utc::now)
+/// The error of a body that could not be read within its bound.
+fn body_error(method: &'static str, shown: &str, status: u16, err: BodyError) -> HttpError {
+    match err {
+        BodyError::TooLarge { limit } => HttpError::request(
+            Category::TooLarge,
+            method,
+            shown,
+            Some(status),
+            format!(
+                "the response body is larger than max_response_bytes ({limit} bytes, counted \
+                 after decompression); cairn stopped reading it. Raise max_response_bytes for \
+                 this source if its pages really are this large"
+            ),
+        ),
+        BodyError::Transport(err) => transport_error(method, shown, err),
+    }
 }
 
 #[cfg(test)]

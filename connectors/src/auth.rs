@@ -184,8 +184,10 @@ impl Authenticator {
             Scheme::None => request,
             Scheme::Bearer(token) => request.bearer_auth(token.expose()),
             Scheme::Basic(value) => {
-                let mut header = reqwest::header::HeaderValue::from_str(value.expose())
-                    .map_err(|_| HttpError::config("the basic-auth credentials are not valid in a header"))?;
+                let mut header =
+                    reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                        HttpError::config("the basic-auth credentials are not valid in a header")
+                    })?;
                 header.set_sensitive(true);
                 request.header(reqwest::header::AUTHORIZATION, header)
             }

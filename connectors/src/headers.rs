@@ -53,9 +53,18 @@ pub fn looks_like_credential(name: &str) -> bool {
     matches!(
         name.as_str(),
         "authorization" | "proxy-authorization" | "cookie"
-    ) || ["key", "token", "secret", "password", "passwd", "auth", "session", "signature"]
-        .iter()
-        .any(|word| name.contains(word))
+    ) || [
+        "key",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "auth",
+        "session",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// Why a literal cannot stand in a header, for the loader.
@@ -126,10 +135,21 @@ mod tests {
 
     #[test]
     fn credential_names_are_recognised() {
-        for name in ["Authorization", "X-Api-Key", "X-Auth-Token", "client_secret", "Cookie"] {
+        for name in [
+            "Authorization",
+            "X-Api-Key",
+            "X-Auth-Token",
+            "client_secret",
+            "Cookie",
+        ] {
             assert!(looks_like_credential(name), "{name}");
         }
-        for name in ["Accept", "Accept-Language", "X-Request-Source", "HubSpot-Version"] {
+        for name in [
+            "Accept",
+            "Accept-Language",
+            "X-Request-Source",
+            "HubSpot-Version",
+        ] {
             assert!(!looks_like_credential(name), "{name}");
         }
     }

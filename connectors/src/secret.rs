@@ -244,7 +244,11 @@ impl<'de> serde::de::Visitor<'de> for SourceVisitor {
             let value: Option<String> = map.next_value::<Opaque>()?.0;
             let source = match key.as_str() {
                 "env" => {
-                    let name = value.ok_or_else(|| A::Error::custom("`env` takes the name of an environment variable, as a string"))?;
+                    let name = value.ok_or_else(|| {
+                        A::Error::custom(
+                            "`env` takes the name of an environment variable, as a string",
+                        )
+                    })?;
                     if !is_env_name(&name) {
                         return Err(A::Error::custom(
                             "`env` takes the name of an environment variable (letters, digits and `_`); \
@@ -254,7 +258,8 @@ impl<'de> serde::de::Visitor<'de> for SourceVisitor {
                     SecretSource::Env(name)
                 }
                 "file" => {
-                    let path = value.ok_or_else(|| A::Error::custom("`file` takes a path, as a string"))?;
+                    let path = value
+                        .ok_or_else(|| A::Error::custom("`file` takes a path, as a string"))?;
                     if path.trim().is_empty() {
                         return Err(A::Error::custom("`file` takes a path, and it is empty"));
                     }
@@ -309,12 +314,21 @@ impl<'de> Deserialize<'de> for Opaque {
             fn visit_bool<E>(self, _: bool) -> Result<Opaque, E> {
                 Ok(Opaque(None))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Opaque, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Opaque, A::Error> {
                 while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
                 Ok(Opaque(None))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Opaque, A::Error> {
-                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Opaque, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
                 Ok(Opaque(None))
             }
         }
@@ -371,7 +385,10 @@ mod tests {
             let err = toml::from_str::<Field>(text).unwrap_err();
             let message = err.message();
             assert!(!message.contains("abcdef"), "{text}: {message}");
-            assert!(message.contains("env") || message.contains("file"), "{text}: {message}");
+            assert!(
+                message.contains("env") || message.contains("file"),
+                "{text}: {message}"
+            );
         }
         let ok: Field = toml::from_str(r#"token = { env = "CRM_TOKEN" }"#).unwrap();
         assert_eq!(ok.token, SecretSource::Env("CRM_TOKEN".into()));

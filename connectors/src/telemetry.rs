@@ -104,14 +104,15 @@ impl Telemetry {
                 .map(|v| v.to_str().map(str::trim).unwrap_or("<not text>"))
         };
         let mut absurd = None;
-        let mut judged = |header: &'static str, parsed: Result<Option<DateTime<Utc>>, ()>, raw: &str| {
-            parsed.unwrap_or_else(|()| {
-                absurd.get_or_insert(Absurd::new(header, raw));
-                None
-            })
-        };
-        let retry_after = text("retry-after")
-            .and_then(|v| judged("Retry-After", parse_retry_after(v, now), v));
+        let mut judged =
+            |header: &'static str, parsed: Result<Option<DateTime<Utc>>, ()>, raw: &str| {
+                parsed.unwrap_or_else(|()| {
+                    absurd.get_or_insert(Absurd::new(header, raw));
+                    None
+                })
+            };
+        let retry_after =
+            text("retry-after").and_then(|v| judged("Retry-After", parse_retry_after(v, now), v));
         let reset_at = text("x-ratelimit-reset")
             .and_then(|v| judged("X-RateLimit-Reset", parse_reset(v, now), v));
         Self {
@@ -137,7 +138,8 @@ fn within_reason(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<DateTim
 /// `Err` for a value that is negative, unreadable or more than a week away.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ()> {
     if let Ok(seconds) = value.parse::<f64>() {
-        if !seconds.is_finite() || seconds < 0.0 || seconds > (MAX_VENDOR_WAIT_DAYS * 86_400) as f64 {
+        if !seconds.is_finite() || seconds < 0.0 || seconds > (MAX_VENDOR_WAIT_DAYS * 86_400) as f64
+        {
             return Err(());
         }
         return within_reason(now + Duration::milliseconds((seconds * 1000.0) as i64), now);

@@ -113,7 +113,8 @@ mod tests {
     #[test]
     fn registered_secrets_are_masked_in_every_form() {
         register("tok-Zq9/x+\"y");
-        let text = r#"bad token tok-Zq9/x+"y, in a URL tok-Zq9%2Fx%2B%22y, in JSON "tok-Zq9/x+\"y""#;
+        let text =
+            r#"bad token tok-Zq9/x+"y, in a URL tok-Zq9%2Fx%2B%22y, in JSON "tok-Zq9/x+\"y""#;
         let masked = redact(text);
         assert!(!masked.contains("Zq9"), "{masked}");
         assert_eq!(masked.matches(MASK).count(), 3, "{masked}");
@@ -126,11 +127,11 @@ mod tests {
     fn a_secret_containing_another_is_masked_whole() {
         register("inner-secret-17");
         register("outer-inner-secret-17-tail");
-        assert_eq!(redact("x outer-inner-secret-17-tail y"), format!("x {MASK} y"));
-        let json = serde_json::json!({"inner-secret-17": ["inner-secret-17", 1]});
         assert_eq!(
-            redact_json(json),
-            serde_json::json!({ MASK: [MASK, 1] })
+            redact("x outer-inner-secret-17-tail y"),
+            format!("x {MASK} y")
         );
+        let json = serde_json::json!({"inner-secret-17": ["inner-secret-17", 1]});
+        assert_eq!(redact_json(json), serde_json::json!({ MASK: [MASK, 1] }));
     }
 }

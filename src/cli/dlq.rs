@@ -168,7 +168,9 @@ async fn retry_run(
                 Some(step) => outln!(
                     "run {run_id} is pending again: it resumes at step {} `{}`; {} completed \
                      step(s) before it are kept",
-                    step.position, step.name, retried.kept_steps
+                    step.position,
+                    step.name,
+                    retried.kept_steps
                 ),
                 None => outln!(
                     "run {run_id} is pending again; its {} completed step(s) are kept",
@@ -201,7 +203,11 @@ fn print_runs(runs: &[DeadRun]) {
     } else {
         outln!(
             "{:<36}  {:<20}  {:<14}  {:<24}  {:>8}  ERROR",
-            "RUN", "WORKFLOW", "CATEGORY", "FAILED STEP", "ATTEMPTS"
+            "RUN",
+            "WORKFLOW",
+            "CATEGORY",
+            "FAILED STEP",
+            "ATTEMPTS"
         );
         for run in runs {
             let (step, attempts) = run.failed_step.as_ref().map_or(("-".to_owned(), 0), |s| {
@@ -253,6 +259,7 @@ fn show_run(run: &DeadRun) {
     }
     outln!(
         "retry     `cairn dlq retry {}` keeps {} completed step(s)",
-        run.run_id, run.completed_steps
+        run.run_id,
+        run.completed_steps
     );
 }

@@ -204,10 +204,7 @@ pub fn main(registry: Registry) -> ExitCode {
     match runtime.block_on(dispatch(cli, Arc::new(registry))) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!(
-                "error: {}",
-                cairn_runner::redact::redact(&failure.message)
-            );
+            eprintln!("error: {}", cairn_runner::redact::redact(&failure.message));
             ExitCode::from(failure.code)
         }
     }

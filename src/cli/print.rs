@@ -26,7 +26,12 @@ pub(crate) fn run_list(runs: &[RunSummary]) {
     }
     outln!(
         "{:<36}  {:<20}  {:<10}  {:>6}  {:<24}  {:<24}",
-        "RUN", "WORKFLOW", "STATUS", "CLAIMS", "CREATED", "FINISHED"
+        "RUN",
+        "WORKFLOW",
+        "STATUS",
+        "CLAIMS",
+        "CREATED",
+        "FINISHED"
     );
     for run in runs {
         outln!(
@@ -89,7 +94,12 @@ pub(crate) fn run_detail(run: &RunDetail) {
     outln!();
     outln!(
         "{:>4}  {:<28}  {:<11}  {:<9}  {:>8}  {:>10}  LAST ERROR",
-        "#", "STEP", "KIND", "STATUS", "ATTEMPTS", "DURATION"
+        "#",
+        "STEP",
+        "KIND",
+        "STATUS",
+        "ATTEMPTS",
+        "DURATION"
     );
     for step in &run.steps {
         print_step(step);

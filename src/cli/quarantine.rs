@@ -309,7 +309,11 @@ pub(crate) fn print_records(records: &[DeadRecord]) {
     }
     outln!(
         "\n{:<14}  {:<32}  {:<24}  {:<16}  {:>5}  REASON",
-        "ID", "SOURCE/STREAM", "RECORD", "KIND", "TIMES"
+        "ID",
+        "SOURCE/STREAM",
+        "RECORD",
+        "KIND",
+        "TIMES"
     );
     for r in records {
         outln!(
@@ -328,7 +332,8 @@ pub(crate) fn show_record(record: &DeadRecord) {
     outln!("id        record:{}", record.id);
     outln!(
         "stream    {} (schema {})",
-        record.stream, record.schema_name
+        record.stream,
+        record.schema_name
     );
     outln!("record    {}", record.record_id.as_deref().unwrap_or("-"));
     outln!("source    {}", record.source);

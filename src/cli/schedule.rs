@@ -280,9 +280,7 @@ fn next(schedule: &Schedule) -> String {
 
 fn list(schedules: &[Schedule]) {
     if schedules.is_empty() {
-        outln!(
-            "no schedules; add one with `cairn schedule add <name> --cron ... --workflow ...`"
-        );
+        outln!("no schedules; add one with `cairn schedule add <name> --cron ... --workflow ...`");
         return;
     }
     let width = schedules

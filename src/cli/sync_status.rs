@@ -162,7 +162,8 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
                 .unwrap_or(0);
             outln!(
                 "  column fill  {} {} ({records} records re-read)",
-                fill.status, fill.id
+                fill.status,
+                fill.id
             );
         }
         let history = &s.history;
@@ -198,7 +199,8 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
         }
         outln!(
             "  rows         {} live, {} deleted",
-            s.live_rows, s.deleted_rows
+            s.live_rows,
+            s.deleted_rows
         );
         outln!("  quarantined  {}", s.quarantined);
         if s.alerts.is_empty() {
@@ -207,7 +209,9 @@ fn show(config: &RestConfig, streams: &[StreamStatus]) {
         for alert in &s.alerts {
             outln!(
                 "  alert        #{} {}: {}",
-                alert.id, alert.kind, alert.message
+                alert.id,
+                alert.kind,
+                alert.message
             );
         }
     }

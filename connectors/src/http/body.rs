@@ -22,7 +22,10 @@ pub enum BodyError {
 /// The whole body, or [`BodyError::TooLarge`] as soon as more than `limit` bytes have
 /// arrived after decompression.
 pub async fn read_within(mut response: reqwest::Response, limit: u64) -> Result<Bytes, BodyError> {
-    if response.content_length().is_some_and(|length| length > limit) {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit)
+    {
         return Err(BodyError::TooLarge { limit });
     }
     let mut body = BytesMut::new();

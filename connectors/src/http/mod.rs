@@ -186,7 +186,10 @@ impl HttpClient {
     ) -> Result<Self, HttpError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         let parsed = Url::parse(&base_url).map_err(|err| {
-            HttpError::config(format!("base_url `{}` is not a URL: {err}", redact_url(&base_url, None)))
+            HttpError::config(format!(
+                "base_url `{}` is not a URL: {err}",
+                redact_url(&base_url, None)
+            ))
         })?;
         let mut headers = Vec::new();
         for (name, setting) in &config.headers {
@@ -563,7 +566,12 @@ impl HttpClient {
     /// for when the cap cut it short.
     async fn on_throttle(&self, telemetry: &Telemetry) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
         let now = Utc::now();
-        let asked = telemetry.retry_after.filter(|at| *at > now);
+        // `Retry-After` first; a vendor that only says when its window resets means
+        // the same thing.
+        let asked = telemetry
+            .retry_after
+            .or(telemetry.reset_at)
+            .filter(|at| *at > now);
         let capped = asked.map(|at| self.inner.waits.cap_rate_limit(at));
         let until = match &self.inner.budget {
             Some(budget) => match budget.throttle(capped).await {
@@ -585,9 +593,10 @@ impl HttpClient {
 
     /// The URL without credentials, for messages and logs.
     fn redact(&self, url: &str) -> String {
-        let mut url = Url::parse(url).map_or_else(|_| url.to_owned(), |parsed| {
-            origin::without_credentials(&parsed, &self.inner.secret_params).to_string()
-        });
+        let mut url = Url::parse(url).map_or_else(
+            |_| url.to_owned(),
+            |parsed| origin::without_credentials(&parsed, &self.inner.secret_params).to_string(),
+        );
         if url.len() > MAX_SHOWN_URL {
             let mut end = MAX_SHOWN_URL;
             while !url.is_char_boundary(end) {

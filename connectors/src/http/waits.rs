@@ -67,8 +67,7 @@ impl Waits {
             *streak = streak.saturating_add(1);
             *streak
         };
-        let secs = backoff_secs(streak, fastrand::f64())
-            .min(self.max_rate_limit_wait_secs as f64);
+        let secs = backoff_secs(streak, fastrand::f64()).min(self.max_rate_limit_wait_secs as f64);
         Utc::now() + Duration::milliseconds((secs * 1000.0) as i64)
     }
 

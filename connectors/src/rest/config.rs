@@ -249,7 +249,6 @@ fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
-
 /// A rule broken, at a dotted field.
 struct Problem {
     field: Vec<String>,
@@ -283,19 +282,28 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
     }
     for (name, setting) in &source.headers {
         if !setting.is_secret() && looks_like_credential(name) {
-            return Err(problem(&["headers", name], literal_credential_problem(name)));
+            return Err(problem(
+                &["headers", name],
+                literal_credential_problem(name),
+            ));
         }
     }
     for (at, host) in source.allow_redirect_hosts.iter().enumerate() {
         if host.is_empty() || host.contains(['/', ':', '@', ' ']) {
             return Err(problem(
                 &["allow_redirect_hosts"],
-                format!("entry {} ({host:?}) is not a host name: write it without scheme, port or path", at + 1),
+                format!(
+                    "entry {} ({host:?}) is not a host name: write it without scheme, port or path",
+                    at + 1
+                ),
             ));
         }
     }
     if source.max_response_bytes == Some(0) {
-        return Err(problem(&["max_response_bytes"], "a response of at most 0 bytes holds no page"));
+        return Err(problem(
+            &["max_response_bytes"],
+            "a response of at most 0 bytes holds no page",
+        ));
     }
     let t = source.timeouts;
     for (field, value) in [
@@ -312,8 +320,16 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
     }
     let mut waits = Waits::default();
     for (field, given, slot) in [
-        ("max_rate_limit_wait", &source.max_rate_limit_wait, &mut waits.max_rate_limit_wait_secs),
-        ("max_quota_wait", &source.max_quota_wait, &mut waits.max_quota_wait_secs),
+        (
+            "max_rate_limit_wait",
+            &source.max_rate_limit_wait,
+            &mut waits.max_rate_limit_wait_secs,
+        ),
+        (
+            "max_quota_wait",
+            &source.max_quota_wait,
+            &mut waits.max_quota_wait_secs,
+        ),
     ] {
         if let Some(text) = given {
             *slot = parse_duration_secs(&text.0).map_err(|message| problem(&[field], message))?;
@@ -420,7 +436,10 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         }
     }
     if stream.max_pages == Some(0) {
-        return Err(problem(&at("max_pages"), "a run that may read no page reads nothing"));
+        return Err(problem(
+            &at("max_pages"),
+            "a run that may read no page reads nothing",
+        ));
     }
     let max_future_skew_secs = match &stream.max_future_skew {
         Some(text) => parse_duration_secs(&text.0)

@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use crate::auth::AuthConfig;
-use crate::headers::HeaderSetting;
 use crate::budget::RateLimitConfig;
+use crate::headers::HeaderSetting;
 use crate::http::Timeouts;
 use crate::watermark::CursorType;
 

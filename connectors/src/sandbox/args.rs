@@ -10,6 +10,7 @@ use super::config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
     RetryAfterStyle, SandboxConfig,
 };
+use super::hostile::{Hostile, PagingAttack};
 use crate::secret::Secret;
 
 /// How API clients authenticate, on the command line.
@@ -125,6 +126,38 @@ pub struct MockVendorArgs {
     /// End every listing after this many records while its total counts them all.
     #[arg(long, value_name = "N")]
     pub stop_after: Option<usize>,
+
+    /// Attack: redirect every API request to this origin (e.g. http://127.0.0.2:9000).
+    #[arg(long, value_name = "ORIGIN")]
+    pub redirect_to: Option<String>,
+
+    /// Attack: redirect every API request this many times within the vendor first.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub redirect_hops: u32,
+
+    /// Attack: answer API requests 400 with a body echoing the credentials sent.
+    #[arg(long)]
+    pub echo_credentials: bool,
+
+    /// Attack: the token endpoint answers 401 invalid_client echoing the secret sent.
+    #[arg(long)]
+    pub refuse_clients: bool,
+
+    /// Attack: answer API requests with a JSON body this many bytes long.
+    #[arg(long, value_name = "BYTES")]
+    pub huge_body: Option<u64>,
+
+    /// Attack: answer API requests with a gzip body inflating to this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub gzip_bomb: Option<u64>,
+
+    /// Attack: send API bodies one byte per this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub trickle_ms: Option<u64>,
+
+    /// Attack: the HubSpot listing's cursors loop or never end.
+    #[arg(long, value_enum)]
+    pub paging_attack: Option<PagingAttack>,
 }
 
 impl MockVendorArgs {
@@ -219,6 +252,18 @@ impl MockVendorArgs {
                 omit_nulls: self.omit_nulls,
                 page_overlap: self.page_overlap,
                 stop_after: self.stop_after,
+            },
+            hostile: Hostile {
+                redirect_to: self.redirect_to.clone(),
+                redirect_hops: self.redirect_hops,
+                echo_credentials: self.echo_credentials,
+                refuse_clients: self.refuse_clients,
+                reject_tokens: false,
+                huge_body: self.huge_body,
+                gzip_bomb: self.gzip_bomb,
+                trickle: self.trickle_ms.map(Duration::from_millis),
+                paging: self.paging_attack,
+                throttle: None,
             },
             clock: Clock::system(),
         };

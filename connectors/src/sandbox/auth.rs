@@ -41,6 +41,11 @@ impl TokenStore {
         Secret::new(token)
     }
 
+    /// Every token issued so far: tests search outputs for them.
+    pub(crate) fn issued(&self) -> Vec<String> {
+        self.expiries.keys().cloned().collect()
+    }
+
     fn check(&self, token: &str, now_ms: i64) -> Result<(), AuthFailure> {
         match self.expiries.get(token) {
             None => Err(AuthFailure::Invalid),
@@ -105,6 +110,9 @@ pub(crate) fn authenticate(vendor: &Vendor, headers: &HeaderMap) -> Result<(), A
         }
         AuthConfig::OAuth(_) => {
             let token = bearer(headers).ok_or(AuthFailure::Missing)?;
+            if vendor.hostile().reject_tokens {
+                return Err(AuthFailure::Invalid);
+            }
             let now_ms = inner.config.clock.now().timestamp_millis();
             vendor.tokens().check(token, now_ms)
         }
@@ -145,6 +153,14 @@ pub(crate) async fn token(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
             "only client_credentials is supported",
+        );
+    }
+    if vendor.hostile().refuse_clients {
+        let sent = request.client_secret.as_deref().unwrap_or_default();
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            &format!("client_secret {sent} is not valid for this client"),
         );
     }
     let valid = request.client_id.as_deref() == Some(oauth.client_id.as_str())

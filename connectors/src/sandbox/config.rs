@@ -5,6 +5,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::clock::Clock;
+use super::hostile::Hostile;
 use super::stream::Stream;
 use crate::secret::Secret;
 
@@ -61,6 +62,8 @@ pub struct SandboxConfig {
     /// Records carry only `id`, `created_at` and `updated_at`: for benchmarks of id sets,
     /// where a record's body would only cost memory.
     pub lean: bool,
+    /// Attacks on the client (all off by default).
+    pub hostile: Hostile,
     /// Where time comes from; tests pass a [`ManualClock`](super::ManualClock).
     pub clock: Clock,
 }
@@ -81,6 +84,7 @@ impl Default for SandboxConfig {
             quirks: Quirks::default(),
             only: None,
             lean: false,
+            hostile: Hostile::default(),
             clock: Clock::system(),
         }
     }

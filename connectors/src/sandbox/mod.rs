@@ -46,6 +46,15 @@
 //! listings that stop early), and [`Mutation::SetRawField`] makes records carry values
 //! no well-behaved vendor sends (a 23-digit integer, a NUL, half an emoji, an array
 //! 10,000 levels deep, a cursor that is not a date).
+//!
+//! # Attacks
+//!
+//! [`Hostile`] turns the vendor against its client: redirects to another origin or in
+//! long chains, error bodies that echo the credentials sent, a token endpoint that
+//! echoes the client secret, bodies of any size, gzip bombs, bodies that trickle,
+//! cursors that loop or never end, and 429s with absurd waits. [`OtherHost`] listens on
+//! another loopback address (127.0.0.2) as "another host", serving the same data to
+//! anyone and recording every request it receives, credentials included.
 
 mod api;
 mod args;
@@ -56,9 +65,11 @@ mod config;
 mod faults;
 mod generate;
 mod guard;
+mod hostile;
 mod items;
 mod limits;
 mod mutation;
+mod other_host;
 mod server;
 mod stats;
 mod store;
@@ -74,7 +85,9 @@ pub use config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
     RetryAfterStyle, SandboxConfig,
 };
+pub use hostile::{Hostile, PagingAttack, Throttle};
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
+pub use other_host::{OtherHost, Received};
 pub use server::{Sandbox, SandboxError, SandboxHandle};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{Stream, UnknownStream};

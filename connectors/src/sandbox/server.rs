@@ -146,7 +146,7 @@ impl Drop for SandboxHandle {
     }
 }
 
-async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     vendor: Vendor,

@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use super::api::QueryStore;
 use super::auth::TokenStore;
 use super::config::SandboxConfig;
+use super::hostile::Hostile;
 use super::items::ItemStore;
 use super::limits::{DailyQuota, TokenBucket};
 use super::mutation::{Mutation, MutationError, MutationOutcome, SchemaChange};
@@ -37,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) quota: Option<Mutex<DailyQuota>>,
     pub(crate) concurrency: Option<Arc<Semaphore>>,
     fault_rng: Mutex<Rng>,
+    /// The attacks made now: the configured ones until a test switches others on.
+    hostile: Mutex<Hostile>,
     hold: watch::Sender<bool>,
     waiting: watch::Sender<usize>,
 }
@@ -87,6 +90,7 @@ impl Vendor {
                 bucket,
                 quota,
                 concurrency,
+                hostile: Mutex::new(config.hostile.clone()),
                 fault_rng: Mutex::new(Rng::with_seed(config.seed ^ 0xfa17)),
                 hold: watch::Sender::new(false),
                 waiting: watch::Sender::new(0),
@@ -224,6 +228,22 @@ impl Vendor {
     /// worker waits for this before it reads the counts.
     pub fn open_connections(&self) -> u64 {
         self.inner.stats.connections()
+    }
+
+    /// Switches the vendor's attacks to `hostile` from the next request on.
+    pub fn set_hostile(&self, hostile: Hostile) {
+        *lock(&self.inner.hostile) = hostile;
+    }
+
+    /// The attacks made now.
+    pub(crate) fn hostile(&self) -> Hostile {
+        lock(&self.inner.hostile).clone()
+    }
+
+    /// Every OAuth access token issued so far, for tests that prove a token never
+    /// leaks into a log, a table or an output.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.tokens().issued()
     }
 
     /// Counters and the current record sets, as `GET /admin/stats` reports.

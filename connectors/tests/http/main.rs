@@ -3,6 +3,7 @@
 //! leak.
 
 mod budget;
+mod hostile;
 mod secrets;
 
 use std::time::Duration;
@@ -34,8 +35,9 @@ pub(crate) fn given(value: &str) -> SecretSource {
 }
 
 const CONTACTS: &str = "/crm/v3/objects/contacts";
+pub(crate) const CONTACTS_PATH: &str = CONTACTS;
 
-fn page() -> Vec<(String, String)> {
+pub(crate) fn page() -> Vec<(String, String)> {
     vec![("limit".to_owned(), "10".to_owned())]
 }
 

@@ -225,8 +225,10 @@ impl Sync {
         } else {
             return Ok(());
         };
-        Err(Error::permanent(format!("stream {:?}: {problem}", self.stream.name))
-            .with_category("pagination"))
+        Err(
+            Error::permanent(format!("stream {:?}: {problem}", self.stream.name))
+                .with_category("pagination"),
+        )
     }
 
     /// Fetches one page as a checkpointed step: a fetched page is never fetched again.

@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::auth;
 use super::guard;
+use super::hostile;
 use super::items;
 use super::stream::Stream;
 use super::vendor::Vendor;
@@ -28,7 +29,29 @@ pub(crate) use salesforce::{QueryStore, salesforce_error};
 /// Every route, with the API ones behind the guard (auth, limits, faults) and
 /// all of them counted in the stats.
 pub(crate) fn router(vendor: Vendor) -> Router {
-    let api = Router::new()
+    let api = api_routes()
+        .route_layer(middleware::from_fn_with_state(vendor.clone(), guard::guard))
+        .route_layer(middleware::from_fn_with_state(
+            vendor.clone(),
+            hostile::attack,
+        ));
+    Router::new()
+        .merge(api)
+        .route("/oauth/token", post(auth::token))
+        .route("/admin/stats", get(admin::stats))
+        .route("/admin/streams/{stream}/mutate", post(admin::mutate))
+        .layer(middleware::from_fn_with_state(vendor.clone(), guard::count))
+        .with_state(vendor)
+}
+
+/// The API routes with no guard and no attack: what "another host" holding the same
+/// data (a CDN a vendor redirects to) serves, to anyone.
+pub(crate) fn open_router(vendor: Vendor) -> Router {
+    api_routes().with_state(vendor)
+}
+
+fn api_routes() -> Router<Vendor> {
+    Router::new()
         .route("/crm/v3/objects/{stream}", get(hubspot::list))
         .route("/crm/v3/objects/{stream}/search", post(hubspot::search))
         .route("/services/data/v59.0/query", get(salesforce::query))
@@ -42,14 +65,6 @@ pub(crate) fn router(vendor: Vendor) -> Router {
         .route("/ids/{stream}", get(ids::list))
         .route("/items", get(items::list).post(items::post))
         .route("/items/{id}", get(items::get).put(items::put))
-        .route_layer(middleware::from_fn_with_state(vendor.clone(), guard::guard));
-    Router::new()
-        .merge(api)
-        .route("/oauth/token", post(auth::token))
-        .route("/admin/stats", get(admin::stats))
-        .route("/admin/streams/{stream}/mutate", post(admin::mutate))
-        .layer(middleware::from_fn_with_state(vendor.clone(), guard::count))
-        .with_state(vendor)
 }
 
 /// A JSON error in the shape most of the API uses.

@@ -69,6 +69,17 @@ pub(crate) fn run_detail(run: &RunDetail) {
         outln!("finished  {}", time(at));
     } else if !s.status.is_terminal() && s.status != cairn_runner::RunStatus::Running {
         outln!("wakes at  {}", time(&s.wake_at));
+        // Why it waits: the last error of the step that is being retried (a 429's
+        // wait, a spent quota, a transient failure), in full.
+        if let Some(reason) = run
+            .steps
+            .iter()
+            .rev()
+            .find(|step| step.status == cairn_runner::StepStatus::Retrying)
+            .and_then(|step| step.last_error.as_deref())
+        {
+            outln!("parked    {reason}");
+        }
     }
     if let Some(owner) = &run.lease_owner {
         outln!("worker    {owner}");

@@ -106,6 +106,13 @@ pub(crate) fn inputs(
             .with_schema(schema)
             .map_err(|err| Failure::usage(format!("--schema: {}", describe(&err))))?;
     }
+    // Checked here, not later in a worker: a URL that would carry credentials in the
+    // clear is refused before any run exists.
+    if let Some(base_url) = base_url {
+        config = config
+            .with_base_url(base_url)
+            .map_err(|err| Failure::usage(format!("--base-url: {}", describe(&err))))?;
+    }
     let text = std::fs::read_to_string(path)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
     let names: Vec<String> = config.stream_names().map(str::to_owned).collect();

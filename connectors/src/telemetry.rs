@@ -10,8 +10,8 @@ pub struct Telemetry {
     pub retry_after: Option<DateTime<Utc>>,
     /// `X-RateLimit-Remaining`: requests left in the current window.
     pub remaining: Option<u64>,
-    /// `X-RateLimit-Reset`: when the window resets, read by magnitude (see
-    /// [`parse_reset`]).
+    /// `X-RateLimit-Reset`: when the window resets, read by magnitude: seconds from
+    /// now, epoch seconds, or epoch milliseconds.
     pub reset_at: Option<DateTime<Utc>>,
     /// `Sforce-Limit-Info: api-usage=used/total`: the daily quota.
     pub quota: Option<Quota>,
@@ -136,7 +136,7 @@ fn within_reason(at: DateTime<Utc>, now: DateTime<Utc>) -> Result<Option<DateTim
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`, as an instant;
 /// `Err` for a value that is negative, unreadable or more than a week away.
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ()> {
+fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ()> {
     if let Ok(seconds) = value.parse::<f64>() {
         if !seconds.is_finite() || seconds < 0.0 || seconds > (MAX_VENDOR_WAIT_DAYS * 86_400) as f64
         {
@@ -151,7 +151,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Result<Option<DateT
 /// `X-RateLimit-Reset` read by magnitude: seconds from now, epoch seconds, or epoch
 /// milliseconds (a value in milliseconds read as seconds would park a run until the
 /// year 58,000). `Err` for a value that is negative, unreadable or more than a week away.
-pub fn parse_reset(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ()> {
+fn parse_reset(value: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ()> {
     let number: f64 = value.parse().map_err(|_| ())?;
     if !number.is_finite() || number < 0.0 {
         return Err(());

@@ -28,26 +28,32 @@
 //! base_url = "https://api.example.com"  # required: paths and next links resolve against it
 //! secret_params = ["session"]           # query parameters scrubbed from stored cursors,
 //!                                       # besides access_token, api_key, key, sig, ...
+//! allow_redirect_hosts = ["cdn.example.com"]  # optional: redirects may go there, with no credential
+//! allow_insecure_http = false           # plain http to a host other than this machine
+//! max_response_bytes = 67108864         # optional: the most a body holds, decompressed (64 MiB)
+//! max_rate_limit_wait = "1h"            # optional: the most a 429 parks a run
+//! max_quota_wait = "1d"                 # optional: the most a spent daily quota parks a run
 //!
-//! [auth]                 # optional (default none): kind = none | bearer | api_key | oauth2,
-//! kind = "bearer"        # see `auth::AuthConfig`; credentials come from env, files or commands
+//! [auth]                 # optional (default none): kind = none | bearer | basic | api_key | oauth2,
+//! kind = "bearer"        # see `auth::AuthConfig`; credentials come from the worker's env or files
 //! token = { env = "CRM_TOKEN" }
 //!
 //! [rate_limit]           # optional: a budget shared by every worker through Postgres
 //! requests_per_second = 10
 //! burst = 20
 //!
-//! [headers]              # optional: sent with every request
+//! [headers]              # optional: sent with every request to the source's origin
 //! "Sforce-Query-Options" = "batchSize=200"
+//! X-Partner-Token = { env = "PARTNER_TOKEN" }  # a credential-like name needs a source
 //!
 //! [warehouse]            # optional: the schema the source's tables land in; by default
 //! schema = "crm"         # the name, lower-cased, with `_` for anything but a-z, 0-9, _
 //!                        # (`sandbox-stripe` lands in `sandbox_stripe`)
 //!
 //! [timeouts]             # optional, seconds
-//! connect_secs = 5.0
-//! read_secs = 30.0
-//! total_secs = 60.0
+//! connect_secs = 5.0     # establishing a connection
+//! read_secs = 30.0       # the longest silence while reading
+//! total_secs = 120.0     # a whole request, body included
 //!
 //! [streams.contacts]                    # one table per stream
 //! path = "/v3/contacts"                 # required: relative to base_url, or absolute
@@ -59,6 +65,8 @@
 //! max_future_skew = "1d"                # timestamps further ahead of now are refused
 //!                                       # (30s, 15m, 12h, 1d or seconds; default 1d)
 //! total_path = "total"                  # optional: the vendor's total, checked against the count
+//!
+//! max_pages = 100000                    # optional: the most pages one run reads of it
 //!
 //! [streams.contacts.incremental]        # optional: read only what changed (needs cursor_field)
 //! param = "updated_since"               # a parameter set to the watermark, or

@@ -2,9 +2,9 @@
 //! [`Hostile`] that a test switches on to prove cairn withstands it. They apply to API
 //! requests, before credentials are checked.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
@@ -67,11 +67,21 @@ pub struct Throttle {
     pub reset: Option<String>,
     /// How many have been refused so far (shared by clones).
     pub refused: Arc<AtomicU32>,
+    /// When each API request arrived, refused or not (shared by clones): the spacing
+    /// of a client's retries.
+    pub arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// The middleware that makes the attacks.
 pub(crate) async fn attack(State(vendor): State<Vendor>, request: Request, next: Next) -> Response {
     let hostile = vendor.hostile();
+    if let Some(throttle) = &hostile.throttle {
+        throttle
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Instant::now());
+    }
     if let Some(throttle) = &hostile.throttle
         && throttle.refused.fetch_add(1, Ordering::SeqCst) < throttle.count
     {

@@ -79,7 +79,29 @@ async fn secrets_written_into_a_source_file_are_refused_without_being_shown() {
         (
             "unterminated",
             with_auth(&format!("[auth]\nkind = \"bearer\"\ntoken = \"{SECRET}\n")),
-            "",
+            "auth.token",
+        ),
+        (
+            "bare",
+            with_auth(&format!("[auth]\nkind = \"bearer\"\ntoken = {SECRET}\n")),
+            "auth.token",
+        ),
+        (
+            "bare-header",
+            HUBSPOT.replacen(
+                "[auth]",
+                &format!("[headers]\nX-Api-Key = {SECRET}\n\n[auth]"),
+                1,
+            ),
+            "headers",
+        ),
+        (
+            "token-url",
+            with_auth(
+                "[auth]\nkind = \"oauth2\"\ntoken_url = \"http://login.example.com/token\"\n\
+                 client_id = { env = \"A\" }\nclient_secret = { env = \"B\" }",
+            ),
+            "auth.token_url",
         ),
     ];
     for (name, text, field) in cases {

@@ -134,7 +134,7 @@ impl HttpError {
         Self {
             category,
             method,
-            url: url.to_owned(),
+            url: cairn_runner::redact::redact(url).into_owned(),
             status,
             message: cairn_runner::redact::redact(&message.into()).into_owned(),
             retry_at: None,

@@ -1,8 +1,8 @@
 //! Fuzzing with random input for the parts that read what a user or a vendor wrote: the
 //! source file loader, the record locator and listing reader, the paginators and the
 //! rate-limit header parsers. Each must answer any input with a value or an error, never
-//! a panic. Bounded: a few hundred cases per target, seconds in all
-//! (`PROPTEST_CASES` raises it for a longer hunt).
+//! a panic. Bounded: 2,000 cases per target, seconds in all (`PROPTEST_CASES` sets
+//! another number for a longer hunt).
 
 use cairn_connectors::paginate::{JsonPath, PageView, Paginator, Position};
 use cairn_connectors::record::listing;
@@ -55,7 +55,11 @@ fn paginators() -> Vec<Paginator> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(2_000),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_source_loader_answers_any_text(text in ".{0,400}") {

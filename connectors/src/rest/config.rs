@@ -158,7 +158,10 @@ impl RestConfig {
         let document = Document::new(&root);
         if let Some(error) = syntax.first() {
             let span = error.span().unwrap_or(0..0);
-            let field = document.path_at(span.start).join(".");
+            let mut field = document.path_at(span.start).join(".");
+            if field.is_empty() {
+                field = field_on_line(text, span.start);
+            }
             return Err(invalid(span, field, error.message().to_owned()));
         }
         if let Some((span, field, message)) = literal_secret(&root) {
@@ -244,6 +247,29 @@ impl RestConfig {
     /// Its streams' names, in order.
     pub fn stream_names(&self) -> impl Iterator<Item = &str> {
         self.streams.keys().map(String::as_str)
+    }
+}
+
+/// The dotted field a line being written defines (`auth.token` for `token = "...`
+/// under `[auth]`), for a syntax error the parser could not place in the document.
+fn field_on_line(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or_default();
+    let start = before.rfind('\n').map_or(0, |at| at + 1);
+    let line = text[start..].lines().next().unwrap_or_default();
+    let Some((key, _)) = line.split_once('=') else {
+        return String::new();
+    };
+    let key = key.trim().trim_matches('"');
+    let table = before[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
+    match table {
+        Some(table) if !table.is_empty() => format!("{table}.{key}"),
+        _ => key.to_owned(),
     }
 }
 

@@ -423,6 +423,34 @@ async fn cursors_that_loop_or_never_end_stop_the_stream_naming_the_cursor() {
             .count("GET /crm/v3/objects/{stream}", "200");
         assert!(served <= 5, "{attack:?} stopped after {served} pages");
     }
+    // The ids listing of a delete reconciliation: stopped the same way, nothing deleted.
+    let vendor = start(SandboxConfig {
+        records_per_stream: 300,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let contacts = input(HUBSPOT, &vendor, Stream::Contacts);
+    let synced = run_to_end(&client, sync::BACKFILL, &contacts).await;
+    assert_eq!(synced.summary.status, RunStatus::Completed);
+    vendor.vendor().set_hostile(Hostile {
+        paging: Some(PagingAttack::FreshCursors),
+        ..Hostile::default()
+    });
+    let done = run_to_end(&client, sync::RECONCILE, &contacts).await;
+    assert_eq!(done.summary.status, RunStatus::Failed);
+    let error = done.error.as_ref().unwrap().to_string();
+    assert!(
+        error.contains("3 pages in a row") && error.contains("fresh-3"),
+        "{error}"
+    );
+    let deleted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sandbox_hubspot.contacts WHERE _deleted_at IS NOT NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(deleted, 0, "nothing deleted");
+
     // max_pages: a well-behaved listing longer than the stream allows.
     let vendor = start(SandboxConfig {
         records_per_stream: 1_000,

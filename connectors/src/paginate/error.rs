@@ -72,6 +72,27 @@ pub enum PaginationError {
         /// The position given.
         position: Position,
     },
+    /// Pages in a row that brought no id the traversal had not read already: the
+    /// vendor keeps naming fresh cursors over the same records.
+    #[error(
+        "{pages} pages in a row, the last at {position}, brought no record that earlier pages had not (the vendor keeps naming new cursors over the same records); stopping instead of paging forever"
+    )]
+    NothingNew {
+        /// How many pages in a row.
+        pages: u32,
+        /// Where the last of them was read.
+        position: Position,
+    },
+    /// The listing still had pages after the most one run may read.
+    #[error(
+        "the listing still had more pages after max_pages ({max}) pages, the last at {position}; stopping (raise max_pages if the listing really is that long)"
+    )]
+    TooManyPages {
+        /// The stream's `max_pages`.
+        max: u64,
+        /// Where the last page read was.
+        position: Position,
+    },
     /// The page does not have the shape the paginator reads (a token that is
     /// an object, a missing `has_more`).
     #[error("{0}")]

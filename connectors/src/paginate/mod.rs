@@ -22,6 +22,7 @@ mod cursor;
 mod error;
 mod paginator;
 mod path;
+mod seen;
 mod traversal;
 
 pub use cursor::{PageCursor, Position, SECRET_PARAMS, scrub_url};
@@ -29,4 +30,5 @@ pub use error::PaginationError;
 pub(crate) use paginator::kind_of;
 pub use paginator::{PageView, Paginator};
 pub use path::{InvalidPath, JsonPath, scalar_text};
+pub use seen::{STALE_PAGES, SeenIds};
 pub use traversal::{Paged, Traversal, check_page};

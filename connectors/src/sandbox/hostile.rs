@@ -39,7 +39,7 @@ pub struct Hostile {
     pub gzip_bomb: Option<u64>,
     /// API requests are answered one byte per this interval.
     pub trickle: Option<Duration>,
-    /// The HubSpot listing's cursors misbehave.
+    /// The cursors of the HubSpot listing and of the ids listing misbehave.
     pub paging: Option<PagingAttack>,
     /// The first API requests are answered 429 with these headers.
     pub throttle: Option<Throttle>,
@@ -333,7 +333,11 @@ async fn paging(attack: PagingAttack, request: Request, next: Next) -> Response 
             format!("fresh-{}", n + 1)
         }
     };
-    page["paging"] = json!({"next": {"after": next_cursor}});
+    if page.get("ids").is_some() {
+        page["next_after"] = json!(next_cursor);
+    } else {
+        page["paging"] = json!({"next": {"after": next_cursor}});
+    }
     let mut response = axum::Json(page).into_response();
     *response.status_mut() = parts.status;
     response

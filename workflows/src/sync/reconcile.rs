@@ -1,6 +1,6 @@
 //! `sync.reconcile`: rows the vendor no longer has are marked deleted.
 
-use cairn_connectors::paginate::{PageCursor, Traversal};
+use cairn_connectors::paginate::{PageCursor, SeenIds, Traversal};
 use cairn_connectors::source::{IdPage, Source};
 use cairn_connectors::warehouse::{Checks, NewAlert, ReconcileOutcome, raise_alerts};
 use cairn_runner::{Context, Error};
@@ -31,6 +31,7 @@ pub async fn reconcile(ctx: Context, input: SyncInput) -> Result<ReconcileReport
     let reconcile_id = ctx.run_id().to_string();
     let reconcile_id = &reconcile_id;
     let mut traversal = Traversal::new(PageCursor::start());
+    let mut seen = SeenIds::default();
     while let Some(cursor) = traversal.cursor().cloned() {
         let number = traversal.pages();
         let fetched = ctx
@@ -48,7 +49,14 @@ pub async fn reconcile(ctx: Context, input: SyncInput) -> Result<ReconcileReport
                 return Err(err);
             }
         };
-        if let Err(err) = traversal.advance(&ids) {
+        seen.add(&ids.ids);
+        let bounded = traversal
+            .advance(&ids)
+            .and_then(|()| match traversal.is_done() {
+                true => Ok(()),
+                false => seen.may_continue(&cursor.position, sync.stream.max_pages),
+            });
+        if let Err(err) = bounded {
             let message =
                 format!("the id listing cannot be trusted, so no deletes were applied: {err}");
             alert(&ctx, sync, &message).await?;

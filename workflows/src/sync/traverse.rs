@@ -8,10 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context as Context_, Poll};
 
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
-
-use cairn_connectors::paginate::{JsonPath, PageCursor, PaginationError, Traversal};
+use cairn_connectors::paginate::{JsonPath, PageCursor, PaginationError, SeenIds, Traversal};
 use cairn_connectors::record::{Record, Unreadable};
 use cairn_connectors::source::{Page, Source};
 use cairn_connectors::warehouse::{NewAlert, PageReport, raise_alerts};
@@ -90,7 +87,8 @@ impl Sync {
         let mut batch = Batch::starting(&first, pages_before, records_before);
         let mut page = self.fetch(ctx, pages_before, &first).await?;
         // The distinct ids read, counted once the vendor reports a total to hold them to.
-        let mut seen = Seen::default();
+        let mut seen = SeenIds::default();
+        let key: JsonPath = self.stream.primary_key.parse().unwrap_or_default();
         let mut short: Option<String> = None;
         loop {
             let number = traversal.pages();
@@ -103,10 +101,21 @@ impl Sync {
             }
             report.pages += 1;
             report.records += (page.records.len() + page.unreadable.len()) as u64;
-            seen.add(&page, &self.stream.primary_key);
+            seen.add(
+                page.records
+                    .iter()
+                    .filter_map(|record| record.text_at(&key)),
+            );
             let done = traversal.is_done();
             if !done {
-                self.bounded(&seen, report.pages, at.as_ref())?;
+                // A vendor that names fresh cursors over the same records passes every
+                // cursor check; stop it, and a listing longer than `max_pages`.
+                let at = at.map(|cursor| cursor.position).unwrap_or_default();
+                seen.may_continue(&at, self.stream.max_pages)
+                    .map_err(|err| {
+                        Error::permanent(format!("stream {:?}: {err}", self.stream.name))
+                            .with_category("pagination")
+                    })?;
             }
             if done
                 && short.is_none()
@@ -118,7 +127,7 @@ impl Sync {
                     "the vendor reported a total of {total} but its pages held {} distinct \
                      ids ({} more than once)",
                     records_before + seen.distinct(),
-                    seen.repeated
+                    seen.repeated()
                 ));
             }
             batch.add(number, page);
@@ -192,7 +201,7 @@ impl Sync {
                         ))
                         .with_category("pagination"));
                     }
-                    report.repeated = seen.repeated;
+                    report.repeated = seen.repeated();
                     report.vendor_total = traversal.total();
                     report.upserted = landed.report.upserted;
                     report.quarantined = landed.report.quarantined;
@@ -204,31 +213,6 @@ impl Sync {
                 }
             }
         }
-    }
-
-    /// Stops a traversal that pages without end: pages that bring no id it has not
-    /// read already, [`STALE_PAGES`] times in a row (a vendor handing out fresh cursors
-    /// over the same records), or more pages than the stream's `max_pages`.
-    fn bounded(&self, seen: &Seen, pages: u64, at: Option<&PageCursor>) -> Result<(), Error> {
-        let cursor = at.map_or_else(|| "the start".to_owned(), |c| c.position.to_string());
-        let problem = if seen.stale_streak >= STALE_PAGES {
-            format!(
-                "{STALE_PAGES} pages in a row, the last at cursor {cursor}, brought no record \
-                 that earlier pages had not (the vendor keeps naming new cursors over the same \
-                 records); stopping instead of paging forever"
-            )
-        } else if let Some(max) = self.stream.max_pages.filter(|max| pages >= *max) {
-            format!(
-                "the listing still had more pages after max_pages ({max}) pages, the last at \
-                 cursor {cursor}; stopping (raise max_pages if the listing really is that long)"
-            )
-        } else {
-            return Ok(());
-        };
-        Err(
-            Error::permanent(format!("stream {:?}: {problem}", self.stream.name))
-                .with_category("pagination"),
-        )
     }
 
     /// Fetches one page as a checkpointed step: a fetched page is never fetched again.
@@ -418,51 +402,6 @@ impl Batch {
         self.pages += 1;
         self.records.extend(page.records);
         self.unreadable.extend(page.unreadable);
-    }
-}
-
-/// The ids a traversal has read (as 64-bit hashes: the set of a million ids is 16 MB,
-/// and a collision would need about four billion of them), and how many came again.
-#[derive(Default)]
-struct Seen {
-    ids: HashSet<u64>,
-    repeated: u64,
-    /// Pages in a row whose records were all read before (pages without records, such
-    /// as ones a client-side filter emptied, neither count nor break the streak).
-    stale_streak: u32,
-}
-
-/// Pages in a row that bring no new id after which a traversal is stopped: a listing
-/// whose pages overlap repeats a few records, never whole pages three times over.
-pub(crate) const STALE_PAGES: u32 = 3;
-
-impl Seen {
-    fn add(&mut self, page: &Page, primary_key: &str) {
-        let key: JsonPath = primary_key.parse().unwrap_or_default();
-        let mut new = 0;
-        let mut ided = 0;
-        for record in &page.records {
-            let Some(id) = record.text_at(&key) else {
-                continue;
-            };
-            ided += 1;
-            let mut hasher = std::hash::DefaultHasher::new();
-            id.hash(&mut hasher);
-            if self.ids.insert(hasher.finish()) {
-                new += 1;
-            } else {
-                self.repeated += 1;
-            }
-        }
-        if new > 0 {
-            self.stale_streak = 0;
-        } else if ided > 0 {
-            self.stale_streak += 1;
-        }
-    }
-
-    fn distinct(&self) -> u64 {
-        self.ids.len() as u64
     }
 }
 

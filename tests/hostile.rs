@@ -15,7 +15,7 @@ use cairn::connectors::sandbox::{
 };
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus, StartOptions};
-use cairn_testkit::TestDb;
+use cairn_testkit::{TestDb, run_to_end};
 use support::vendor::{HUBSPOT, checksum, input, landed, start};
 use support::{builtin, builtin_worker, cairn, run};
 
@@ -77,6 +77,21 @@ fn worker(url: &str, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("spawning a worker")
+}
+
+/// `cairn sync <source> --stream contacts --base-url <vendor> --wait`, and `extra`.
+fn sync_contacts(url: &str, source: &Path, vendor: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "sync",
+        source.to_str().unwrap(),
+        "--stream",
+        "contacts",
+        "--base-url",
+        vendor,
+        "--wait",
+    ];
+    args.extend_from_slice(extra);
+    run(url, &args)
 }
 
 fn text(output: &Output) -> String {
@@ -171,19 +186,7 @@ async fn echoed_tokens_and_client_secrets_reach_no_log_table_or_output() {
     let mut outputs = Vec::new();
     let mut runs = Vec::new();
     for vendor in [&echoing, &refusing] {
-        let output = run(
-            &url,
-            &[
-                "sync",
-                source.to_str().unwrap(),
-                "--stream",
-                "contacts",
-                "--base-url",
-                vendor.base_url(),
-                "--wait",
-                "--json",
-            ],
-        );
+        let output = sync_contacts(&url, &source, vendor.base_url(), &["--json"]);
         let shown = text(&output);
         assert_eq!(output.status.code(), Some(1), "the sync fails: {shown}");
         assert!(shown.contains("[redacted]"), "the echo was masked: {shown}");
@@ -240,21 +243,7 @@ async fn a_redirect_elsewhere_fails_naming_both_origins_and_an_allowed_one_gets_
     let dir = scratch("redirect");
     let log = dir.join("worker.log");
     let mut worker = worker(&url, &log);
-    let sync = |source: &Path| {
-        run(
-            &url,
-            &[
-                "sync",
-                source.to_str().unwrap(),
-                "--stream",
-                "contacts",
-                "--base-url",
-                vendor.base_url(),
-                "--wait",
-                "--json",
-            ],
-        )
-    };
+    let sync = |source: &Path| sync_contacts(&url, source, vendor.base_url(), &["--json"]);
     let refused = sync(&oauth_source(&dir, ""));
     let shown = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{shown}");
@@ -308,20 +297,6 @@ async fn a_redirect_elsewhere_fails_naming_both_origins_and_an_allowed_one_gets_
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Starts `workflow` with `input` and waits (a minute at most) for it to end.
-async fn run_to_end(client: &Client, workflow: &str, input: &sync::SyncInput) -> cairn::RunDetail {
-    let started = client
-        .start(workflow, input, &StartOptions::default())
-        .await
-        .unwrap();
-    let done = client
-        .wait(started.run_id, Some(Duration::from_secs(60)))
-        .await
-        .unwrap();
-    assert!(done.summary.status.is_terminal(), "{workflow} did not end");
-    done
-}
-
 /// The peak resident set of process `pid`, in bytes.
 fn peak_rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -354,18 +329,7 @@ async fn a_huge_body_or_a_gzip_bomb_fails_the_run_and_the_worker_stays_small() {
             ..SandboxConfig::default()
         })
         .await;
-        let output = run(
-            &url,
-            &[
-                "sync",
-                source.to_str().unwrap(),
-                "--stream",
-                "contacts",
-                "--base-url",
-                vendor.base_url(),
-                "--wait",
-            ],
-        );
+        let output = sync_contacts(&url, &source, vendor.base_url(), &[]);
         let shown = text(&output);
         assert_eq!(output.status.code(), Some(1), "{shown}");
         assert!(

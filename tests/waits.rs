@@ -8,23 +8,10 @@ use std::time::Duration;
 
 use cairn::connectors::sandbox::{Hostile, SandboxConfig, Stream, Throttle};
 use cairn::workflows::sync;
-use cairn::{Client, RunStatus, StartOptions};
-use cairn_testkit::TestDb;
+use cairn::{Client, RunStatus};
+use cairn_testkit::{TestDb, run_to_end};
 use support::vendor::{HUBSPOT, checksum, input, landed, start};
 use support::{WorkerProcess, builtin, builtin_worker, run};
-
-async fn run_to_end(client: &Client, workflow: &str, input: &sync::SyncInput) -> cairn::RunDetail {
-    let started = client
-        .start(workflow, input, &StartOptions::default())
-        .await
-        .unwrap();
-    let done = client
-        .wait(started.run_id, Some(Duration::from_secs(90)))
-        .await
-        .unwrap();
-    assert!(done.summary.status.is_terminal(), "{workflow} did not end");
-    done
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_429s_without_a_wait_back_off_growing_instead_of_spinning() {

@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::api;
-use super::server::{SandboxError, SandboxHandle, serve};
+use super::server::{SandboxError, SandboxHandle, bind_loopback, serve};
 
 /// One request another host received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,15 +50,7 @@ impl OtherHost {
     /// Serves `vendor`'s data on `addr` (a loopback address, e.g. `127.0.0.2:0`), with
     /// no credentials asked and no attack made.
     pub async fn start(vendor: &SandboxHandle, addr: SocketAddr) -> Result<Self, SandboxError> {
-        if !addr.ip().is_loopback() {
-            return Err(SandboxError::NotLoopback(addr));
-        }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SandboxError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Bind { addr, source })?;
+        let (listener, addr) = bind_loopback(addr).await?;
         let log = Log::default();
         let router = api::open_router(vendor.vendor().clone())
             .layer(middleware::from_fn_with_state(Arc::clone(&log), record));

@@ -52,15 +52,7 @@ impl Sandbox {
         addr: SocketAddr,
     ) -> Result<SandboxHandle, SandboxError> {
         config.validate()?;
-        if !addr.ip().is_loopback() {
-            return Err(SandboxError::NotLoopback(addr));
-        }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SandboxError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| SandboxError::Bind { addr, source })?;
+        let (listener, addr) = bind_loopback(addr).await?;
         let vendor = Vendor::new(config, format!("http://{addr}"));
         let router = api::router(vendor.clone());
         let (shutdown, signal) = watch::channel(false);
@@ -73,6 +65,23 @@ impl Sandbox {
             task: Some(task),
         })
     }
+}
+
+/// Binds `addr`, which must be a loopback address (port 0 picks a free one), and says
+/// which address it got.
+pub(crate) async fn bind_loopback(
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), SandboxError> {
+    if !addr.ip().is_loopback() {
+        return Err(SandboxError::NotLoopback(addr));
+    }
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| SandboxError::Bind { addr, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| SandboxError::Bind { addr, source })?;
+    Ok((listener, addr))
 }
 
 /// Why a sandbox did not start.

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_connectors::auth::AuthConfig;
 use cairn_connectors::budget::RateLimitConfig;
-use cairn_connectors::http::{HttpClient, HttpConfig, Timeouts};
+use cairn_connectors::http::{HttpClient, HttpConfig};
 use cairn_connectors::sandbox::{RateLimit, Sandbox, SandboxConfig};
 use sqlx::postgres::PgPoolOptions;
 

@@ -4,10 +4,12 @@
 //! time ([`waits`]).
 
 pub mod body;
+mod config;
+mod failure;
 pub mod origin;
 pub mod waits;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -17,83 +19,16 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::{debug, warn};
 
-use crate::auth::{AuthConfig, Authenticator};
-use crate::budget::{Grant, RateBudget, RateLimitConfig};
+use crate::auth::Authenticator;
+use crate::budget::{Grant, RateBudget};
 use crate::error::{Category, HttpError};
-use crate::headers::HeaderSetting;
 use crate::telemetry::Telemetry;
-use body::BodyError;
+pub use config::{DEFAULT_MAX_RESPONSE_BYTES, HttpConfig, Timeouts};
+pub(crate) use failure::transport_error;
+use failure::{MAX_SHOWN_URL, body_error, snippet};
 use origin::{MAX_REDIRECTS, Origin, RedirectPolicy};
 use sqlx::PgPool;
 use waits::Waits;
-
-/// How to reach a vendor: the part of a source's TOML that is about HTTP.
-#[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// The API's root, e.g. `https://api.hubapi.com`.
-    pub base_url: String,
-    /// How to authenticate.
-    pub auth: AuthConfig,
-    /// The vendor's rate limit; requests are paced by a budget shared through Postgres.
-    pub rate_limit: Option<RateLimitConfig>,
-    /// Extra headers sent with every request to the source's origin.
-    pub headers: BTreeMap<String, HeaderSetting>,
-    /// Connect, read-idle and whole-request timeouts.
-    pub timeouts: Timeouts,
-    /// Hosts a redirect may lead to, besides the base URL's origin. They get no
-    /// credential: no `Authorization`, no API key, no secret header, no cookie.
-    pub allow_redirect_hosts: Vec<String>,
-    /// The most a response body may hold once decompressed; a larger one fails the
-    /// request permanently.
-    pub max_response_bytes: u64,
-    /// How long the vendor may make a run wait.
-    pub waits: Waits,
-}
-
-impl HttpConfig {
-    /// A configuration for `base_url` with no credentials, no rate limit and the default
-    /// limits.
-    pub fn new(base_url: &str) -> Self {
-        Self {
-            base_url: base_url.to_owned(),
-            auth: AuthConfig::None,
-            rate_limit: None,
-            headers: BTreeMap::new(),
-            timeouts: Timeouts::default(),
-            allow_redirect_hosts: Vec::new(),
-            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
-            waits: Waits::default(),
-        }
-    }
-}
-
-/// The default bound on a response body: 64 MiB, far above any page a vendor serves
-/// and far below what a worker can afford per request in flight.
-pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Timeouts in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Timeouts {
-    /// Establishing a connection.
-    pub connect_secs: f64,
-    /// The longest silence while reading a response: a vendor that stops sending is
-    /// cut off after this long.
-    pub read_secs: f64,
-    /// A whole request, body included: a vendor that trickles bytes just fast enough to
-    /// stay under the read timeout is cut off after this long.
-    pub total_secs: f64,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect_secs: 5.0,
-            read_secs: 30.0,
-            total_secs: 120.0,
-        }
-    }
-}
 
 /// A successful response with its JSON body.
 #[derive(Debug, Clone)]
@@ -652,69 +587,6 @@ pub fn redact_url(url: &str, secret_param: Option<&str>) -> String {
         }
     }
     parsed.to_string()
-}
-
-/// The category of a failure below HTTP (connect, reset, timeout).
-pub(crate) fn transport_error(method: &'static str, url: &str, err: reqwest::Error) -> HttpError {
-    let category = if err.is_timeout() {
-        Category::Timeout
-    } else if err.is_decode() {
-        Category::MalformedBody
-    } else {
-        Category::Network
-    };
-    let message = if err.is_timeout() {
-        "no answer in time".to_owned()
-    } else if err.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "the connection failed".to_owned()
-    };
-    // reqwest's own message quotes the URL, query credentials included: keep only the
-    // chain below it.
-    let cause = std::error::Error::source(&err).map(|s| s.to_string());
-    let message = match cause {
-        Some(cause) => format!("{message} ({cause})"),
-        None => message,
-    };
-    HttpError::request(category, method, url, None, message)
-}
-
-/// The longest URL shown in a message: a vendor's next link can be any length.
-const MAX_SHOWN_URL: usize = 512;
-
-/// The most of a vendor's error body kept in an error message.
-const SNIPPET_CHARS: usize = 2048;
-
-fn snippet(body: &str) -> String {
-    let trimmed = body.trim();
-    let mut kept: String = trimmed.chars().take(SNIPPET_CHARS).collect();
-    if kept.len() < trimmed.len() {
-        kept.push_str(" [truncated]");
-    }
-    if kept.is_empty() {
-        "no details in the body".to_owned()
-    } else {
-        kept
-    }
-}
-
-/// The error of a body that could not be read within its bound.
-fn body_error(method: &'static str, shown: &str, status: u16, err: BodyError) -> HttpError {
-    match err {
-        BodyError::TooLarge { limit } => HttpError::request(
-            Category::TooLarge,
-            method,
-            shown,
-            Some(status),
-            format!(
-                "the response body is larger than max_response_bytes ({limit} bytes, counted \
-                 after decompression); cairn stopped reading it. Raise max_response_bytes for \
-                 this source if its pages really are this large"
-            ),
-        ),
-        BodyError::Transport(err) => transport_error(method, shown, err),
-    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use serde::Deserialize;
 use toml::de::DeTable;
 
 use super::locate::{Document, line_column};
-use super::schema::{
-    IdsFile, IncrementalFile, PaginatorFile, PaginatorKind, SinceFormat, SourceFile, StreamFile,
-};
+use super::paginators::paginator;
+use super::schema::{IdsFile, IncrementalFile, SinceFormat, SourceFile, StreamFile};
+use super::secrets::{field_on_line, literal_secret};
 use crate::auth::{AuthConfig, KeyLocation};
 use crate::headers::{literal_credential_problem, looks_like_credential};
 use crate::http::HttpConfig;
@@ -250,127 +250,25 @@ impl RestConfig {
     }
 }
 
-/// The dotted field a line being written defines (`auth.token` for `token = "...`
-/// under `[auth]`), for a syntax error the parser could not place in the document.
-fn field_on_line(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or_default();
-    let start = before.rfind('\n').map_or(0, |at| at + 1);
-    let line = text[start..].lines().next().unwrap_or_default();
-    let Some((key, _)) = line.split_once('=') else {
-        return String::new();
-    };
-    let key = key.trim().trim_matches('"');
-    let table = before[..start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim());
-    match table {
-        Some(table) if !table.is_empty() => format!("{table}.{key}"),
-        _ => key.to_owned(),
-    }
-}
-
-/// The fields of `[auth]` that hold a secret.
-const SECRET_FIELDS: [&str; 5] = ["token", "value", "client_id", "client_secret", "password"];
-
-/// A secret written into the file where only a secret source may stand: a field of
-/// `[auth]` that holds a credential, or a header whose name says it carries one (or any
-/// header whose value is neither text nor a source). Found on the parsed document, so
-/// the error names the exact field and place; its message never holds the value.
-fn literal_secret(
-    root: &toml::Spanned<DeTable<'_>>,
-) -> Option<(std::ops::Range<usize>, String, String)> {
-    use toml::de::DeValue;
-    let table = |name: &str| match root.get_ref().get(name).map(toml::Spanned::get_ref) {
-        Some(DeValue::Table(table)) => Some(table),
-        _ => None,
-    };
-    // A table where a secret source goes is judged by the one rule for secret sources.
-    let source_problem = |value: &DeValue<'_>| {
-        let DeValue::Table(table) = value else {
-            return None;
-        };
-        let shape: serde_json::Map<String, serde_json::Value> = table
-            .iter()
-            .map(|(key, value)| {
-                let value = match value.get_ref() {
-                    DeValue::String(text) => serde_json::Value::from(text.as_ref()),
-                    _ => serde_json::Value::from(0),
-                };
-                (key.get_ref().to_string(), value)
-            })
-            .collect();
-        crate::secret::SecretSource::deserialize(serde_json::Value::Object(shape))
-            .err()
-            .map(|err| err.to_string())
-    };
-    if let Some(auth) = table("auth") {
-        for (key, value) in auth.iter() {
-            let key = key.get_ref().as_ref();
-            if let Some(problem) = SECRET_FIELDS
-                .contains(&key)
-                .then(|| source_problem(value.get_ref()))
-                .flatten()
-            {
-                return Some((value.span(), format!("auth.{key}"), problem));
-            }
-            if SECRET_FIELDS.contains(&key) && !matches!(value.get_ref(), DeValue::Table(_)) {
-                return Some((
-                    value.span(),
-                    format!("auth.{key}"),
-                    format!(
-                        "a secret cannot be written into a source file (the value is not \
-                         shown); {}",
-                        crate::secret::SECRET_FORMS
-                    ),
-                ));
-            }
-        }
-    }
-    if let Some(headers) = table("headers") {
-        for (name, value) in headers.iter() {
-            let name = name.get_ref().as_ref();
-            let problem = match value.get_ref() {
-                DeValue::Table(_) => match source_problem(value.get_ref()) {
-                    Some(problem) => problem,
-                    None => continue,
-                },
-                DeValue::String(_) if !looks_like_credential(name) => continue,
-                DeValue::String(_) => literal_credential_problem(name),
-                _ => format!(
-                    "a header's value is a string, or a secret source ({}); what is written \
-                     there is neither (it is not shown)",
-                    crate::secret::SECRET_FORMS
-                ),
-            };
-            return Some((value.span(), format!("headers.{name}"), problem));
-        }
-    }
-    None
-}
-
 /// The field named by serde's "missing field `x`".
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// A rule broken, at a dotted field.
-struct Problem {
+pub(super) struct Problem {
     field: Vec<String>,
     message: String,
 }
 
-fn problem(at: &[&str], message: impl Into<String>) -> Problem {
+pub(super) fn problem(at: &[&str], message: impl Into<String>) -> Problem {
     Problem {
         field: at.iter().map(|s| (*s).to_owned()).collect(),
         message: message.into(),
     }
 }
 
-fn path(text: &str, at: &[&str]) -> Result<JsonPath, Problem> {
+pub(super) fn path(text: &str, at: &[&str]) -> Result<JsonPath, Problem> {
     text.parse()
         .map_err(|error| problem(at, format!("{error}")))
 }
@@ -671,110 +569,4 @@ fn ids_plan(name: &str, ids: IdsFile) -> Result<(Listing, Option<JsonPath>), Pro
         paginator,
     };
     Ok((listing, id_field))
-}
-
-/// The paginator of one listing, with its kind's required fields present and
-/// no field its kind does not read.
-fn paginator(file: &PaginatorFile, at: &[&str], id_field: &JsonPath) -> Result<Paginator, Problem> {
-    let kind = file.kind;
-    let field_at = |field: &'static str| -> Vec<&str> {
-        let mut path = at.to_vec();
-        path.push(field);
-        path
-    };
-    let reads: &[&str] = match kind {
-        PaginatorKind::None | PaginatorKind::LinkHeader => &[],
-        PaginatorKind::Cursor | PaginatorKind::PageToken => &["param", "next_path"],
-        PaginatorKind::Offset => &["param"],
-        PaginatorKind::NextUrl => &["next_path"],
-        PaginatorKind::Stripe => &["param", "has_more_path", "id_field"],
-    };
-    for (field, present) in [
-        ("param", file.param.is_some()),
-        ("next_path", file.next_path.is_some()),
-        ("has_more_path", file.has_more_path.is_some()),
-        ("id_field", file.id_field.is_some()),
-    ] {
-        if present && !reads.contains(&field) {
-            let reads = if reads.is_empty() {
-                "no other field".to_owned()
-            } else {
-                reads
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            return Err(problem(
-                &field_at(field),
-                format!(
-                    "a `{}` paginator does not read `{field}` (it reads {reads})",
-                    kind.name()
-                ),
-            ));
-        }
-    }
-    let required = |value: &Option<String>, field: &'static str, what: &str| {
-        value.clone().ok_or_else(|| {
-            problem(
-                &field_at(field),
-                format!("a `{}` paginator needs `{field}`: {what}", kind.name()),
-            )
-        })
-    };
-    let param = |default: &str| file.param.clone().unwrap_or_else(|| default.to_owned());
-    let next_path = |default: &str| {
-        path(
-            file.next_path.as_deref().unwrap_or(default),
-            &field_at("next_path"),
-        )
-    };
-    Ok(match kind {
-        PaginatorKind::None => Paginator::Single,
-        PaginatorKind::LinkHeader => Paginator::LinkHeader,
-        PaginatorKind::Cursor => {
-            let param = required(
-                &file.param,
-                "param",
-                "the query parameter the token goes back in",
-            )?;
-            let next = required(
-                &file.next_path,
-                "next_path",
-                "where the next token is in the body, e.g. \"paging.next.after\"",
-            )?;
-            Paginator::Token {
-                param,
-                next_path: path(&next, &field_at("next_path"))?,
-            }
-        }
-        PaginatorKind::PageToken => Paginator::Token {
-            param: param("pageToken"),
-            next_path: next_path("nextPageToken")?,
-        },
-        PaginatorKind::Offset => Paginator::Offset {
-            param: param("offset"),
-        },
-        PaginatorKind::NextUrl => {
-            let next = required(
-                &file.next_path,
-                "next_path",
-                "where the next page's URL is in the body, e.g. \"nextRecordsUrl\"",
-            )?;
-            Paginator::NextUrl {
-                next_path: path(&next, &field_at("next_path"))?,
-            }
-        }
-        PaginatorKind::Stripe => Paginator::Stripe {
-            param: param("starting_after"),
-            has_more_path: path(
-                file.has_more_path.as_deref().unwrap_or("has_more"),
-                &field_at("has_more_path"),
-            )?,
-            id_field: match &file.id_field {
-                Some(field) => path(field, &field_at("id_field"))?,
-                None => id_field.clone(),
-            },
-        },
-    })
 }

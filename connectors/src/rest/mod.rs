@@ -126,7 +126,9 @@
 mod config;
 mod incremental;
 mod locate;
+mod paginators;
 mod schema;
+mod secrets;
 mod source;
 
 pub use config::{ConfigError, RestConfig};

@@ -1,0 +1,78 @@
+//! What a source says about reaching its vendor: the base URL, credentials, rate
+//! limit, headers, timeouts and the bounds a vendor cannot push past.
+
+use std::collections::BTreeMap;
+
+use crate::auth::AuthConfig;
+use crate::budget::RateLimitConfig;
+use crate::headers::HeaderSetting;
+
+use super::waits::Waits;
+
+/// How to reach a vendor: the part of a source's TOML that is about HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// The API's root, e.g. `https://api.hubapi.com`.
+    pub base_url: String,
+    /// How to authenticate.
+    pub auth: AuthConfig,
+    /// The vendor's rate limit; requests are paced by a budget shared through Postgres.
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Extra headers sent with every request to the source's origin.
+    pub headers: BTreeMap<String, HeaderSetting>,
+    /// Connect, read-idle and whole-request timeouts.
+    pub timeouts: Timeouts,
+    /// Hosts a redirect may lead to, besides the base URL's origin. They get no
+    /// credential: no `Authorization`, no API key, no secret header, no cookie.
+    pub allow_redirect_hosts: Vec<String>,
+    /// The most a response body may hold once decompressed; a larger one fails the
+    /// request permanently.
+    pub max_response_bytes: u64,
+    /// How long the vendor may make a run wait.
+    pub waits: Waits,
+}
+
+impl HttpConfig {
+    /// A configuration for `base_url` with no credentials, no rate limit and the default
+    /// limits.
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            auth: AuthConfig::None,
+            rate_limit: None,
+            headers: BTreeMap::new(),
+            timeouts: Timeouts::default(),
+            allow_redirect_hosts: Vec::new(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            waits: Waits::default(),
+        }
+    }
+}
+
+/// The default bound on a response body: 64 MiB, far above any page a vendor serves
+/// and far below what a worker can afford per request in flight.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Timeouts in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Establishing a connection.
+    pub connect_secs: f64,
+    /// The longest silence while reading a response: a vendor that stops sending is
+    /// cut off after this long.
+    pub read_secs: f64,
+    /// A whole request, body included: a vendor that trickles bytes just fast enough to
+    /// stay under the read timeout is cut off after this long.
+    pub total_secs: f64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect_secs: 5.0,
+            read_secs: 30.0,
+            total_secs: 120.0,
+        }
+    }
+}

@@ -22,7 +22,8 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::error::{ErrorReport, is_transient_db_error};
 use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
-use crate::store::{Fenced, Lease, StepWrite, Store, WakeAt, already_completed};
+use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, WakeAt, already_completed};
+use crate::waits::{Timer, Waits};
 use crate::{Error, RetryPolicy, RunId};
 
 /// The handle a workflow gets on its run. Cheap to clone.
@@ -129,12 +130,13 @@ impl RunState {
 pub(crate) struct RunState {
     pub(crate) lease: Lease,
     workflow: String,
-    claimed_at: DateTime<Utc>,
     history: Mutex<HashMap<i32, StepRecord>>,
     next_position: AtomicI32,
     /// A progress report for a checkpoint to carry.
     progress: Mutex<ProgressSlot>,
     pub(crate) signals: Signals,
+    /// What the run's branches are doing: steps running, durable waits.
+    pub(crate) waits: Waits,
     settings: RunSettings,
 }
 
@@ -193,7 +195,6 @@ impl Context {
     pub(crate) fn new(
         lease: Lease,
         workflow: String,
-        claimed_at: DateTime<Utc>,
         history: Vec<StepRecord>,
         settings: RunSettings,
     ) -> Self {
@@ -202,11 +203,11 @@ impl Context {
             run: Arc::new(RunState {
                 lease,
                 workflow,
-                claimed_at,
                 history: Mutex::new(history),
                 next_position: AtomicI32::new(0),
                 progress: Mutex::default(),
                 signals: Signals::default(),
+                waits: Waits::default(),
                 settings,
             }),
         }
@@ -317,34 +318,77 @@ impl Context {
         self.run_transaction(name.into(), policy, f).await
     }
 
-    /// A durable timer: the run is parked until `duration` has passed and no worker
-    /// holds it meanwhile. Survives restarts; on replay a timer that has fired returns at
-    /// once.
+    /// A durable timer: this branch of the run waits until `duration` has passed.
+    /// When nothing else in the run can go on meanwhile (no step running beside it in a
+    /// `join`), the run is parked and no worker holds it. Survives restarts; on replay a
+    /// timer that has fired returns at once.
     pub async fn sleep(&self, duration: Duration) {
         let position = self.next_position();
         let name = "sleep";
-        if let Some(record) = self.take_history(position) {
-            self.check_same(&record, name, StepKind::Sleep).await;
-            let wake_at = record
-                .stored_output
-                .as_deref()
-                .and_then(|o| serde_json::from_str::<SleepOutput>(o).ok())
-                .map(|o| o.wake_at);
-            match wake_at {
-                Some(at) if at > self.run.claimed_at => {
-                    // Claimed before the timer fired (a released run): park again.
-                    let step = self.sleep_write(position, name, &record.started_at);
-                    self.park::<()>(RunStatus::Sleeping, WakeAt::At(at), &step)
-                        .await;
+        let (started_at, wake_at) = match self.take_history(position) {
+            Some(record) => {
+                self.check_same(&record, name, StepKind::Sleep).await;
+                let wake_at = record
+                    .stored_output
+                    .as_deref()
+                    .and_then(|o| serde_json::from_str::<SleepOutput>(o).ok())
+                    .map(|o| o.wake_at);
+                match wake_at {
+                    Some(at) => (record.started_at, at),
+                    None => return,
                 }
-                _ => return,
             }
+            None => {
+                self.boundary().await;
+                let now = Utc::now();
+                let at =
+                    now + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
+                let output = serde_json::json!({ "wake_at": at }).to_string();
+                let mut write = self.sleep_write(position, name, &now);
+                write.output = Some(&output);
+                let group_commit = &self.run.settings.group_commit;
+                let lease = self.run.lease;
+                match self
+                    .persist(name, || group_commit.write_step(lease, &write))
+                    .await
+                {
+                    Ok(cancel) => self.note_cancel(cancel),
+                    Err(err) => self.halt::<()>(Halt::Failed(err.report())).await,
+                }
+                (now, at)
+            }
+        };
+        if wake_at <= Utc::now() {
+            return;
         }
-        self.boundary().await;
-        let now = Utc::now();
-        let step = self.sleep_write(position, name, &now);
-        self.park::<()>(RunStatus::Sleeping, WakeAt::After(duration), &step)
+        let output = serde_json::json!({ "wake_at": wake_at }).to_string();
+        let mut write = self.sleep_write(position, name, &started_at);
+        write.output = Some(&output);
+        self.wait_until(position, wake_at, RunStatus::Sleeping, &write, false)
             .await;
+    }
+
+    /// Waits in this branch until `at`, registered as a durable wait: if the run parks
+    /// meanwhile (every branch waits), it parks in `status` and `step` is the step row
+    /// its park writes. `active`: the caller is a step attempt, waiting rather than
+    /// running until then.
+    async fn wait_until(
+        &self,
+        position: i32,
+        at: DateTime<Utc>,
+        status: RunStatus,
+        step: &StepWrite<'_>,
+        active: bool,
+    ) {
+        let timer = Timer {
+            at,
+            status,
+            step: OwnedStep::new(step),
+        };
+        let _registered = self.run.waits.register(position, timer, active);
+        if let Ok(wait) = (at - Utc::now()).to_std() {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     fn sleep_write<'a>(
@@ -385,6 +429,7 @@ impl Context {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
+        let _active = self.run.waits.active();
         loop {
             self.boundary().await;
             progress.attempts += 1;
@@ -467,6 +512,7 @@ impl Context {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
+        let _active = self.run.waits.active();
         loop {
             self.boundary().await;
             progress.attempts += 1;
@@ -635,26 +681,23 @@ impl Context {
                 progress.throttled += 1;
                 write.attempts = progress.attempts;
                 write.throttled = progress.throttled;
-                warn!(%until, error = %message, "rate limited; parking the run");
-                self.park(RunStatus::Parked, WakeAt::At(until), &write)
-                    .await
+                warn!(%until, error = %message, "rate limited; waiting");
+                self.write_retrying(name, &write).await;
+                self.wait_until(position, until, RunStatus::Parked, &write, true)
+                    .await;
+                None
             }
             crate::ErrorClass::Transient if progress.attempts < policy.max_attempts as i32 => {
                 let delay = policy.delay(progress.attempts as u32);
                 warn!(attempt = progress.attempts, ?delay, error = %message, "step failed; retrying");
+                self.write_retrying(name, &write).await;
                 if delay > self.run.settings.inline_backoff {
-                    self.park::<()>(RunStatus::Retrying, WakeAt::After(delay), &write)
+                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    self.wait_until(position, at, RunStatus::Retrying, &write, true)
                         .await;
+                } else {
+                    tokio::time::sleep(delay).await;
                 }
-                let group_commit = &self.run.settings.group_commit;
-                let lease = self.run.lease;
-                if let Ok(cancel) = self
-                    .persist(name, || group_commit.write_step(lease, &write))
-                    .await
-                {
-                    self.note_cancel(cancel);
-                }
-                tokio::time::sleep(delay).await;
                 None
             }
             _ => {
@@ -715,15 +758,32 @@ impl Context {
         }
     }
 
-    /// Parks the run (one fenced statement) and stops executing it.
-    async fn park<T>(&self, status: RunStatus, wake: WakeAt, step: &StepWrite<'_>) -> T {
+    /// Records a step that will be attempted again (its error, its attempts so far).
+    async fn write_retrying(&self, name: &str, write: &StepWrite<'_>) {
+        let group_commit = &self.run.settings.group_commit;
+        let lease = self.run.lease;
+        if let Ok(cancel) = self
+            .persist(name, || group_commit.write_step(lease, write))
+            .await
+        {
+            self.note_cancel(cancel);
+        }
+    }
+
+    /// Parks the run on `timer` (one fenced statement): every branch of the run waits,
+    /// the earliest until `timer.at`. Says how the run's execution ends.
+    pub(crate) async fn park(&self, timer: &Timer) -> Halt {
         let store = &self.run.settings.store;
         let give_up = Instant::now() + self.run.settings.lease;
         let mut failures = 0u32;
+        let step = timer.step.as_write();
         loop {
-            match store.park(self.run.lease, status, wake, step).await {
-                Ok(Fenced::Held(wake_at)) => self.halt(Halt::Parked(wake_at)).await,
-                Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
+            match store
+                .park(self.run.lease, timer.status, WakeAt::At(timer.at), &step)
+                .await
+            {
+                Ok(Fenced::Held(wake_at)) => return Halt::Parked(wake_at),
+                Ok(Fenced::Lost) => return Halt::Lost,
                 Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
                     failures += 1;
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(failures.min(40))))
@@ -731,7 +791,7 @@ impl Context {
                 }
                 Err(err) => {
                     warn!(error = %err, "cannot park the run; letting go");
-                    self.halt(Halt::Lost).await
+                    return Halt::Lost;
                 }
             }
         }

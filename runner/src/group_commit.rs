@@ -19,14 +19,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::error::is_transient_db_error;
-use crate::model::{StepKind, StepStatus};
-use crate::store::{Fenced, Lease, RunEnd, StepWrite, Store};
+use crate::model::StepKind;
+use crate::store::{Fenced, Lease, OwnedStep, RunEnd, StepWrite, Store};
 
 /// Flushers writing batches at once. Two keep one batch filling while the other commits;
 /// more would split the queue into smaller batches.
@@ -73,53 +71,6 @@ impl Queued {
         match &self.write {
             Write::End(end) => Some((self.lease, end)),
             Write::Step(_) => None,
-        }
-    }
-}
-
-/// A copy of a [`StepWrite`] that can wait in the queue.
-struct OwnedStep {
-    position: i32,
-    name: String,
-    kind: StepKind,
-    status: StepStatus,
-    output: Option<String>,
-    attempts: i32,
-    throttled: i32,
-    last_error: Option<String>,
-    started_at: DateTime<Utc>,
-    duration: Duration,
-}
-
-impl OwnedStep {
-    fn new(step: &StepWrite<'_>) -> Self {
-        Self {
-            position: step.position,
-            name: step.name.to_owned(),
-            kind: step.kind,
-            status: step.status,
-            output: step.output.map(str::to_owned),
-            attempts: step.attempts,
-            throttled: step.throttled,
-            last_error: step.last_error.map(str::to_owned),
-            started_at: step.started_at,
-            duration: step.duration,
-        }
-    }
-
-    fn as_write(&self) -> StepWrite<'_> {
-        StepWrite {
-            position: self.position,
-            name: &self.name,
-            kind: self.kind,
-            status: self.status,
-            output: self.output.as_deref(),
-            attempts: self.attempts,
-            throttled: self.throttled,
-            last_error: self.last_error.as_deref(),
-            started_at: self.started_at,
-            duration: self.duration,
-            progress: None,
         }
     }
 }
@@ -324,8 +275,12 @@ mod tests {
     use cairn_testkit::TestDb;
     use serde_json::{Value, json};
 
+    use std::time::Duration;
+
+    use chrono::Utc;
+
     use super::*;
-    use crate::model::RunStatus;
+    use crate::model::{RunStatus, StepStatus};
 
     /// A fresh database with `runs` runs claimed, and a group commit over it.
     async fn claimed(runs: usize) -> (TestDb, Store, Vec<Lease>, GroupCommit) {

@@ -70,6 +70,7 @@ pub mod registry;
 pub mod retry;
 pub mod schedule;
 pub mod store;
+mod waits;
 pub mod worker;
 
 pub use client::{Client, StartOptions, Started};

@@ -648,6 +648,55 @@ fn each_fenced<'a, T: Copy>(
         .collect()
 }
 
+/// A copy of a [`StepWrite`] that can wait: in the group commit's queue, or with a
+/// durable wait until the run parks.
+#[derive(Clone, Debug)]
+pub(crate) struct OwnedStep {
+    position: i32,
+    name: String,
+    kind: StepKind,
+    status: StepStatus,
+    output: Option<String>,
+    attempts: i32,
+    throttled: i32,
+    last_error: Option<String>,
+    started_at: DateTime<Utc>,
+    duration: Duration,
+}
+
+impl OwnedStep {
+    pub(crate) fn new(step: &StepWrite<'_>) -> Self {
+        Self {
+            position: step.position,
+            name: step.name.to_owned(),
+            kind: step.kind,
+            status: step.status,
+            output: step.output.map(str::to_owned),
+            attempts: step.attempts,
+            throttled: step.throttled,
+            last_error: step.last_error.map(str::to_owned),
+            started_at: step.started_at,
+            duration: step.duration,
+        }
+    }
+
+    pub(crate) fn as_write(&self) -> StepWrite<'_> {
+        StepWrite {
+            position: self.position,
+            name: &self.name,
+            kind: self.kind,
+            status: self.status,
+            output: self.output.as_deref(),
+            attempts: self.attempts,
+            throttled: self.throttled,
+            last_error: self.last_error.as_deref(),
+            started_at: self.started_at,
+            duration: self.duration,
+            progress: None,
+        }
+    }
+}
+
 /// A checkpoint through `cairn.write_step` (migration 0008), which holds the fence and
 /// the step row upsert once for both ways a checkpoint is written.
 const STEP_WRITE_SQL: &str =

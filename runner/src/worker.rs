@@ -270,7 +270,6 @@ impl Worker {
         let ctx = Context::new(
             run.lease,
             run.workflow.clone(),
-            run.claimed_at,
             run.history,
             settings.clone(),
         );
@@ -281,6 +280,7 @@ impl Worker {
         };
         let next_wake = Arc::clone(next_wake);
         let lease_len = settings.lease;
+        let inline = settings.inline_backoff;
         let group_commit = settings.group_commit.clone();
         let queue = self.config.queue.clone();
         runs.spawn(
@@ -292,7 +292,7 @@ impl Worker {
                     Ending::Halted(Halt::Cancelled)
                 } else {
                     match registry.runner(&run.workflow) {
-                        Ok(runner) => execute(ctx, runner, run.input).await,
+                        Ok(runner) => execute(ctx, runner, run.input, inline).await,
                         Err(err) => Ending::Done(Err(Error::permanent(err))),
                     }
                 };
@@ -326,8 +326,14 @@ enum Ending {
     Halted(Halt),
 }
 
-async fn execute(ctx: Context, runner: Arc<crate::registry::RunFn>, input: Value) -> Ending {
+async fn execute(
+    ctx: Context,
+    runner: Arc<crate::registry::RunFn>,
+    input: Value,
+    inline: Duration,
+) -> Ending {
     let state = Arc::clone(ctx.state());
+    let parker = ctx.clone();
     let workflow = AssertUnwindSafe(runner(ctx, input)).catch_unwind();
     tokio::select! {
         biased;
@@ -346,6 +352,9 @@ async fn execute(ctx: Context, runner: Arc<crate::registry::RunFn>, input: Value
                     .with_category("panic")))
             }
         },
+        // Polled after the workflow: it has just said it cannot go on, and every branch
+        // of it waits on a durable timer.
+        timer = state.waits.idle(inline) => Ending::Halted(parker.park(&timer).await),
     }
 }
 

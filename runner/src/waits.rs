@@ -1,0 +1,120 @@
+//! What a run's branches wait on, so that a run parks only when none of them can go
+//! on: a durable sleep, a retry's backoff or a rate limit blocks the branch that met it,
+//! not steps running beside it (`futures::join!`, [`Context::join`](crate::Context)).
+//!
+//! Every step attempt counts as *active* while it runs; every durable wait registers a
+//! *timer*. The worker polls the workflow, then asks [`Waits::idle`]: once no attempt is
+//! active and some timer is further away than the worker waits in memory, every branch
+//! is blocked on a timer, and the run is parked until the earliest one.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::task::AtomicWaker;
+
+use crate::model::RunStatus;
+use crate::store::OwnedStep;
+
+/// A durable wait: until when, the run's status while parked on it, and the step row
+/// the park statement writes (already written once; the park keeps it).
+pub(crate) struct Timer {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) status: RunStatus,
+    pub(crate) step: OwnedStep,
+}
+
+/// The waits of one run.
+#[derive(Default)]
+pub(crate) struct Waits {
+    active: AtomicUsize,
+    timers: Mutex<BTreeMap<i32, Timer>>,
+    waker: AtomicWaker,
+}
+
+/// Counts a step attempt as active until dropped.
+pub(crate) struct Active<'a>(&'a Waits);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.waker.wake();
+        }
+    }
+}
+
+/// A registered timer, removed when dropped (it fired, or the branch was dropped); an
+/// attempt that was active meanwhile counts as waiting, not active.
+pub(crate) struct Registered<'a> {
+    waits: &'a Waits,
+    position: i32,
+    paused: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.waits
+            .timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.position);
+        if self.paused {
+            self.waits.active.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Waits {
+    /// Marks a step attempt as running.
+    pub(crate) fn active(&self) -> Active<'_> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(self)
+    }
+
+    /// Registers `timer` for the step at `position`. `paused`: the caller holds an
+    /// [`Active`] guard, which counts as waiting until the timer is dropped.
+    pub(crate) fn register(&self, position: i32, timer: Timer, paused: bool) -> Registered<'_> {
+        self.timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(position, timer);
+        if paused && self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.waker.wake();
+        }
+        self.waker.wake();
+        Registered {
+            waits: self,
+            position,
+            paused,
+        }
+    }
+
+    /// Resolves, with the earliest timer's park, once no step attempt is active and the
+    /// earliest timer is more than `inline` away: the run cannot go on before it.
+    /// Nearer timers are waited out in memory.
+    pub(crate) async fn idle(&self, inline: Duration) -> Timer {
+        futures::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.active.load(Ordering::Acquire) > 0 {
+                return Poll::Pending;
+            }
+            let timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(earliest) = timers.values().min_by_key(|t| t.at) else {
+                return Poll::Pending;
+            };
+            let inline = chrono::Duration::from_std(inline).unwrap_or_default();
+            if earliest.at - Utc::now() <= inline {
+                return Poll::Pending;
+            }
+            Poll::Ready(Timer {
+                at: earliest.at,
+                status: earliest.status,
+                step: earliest.step.clone(),
+            })
+        })
+        .await
+    }
+}

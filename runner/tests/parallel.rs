@@ -1,0 +1,153 @@
+//! Steps awaited together in one run (`futures::join!`): a durable wait in one branch
+//! (a sleep, a rate limit, a long backoff) blocks only that branch; the run parks once
+//! every branch waits, and no step beside the wait is dropped half done.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cairn_runner::{Client, Context, Error, Registry, RunStatus, StartOptions, StepStatus};
+use cairn_testkit::TestDb;
+use chrono::Utc;
+use common::{TestWorker, fast_config, finished, reaches};
+
+/// How often each named step body ran.
+#[derive(Clone, Default)]
+struct Counts(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Counts {
+    fn hit(&self, name: &str) -> u32 {
+        let mut counts = self.0.lock().unwrap();
+        let n = counts.entry(name.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    fn get(&self, name: &str) -> u32 {
+        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
+}
+
+async fn slow_step(ctx: &Context, counts: &Counts, name: &str, ms: u64) -> Result<u64, Error> {
+    ctx.step(name, || async {
+        counts.hit(name);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sleep_beside_steps_blocks_only_its_branch() {
+    let db = TestDb::new().await;
+    let counts = Counts::default();
+    let mut registry = Registry::new();
+    {
+        let counts = counts.clone();
+        registry.register("joined", move |ctx: Context, (): ()| {
+            let counts = counts.clone();
+            async move {
+                let (a, (), b) = futures::join!(
+                    slow_step(&ctx, &counts, "a", 300),
+                    ctx.sleep(Duration::from_secs(2)),
+                    slow_step(&ctx, &counts, "b", 600),
+                );
+                let c = slow_step(&ctx, &counts, "c", 1).await?;
+                Ok(a? + b? + c)
+            }
+        });
+    }
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(2));
+    let started = client
+        .start("joined", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    // The run parks on the sleep only after both steps beside it have completed.
+    let sleeping = reaches(&client, started.run_id, RunStatus::Sleeping).await;
+    let completed: Vec<&str> = sleeping
+        .steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Completed)
+        .map(|s| s.name.as_str())
+        .collect();
+    assert!(
+        completed.contains(&"a") && completed.contains(&"b"),
+        "{completed:?}"
+    );
+    assert!(
+        sleeping.lease_owner.is_none(),
+        "no worker holds a parked run"
+    );
+    let done = finished(&client, started.run_id).await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.output, Some(serde_json::json!(901)));
+    for step in ["a", "b", "c"] {
+        assert_eq!(counts.get(step), 1, "step {step} ran once");
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rate_limited_branch_waits_while_the_other_keeps_stepping() {
+    let db = TestDb::new().await;
+    let counts = Counts::default();
+    let mut registry = Registry::new();
+    {
+        let counts = counts.clone();
+        registry.register("throttled", move |ctx: Context, (): ()| {
+            let counts = counts.clone();
+            async move {
+                let limited = ctx.step("limited", || async {
+                    if counts.hit("limited") == 1 {
+                        let until = Utc::now() + chrono::Duration::milliseconds(1500);
+                        return Err(Error::rate_limited_until(until, "429"));
+                    }
+                    Ok(1u64)
+                });
+                let steady = async {
+                    let mut sum = 0;
+                    for n in 0..6 {
+                        sum += slow_step(&ctx, &counts, &format!("steady {n}"), 150).await?;
+                    }
+                    Ok::<u64, Error>(sum)
+                };
+                let (limited, steady) = futures::join!(limited, steady);
+                Ok(limited? + steady?)
+            }
+        });
+    }
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), registry, fast_config(2));
+    let started = client
+        .start("throttled", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let done = finished(&client, started.run_id).await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(
+        counts.get("limited"),
+        2,
+        "once refused, once after the wait"
+    );
+    for n in 0..6 {
+        assert_eq!(counts.get(&format!("steady {n}")), 1, "steady {n} ran once");
+    }
+    let limited = done.steps.iter().find(|s| s.name == "limited").unwrap();
+    assert_eq!((limited.attempts, limited.throttled), (1, 1));
+    worker.shutdown().await;
+}

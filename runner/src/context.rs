@@ -7,7 +7,7 @@
 //! differs from the stored one fails the run with a non-determinism error.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,29 @@ use crate::{Error, RetryPolicy, RunId};
 #[derive(Clone)]
 pub struct Context {
     run: Arc<RunState>,
+    branch: Arc<Branch>,
+}
+
+/// A branch of a run: the main one, or one of those [`Context::fork`] made. Its steps
+/// replay in the order the branch took them, whatever other branches did meanwhile.
+struct Branch {
+    /// `""` for the main branch; a fork's is its parent's, its fork's ordinal and its
+    /// index (`"0.1"`, `"0.1/2.0"`).
+    id: String,
+    /// Steps taken in this branch so far.
+    taken: AtomicUsize,
+    /// Forks made from this branch so far.
+    forks: AtomicUsize,
+}
+
+impl Branch {
+    fn new(id: String) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            taken: AtomicUsize::new(0),
+            forks: AtomicUsize::new(0),
+        })
+    }
 }
 
 /// Why the worker must stop executing a run before its workflow returned.
@@ -130,8 +153,11 @@ impl RunState {
 pub(crate) struct RunState {
     pub(crate) lease: Lease,
     workflow: String,
-    history: Mutex<HashMap<i32, StepRecord>>,
-    next_position: AtomicI32,
+    /// The stored steps not replayed yet, by branch and place in it.
+    history: Mutex<HashMap<(String, i32), StepRecord>>,
+    /// The position the next new step of a forked branch takes (a main-branch step's
+    /// position is its place in the main branch).
+    next_forked: AtomicI32,
     /// A progress report for a checkpoint to carry.
     progress: Mutex<ProgressSlot>,
     pub(crate) signals: Signals,
@@ -198,13 +224,23 @@ impl Context {
         history: Vec<StepRecord>,
         settings: RunSettings,
     ) -> Self {
-        let history = history.into_iter().map(|s| (s.position, s)).collect();
+        let next_forked = history
+            .iter()
+            .map(|s| s.position + 1)
+            .filter(|p| *p > FORKED_POSITIONS)
+            .max()
+            .unwrap_or(FORKED_POSITIONS);
+        let history = history
+            .into_iter()
+            .map(|s| ((s.branch.clone(), s.seq), s))
+            .collect();
         Self {
+            branch: Branch::new(String::new()),
             run: Arc::new(RunState {
                 lease,
                 workflow,
                 history: Mutex::new(history),
-                next_position: AtomicI32::new(0),
+                next_forked: AtomicI32::new(next_forked),
                 progress: Mutex::default(),
                 signals: Signals::default(),
                 waits: Waits::default(),
@@ -220,6 +256,26 @@ impl Context {
     /// The id of this run.
     pub fn run_id(&self) -> RunId {
         self.run.lease.run_id
+    }
+
+    /// A branch beside this one: the `index`-th of this branch's `fork`-th fork. Its
+    /// id depends only on where the fork is in the workflow, so a replay finds it again.
+    pub(crate) fn branch_of_fork(&self, fork: usize, index: usize) -> Self {
+        let parent = &self.branch.id;
+        let id = if parent.is_empty() {
+            format!("{fork}.{index}")
+        } else {
+            format!("{parent}/{fork}.{index}")
+        };
+        Self {
+            run: Arc::clone(&self.run),
+            branch: Branch::new(id),
+        }
+    }
+
+    /// Takes the next fork ordinal of this branch.
+    pub(crate) fn next_fork(&self) -> usize {
+        self.branch.forks.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The name of the workflow this run executes.
@@ -323,9 +379,13 @@ impl Context {
     /// `join`), the run is parked and no worker holds it. Survives restarts; on replay a
     /// timer that has fired returns at once.
     pub async fn sleep(&self, duration: Duration) {
-        let position = self.next_position();
+        let Slot {
+            position,
+            seq,
+            stored,
+        } = self.next_slot();
         let name = "sleep";
-        let (started_at, wake_at) = match self.take_history(position) {
+        let (started_at, wake_at) = match stored {
             Some(record) => {
                 self.check_same(&record, name, StepKind::Sleep).await;
                 let wake_at = record
@@ -344,7 +404,7 @@ impl Context {
                 let at =
                     now + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
                 let output = serde_json::json!({ "wake_at": at }).to_string();
-                let mut write = self.sleep_write(position, name, &now);
+                let mut write = self.sleep_write(position, seq, name, &now);
                 write.output = Some(&output);
                 let group_commit = &self.run.settings.group_commit;
                 let lease = self.run.lease;
@@ -362,7 +422,7 @@ impl Context {
             return;
         }
         let output = serde_json::json!({ "wake_at": wake_at }).to_string();
-        let mut write = self.sleep_write(position, name, &started_at);
+        let mut write = self.sleep_write(position, seq, name, &started_at);
         write.output = Some(&output);
         self.wait_until(position, wake_at, RunStatus::Sleeping, &write, false)
             .await;
@@ -392,13 +452,16 @@ impl Context {
     }
 
     fn sleep_write<'a>(
-        &self,
+        &'a self,
         position: i32,
+        seq: Option<i32>,
         name: &'a str,
         started_at: &DateTime<Utc>,
     ) -> StepWrite<'a> {
         StepWrite {
             position,
+            branch: &self.branch.id,
+            seq,
             name,
             kind: StepKind::Sleep,
             status: StepStatus::Completed,
@@ -423,9 +486,13 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let position = self.next_position();
+        let Slot {
+            position,
+            seq,
+            stored,
+        } = self.next_slot();
         let span = info_span!("step", step = %name, position);
-        let mut progress = match self.replay(position, &name, StepKind::Step).await {
+        let mut progress = match self.replay(position, stored, &name, StepKind::Step).await {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
@@ -445,7 +512,15 @@ impl Context {
                 Err(err) => {
                     let kind = StepKind::Step;
                     match self
-                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .after_failure(
+                            (position, seq),
+                            &name,
+                            kind,
+                            &policy,
+                            &mut progress,
+                            err,
+                            elapsed,
+                        )
                         .instrument(span.clone())
                         .await
                     {
@@ -458,6 +533,8 @@ impl Context {
             let report = self.run.due_progress();
             let write = StepWrite {
                 position,
+                branch: &self.branch.id,
+                seq,
                 name: &name,
                 kind: StepKind::Step,
                 status: StepStatus::Completed,
@@ -485,7 +562,15 @@ impl Context {
                 Err(err) => {
                     let kind = StepKind::Step;
                     if let Some(err) = self
-                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .after_failure(
+                            (position, seq),
+                            &name,
+                            kind,
+                            &policy,
+                            &mut progress,
+                            err,
+                            elapsed,
+                        )
                         .await
                     {
                         return Err(err);
@@ -506,9 +591,16 @@ impl Context {
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let position = self.next_position();
+        let Slot {
+            position,
+            seq,
+            stored,
+        } = self.next_slot();
         let span = info_span!("step", step = %name, position, transactional = true);
-        let mut progress = match self.replay(position, &name, StepKind::Transaction).await {
+        let mut progress = match self
+            .replay(position, stored, &name, StepKind::Transaction)
+            .await
+        {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
@@ -518,7 +610,7 @@ impl Context {
             progress.attempts += 1;
             let started = Instant::now();
             let outcome = self
-                .attempt_transaction(position, &name, &progress, &mut f, started)
+                .attempt_transaction((position, seq), &name, &progress, &mut f, started)
                 .instrument(span.clone())
                 .await;
             let elapsed = started.elapsed();
@@ -530,7 +622,15 @@ impl Context {
                 TxOutcome::Failed(err) => {
                     let kind = StepKind::Transaction;
                     if let Some(err) = self
-                        .after_failure(position, &name, kind, &policy, &mut progress, err, elapsed)
+                        .after_failure(
+                            (position, seq),
+                            &name,
+                            kind,
+                            &policy,
+                            &mut progress,
+                            err,
+                            elapsed,
+                        )
                         .instrument(span.clone())
                         .await
                     {
@@ -543,7 +643,7 @@ impl Context {
 
     async fn attempt_transaction<T, F, Fut>(
         &self,
-        position: i32,
+        (position, seq): (i32, Option<i32>),
         name: &str,
         progress: &Progress,
         f: &mut F,
@@ -572,6 +672,8 @@ impl Context {
         };
         let write = StepWrite {
             position,
+            branch: &self.branch.id,
+            seq,
             name,
             kind: StepKind::Transaction,
             status: StepStatus::Completed,
@@ -630,7 +732,7 @@ impl Context {
     #[allow(clippy::too_many_arguments)]
     async fn after_failure(
         &self,
-        position: i32,
+        (position, seq): (i32, Option<i32>),
         name: &str,
         kind: StepKind,
         policy: &RetryPolicy,
@@ -663,6 +765,8 @@ impl Context {
         progress.unreachable_since = None;
         let mut write = StepWrite {
             position,
+            branch: &self.branch.id,
+            seq,
             name,
             kind,
             status: StepStatus::Retrying,
@@ -800,10 +904,11 @@ impl Context {
     async fn replay<T: DeserializeOwned>(
         &self,
         position: i32,
+        stored: Option<StepRecord>,
         name: &str,
         kind: StepKind,
     ) -> Replay<T> {
-        let Some(record) = self.take_history(position) else {
+        let Some(record) = stored else {
             return Replay::Resume(Progress {
                 attempts: 0,
                 throttled: 0,
@@ -884,18 +989,43 @@ impl Context {
         std::future::pending().await
     }
 
-    fn next_position(&self) -> i32 {
-        self.run.next_position.fetch_add(1, Ordering::Relaxed)
-    }
-
-    fn take_history(&self, position: i32) -> Option<StepRecord> {
-        self.run
+    /// The next step of this branch: its place in the branch, its position, and its
+    /// stored record when the run did it before. Steps take their places in the order
+    /// they are first polled; a main-branch step's position is its place, as it always
+    /// was, and a forked branch's steps take positions from [`FORKED_POSITIONS`] on.
+    fn next_slot(&self) -> Slot {
+        let seq = self.branch.taken.fetch_add(1, Ordering::Relaxed) as i32;
+        let stored = self
+            .run
             .history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&position)
+            .remove(&(self.branch.id.clone(), seq));
+        let main = self.branch.id.is_empty();
+        let position = match (&stored, main) {
+            (Some(record), _) => record.position,
+            (None, true) => seq,
+            (None, false) => self.run.next_forked.fetch_add(1, Ordering::Relaxed),
+        };
+        Slot {
+            position,
+            seq: (!main).then_some(seq),
+            stored,
+        }
     }
 }
+
+/// Where a step goes: see [`Context::next_slot`].
+struct Slot {
+    position: i32,
+    /// Its place in a forked branch (`None` in the main branch).
+    seq: Option<i32>,
+    stored: Option<StepRecord>,
+}
+
+/// The first position of the steps of forked branches: far above any main branch's
+/// steps, so both number their steps without meeting.
+const FORKED_POSITIONS: i32 = 1 << 30;
 
 /// Steps with a retry policy of their own; see [`Context::with_retry`].
 pub struct Steps<'a> {

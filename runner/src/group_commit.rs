@@ -306,6 +306,8 @@ mod tests {
     fn step(position: i32, name: &str) -> StepWrite<'_> {
         StepWrite {
             position,
+            branch: "",
+            seq: None,
             name,
             kind: StepKind::Step,
             status: StepStatus::Completed,

@@ -65,6 +65,7 @@ pub mod error;
 mod group_commit;
 mod ids;
 pub mod model;
+mod parallel;
 pub mod redact;
 pub mod registry;
 pub mod retry;

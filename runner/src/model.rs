@@ -195,8 +195,19 @@ pub const SHOWN_OUTPUT_BYTES: i64 = 2 * 1024;
 /// One step of a run, as checkpointed.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StepRecord {
-    /// Its place in the run, from 0: the replay key.
+    /// Its place in the run, from 0: unique in the run, in the order steps were first
+    /// taken.
     pub position: i32,
+    /// The branch of the run it belongs to (`""` for the main branch): a branch's
+    /// steps replay in their order within it.
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub branch: String,
+    /// Its place in its branch, the replay key with the branch (a main-branch step's
+    /// is its position).
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub(crate) seq: i32,
     /// The name the workflow gave it.
     pub name: String,
     /// Plain step, transaction or sleep.

@@ -74,6 +74,11 @@ pub struct ClaimedRun {
 pub struct StepWrite<'a> {
     /// The step's position.
     pub position: i32,
+    /// The branch of the run it belongs to (`""` for the main branch).
+    pub branch: &'a str,
+    /// Its place in its branch, for a step of a forked branch (a main-branch step's
+    /// place is its position).
+    pub seq: Option<i32>,
     /// Its name.
     pub name: &'a str,
     /// Its kind.
@@ -235,7 +240,8 @@ impl Store {
             Vec::new()
         } else {
             sqlx::query_as::<_, HistoryRow>(
-                "SELECT run_id, position, name, kind, status, NULL::json AS output,
+                "SELECT run_id, position, branch, coalesce(seq, position) AS seq, name, kind,
+                        status, NULL::json AS output,
                         output::text AS stored_output, attempts, throttled, last_error,
                         started_at, finished_at, duration_ms
                    FROM cairn.steps WHERE run_id = ANY($1) ORDER BY run_id, position",
@@ -307,6 +313,8 @@ impl Store {
     {
         let written = bind_step(sqlx::query_scalar(STEP_WRITE_SQL), lease, step)
             .bind(step.progress)
+            .bind(step.branch)
+            .bind(step.seq)
             .fetch_one(executor)
             .await;
         fenced(written)
@@ -335,6 +343,8 @@ impl Store {
             .bind(column(steps, |(_, s)| s.last_error))
             .bind(column(steps, |(_, s)| s.started_at))
             .bind(column(steps, |(_, s)| s.duration.as_secs_f64() * 1000.0))
+            .bind(column(steps, |(_, s)| s.branch))
+            .bind(column(steps, |(_, s)| s.seq))
             .fetch_all(&self.pool)
             .await?;
         Ok(each_fenced(steps.iter().map(|(lease, _)| lease), &held))
@@ -368,7 +378,9 @@ impl Store {
             .text(step.last_error)?
             .text(Some(&step.started_at.to_rfc3339()))?
             .number(step.duration.as_secs_f64() * 1000.0)
-            .text(None)?;
+            .text(None)?
+            .text(Some(step.branch))?
+            .optional_number(step.seq);
         let sql = sql.finish(") AS cancel; COMMIT; BEGIN");
         let written = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .fetch_all(&mut **tx)
@@ -398,6 +410,8 @@ impl Store {
             .bind(status)
             .bind(at)
             .bind(after)
+            .bind(step.branch)
+            .bind(step.seq)
             .fetch_optional(&self.pool)
             .await?;
         Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
@@ -484,8 +498,8 @@ impl Store {
         position: i32,
     ) -> Result<Option<StepRecord>, sqlx::Error> {
         sqlx::query_as(
-            "SELECT position, name, kind, status, output, attempts, throttled, last_error,
-                    started_at, finished_at, duration_ms
+            "SELECT position, branch, name, kind, status, output, attempts, throttled,
+                    last_error, started_at, finished_at, duration_ms
                FROM cairn.steps WHERE run_id = $1 AND position = $2",
         )
         .bind(run_id)
@@ -529,7 +543,7 @@ impl Store {
         // `pg_column_size` reads a value's stored size from its header, without
         // fetching or decompressing it, so a large output costs nothing here.
         let steps: Vec<StepRecord> = sqlx::query_as(
-            "SELECT position, name, kind, status,
+            "SELECT position, branch, name, kind, status,
                     CASE WHEN pg_column_size(output) <= $2 THEN output END AS output,
                     pg_column_size(output)::bigint AS output_stored_bytes,
                     attempts, throttled, last_error, started_at, finished_at, duration_ms
@@ -653,6 +667,8 @@ fn each_fenced<'a, T: Copy>(
 #[derive(Clone, Debug)]
 pub(crate) struct OwnedStep {
     position: i32,
+    branch: String,
+    seq: Option<i32>,
     name: String,
     kind: StepKind,
     status: StepStatus,
@@ -668,6 +684,8 @@ impl OwnedStep {
     pub(crate) fn new(step: &StepWrite<'_>) -> Self {
         Self {
             position: step.position,
+            branch: step.branch.to_owned(),
+            seq: step.seq,
             name: step.name.to_owned(),
             kind: step.kind,
             status: step.status,
@@ -683,6 +701,8 @@ impl OwnedStep {
     pub(crate) fn as_write(&self) -> StepWrite<'_> {
         StepWrite {
             position: self.position,
+            branch: &self.branch,
+            seq: self.seq,
             name: &self.name,
             kind: self.kind,
             status: self.status,
@@ -699,8 +719,8 @@ impl OwnedStep {
 
 /// A checkpoint through `cairn.write_step` (migration 0008), which holds the fence and
 /// the step row upsert once for both ways a checkpoint is written.
-const STEP_WRITE_SQL: &str =
-    "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, $10, $11, $12, $13)";
+const STEP_WRITE_SQL: &str = "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, \
+     $10, $11, $12, $13, $14, $15)";
 
 /// Many runs' plain checkpoints at once: the same fence and upsert as `cairn.write_step`,
 /// row by row. The runs are locked in id order, as the heartbeat locks them, so that two
@@ -709,9 +729,9 @@ const STEPS_WRITE_SQL: &str = "
     WITH w AS (
         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
                              $6::text[], $7::text[], $8::int[], $9::int[], $10::text[],
-                             $11::timestamptz[], $12::float8[])
+                             $11::timestamptz[], $12::float8[], $13::text[], $14::int[])
             AS w(run_id, epoch, position, name, kind, status, output, attempts, throttled,
-                 last_error, started_at, duration_ms)
+                 last_error, started_at, duration_ms, branch, seq)
     ), held AS (
         SELECT r.id, r.cancel_requested
           FROM cairn.runs r JOIN w ON r.id = w.run_id AND r.lease_epoch = w.epoch
@@ -720,9 +740,10 @@ const STEPS_WRITE_SQL: &str = "
            FOR SHARE OF r
     ), saved AS (
         INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms)
+                                      throttled, last_error, started_at, finished_at, duration_ms,
+                                      branch, seq)
         SELECT w.run_id, w.position, w.name, w.kind, w.status, w.output::json, w.attempts,
-               w.throttled, w.last_error, w.started_at, now(), w.duration_ms
+               w.throttled, w.last_error, w.started_at, now(), w.duration_ms, w.branch, w.seq
           FROM w JOIN held ON held.id = w.run_id
         ON CONFLICT (run_id, position) DO UPDATE
            SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
@@ -785,10 +806,11 @@ const PARK_SQL: &str = "
         RETURNING id, wake_at
     ), saved AS (
         INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms)
+                                      throttled, last_error, started_at, finished_at, duration_ms,
+                                      branch, seq)
         SELECT id, $3, $4, $5, $6,
                CASE WHEN $5 = 'sleep' THEN json_build_object('wake_at', wake_at) ELSE $7::json END,
-               $8, $9, $10, $11, now(), $12 FROM parked
+               $8, $9, $10, $11, now(), $12, $16, $17 FROM parked
         ON CONFLICT (run_id, position) DO UPDATE
            SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
                throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
@@ -846,6 +868,17 @@ impl Literals {
         let text = n.to_string();
         self.next().push_str(&text);
         self
+    }
+
+    /// A number, or NULL.
+    fn optional_number(&mut self, n: Option<impl std::fmt::Display>) -> &mut Self {
+        match n {
+            Some(n) => self.number(n),
+            None => {
+                self.next().push_str("NULL");
+                self
+            }
+        }
     }
 
     fn text(&mut self, text: Option<&str>) -> Result<&mut Self, sqlx::Error> {

@@ -19,6 +19,8 @@ use serde_json::json;
 fn write(position: i32) -> StepWrite<'static> {
     StepWrite {
         position,
+        branch: "",
+        seq: None,
         name: "step",
         kind: StepKind::Step,
         status: StepStatus::Completed,

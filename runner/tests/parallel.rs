@@ -11,7 +11,8 @@ use std::time::Duration;
 use cairn_runner::{Client, Context, Error, Registry, RunStatus, StartOptions, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{TestWorker, fast_config, finished, reaches};
+use common::{TestWorker, eventually, fast_config, finished, reaches};
+use tokio::sync::Notify;
 
 /// How often each named step body ran.
 #[derive(Clone, Default)]
@@ -150,4 +151,96 @@ async fn a_rate_limited_branch_waits_while_the_other_keeps_stepping() {
     let limited = done.steps.iter().find(|s| s.name == "limited").unwrap();
     assert_eq!((limited.attempts, limited.throttled), (1, 1));
     worker.shutdown().await;
+}
+
+/// Branches whose steps finish in one order the first time and in another after a
+/// crash replay from their own histories: no step is confused with another branch's.
+#[tokio::test]
+async fn forked_branches_replay_whatever_order_their_steps_finish_in() {
+    let db = TestDb::new().await;
+    let counts = Counts::default();
+    let gate = Arc::new(Notify::new());
+    let mut registry = Registry::new();
+    {
+        let counts = counts.clone();
+        let gate = Arc::clone(&gate);
+        registry.register("forked", move |ctx: Context, (): ()| {
+            let counts = counts.clone();
+            let gate = Arc::clone(&gate);
+            async move {
+                let first = counts.get("b1") == 0;
+                // The first time, branch b races ahead; after the crash, branch a.
+                let (a_ms, b_ms) = if first { (300, 0) } else { (0, 300) };
+                let [a, b] = ctx.fork();
+                let left = async {
+                    let one = slow_step(&a, &counts, "a1", a_ms).await?;
+                    let two = slow_step(&a, &counts, "a2", 1).await?;
+                    Ok::<u64, Error>(one + two)
+                };
+                let right = async {
+                    let one = slow_step(&b, &counts, "b1", b_ms).await?;
+                    let two = slow_step(&b, &counts, "b2", 2).await?;
+                    let three = b
+                        .step("b3", || async {
+                            if counts.hit("b3") == 1 {
+                                gate.notified().await;
+                            }
+                            Ok(3u64)
+                        })
+                        .await?;
+                    Ok::<u64, Error>(one + two + three)
+                };
+                let (left, right) = futures::join!(left, right);
+                let per_item = ctx
+                    .parallel(2, [10u64, 20, 30], |ctx, n| async move {
+                        ctx.step(format!("item {n}"), || async move { Ok(n) }).await
+                    })
+                    .await;
+                let items: u64 = per_item.into_iter().sum::<Result<u64, Error>>()?;
+                Ok(left? + right? + items)
+            }
+        });
+    }
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let run = client
+        .start("forked", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let first = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
+    eventually(
+        "b3 to start and a2 to finish",
+        Duration::from_secs(20),
+        || async { (counts.get("b3") == 1 && counts.get("a2") == 1).then_some(()) },
+    )
+    .await;
+    first.kill().await;
+    let second = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
+    let done = finished(&client, run.run_id).await;
+    second.shutdown().await;
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.output, Some(serde_json::json!(300 + 1 + 2 + 3 + 60)));
+    for step in ["a1", "a2", "b1", "b2"] {
+        assert_eq!(
+            counts.get(step),
+            1,
+            "{step} ran once: replayed from its branch"
+        );
+    }
+    assert_eq!(counts.get("b3"), 2, "the step in flight ran again");
+    let branches: Vec<(&str, &str)> = done
+        .steps
+        .iter()
+        .map(|s| (s.name.as_str(), s.branch.as_str()))
+        .collect();
+    assert!(
+        branches.contains(&("a2", "0.0")) && branches.contains(&("b3", "0.1")),
+        "{branches:?}"
+    );
+    assert!(branches.contains(&("item 30", "1.2")), "{branches:?}");
 }

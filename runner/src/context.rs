@@ -1015,6 +1015,36 @@ impl Context {
     }
 }
 
+/// What the next place of a branch holds, looked at without taking it.
+pub(crate) enum Ahead {
+    /// A stored step, by its name and kind.
+    Stored(String, StepKind),
+    /// Nothing stored, but later places of the branch hold steps: the code that ran
+    /// before passed this place without a step (or with one that never checkpointed).
+    Passed,
+    /// Nothing stored here or after: the run is doing this for the first time.
+    New,
+}
+
+impl Context {
+    /// What the next place of this branch holds (see [`Ahead`]), without taking it.
+    pub(crate) fn ahead(&self) -> Ahead {
+        let seq = self.branch.taken.load(Ordering::Relaxed) as i32;
+        let history = self.run.history.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = history.get(&(self.branch.id.clone(), seq)) {
+            return Ahead::Stored(record.name.clone(), record.kind);
+        }
+        if history
+            .keys()
+            .any(|(branch, later)| *branch == self.branch.id && *later > seq)
+        {
+            Ahead::Passed
+        } else {
+            Ahead::New
+        }
+    }
+}
+
 /// Where a step goes: see [`Context::next_slot`].
 struct Slot {
     position: i32,

@@ -61,6 +61,7 @@
 pub mod client;
 pub mod context;
 pub mod dead_letter;
+mod determinism;
 pub mod error;
 mod group_commit;
 mod ids;
@@ -71,6 +72,7 @@ pub mod registry;
 pub mod retry;
 pub mod schedule;
 pub mod store;
+mod versioning;
 mod waits;
 pub mod worker;
 

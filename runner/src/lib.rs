@@ -38,6 +38,12 @@
 //! - A step error is an [`Error`]: transient (retried with the step's [`RetryPolicy`]),
 //!   rate limited until an instant (the run is parked, holding no worker) or permanent
 //!   (returned to the workflow; if the workflow returns it, the run fails).
+//! - A run may drive branches side by side ([`Context::fork`], [`Context::parallel`]);
+//!   each branch replays its own steps in order. A durable wait (sleep, rate limit, long
+//!   backoff) holds up only its branch, and the run parks once every branch waits.
+//! - Time, randomness and ids a workflow decides with are recorded ([`Context::now`],
+//!   [`Context::random`], [`Context::uuid`]); a changed workflow keeps its old runs on
+//!   their old path with [`Context::patched`].
 //! - Workers claim runs with `FOR UPDATE SKIP LOCKED` and hold a lease they renew by
 //!   heartbeat; every write is fenced by the lease, so a worker that lost its lease can
 //!   never write again. A run whose worker died is replayed elsewhere once its lease

@@ -207,9 +207,9 @@ pub struct NonDeterminism {
 /// A step's stored final error, replayed.
 #[derive(Debug, thiserror::Error)]
 #[error("step `{name}` failed earlier in this run: {message}")]
-struct StoredFailure {
-    name: String,
-    message: String,
+pub(crate) struct StoredFailure {
+    pub(crate) name: String,
+    pub(crate) message: String,
 }
 
 enum TxOutcome<T> {
@@ -271,6 +271,21 @@ impl Context {
             run: Arc::clone(&self.run),
             branch: Branch::new(id),
         }
+    }
+
+    /// The id of this context's branch (`""` for the main one).
+    pub(crate) fn branch_id(&self) -> &str {
+        &self.branch.id
+    }
+
+    /// The run's shared state: what its branches wait on.
+    pub(crate) fn waits(&self) -> &Waits {
+        &self.run.waits
+    }
+
+    /// The lease this execution holds.
+    pub(crate) fn lease(&self) -> Lease {
+        self.run.lease
     }
 
     /// Takes the next fork ordinal of this branch.
@@ -432,7 +447,7 @@ impl Context {
     /// meanwhile (every branch waits), it parks in `status` and `step` is the step row
     /// its park writes. `active`: the caller is a step attempt, waiting rather than
     /// running until then.
-    async fn wait_until(
+    pub(crate) async fn wait_until(
         &self,
         position: i32,
         at: DateTime<Utc>,
@@ -832,7 +847,7 @@ impl Context {
     /// Writes through `op`, retrying database outages for as long as the lease could
     /// still be ours. A lost lease halts the run; an error the database will never
     /// accept (say, a NUL in a JSON string) is returned as the step's permanent error.
-    async fn persist<'w, Op, Fut>(&self, what: &str, mut op: Op) -> Result<bool, Error>
+    pub(crate) async fn persist<'w, Op, Fut>(&self, what: &str, mut op: Op) -> Result<bool, Error>
     where
         Op: FnMut() -> Fut,
         Fut: Future<Output = Result<Fenced<bool>, sqlx::Error>> + 'w,
@@ -863,7 +878,7 @@ impl Context {
     }
 
     /// Records a step that will be attempted again (its error, its attempts so far).
-    async fn write_retrying(&self, name: &str, write: &StepWrite<'_>) {
+    pub(crate) async fn write_retrying(&self, name: &str, write: &StepWrite<'_>) {
         let group_commit = &self.run.settings.group_commit;
         let lease = self.run.lease;
         if let Ok(cancel) = self
@@ -883,7 +898,13 @@ impl Context {
         let step = timer.step.as_write();
         loop {
             match store
-                .park(self.run.lease, timer.status, WakeAt::At(timer.at), &step)
+                .park(
+                    self.run.lease,
+                    timer.status,
+                    WakeAt::At(timer.at),
+                    &step,
+                    self.run.waits.events_seen(),
+                )
                 .await
             {
                 Ok(Fenced::Held(wake_at)) => return Halt::Parked(wake_at),
@@ -947,7 +968,7 @@ impl Context {
         }
     }
 
-    async fn check_same(&self, record: &StepRecord, name: &str, kind: StepKind) {
+    pub(crate) async fn check_same(&self, record: &StepRecord, name: &str, kind: StepKind) {
         if record.name != name || record.kind != kind {
             let err = Error::permanent(NonDeterminism {
                 workflow: self.run.workflow.clone(),
@@ -963,7 +984,7 @@ impl Context {
     }
 
     /// Honours lost leases, cancellation and shutdown before a step runs.
-    async fn boundary(&self) {
+    pub(crate) async fn boundary(&self) {
         let signals = &self.run.signals;
         if signals.lost.load(Ordering::Acquire) {
             self.halt::<()>(Halt::Lost).await;
@@ -976,7 +997,7 @@ impl Context {
         }
     }
 
-    fn note_cancel(&self, cancel: bool) {
+    pub(crate) fn note_cancel(&self, cancel: bool) {
         if cancel {
             self.run.signals.cancel.store(true, Ordering::Release);
         }
@@ -984,7 +1005,7 @@ impl Context {
 
     /// Tells the worker to stop this run and never returns: the worker drops the
     /// workflow's future, so user code cannot swallow the halt.
-    async fn halt<T>(&self, why: Halt) -> T {
+    pub(crate) async fn halt<T>(&self, why: Halt) -> T {
         self.run.signals.halt(why);
         std::future::pending().await
     }
@@ -993,7 +1014,7 @@ impl Context {
     /// stored record when the run did it before. Steps take their places in the order
     /// they are first polled; a main-branch step's position is its place, as it always
     /// was, and a forked branch's steps take positions from [`FORKED_POSITIONS`] on.
-    fn next_slot(&self) -> Slot {
+    pub(crate) fn next_slot(&self) -> Slot {
         let seq = self.branch.taken.fetch_add(1, Ordering::Relaxed) as i32;
         let stored = self
             .run
@@ -1046,11 +1067,11 @@ impl Context {
 }
 
 /// Where a step goes: see [`Context::next_slot`].
-struct Slot {
-    position: i32,
+pub(crate) struct Slot {
+    pub(crate) position: i32,
     /// Its place in a forked branch (`None` in the main branch).
-    seq: Option<i32>,
-    stored: Option<StepRecord>,
+    pub(crate) seq: Option<i32>,
+    pub(crate) stored: Option<StepRecord>,
 }
 
 /// The first position of the steps of forked branches: far above any main branch's

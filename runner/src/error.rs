@@ -302,6 +302,14 @@ pub enum EngineError {
     /// No run has that id.
     #[error("no run with id {0}")]
     RunNotFound(RunId),
+    /// The run has ended, so nothing can be delivered to it.
+    #[error("run {run} has ended ({status}); it takes no more events")]
+    RunEnded {
+        /// The run.
+        run: RunId,
+        /// How it ended.
+        status: crate::RunStatus,
+    },
     /// The `cairn` schema has not been created in this database.
     #[error("the cairn schema is missing from this database; run `cairn migrate` first")]
     NotMigrated,
@@ -319,7 +327,10 @@ impl EngineError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::UnknownWorkflow { .. } | Self::InvalidInput { .. } | Self::RunNotFound(_)
+            Self::UnknownWorkflow { .. }
+                | Self::InvalidInput { .. }
+                | Self::RunNotFound(_)
+                | Self::RunEnded { .. }
         )
     }
 

@@ -69,6 +69,7 @@ pub mod context;
 pub mod dead_letter;
 mod determinism;
 pub mod error;
+mod events;
 mod group_commit;
 mod ids;
 pub mod model;

@@ -395,12 +395,16 @@ impl Store {
     /// Releases the run from its worker until `wake` with `status` (sleeping, parked or
     /// retrying), writing `step` in the same statement. For a sleep step the stored output
     /// is the wake time.
+    ///
+    /// `events_seen`: the run waits for events, and had seen this many sent; if more
+    /// have been sent since, it wakes at once.
     pub async fn park(
         &self,
         lease: Lease,
         status: RunStatus,
         wake: WakeAt,
         step: &StepWrite<'_>,
+        events_seen: Option<i64>,
     ) -> Result<Fenced<DateTime<Utc>>, sqlx::Error> {
         let (at, after) = match wake {
             WakeAt::At(at) => (Some(at), None),
@@ -412,6 +416,7 @@ impl Store {
             .bind(after)
             .bind(step.branch)
             .bind(step.seq)
+            .bind(events_seen)
             .fetch_optional(&self.pool)
             .await?;
         Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
@@ -799,7 +804,9 @@ fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
 const PARK_SQL: &str = "
     WITH parked AS (
         UPDATE cairn.runs
-           SET status = $13, wake_at = coalesce($14, now() + make_interval(secs => $15)),
+           SET status = $13,
+               wake_at = CASE WHEN $18::bigint IS NOT NULL AND events_sent <> $18 THEN now()
+                              ELSE coalesce($14, now() + make_interval(secs => $15)) END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()

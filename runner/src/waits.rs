@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -33,6 +33,19 @@ pub(crate) struct Waits {
     active: AtomicUsize,
     timers: Mutex<BTreeMap<i32, Timer>>,
     waker: AtomicWaker,
+    /// Event waits under way, and how many events had been sent to the run when one
+    /// of them last looked (see [`Waits::events_seen`]).
+    event_waits: AtomicUsize,
+    events_seen: AtomicI64,
+}
+
+/// An event wait under way, until dropped.
+pub(crate) struct EventWait<'a>(&'a Waits);
+
+impl Drop for EventWait<'_> {
+    fn drop(&mut self) {
+        self.0.event_waits.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a step attempt as active until dropped.
@@ -68,6 +81,20 @@ impl Drop for Registered<'_> {
 }
 
 impl Waits {
+    /// Marks an event wait as under way, having seen `sent` events sent to the run.
+    pub(crate) fn waiting_for_event(&self, sent: i64) -> EventWait<'_> {
+        self.events_seen.store(sent, Ordering::Release);
+        self.event_waits.fetch_add(1, Ordering::AcqRel);
+        EventWait(self)
+    }
+
+    /// When some branch waits for an event: how many events it had seen sent to the run,
+    /// so that parking wakes the run at once if more have come.
+    pub(crate) fn events_seen(&self) -> Option<i64> {
+        (self.event_waits.load(Ordering::Acquire) > 0)
+            .then(|| self.events_seen.load(Ordering::Acquire))
+    }
+
     /// Marks a step attempt as running.
     pub(crate) fn active(&self) -> Active<'_> {
         self.active.fetch_add(1, Ordering::AcqRel);

@@ -151,6 +151,24 @@ enum RunsCommand {
         /// The run id.
         run_id: String,
     },
+    /// Send an event to a run: its next (or current) `wait_for_event` for that name
+    /// takes it, and a parked run wakes for it. Kept until taken.
+    Send {
+        /// The run id.
+        run_id: String,
+        /// The event's name.
+        event: String,
+        /// The event's data, as JSON.
+        #[arg(long, default_value = "null")]
+        data: String,
+    },
+    /// A value a run published (`ctx.set_event`), as JSON; `null` when there is none.
+    Get {
+        /// The run id.
+        run_id: String,
+        /// The value's key.
+        key: String,
+    },
 }
 
 /// A command's failure, with the exit code it maps to.
@@ -356,6 +374,31 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
             } else {
                 print::run_detail(&run);
             }
+        }
+        RunsCommand::Send {
+            run_id,
+            event,
+            data,
+        } => {
+            let id = parse_run_id(&run_id)?;
+            let data: Value = serde_json::from_str(&data)
+                .map_err(|err| Failure::usage(format!("--data is not JSON: {err}")))?;
+            let client = Client::new(connect(url, 2).await?);
+            match client.send_event(id, &event, &data).await {
+                Ok(()) => outln!("sent {event} to run {id}"),
+                Err(EngineError::RunEnded { run, status }) => {
+                    return Err(Failure::failed(format!(
+                        "run {run} has already ended ({status}); it takes no more events"
+                    )));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        RunsCommand::Get { run_id, key } => {
+            let id = parse_run_id(&run_id)?;
+            let client = Client::new(connect(url, 2).await?);
+            let value = client.get_event(id, &key).await?;
+            print::json(&value)?;
         }
         RunsCommand::Cancel { run_id } => {
             let id = parse_run_id(&run_id)?;

@@ -19,6 +19,10 @@ pub struct StartOptions {
     pub idempotency_key: Option<String>,
     /// The queue whose workers execute the run.
     pub queue: String,
+    /// When the run must have ended: past it, the run stops at its next step boundary
+    /// and fails in the `deadline` category. `None`: the workflow's default timeout
+    /// ([`crate::Registry::set_timeout`]) when the client knows the registry, else none.
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for StartOptions {
@@ -26,6 +30,7 @@ impl Default for StartOptions {
         Self {
             idempotency_key: None,
             queue: "default".to_owned(),
+            deadline: None,
         }
     }
 }
@@ -89,8 +94,17 @@ impl Client {
             workflow: workflow.to_owned(),
             source,
         })?;
+        let mut deadline = options.deadline;
         if let Some(registry) = &self.registry {
             registry.check_input(workflow, &input)?;
+            if deadline.is_none()
+                && let Some(timeout) = registry.timeout(workflow)
+            {
+                deadline = Some(
+                    chrono::Utc::now()
+                        + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX),
+                );
+            }
         }
         let (run_id, created) = self
             .store
@@ -99,6 +113,7 @@ impl Client {
                 &options.queue,
                 &input,
                 options.idempotency_key.as_deref(),
+                deadline,
             )
             .await?;
         Ok(Started { run_id, created })

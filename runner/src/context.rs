@@ -163,6 +163,8 @@ pub(crate) struct RunState {
     pub(crate) signals: Signals,
     /// What the run's branches are doing: steps running, durable waits.
     pub(crate) waits: Waits,
+    /// When the run must have ended.
+    deadline: Option<DateTime<Utc>>,
     settings: RunSettings,
 }
 
@@ -222,6 +224,7 @@ impl Context {
         lease: Lease,
         workflow: String,
         history: Vec<StepRecord>,
+        deadline: Option<DateTime<Utc>>,
         settings: RunSettings,
     ) -> Self {
         let next_forked = history
@@ -244,6 +247,7 @@ impl Context {
                 progress: Mutex::default(),
                 signals: Signals::default(),
                 waits: Waits::default(),
+                deadline,
                 settings,
             }),
         }
@@ -328,7 +332,21 @@ impl Context {
     /// Steps started through the returned handle use `policy` instead of the default
     /// retry policy: `ctx.with_retry(RetryPolicy::attempts(10)).step("fetch", ...)`.
     pub fn with_retry(&self, policy: RetryPolicy) -> Steps<'_> {
-        Steps { ctx: self, policy }
+        Steps {
+            ctx: self,
+            how: How {
+                policy,
+                timeout: None,
+            },
+        }
+    }
+
+    /// Steps started through the returned handle give up an attempt that runs longer
+    /// than `timeout` (a transient failure in the `timeout` category, retried under the
+    /// retry policy): `ctx.with_timeout(Duration::from_secs(30)).step("call", ...)`.
+    pub fn with_timeout(&self, timeout: Duration) -> Steps<'_> {
+        self.with_retry(self.run.settings.default_retry)
+            .with_timeout(timeout)
     }
 
     /// Runs `f` once and checkpoints its output; on replay returns the stored output
@@ -344,8 +362,11 @@ impl Context {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let policy = self.run.settings.default_retry;
-        self.run_step(name.into(), policy, f).await
+        let how = How {
+            policy: self.run.settings.default_retry,
+            timeout: None,
+        };
+        self.run_step(name.into(), how, f).await
     }
 
     /// Runs `f` inside a database transaction whose commit also stores the step's
@@ -385,8 +406,11 @@ impl Context {
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let policy = self.run.settings.default_retry;
-        self.run_transaction(name.into(), policy, f).await
+        let how = How {
+            policy: self.run.settings.default_retry,
+            timeout: None,
+        };
+        self.run_transaction(name.into(), how, f).await
     }
 
     /// A durable timer: this branch of the run waits until `duration` has passed.
@@ -455,6 +479,7 @@ impl Context {
         step: &StepWrite<'_>,
         active: bool,
     ) {
+        self.within_deadline().await;
         let timer = Timer {
             at,
             status,
@@ -493,7 +518,7 @@ impl Context {
     async fn run_step<T, F, Fut>(
         &self,
         name: String,
-        policy: RetryPolicy,
+        How { policy, timeout }: How,
         mut f: F,
     ) -> Result<T, Error>
     where
@@ -516,7 +541,7 @@ impl Context {
             self.boundary().await;
             progress.attempts += 1;
             let started = Instant::now();
-            let result = f().instrument(span.clone()).await;
+            let result = within(timeout, f()).instrument(span.clone()).await;
             let elapsed = started.elapsed();
             let output = match result.and_then(|value| {
                 serde_json::to_string(&value)
@@ -598,7 +623,7 @@ impl Context {
     async fn run_transaction<T, F, Fut>(
         &self,
         name: String,
-        policy: RetryPolicy,
+        How { policy, timeout }: How,
         mut f: F,
     ) -> Result<T, Error>
     where
@@ -625,7 +650,13 @@ impl Context {
             progress.attempts += 1;
             let started = Instant::now();
             let outcome = self
-                .attempt_transaction((position, seq), &name, &progress, &mut f, started)
+                .attempt_transaction(
+                    (position, seq),
+                    &name,
+                    &progress,
+                    (&mut f, timeout),
+                    started,
+                )
                 .instrument(span.clone())
                 .await;
             let elapsed = started.elapsed();
@@ -661,7 +692,7 @@ impl Context {
         (position, seq): (i32, Option<i32>),
         name: &str,
         progress: &Progress,
-        f: &mut F,
+        (f, timeout): (&mut F, Option<Duration>),
         started: Instant,
     ) -> TxOutcome<T>
     where
@@ -671,7 +702,7 @@ impl Context {
     {
         let store = &self.run.settings.store;
         let handle = Tx::new(store.pool().clone());
-        let result = f(handle.clone()).await;
+        let result = within(timeout, f(handle.clone())).await;
         let Some(state) = handle.take() else {
             return TxOutcome::Failed(Error::permanent(
                 "the transaction handle was still in use after the step's closure returned",
@@ -983,8 +1014,10 @@ impl Context {
         }
     }
 
-    /// Honours lost leases, cancellation and shutdown before a step runs.
+    /// Honours lost leases, cancellation, shutdown and the run's deadline before a step
+    /// runs.
     pub(crate) async fn boundary(&self) {
+        self.within_deadline().await;
         let signals = &self.run.signals;
         if signals.lost.load(Ordering::Acquire) {
             self.halt::<()>(Halt::Lost).await;
@@ -995,6 +1028,36 @@ impl Context {
         if self.run.settings.shutdown.load(Ordering::Acquire) {
             self.halt::<()>(Halt::Released).await;
         }
+    }
+
+    /// Ends the run in the `deadline` category, with an alert, once its deadline has
+    /// passed.
+    async fn within_deadline(&self) {
+        let Some(deadline) = self.run.deadline.filter(|at| *at <= Utc::now()) else {
+            return;
+        };
+        let message = format!(
+            "run {} of workflow `{}` passed its deadline {} and was stopped at a step boundary",
+            self.run_id(),
+            self.run.workflow,
+            deadline.to_rfc3339()
+        );
+        let alert = sqlx::query(
+            "INSERT INTO cairn.alerts (kind, source, stream, detail, message)
+             VALUES ('deadline_exceeded', $1, '', $2, $3)
+             ON CONFLICT (kind, source, stream, detail) WHERE resolved_at IS NULL
+             DO UPDATE SET count = alerts.count + 1, last_seen = now(), message = EXCLUDED.message",
+        )
+        .bind(&self.run.workflow)
+        .bind(self.run_id().to_string())
+        .bind(&message)
+        .execute(self.pool())
+        .await;
+        if let Err(error) = alert {
+            warn!(%error, "cannot raise the deadline alert");
+        }
+        let err = Error::permanent(message).with_category("deadline");
+        self.halt::<()>(Halt::Failed(err.report())).await;
     }
 
     pub(crate) fn note_cancel(&self, cancel: bool) {
@@ -1081,10 +1144,45 @@ const FORKED_POSITIONS: i32 = 1 << 30;
 /// Steps with a retry policy of their own; see [`Context::with_retry`].
 pub struct Steps<'a> {
     ctx: &'a Context,
+    how: How,
+}
+
+/// How a step's attempts run: retried under `policy`, each given up after `timeout`.
+#[derive(Clone, Copy)]
+struct How {
     policy: RetryPolicy,
+    timeout: Option<Duration>,
+}
+
+/// A step attempt gave up after its timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the step's attempt took longer than its timeout of {0:?}")]
+struct AttemptTimedOut(Duration);
+
+/// `attempt`, given up after `timeout` when there is one.
+async fn within<T>(
+    timeout: Option<Duration>,
+    attempt: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match timeout {
+        None => attempt.await,
+        Some(limit) => tokio::time::timeout(limit, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::transient(AttemptTimedOut(limit)).with_category("timeout"))
+            }),
+    }
 }
 
 impl Steps<'_> {
+    /// The same handle, giving up each attempt after `timeout` (see
+    /// [`Context::with_timeout`]).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.how.timeout = Some(timeout);
+        self
+    }
+
     /// [`Context::step`] with this handle's retry policy.
     pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
     where
@@ -1092,7 +1190,7 @@ impl Steps<'_> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        self.ctx.run_step(name.into(), self.policy, f).await
+        self.ctx.run_step(name.into(), self.how, f).await
     }
 
     /// [`Context::transaction`] with this handle's retry policy.
@@ -1102,7 +1200,7 @@ impl Steps<'_> {
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        self.ctx.run_transaction(name.into(), self.policy, f).await
+        self.ctx.run_transaction(name.into(), self.how, f).await
     }
 }
 

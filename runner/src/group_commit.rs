@@ -288,7 +288,7 @@ mod tests {
         let store = Store::new(db.pool().clone());
         for _ in 0..runs {
             store
-                .start("wf", "default", &json!(null), None)
+                .start("wf", "default", &json!(null), None, None)
                 .await
                 .unwrap();
         }

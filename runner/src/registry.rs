@@ -18,6 +18,8 @@ type CheckFn = dyn Fn(&Value) -> Result<(), serde_json::Error> + Send + Sync;
 struct Entry {
     run: Arc<RunFn>,
     check_input: Arc<CheckFn>,
+    /// How long a run of it may take unless its start says otherwise.
+    timeout: Option<std::time::Duration>,
 }
 
 /// Workflows by name. A worker claims only runs of workflows it has registered, and
@@ -77,7 +79,14 @@ impl Registry {
             }) as BoxFuture<_>
         });
         let check_input: Arc<CheckFn> = Arc::new(|value: &Value| I::deserialize(value).map(drop));
-        self.entries.insert(name, Entry { run, check_input });
+        self.entries.insert(
+            name,
+            Entry {
+                run,
+                check_input,
+                timeout: None,
+            },
+        );
         self
     }
 
@@ -89,6 +98,21 @@ impl Registry {
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()
+    }
+
+    /// Gives runs of workflow `name` a deadline `timeout` after they start, unless the
+    /// start names one ([`crate::StartOptions::deadline`]). Does nothing for a name not
+    /// registered.
+    pub fn set_timeout(&mut self, name: &str, timeout: std::time::Duration) -> &mut Self {
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.timeout = Some(timeout);
+        }
+        self
+    }
+
+    /// The default timeout of workflow `name`'s runs, if it has one.
+    pub fn timeout(&self, name: &str) -> Option<std::time::Duration> {
+        self.entries.get(name).and_then(|entry| entry.timeout)
     }
 
     /// Checks that `name` is registered and that `input` deserializes into its input type,

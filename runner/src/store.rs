@@ -65,6 +65,8 @@ pub struct ClaimedRun {
     pub cancel_requested: bool,
     /// The database's clock at the claim, to judge durable timers against.
     pub claimed_at: DateTime<Utc>,
+    /// When the run must have ended, if it has a deadline.
+    pub deadline: Option<DateTime<Utc>>,
     /// Its checkpoints so far, in position order.
     pub history: Vec<StepRecord>,
 }
@@ -149,14 +151,15 @@ impl Store {
         queue: &str,
         input: &Value,
         idempotency_key: Option<&str>,
+        deadline: Option<DateTime<Utc>>,
     ) -> Result<(RunId, bool), EngineError> {
         // A concurrent start with the same key may commit between our insert and our
         // select; a second pass then sees it.
         for _ in 0..3 {
             let row: Option<(RunId, bool)> = sqlx::query_as(
                 "WITH ins AS (
-                     INSERT INTO cairn.runs (id, workflow, queue, input, idempotency_key)
-                     VALUES ($1, $2, $3, $4, $5)
+                     INSERT INTO cairn.runs (id, workflow, queue, input, idempotency_key, deadline)
+                     VALUES ($1, $2, $3, $4, $5, $7)
                      ON CONFLICT (workflow, idempotency_key) DO NOTHING
                      RETURNING id
                  )
@@ -172,6 +175,7 @@ impl Store {
             .bind(input)
             .bind(idempotency_key)
             .bind(WAKEUP_CHANNEL)
+            .bind(deadline)
             .fetch_optional(&self.pool)
             .await
             .map_err(EngineError::db)?;
@@ -221,7 +225,7 @@ impl Store {
                     started_at = coalesce(r.started_at, now()), updated_at = now()
                FROM locked WHERE r.id = locked.id
              RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims,
-                       now() AS claimed_at",
+                       now() AS claimed_at, r.deadline",
         )
         .bind(queue)
         .bind(workflows)
@@ -266,6 +270,7 @@ impl Store {
                 input: row.input,
                 cancel_requested: row.cancel_requested,
                 claimed_at: row.claimed_at,
+                deadline: row.deadline,
             })
             .collect())
     }
@@ -806,7 +811,8 @@ const PARK_SQL: &str = "
         UPDATE cairn.runs
            SET status = $13,
                wake_at = CASE WHEN $18::bigint IS NOT NULL AND events_sent <> $18 THEN now()
-                              ELSE coalesce($14, now() + make_interval(secs => $15)) END,
+                              ELSE least(coalesce($14, now() + make_interval(secs => $15)),
+                                         deadline) END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()
@@ -931,6 +937,7 @@ struct ClaimRow {
     cancel_requested: bool,
     claims: i32,
     claimed_at: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]

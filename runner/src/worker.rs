@@ -271,6 +271,7 @@ impl Worker {
             run.lease,
             run.workflow.clone(),
             run.history,
+            run.deadline,
             settings.clone(),
         );
         lock(active).insert(run_id, Arc::clone(ctx.state()));

@@ -139,3 +139,103 @@ async fn a_run_started_on_v1_finishes_on_a_v2_worker_along_the_old_path() {
         ]
     );
 }
+
+fn deadlines() -> Arc<Registry> {
+    let mut registry = Registry::new();
+    registry.register("plod", |ctx: Context, steps: u32| async move {
+        for n in 0..steps {
+            ctx.step(format!("step {n}"), || async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok::<u32, Error>(steps)
+    });
+    registry.register("wait a day", |ctx: Context, (): ()| async move {
+        ctx.sleep(Duration::from_secs(86_400)).await;
+        Ok::<(), Error>(())
+    });
+    registry.register("impatient", |ctx: Context, (): ()| async move {
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let answer = ctx
+            .with_timeout(Duration::from_millis(200))
+            .step("slow at first", || {
+                let attempts = Arc::clone(&attempts);
+                async move {
+                    if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    Ok(42u32)
+                }
+            })
+            .await?;
+        Ok::<u32, Error>(answer)
+    });
+    registry.set_timeout("plod", Duration::from_millis(700));
+    Arc::new(registry)
+}
+
+#[tokio::test]
+async fn a_run_past_its_deadline_stops_at_a_step_boundary_with_an_alert() {
+    let db = TestDb::new().await;
+    let registry = deadlines();
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    // The workflow's default timeout (700 ms) against 50 steps of 100 ms.
+    let plod = client
+        .start("plod", &50u32, &StartOptions::default())
+        .await
+        .unwrap();
+    // A day's sleep with a deadline in two seconds: parked, it wakes at the deadline.
+    let sleeper = client
+        .start(
+            "wait a day",
+            &(),
+            &StartOptions {
+                deadline: Some(chrono::Utc::now() + chrono::Duration::seconds(2)),
+                ..StartOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let plod = finished(&client, plod.run_id).await;
+    let sleeper = finished(&client, sleeper.run_id).await;
+    let quick = client
+        .start("impatient", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    let quick = finished(&client, quick.run_id).await;
+    worker.shutdown().await;
+    for run in [&plod, &sleeper] {
+        assert_eq!(run.summary.status, RunStatus::Failed);
+        let error = run.error.as_ref().unwrap();
+        assert_eq!(error["category"], "deadline", "{error}");
+    }
+    assert!(
+        plod.steps.len() < 50,
+        "stopped early, after {} steps",
+        plod.steps.len()
+    );
+    let alerts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.alerts WHERE kind = 'deadline_exceeded' AND resolved_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(alerts, 2);
+    let dead = cairn_runner::DeadLetters::new(db.pool().clone())
+        .list(10)
+        .await
+        .unwrap();
+    assert_eq!(dead.runs.len(), 2, "both failed runs are dead letters");
+    // A step timeout gives up the slow attempt; the retry succeeds.
+    assert_eq!(
+        quick.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        quick.error
+    );
+    let step = &quick.steps[0];
+    assert_eq!(step.attempts, 2);
+}

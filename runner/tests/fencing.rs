@@ -58,7 +58,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool().clone());
     let (run_id, _) = store
-        .start("wf", "default", &json!(null), None)
+        .start("wf", "default", &json!(null), None, None)
         .await
         .unwrap();
     let workflows = vec!["wf".to_owned()];
@@ -271,7 +271,7 @@ async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
     create_effects(db).await;
     let store = Store::new(db.pool().clone());
     store
-        .start("wf", "default", &json!(null), None)
+        .start("wf", "default", &json!(null), None, None)
         .await
         .unwrap();
     let claimed = store

@@ -75,6 +75,13 @@ enum Command {
         /// The queue whose workers execute the run.
         #[arg(long, default_value = "default")]
         queue: String,
+        /// When the run must have ended (RFC 3339): past it, it stops at its next step
+        /// boundary and fails in the `deadline` category, with an alert.
+        #[arg(long, value_name = "INSTANT", conflicts_with = "timeout")]
+        deadline: Option<String>,
+        /// How long the run may take from now (`90s`, `15m`, `12h`, `30d`): a deadline.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
         /// Wait for the run to end and print its outcome; exit 1 unless it completed.
         #[arg(long)]
         wait: bool,
@@ -169,6 +176,25 @@ enum RunsCommand {
         /// The value's key.
         key: String,
     },
+}
+
+/// Whole seconds from `90`, `90s`, `15m`, `12h` or `30d`.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (number, scale) = match text.char_indices().last() {
+        Some((at, 's')) => (&text[..at], 1),
+        Some((at, 'm')) => (&text[..at], 60),
+        Some((at, 'h')) => (&text[..at], 3600),
+        Some((at, 'd')) => (&text[..at], 86_400),
+        _ => (text, 1),
+    };
+    number
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|secs| *secs <= 10 * 365 * 86_400)
+        .ok_or_else(|| format!("{text:?} is not a duration (write 90s, 15m, 12h or 30d)"))
 }
 
 /// A command's failure, with the exit code it maps to.
@@ -281,6 +307,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             input,
             idempotency_key,
             queue,
+            deadline,
+            timeout,
             wait,
             json,
         } => {
@@ -290,9 +318,23 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             registry.check_input(&workflow, &input)?;
             let pool = connect(url, 2).await?;
             let client = Client::new(pool).with_registry(registry);
+            let deadline = match (deadline, timeout) {
+                (Some(at), _) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&at)
+                        .map_err(|err| Failure::usage(format!("--deadline {at:?}: {err}")))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                (None, Some(timeout)) => {
+                    let secs = parse_duration(&timeout)
+                        .map_err(|err| Failure::usage(format!("--timeout: {err}")))?;
+                    Some(chrono::Utc::now() + chrono::Duration::seconds(secs))
+                }
+                (None, None) => None,
+            };
             let options = StartOptions {
                 idempotency_key,
                 queue,
+                deadline,
             };
             let started = client.start(&workflow, &input, &options).await?;
             if !wait {

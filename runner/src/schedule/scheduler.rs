@@ -175,6 +175,7 @@ impl Scheduler {
                     &schedule.queue,
                     &schedule.input,
                     Some(&key),
+                    None,
                 )
                 .await?;
             if created {

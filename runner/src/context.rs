@@ -23,7 +23,7 @@ use crate::error::{ErrorReport, is_transient_db_error};
 use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, WakeAt, already_completed};
-use crate::waits::{Timer, Waits};
+use crate::waits::{Park, Timer, Waits};
 use crate::{Error, RetryPolicy, RunId};
 
 /// The handle a workflow gets on its run. Cheap to clone.
@@ -701,7 +701,7 @@ impl Context {
         Fut: Future<Output = Result<T, Error>>,
     {
         let store = &self.run.settings.store;
-        let handle = Tx::new(store.pool().clone());
+        let handle = Tx::new(store.pool().clone(), position);
         let result = within(timeout, f(handle.clone())).await;
         let Some(state) = handle.take() else {
             return TxOutcome::Failed(Error::permanent(
@@ -920,9 +920,11 @@ impl Context {
         }
     }
 
-    /// Parks the run on `timer` (one fenced statement): every branch of the run waits,
-    /// the earliest until `timer.at`. Says how the run's execution ends.
-    pub(crate) async fn park(&self, timer: &Timer) -> Halt {
+    /// Parks the run (one fenced statement): every branch of the run waits, the
+    /// earliest until `park.timer.at` (or an event, when one came since its waits
+    /// looked). Says how the run's execution ends.
+    pub(crate) async fn park(&self, park: &Park) -> Halt {
+        let timer = &park.timer;
         let store = &self.run.settings.store;
         let give_up = Instant::now() + self.run.settings.lease;
         let mut failures = 0u32;
@@ -934,7 +936,7 @@ impl Context {
                     timer.status,
                     WakeAt::At(timer.at),
                     &step,
-                    self.run.waits.events_seen(),
+                    park.events_seen,
                 )
                 .await
             {
@@ -1218,6 +1220,7 @@ fn sanitize(message: &str) -> String {
 #[derive(Clone)]
 pub struct Tx {
     slot: Arc<tokio::sync::Mutex<TxState>>,
+    position: i32,
 }
 
 enum TxState {
@@ -1239,10 +1242,16 @@ pub struct TxConn<'a> {
 pub struct TxFinished;
 
 impl Tx {
-    fn new(pool: PgPool) -> Self {
+    fn new(pool: PgPool, position: i32) -> Self {
         Self {
             slot: Arc::new(tokio::sync::Mutex::new(TxState::Unused(pool))),
+            position,
         }
+    }
+
+    /// The step's position in its run: unique in the run, the same on every attempt.
+    pub fn position(&self) -> i32 {
+        self.position
     }
 
     /// The connection of the step's transaction, which begins on the first call.

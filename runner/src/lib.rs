@@ -64,6 +64,7 @@
 //! - [`redact`]: the one place secrets are registered and masked in everything shown or stored.
 //! - [`retry`]: [`RetryPolicy`], capped exponential backoff with full jitter.
 
+mod children;
 pub mod client;
 pub mod context;
 pub mod dead_letter;
@@ -83,6 +84,7 @@ mod versioning;
 mod waits;
 pub mod worker;
 
+pub use children::{ChildFailed, ChildOptions};
 pub use client::{Client, StartOptions, Started};
 pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
 pub use dead_letter::{DeadLetterId, DeadLetters};

@@ -27,6 +27,13 @@ pub(crate) struct Timer {
     pub(crate) step: OwnedStep,
 }
 
+/// Why and how a run parks: its earliest timer, and the events its waits had seen
+/// sent (see [`Waits::events_seen`]).
+pub(crate) struct Park {
+    pub(crate) timer: Timer,
+    pub(crate) events_seen: Option<i64>,
+}
+
 /// The waits of one run.
 #[derive(Default)]
 pub(crate) struct Waits {
@@ -122,7 +129,7 @@ impl Waits {
     /// Resolves, with the earliest timer's park, once no step attempt is active and the
     /// earliest timer is more than `inline` away: the run cannot go on before it.
     /// Nearer timers are waited out in memory.
-    pub(crate) async fn idle(&self, inline: Duration) -> Timer {
+    pub(crate) async fn idle(&self, inline: Duration) -> Park {
         futures::future::poll_fn(|cx| {
             self.waker.register(cx.waker());
             if self.active.load(Ordering::Acquire) > 0 {
@@ -136,10 +143,15 @@ impl Waits {
             if earliest.at - Utc::now() <= inline {
                 return Poll::Pending;
             }
-            Poll::Ready(Timer {
-                at: earliest.at,
-                status: earliest.status,
-                step: earliest.step.clone(),
+            Poll::Ready(Park {
+                timer: Timer {
+                    at: earliest.at,
+                    status: earliest.status,
+                    step: earliest.step.clone(),
+                },
+                // Read now: the branches (and their event waits) are dropped before the
+                // park is written.
+                events_seen: self.events_seen(),
             })
         })
         .await

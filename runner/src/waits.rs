@@ -39,6 +39,9 @@ pub(crate) struct Park {
 pub(crate) struct Waits {
     active: AtomicUsize,
     timers: Mutex<BTreeMap<i32, Timer>>,
+    /// How many timers are registered: a run without any (nearly every step of nearly
+    /// every run) is never woken to look at them.
+    timer_count: AtomicUsize,
     waker: AtomicWaker,
     /// Event waits under way, and how many events had been sent to the run when one
     /// of them last looked (see [`Waits::events_seen`]).
@@ -60,7 +63,9 @@ pub(crate) struct Active<'a>(&'a Waits);
 
 impl Drop for Active<'_> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.active.fetch_sub(1, Ordering::AcqRel) == 1
+            && self.0.timer_count.load(Ordering::Acquire) > 0
+        {
             self.0.waker.wake();
         }
     }
@@ -76,11 +81,13 @@ pub(crate) struct Registered<'a> {
 
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
-        self.waits
-            .timers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.position);
+        {
+            let mut timers = self.waits.timers.lock().unwrap_or_else(|e| e.into_inner());
+            timers.remove(&self.position);
+            self.waits
+                .timer_count
+                .store(timers.len(), Ordering::Release);
+        }
         if self.paused {
             self.waits.active.fetch_add(1, Ordering::AcqRel);
         }
@@ -111,10 +118,11 @@ impl Waits {
     /// Registers `timer` for the step at `position`. `paused`: the caller holds an
     /// [`Active`] guard, which counts as waiting until the timer is dropped.
     pub(crate) fn register(&self, position: i32, timer: Timer, paused: bool) -> Registered<'_> {
-        self.timers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(position, timer);
+        {
+            let mut timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());
+            timers.insert(position, timer);
+            self.timer_count.store(timers.len(), Ordering::Release);
+        }
         if paused && self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.waker.wake();
         }
@@ -132,7 +140,9 @@ impl Waits {
     pub(crate) async fn idle(&self, inline: Duration) -> Park {
         futures::future::poll_fn(|cx| {
             self.waker.register(cx.waker());
-            if self.active.load(Ordering::Acquire) > 0 {
+            if self.active.load(Ordering::Acquire) > 0
+                || self.timer_count.load(Ordering::Acquire) == 0
+            {
                 return Poll::Pending;
             }
             let timers = self.timers.lock().unwrap_or_else(|e| e.into_inner());

@@ -370,3 +370,78 @@ async fn sync_wait_json_reports_each_run_without_a_copy_of_its_pages() {
         synced.stdout.len()
     );
 }
+
+#[tokio::test]
+async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    // No worker: the run waits, pending, for events and for its deadline.
+    let started = run(
+        &url,
+        &[
+            "start",
+            "tour",
+            "--input",
+            "{}",
+            "--timeout",
+            "30d",
+            "--json",
+        ],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let started: Value = serde_json::from_slice(&started.stdout).unwrap();
+    let id = started["run_id"].as_str().unwrap().to_owned();
+    let deadline: Option<String> =
+        sqlx::query_scalar("SELECT deadline::text FROM cairn.runs WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(deadline.is_some(), "--timeout gives the run a deadline");
+    let sent = run(
+        &url,
+        &["runs", "send", &id, "approval", "--data", r#"{"by":"ada"}"#],
+    );
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let kept: Value = sqlx::query_scalar(
+        "SELECT data FROM cairn.events WHERE run_id = $1::uuid AND name = 'approval'",
+    )
+    .bind(&id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(kept["by"], "ada");
+    let got = run(&url, &["runs", "get", &id, "stage"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "null");
+    for (args, why) in [
+        (
+            vec!["runs", "send", &id, "approval", "--data", "{not json"],
+            "bad data",
+        ),
+        (
+            vec!["runs", "send", "01a24000-0000-7000-8000-000000000000", "x"],
+            "no such run",
+        ),
+        (vec!["start", "tour", "--timeout", "soon"], "bad timeout"),
+        (
+            vec!["start", "tour", "--deadline", "tomorrow"],
+            "bad deadline",
+        ),
+    ] {
+        let output = run(&url, &args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{why}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -4,32 +4,14 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_runner::{Client, Context, Error, Registry, RunStatus, StartOptions, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{TestWorker, eventually, fast_config, finished, reaches};
+use common::{Counts, TestWorker, eventually, fast_config, finished, reaches};
 use tokio::sync::Notify;
-
-/// How often each named step body ran.
-#[derive(Clone, Default)]
-struct Counts(Arc<Mutex<HashMap<String, u32>>>);
-
-impl Counts {
-    fn hit(&self, name: &str) -> u32 {
-        let mut counts = self.0.lock().unwrap();
-        let n = counts.entry(name.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-
-    fn get(&self, name: &str) -> u32 {
-        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
-    }
-}
 
 async fn slow_step(ctx: &Context, counts: &Counts, name: &str, ms: u64) -> Result<u64, Error> {
     ctx.step(name, || async {

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_runner::{
@@ -13,26 +12,9 @@ use cairn_runner::{
 };
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{TestWorker, eventually, fast_config, finished, reaches};
+use common::{Counts, TestWorker, eventually, fast_config, finished, reaches};
 use serde_json::json;
 use tokio::sync::Notify;
-
-/// How often each named step body ran.
-#[derive(Clone, Default)]
-struct Counts(Arc<Mutex<HashMap<String, u32>>>);
-
-impl Counts {
-    fn hit(&self, name: &str) -> u32 {
-        let mut counts = self.0.lock().unwrap();
-        let n = counts.entry(name.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-
-    fn get(&self, name: &str) -> u32 {
-        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
-    }
-}
 
 fn client(db: &TestDb, registry: &Arc<Registry>) -> Client {
     Client::new(db.pool().clone()).with_registry(Arc::clone(registry))

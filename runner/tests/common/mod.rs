@@ -2,7 +2,9 @@
 
 #![allow(dead_code, missing_docs)]
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn_runner::{Client, RunDetail, RunId, RunStatus, WorkerConfig};
@@ -65,4 +67,23 @@ pub async fn reaches(client: &Client, run_id: RunId, status: RunStatus) -> RunDe
         },
     )
     .await
+}
+
+/// How often each named step body ran.
+#[derive(Clone, Default)]
+pub struct Counts(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Counts {
+    /// Counts one more run of `name`'s body; returns how many so far.
+    pub fn hit(&self, name: &str) -> u32 {
+        let mut counts = self.0.lock().unwrap();
+        let n = counts.entry(name.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+
+    /// How often `name`'s body ran.
+    pub fn get(&self, name: &str) -> u32 {
+        self.0.lock().unwrap().get(name).copied().unwrap_or(0)
+    }
 }

@@ -190,10 +190,21 @@ async fn forked_branches_replay_whatever_order_their_steps_finish_in() {
         .await
         .unwrap();
     let first = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
+    // b3 hangs; a2's checkpoint (not just its body) is written before the crash.
     eventually(
-        "b3 to start and a2 to finish",
+        "b3 to start and a2's checkpoint",
         Duration::from_secs(20),
-        || async { (counts.get("b3") == 1 && counts.get("a2") == 1).then_some(()) },
+        || async {
+            let a2: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM cairn.steps
+              WHERE run_id = $1 AND name = 'a2' AND status = 'completed'",
+            )
+            .bind(run.run_id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            (counts.get("b3") == 1 && a2 == 1).then_some(())
+        },
     )
     .await;
     first.kill().await;

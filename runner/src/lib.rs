@@ -56,6 +56,7 @@
 //! - [`registry`]: [`Registry`], workflows by name.
 //! - [`worker`]: [`Worker`], claiming and executing runs.
 //! - [`client`]: [`Client`], starting, listing, showing, waiting for and cancelling runs.
+//! - [`handle`]: [`RunHandle`], a typed run: its result, status and cancellation.
 //! - [`schedule`]: cron schedules ([`Schedules`]) and the [`Scheduler`] every worker runs.
 //! - [`dead_letter`]: failed runs and quarantined records ([`DeadLetters`]), and retrying
 //!   a run from its failed step.
@@ -72,6 +73,7 @@ mod determinism;
 pub mod error;
 mod events;
 mod group_commit;
+pub mod handle;
 mod ids;
 pub mod model;
 mod parallel;
@@ -89,6 +91,7 @@ pub use client::{Client, StartOptions, Started};
 pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
 pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
+pub use handle::{RunError, RunHandle};
 pub use ids::RunId;
 pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,

@@ -239,3 +239,61 @@ async fn a_run_past_its_deadline_stops_at_a_step_boundary_with_an_alert() {
     let step = &quick.steps[0];
     assert_eq!(step.attempts, 2);
 }
+
+#[tokio::test]
+async fn a_typed_handle_gives_the_result_the_failure_and_cancels() {
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    registry.register("double", |ctx: Context, n: u64| async move {
+        ctx.step("double", || async move { Ok(n * 2) }).await
+    });
+    registry.register("refuse", |_ctx: Context, (): ()| async move {
+        Err::<u64, Error>(Error::permanent("refused").with_category("policy"))
+    });
+    registry.register("nap", |ctx: Context, (): ()| async move {
+        ctx.sleep(Duration::from_secs(3600)).await;
+        Ok::<(), Error>(())
+    });
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let double = client
+        .submit::<_, u64>("double", &21u64, &StartOptions::idempotency_key("once"))
+        .await
+        .unwrap();
+    assert_eq!(double.result().await.unwrap(), 42);
+    assert_eq!(double.status().await.unwrap(), RunStatus::Completed);
+    let again = client
+        .submit::<_, u64>("double", &21u64, &StartOptions::idempotency_key("once"))
+        .await
+        .unwrap();
+    assert!(
+        !again.created() && again.id() == double.id(),
+        "the key named the first run"
+    );
+    let refused = client
+        .submit::<_, u64>("refuse", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    match refused.result().await {
+        Err(cairn_runner::RunError::Ended { status, error, .. }) => {
+            assert_eq!(status, RunStatus::Failed);
+            assert_eq!(error.unwrap()["category"], "policy");
+        }
+        other => panic!("{other:?}"),
+    }
+    let nap = client
+        .submit::<_, ()>("nap", &(), &StartOptions::default())
+        .await
+        .unwrap();
+    reaches(&client, nap.id(), RunStatus::Sleeping).await;
+    assert_eq!(nap.cancel().await.unwrap(), RunStatus::Cancelled);
+    assert!(matches!(
+        nap.result().await,
+        Err(cairn_runner::RunError::Ended {
+            status: RunStatus::Cancelled,
+            ..
+        })
+    ));
+    worker.shutdown().await;
+}

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::auth::Authenticator;
 use crate::budget::{Grant, RateBudget};
 use crate::error::{Category, HttpError};
+use crate::paginate::scrub_url;
 use crate::telemetry::Telemetry;
 pub use config::{DEFAULT_MAX_RESPONSE_BYTES, HttpConfig, Timeouts};
 pub(crate) use failure::transport_error;
@@ -123,7 +124,7 @@ impl HttpClient {
         let parsed = Url::parse(&base_url).map_err(|err| {
             HttpError::config(format!(
                 "base_url `{}` is not a URL: {err}",
-                redact_url(&base_url, None)
+                redact_url(&base_url, &[])
             ))
         })?;
         let mut headers = Vec::new();
@@ -383,9 +384,7 @@ impl HttpClient {
                 }
                 inner.auth.apply(request, &inner.http).await?
             } else {
-                let mut request = inner
-                    .http
-                    .get(origin::without_credentials(&current, &inner.secret_params));
+                let mut request = inner.http.get(scrub_url(&current, &inner.secret_params));
                 for (name, value, secret) in &inner.headers {
                     if !secret {
                         request = request.header(name, value);
@@ -528,10 +527,7 @@ impl HttpClient {
 
     /// The URL without credentials, for messages and logs.
     fn redact(&self, url: &str) -> String {
-        let mut url = Url::parse(url).map_or_else(
-            |_| url.to_owned(),
-            |parsed| origin::without_credentials(&parsed, &self.inner.secret_params).to_string(),
-        );
+        let mut url = redact_url(url, &self.inner.secret_params);
         if url.len() > MAX_SHOWN_URL {
             let mut end = MAX_SHOWN_URL;
             while !url.is_char_boundary(end) {
@@ -566,27 +562,14 @@ pub fn join_url(base: &str, path: &str) -> String {
     }
 }
 
-/// Removes user info and the named credential parameter from a URL (see
-/// [`origin::without_credentials`] for several).
-pub fn redact_url(url: &str, secret_param: Option<&str>) -> String {
-    let Ok(mut parsed) = Url::parse(url) else {
-        return url.to_owned();
-    };
-    let _ = parsed.set_username("");
-    let _ = parsed.set_password(None);
-    if let Some(secret) = secret_param {
-        let kept: Vec<(String, String)> = parsed
-            .query_pairs()
-            .filter(|(name, _)| name != secret)
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
-        if kept.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
-    parsed.to_string()
+/// `url` as it may be shown: without user info, the well-known credential parameters
+/// ([`crate::paginate::SECRET_PARAMS`]) or `secret_params` (see
+/// [`crate::paginate::scrub_url`]). Text that is not a URL is returned as it is.
+pub fn redact_url(url: &str, secret_params: &[String]) -> String {
+    Url::parse(url).map_or_else(
+        |_| url.to_owned(),
+        |parsed| scrub_url(&parsed, secret_params).to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -599,12 +582,13 @@ mod tests {
         assert_eq!(join_url("http://h:1", "v1/x"), "http://h:1/v1/x");
         assert_eq!(join_url("http://h:1", "https://o/x"), "https://o/x");
         assert_eq!(
-            redact_url("http://u:p@h/x?api_key=s3cret&limit=5", Some("api_key")),
+            redact_url("http://u:p@h/x?api_key=s3cret&limit=5", &[]),
             "http://h/x?limit=5"
         );
         assert_eq!(
-            redact_url("http://h/x?api_key=s3cret", Some("api_key")),
+            redact_url("http://h/x?tenant_key=s3cret", &["tenant_key".to_owned()]),
             "http://h/x"
         );
+        assert_eq!(redact_url("not a url", &[]), "not a url");
     }
 }

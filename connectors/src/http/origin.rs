@@ -89,7 +89,7 @@ pub fn url_problem(text: &str, allow_insecure_http: bool) -> Option<String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Some(format!(
             "{} carries credentials in the URL; give them in [auth] from a secret source",
-            super::redact_url(text, None)
+            super::redact_url(text, &[])
         ));
     }
     None
@@ -124,28 +124,6 @@ pub fn location(current: &Url, headers: &reqwest::header::HeaderMap) -> Option<U
         .filter(|url| matches!(url.scheme(), "http" | "https"))
 }
 
-/// `url` without the query parameters in `secret_params` and without user info: what
-/// may be sent to an origin that gets no credentials (a vendor may echo the API key
-/// into the URL it redirects to).
-pub fn without_credentials(url: &Url, secret_params: &[String]) -> Url {
-    let mut clean = url.clone();
-    let _ = clean.set_username("");
-    let _ = clean.set_password(None);
-    if clean.query().is_some() {
-        let kept: Vec<(String, String)> = url
-            .query_pairs()
-            .filter(|(name, _)| !secret_params.iter().any(|s| s == name))
-            .map(|(n, v)| (n.into_owned(), v.into_owned()))
-            .collect();
-        if kept.is_empty() {
-            clean.set_query(None);
-        } else {
-            clean.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
-    clean
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,12 +153,5 @@ mod tests {
         assert!(url_problem("file:///etc/passwd", true).is_some());
         let userinfo = url_problem("https://u:hunter22@api.example.com", false).unwrap();
         assert!(!userinfo.contains("hunter22"), "{userinfo}");
-    }
-
-    #[test]
-    fn credentials_leave_the_url_for_another_origin() {
-        let url = Url::parse("https://u:p@cdn.example.com/f?api_key=k&page=2").unwrap();
-        let clean = without_credentials(&url, &["api_key".to_owned()]);
-        assert_eq!(clean.as_str(), "https://cdn.example.com/f?page=2");
     }
 }

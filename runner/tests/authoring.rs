@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cairn_runner::{Client, Context, Error, Registry, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
-use common::{TestWorker, eventually, fast_config, finished, reaches};
+use common::{TestWorker, crash_and_finish, eventually, fast_config, finished, reaches};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -56,10 +56,7 @@ async fn recorded_time_randomness_and_ids_replay_the_same_after_a_crash() {
         (!seen.lock().unwrap().is_empty()).then_some(())
     })
     .await;
-    first.kill().await;
-    let second = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(1));
-    let done = finished(&client, run.run_id).await;
-    second.shutdown().await;
+    let done = crash_and_finish(&db, &registry, first, run.run_id, 1).await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,

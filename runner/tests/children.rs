@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cairn_runner::{ChildOptions, Client, Context, Error, Registry, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
-use common::{TestWorker, eventually, fast_config, finished, reaches};
+use common::{TestWorker, crash_and_finish, eventually, fast_config, finished, reaches};
 use serde_json::json;
 
 fn registry() -> Arc<Registry> {
@@ -61,10 +61,7 @@ async fn five_children_joined_survive_a_crash_and_each_starts_once() {
     // The parent parks while its children sleep: it holds no worker.
     let parked = reaches(&client, parent.run_id, RunStatus::Sleeping).await;
     assert!(parked.lease_owner.is_none());
-    first.kill().await;
-    let second = TestWorker::start(db.new_pool(6).await, Arc::clone(&registry), fast_config(8));
-    let done = finished(&client, parent.run_id).await;
-    second.shutdown().await;
+    let done = crash_and_finish(&db, &registry, first, parent.run_id, 8).await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use cairn_runner::{Client, Context, Error, Registry, RunStatus, StartOptions, StepStatus};
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{Counts, TestWorker, eventually, fast_config, finished, reaches};
+use common::{Counts, TestWorker, crash_and_finish, eventually, fast_config, finished, reaches};
 use tokio::sync::Notify;
 
 async fn slow_step(ctx: &Context, counts: &Counts, name: &str, ms: u64) -> Result<u64, Error> {
@@ -207,10 +207,7 @@ async fn forked_branches_replay_whatever_order_their_steps_finish_in() {
         },
     )
     .await;
-    first.kill().await;
-    let second = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
-    let done = finished(&client, run.run_id).await;
-    second.shutdown().await;
+    let done = crash_and_finish(&db, &registry, first, run.run_id, 2).await;
     assert_eq!(
         done.summary.status,
         RunStatus::Completed,

@@ -12,7 +12,7 @@ use cairn_runner::{
 };
 use cairn_testkit::TestDb;
 use chrono::Utc;
-use common::{Counts, TestWorker, eventually, fast_config, finished, reaches};
+use common::{Counts, TestWorker, crash_and_finish, eventually, fast_config, finished, reaches};
 use serde_json::json;
 use tokio::sync::Notify;
 
@@ -70,11 +70,7 @@ async fn completed_steps_are_not_run_again_after_a_crash() {
         (counts.get("c") == 1).then_some(())
     })
     .await;
-    first.kill().await;
-
-    let second = TestWorker::start(db.new_pool(4).await, Arc::clone(&registry), fast_config(2));
-    let done = finished(&client, run.run_id).await;
-    second.shutdown().await;
+    let done = crash_and_finish(&db, &registry, first, run.run_id, 2).await;
 
     assert_eq!(done.summary.status, RunStatus::Completed);
     assert_eq!(done.output, Some(json!(21)));

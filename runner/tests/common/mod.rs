@@ -7,7 +7,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn_runner::{Client, RunDetail, RunId, RunStatus, WorkerConfig};
+use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, WorkerConfig};
+use cairn_testkit::TestDb;
 
 pub use cairn_testkit::TestWorker;
 
@@ -86,4 +87,25 @@ impl Counts {
     pub fn get(&self, name: &str) -> u32 {
         self.0.lock().unwrap().get(name).copied().unwrap_or(0)
     }
+}
+
+/// Kills `first` (a crash: no lease released), has a fresh worker with `concurrency`
+/// slots carry the run on, and returns it once it has ended.
+pub async fn crash_and_finish(
+    db: &TestDb,
+    registry: &Arc<Registry>,
+    first: TestWorker,
+    run_id: RunId,
+    concurrency: usize,
+) -> RunDetail {
+    first.kill().await;
+    let client = Client::new(db.pool().clone());
+    let second = TestWorker::start(
+        db.new_pool(concurrency as u32 + 4).await,
+        Arc::clone(registry),
+        fast_config(concurrency),
+    );
+    let done = finished(&client, run_id).await;
+    second.shutdown().await;
+    done
 }

@@ -1081,12 +1081,15 @@ impl Context {
     /// was, and a forked branch's steps take positions from [`FORKED_POSITIONS`] on.
     pub(crate) fn next_slot(&self) -> Slot {
         let seq = self.branch.taken.fetch_add(1, Ordering::Relaxed) as i32;
-        let stored = self
-            .run
-            .history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(self.branch.id.clone(), seq));
+        let stored = {
+            let mut history = self.run.history.lock().unwrap_or_else(|e| e.into_inner());
+            // A run's first execution has no history: no key to build per step.
+            if history.is_empty() {
+                None
+            } else {
+                history.remove(&(self.branch.id.clone(), seq))
+            }
+        };
         let main = self.branch.id.is_empty();
         let position = match (&stored, main) {
             (Some(record), _) => record.position,

@@ -14,11 +14,12 @@
 //! fetched again; every landing is a transactional step, so it takes effect once.
 //!
 //! A run carries its source's TOML in its input (credentials in it are references to
-//! env vars, files or commands, never values), so any worker can execute it.
+//! env vars or files, never values), so any worker can execute it.
 
 mod backfill;
 mod fill;
 mod incremental;
+mod landing;
 mod reconcile;
 mod schedule;
 mod state;

@@ -10,7 +10,7 @@ use sqlx::postgres::PgListener;
 
 use crate::model::{RunDetail, RunStatus, RunSummary};
 use crate::store::{FINISHED_CHANNEL, Store};
-use crate::{EngineError, Registry, RunId};
+use crate::{Clock, EngineError, Registry, RunId};
 
 /// Options of [`Client::start`].
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ pub struct Started {
 pub struct Client {
     store: Store,
     registry: Option<Arc<Registry>>,
+    clock: Clock,
 }
 
 impl Client {
@@ -68,6 +69,7 @@ impl Client {
         Self {
             store: Store::new(pool),
             registry: None,
+            clock: Clock::system(),
         }
     }
 
@@ -76,6 +78,21 @@ impl Client {
     pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
         self.registry = Some(registry);
         self
+    }
+
+    /// Measures deadlines given as timeouts by `clock` (the workers' own, in tests
+    /// with a [`Clock::skippable`] one).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// When the earliest waiting run (asleep, parked, retrying later or not yet due)
+    /// wakes, if any run waits: a test with a [`Clock::skippable`] clock advances it
+    /// there, and an operator sees when work comes next.
+    pub async fn next_wake(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, EngineError> {
+        self.store.next_wake().await
     }
 
     /// The engine's statements, for tools that need more than this client offers.
@@ -101,7 +118,7 @@ impl Client {
                 && let Some(timeout) = registry.timeout(workflow)
             {
                 deadline = Some(
-                    chrono::Utc::now()
+                    self.clock.now()
                         + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX),
                 );
             }

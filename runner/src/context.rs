@@ -24,7 +24,7 @@ use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, WakeAt, already_completed};
 use crate::waits::{Park, Timer, Waits};
-use crate::{Error, RetryPolicy, RunId};
+use crate::{Clock, CrashPlan, CrashPoint, Error, RetryPolicy, RunId};
 
 /// The handle a workflow gets on its run. Cheap to clone.
 #[derive(Clone)]
@@ -113,6 +113,10 @@ pub(crate) struct RunSettings {
     /// Backoffs up to this long are waited out in the worker; longer ones park the run.
     pub(crate) inline_backoff: Duration,
     pub(crate) lease: Duration,
+    /// What durable time is measured by.
+    pub(crate) clock: Clock,
+    /// Where a test stops the worker dead.
+    pub(crate) crash: CrashPlan,
 }
 
 /// The shortest time between two progress reports written with checkpoints. Writing
@@ -297,6 +301,16 @@ impl Context {
         self.branch.forks.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Where a test's crash plan stops this worker dead (see [`CrashPlan`]).
+    async fn crash_point(&self, step: &str, point: CrashPoint) {
+        self.run.settings.crash.pass(step, point).await;
+    }
+
+    /// The clock this run's durable time is measured by.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.run.settings.clock
+    }
+
     /// The name of the workflow this run executes.
     pub fn workflow(&self) -> &str {
         &self.run.workflow
@@ -439,7 +453,7 @@ impl Context {
             }
             None => {
                 self.boundary().await;
-                let now = Utc::now();
+                let now = self.clock().now();
                 let at =
                     now + chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX);
                 let output = serde_json::json!({ "wake_at": at }).to_string();
@@ -457,7 +471,7 @@ impl Context {
                 (now, at)
             }
         };
-        if wake_at <= Utc::now() {
+        if wake_at <= self.clock().now() {
             return;
         }
         let output = serde_json::json!({ "wake_at": wake_at }).to_string();
@@ -486,9 +500,7 @@ impl Context {
             step: OwnedStep::new(step),
         };
         let _registered = self.run.waits.register(position, timer, active);
-        if let Ok(wait) = (at - Utc::now()).to_std() {
-            tokio::time::sleep(wait).await;
-        }
+        self.clock().sleep_until(at).await;
     }
 
     fn sleep_write<'a>(
@@ -570,6 +582,7 @@ impl Context {
                 }
             };
             let (value, json) = output;
+            self.crash_point(&name, CrashPoint::BeforeCheckpoint).await;
             let report = self.run.due_progress();
             let write = StepWrite {
                 position,
@@ -597,6 +610,7 @@ impl Context {
                     self.progress_written(&report);
                     self.note_cancel(cancel);
                     debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
+                    self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
                     return Ok(value);
                 }
                 Err(err) => {
@@ -663,6 +677,7 @@ impl Context {
             match outcome {
                 TxOutcome::Committed(value) => {
                     debug!(parent: &span, attempts = progress.attempts, ?elapsed, "transaction committed");
+                    self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
                     return Ok(value);
                 }
                 TxOutcome::Failed(err) => {
@@ -734,6 +749,7 @@ impl Context {
             // run's end carries it instead.
             progress: None,
         };
+        self.crash_point(name, CrashPoint::BeforeCheckpoint).await;
         let lease = self.run.lease;
         let written = match state {
             TxState::Open(mut tx) => Store::commit_with_step(&mut tx, lease, &write).await,
@@ -842,7 +858,8 @@ impl Context {
                 warn!(attempt = progress.attempts, ?delay, error = %message, "step failed; retrying");
                 self.write_retrying(name, &write).await;
                 if delay > self.run.settings.inline_backoff {
-                    let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                    let at =
+                        self.clock().now() + chrono::Duration::from_std(delay).unwrap_or_default();
                     self.wait_until(position, at, RunStatus::Retrying, &write, true)
                         .await;
                 } else {
@@ -1035,7 +1052,7 @@ impl Context {
     /// Ends the run in the `deadline` category, with an alert, once its deadline has
     /// passed.
     async fn within_deadline(&self) {
-        let Some(deadline) = self.run.deadline.filter(|at| *at <= Utc::now()) else {
+        let Some(deadline) = self.run.deadline.filter(|at| *at <= self.clock().now()) else {
             return;
         };
         let message = format!(

@@ -21,7 +21,8 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub async fn now(&self) -> Result<DateTime<Utc>, Error> {
-        self.step("cairn.now", || async { Ok(Utc::now()) }).await
+        self.step("cairn.now", || async { Ok(self.clock().now()) })
+            .await
     }
 
     /// A random `u64`, recorded on first execution and the same on every replay.

@@ -98,14 +98,14 @@ impl Context {
                     }
                     StepStatus::Retrying => {
                         let until = serde_json::from_str::<Waiting>(text)
-                            .map_or_else(|_| Utc::now(), |w| w.until);
+                            .map_or_else(|_| self.clock().now(), |w| w.until);
                         (record.started_at, until)
                     }
                 }
             }
             None => {
                 self.boundary().await;
-                let now = Utc::now();
+                let now = self.clock().now();
                 let until =
                     now + chrono::Duration::from_std(timeout).unwrap_or(chrono::TimeDelta::MAX);
                 let output = serde_json::to_string(&Waiting { until })?;
@@ -130,7 +130,7 @@ impl Context {
             let _wait = self.waits().waiting_for_event(sent);
             let ended = match data {
                 Some(data) => Some((data, true)),
-                None if Utc::now() >= until => Some(("null".to_owned(), false)),
+                None if self.clock().now() >= until => Some(("null".to_owned(), false)),
                 None => None,
             };
             if let Some((output, taking)) = ended {

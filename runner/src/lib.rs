@@ -67,7 +67,9 @@
 
 mod children;
 pub mod client;
+mod clock;
 pub mod context;
+mod crash;
 pub mod dead_letter;
 mod determinism;
 pub mod error;
@@ -88,7 +90,9 @@ pub mod worker;
 
 pub use children::{ChildFailed, ChildOptions};
 pub use client::{Client, StartOptions, Started};
+pub use clock::Clock;
 pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
+pub use crash::{CrashPlan, CrashPoint};
 pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
 pub use handle::{RunError, RunHandle};

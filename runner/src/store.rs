@@ -198,12 +198,37 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
+        self.claim_due(queue, workflows, limit, owner, lease, 0)
+            .await
+    }
+
+    /// When the earliest waiting run wakes; see [`crate::Client::next_wake`].
+    pub(crate) async fn next_wake(&self) -> Result<Option<DateTime<Utc>>, EngineError> {
+        Ok(sqlx::query_scalar(
+            "SELECT min(wake_at) FROM cairn.runs
+              WHERE status IN ('pending', 'sleeping', 'parked', 'retrying')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// [`Store::claim`] by a clock `clock_ahead_ms` ahead of the database's (see
+    /// [`crate::Clock`]): wake times up to that far in the future have come.
+    pub(crate) async fn claim_due(
+        &self,
+        queue: &str,
+        workflows: &[String],
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+        clock_ahead_ms: i64,
+    ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "WITH picked AS (
                  SELECT id FROM (
                      (SELECT id, wake_at FROM cairn.runs
                        WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
-                         AND wake_at <= now() AND workflow = ANY($2)
+                         AND wake_at <= now() + make_interval(secs => $6) AND workflow = ANY($2)
                        ORDER BY wake_at LIMIT $3)
                      UNION ALL
                      (SELECT id, wake_at FROM cairn.runs
@@ -215,7 +240,8 @@ impl Store {
                  LIMIT $3
              ), locked AS (
                  SELECT r.id FROM cairn.runs r JOIN picked USING (id)
-                  WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying') AND r.wake_at <= now())
+                  WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying')
+                         AND r.wake_at <= now() + make_interval(secs => $6))
                      OR (r.status = 'running' AND r.lease_expires_at <= now())
                   FOR UPDATE OF r SKIP LOCKED
              )
@@ -232,6 +258,7 @@ impl Store {
         .bind(limit as i64)
         .bind(owner)
         .bind(lease.as_secs_f64())
+        .bind(clock_ahead_ms as f64 / 1000.0)
         .fetch_all(&self.pool)
         .await?;
 

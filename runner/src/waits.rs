@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::task::AtomicWaker;
 
+use crate::Clock;
 use crate::model::RunStatus;
 use crate::store::OwnedStep;
 
@@ -137,7 +138,7 @@ impl Waits {
     /// Resolves, with the earliest timer's park, once no step attempt is active and the
     /// earliest timer is more than `inline` away: the run cannot go on before it.
     /// Nearer timers are waited out in memory.
-    pub(crate) async fn idle(&self, inline: Duration) -> Park {
+    pub(crate) async fn idle(&self, inline: Duration, clock: &Clock) -> Park {
         futures::future::poll_fn(|cx| {
             self.waker.register(cx.waker());
             if self.active.load(Ordering::Acquire) > 0
@@ -150,7 +151,7 @@ impl Waits {
                 return Poll::Pending;
             };
             let inline = chrono::Duration::from_std(inline).unwrap_or_default();
-            if earliest.at - Utc::now() <= inline {
+            if earliest.at - clock.now() <= inline {
                 return Poll::Pending;
             }
             Poll::Ready(Park {

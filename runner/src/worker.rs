@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::FutureExt;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -24,7 +23,7 @@ use crate::group_commit::GroupCommit;
 use crate::model::RunStatus;
 use crate::schedule::{Scheduler, SchedulerConfig};
 use crate::store::{ClaimedRun, Fenced, Lease, RunEnd, Store, WAKEUP_CHANNEL};
-use crate::{Context, EngineError, Error, Registry, RetryPolicy, RunId};
+use crate::{Clock, Context, CrashPlan, EngineError, Error, Registry, RetryPolicy, RunId};
 
 /// How a worker behaves. The defaults suit a production worker; tests shorten the lease.
 #[derive(Debug, Clone)]
@@ -49,6 +48,12 @@ pub struct WorkerConfig {
     /// The cron scheduler this worker runs alongside its runs (every worker runs one;
     /// each fire time still starts one run), or `None` to run none.
     pub scheduler: Option<SchedulerConfig>,
+    /// What durable time (sleeps, parked waits, deadlines, `ctx.now()`) is measured by:
+    /// the system clock, or in tests a [`Clock::skippable`] one.
+    pub clock: Clock,
+    /// Where this worker stops dead, for tests of crashes (see [`CrashPlan`]); none by
+    /// default.
+    pub crash: CrashPlan,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +67,8 @@ impl Default for WorkerConfig {
             inline_backoff: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(20),
             scheduler: Some(SchedulerConfig::default()),
+            clock: Clock::system(),
+            crash: CrashPlan::none(),
         }
     }
 }
@@ -139,6 +146,8 @@ impl Worker {
             default_retry: config.retry,
             inline_backoff: config.inline_backoff,
             lease: config.lease,
+            clock: config.clock.clone(),
+            crash: config.crash.clone(),
         };
 
         let mut background = JoinSet::new();
@@ -180,7 +189,14 @@ impl Worker {
             let wanted = permits.len();
             let claimed = match self
                 .store
-                .claim(&config.queue, &workflows, wanted, &self.id, config.lease)
+                .claim_due(
+                    &config.queue,
+                    &workflows,
+                    wanted,
+                    &self.id,
+                    config.lease,
+                    config.clock.ahead_ms(),
+                )
                 .await
             {
                 Ok(claimed) => {
@@ -223,6 +239,7 @@ impl Worker {
                 };
                 tokio::select! {
                     () = wake.notified() => {}
+                    () = config.clock.moved() => {}
                     () = tokio::time::sleep_until(deadline) => {}
                     () = &mut shutdown => break 'claiming,
                 }
@@ -284,6 +301,7 @@ impl Worker {
         let inline = settings.inline_backoff;
         let group_commit = settings.group_commit.clone();
         let queue = self.config.queue.clone();
+        let clock = settings.clock.clone();
         runs.spawn(
             async move {
                 let _permit = permit;
@@ -298,7 +316,7 @@ impl Worker {
                     }
                 };
                 if let Ending::Halted(Halt::Parked(at)) = &ending {
-                    let wait = (*at - Utc::now()).to_std().unwrap_or_default();
+                    let wait = (*at - clock.now()).to_std().unwrap_or_default();
                     let at = Instant::now() + wait;
                     let mut soonest = lock(&next_wake);
                     if soonest.is_none_or(|s| at < s) {
@@ -355,7 +373,7 @@ async fn execute(
         },
         // Polled after the workflow: it has just said it cannot go on, and every branch
         // of it waits on a durable timer.
-        timer = state.waits.idle(inline) => Ending::Halted(parker.park(&timer).await),
+        timer = state.waits.idle(inline, parker.clock()) => Ending::Halted(parker.park(&timer).await),
     }
 }
 

@@ -18,6 +18,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+
+pub use cairn_runner::{Clock, CrashPlan, CrashPoint};
+
+/// Moves `clock` (a [`Clock::skippable`] one, shared with the workers) to the moment
+/// the earliest waiting run wakes, and returns that moment; `None` when no run waits.
+/// A test of a workflow that sleeps for a day calls it instead of waiting a day.
+///
+/// # Panics
+///
+/// When `clock` is the system clock, or the database cannot be read.
+pub async fn skip_to_next_wake(
+    client: &Client,
+    clock: &Clock,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let at = client
+        .next_wake()
+        .await
+        .expect("reading the next wake time")?;
+    clock.advance_to(at);
+    Some(at)
+}
 use serde::Serialize;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -246,8 +267,14 @@ pub struct TestWorker {
 
 impl TestWorker {
     /// Starts a worker over `pool`.
+    ///
+    /// With a crash plan in `config` ([`WorkerConfig::crash`]), the worker dies the
+    /// moment a step reaches the planned point, as a killed process would: its runs
+    /// stop mid-step, its heartbeats stop, nothing is released. Another worker takes
+    /// the runs over once their leases expire.
     pub fn start(pool: PgPool, registry: Arc<Registry>, config: WorkerConfig) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
+        let crash = config.crash.clone();
         let worker = Worker::new(pool, registry, config);
         let task = tokio::spawn(async move {
             worker
@@ -257,10 +284,21 @@ impl TestWorker {
                 .await
                 .expect("the worker loop");
         });
+        let killer = task.abort_handle();
+        tokio::spawn(async move {
+            crash.reached().await;
+            killer.abort();
+        });
         Self {
             stop: Some(stop),
             task,
         }
+    }
+
+    /// Waits until the worker has stopped, however it stopped (a planned crash, or
+    /// [`TestWorker::shutdown`] elsewhere).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
     }
 
     /// Graceful shutdown: current steps finish, unfinished runs are released.

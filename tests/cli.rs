@@ -385,6 +385,10 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
             "{}",
             "--timeout",
             "30d",
+            "--priority",
+            "-3",
+            "--concurrency-key",
+            "vendor-a",
             "--json",
         ],
     );
@@ -402,6 +406,10 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
             .await
             .unwrap();
     assert!(deadline.is_some(), "--timeout gives the run a deadline");
+    let shown = run(&url, &["runs", "show", &id, "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["priority"], -3);
+    assert_eq!(shown["concurrency_key"], "vendor-a");
     let sent = run(
         &url,
         &["runs", "send", &id, "approval", "--data", r#"{"by":"ada"}"#],
@@ -431,6 +439,15 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
             "no such run",
         ),
         (vec!["start", "tour", "--timeout", "soon"], "bad timeout"),
+        (vec!["start", "tour", "--priority", "high"], "bad priority"),
+        (
+            vec!["worker", "--key-limit", "vendor-a"],
+            "key limit without a number",
+        ),
+        (
+            vec!["worker", "--key-limit", "vendor-a=0"],
+            "key limit of zero",
+        ),
         (
             vec!["start", "tour", "--deadline", "tomorrow"],
             "bad deadline",

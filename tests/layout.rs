@@ -48,7 +48,10 @@ async fn a_traversal_begun_on_the_old_layout_finishes_on_it() {
         .run_id;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while client.show(run).await.unwrap().summary.status != RunStatus::Parked {
-        assert!(tokio::time::Instant::now() < deadline, "the run never parked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never parked"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     worker.shutdown().await;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::store::WAKEUP_CHANNEL;
+use crate::new_run::NewRun;
 use crate::{Context, Error, RunId};
 
 /// How a child is started.
@@ -20,6 +20,13 @@ pub struct ChildOptions {
     pub queue: String,
     /// Whether cancelling the parent cancels the child (by default, yes).
     pub cancel_with_parent: bool,
+    /// Its priority; `None` (the default): the parent's.
+    pub priority: Option<i32>,
+    /// The concurrency key it counts against, if any.
+    pub concurrency_key: Option<String>,
+    /// When it must have ended; `None`: its workflow's default timeout from its start,
+    /// when this worker knows the workflow and it has one.
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Default for ChildOptions {
@@ -27,6 +34,9 @@ impl Default for ChildOptions {
         Self {
             queue: "default".to_owned(),
             cancel_with_parent: true,
+            priority: None,
+            concurrency_key: None,
+            deadline: None,
         }
     }
 }
@@ -59,37 +69,41 @@ impl Context {
         options: &ChildOptions,
     ) -> Result<RunId, Error> {
         let input = serde_json::to_value(input)?;
+        let registry = &self.state().settings.registry;
+        // A child of a workflow this worker does not run may be another queue's: only
+        // what the registry knows can be checked here.
+        if registry.contains(workflow) {
+            registry
+                .check_input(workflow, &input)
+                .map_err(|err| Error::permanent(err).with_category("child"))?;
+        }
+        let timeout = registry.timeout(workflow);
         let input = &input;
         let parent = self.run_id();
+        let priority = options.priority.unwrap_or(self.state().priority);
         self.transaction(format!("start child {workflow}"), |tx| async move {
             let mut conn = tx.conn().await?;
             // The step's position is unique in the run: the child's key, so no attempt
             // of this step can start a second child.
             let key = format!("child:{parent}:{}", tx.position());
-            let id: RunId = sqlx::query_scalar(
-                "WITH ins AS (
-                     INSERT INTO cairn.runs (id, workflow, queue, input, idempotency_key,
-                                             parent_id, cancel_with_parent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (workflow, idempotency_key) DO NOTHING
-                     RETURNING id
-                 )
-                 SELECT ins.id FROM ins CROSS JOIN LATERAL (SELECT pg_notify($8, $3)) n
-                 UNION ALL
-                 SELECT id FROM cairn.runs
-                  WHERE workflow = $2 AND idempotency_key = $5
-                    AND NOT EXISTS (SELECT 1 FROM ins)",
-            )
-            .bind(RunId::new())
-            .bind(workflow)
-            .bind(&options.queue)
-            .bind(input)
-            .bind(&key)
-            .bind(parent)
-            .bind(options.cancel_with_parent)
-            .bind(WAKEUP_CHANNEL)
-            .fetch_one(&mut *conn)
-            .await?;
+            let deadline = options.deadline.or_else(|| {
+                timeout.map(|t| {
+                    self.clock().now()
+                        + chrono::Duration::from_std(t).unwrap_or(chrono::TimeDelta::MAX)
+                })
+            });
+            let child = NewRun {
+                idempotency_key: Some(&key),
+                deadline,
+                priority,
+                concurrency_key: options.concurrency_key.as_deref(),
+                parent: Some((parent, options.cancel_with_parent)),
+                ..NewRun::new(workflow, &options.queue, input)
+            };
+            let (id, _) = child
+                .insert(&mut *conn)
+                .await?
+                .ok_or_else(|| Error::transient("the child's start met a concurrent one"))?;
             Ok(id)
         })
         .await

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
 use crate::model::{RunDetail, RunStatus, RunSummary};
+use crate::new_run::NewRun;
 use crate::store::{FINISHED_CHANNEL, Store};
 use crate::{Clock, EngineError, Registry, RunId};
 
@@ -23,6 +24,12 @@ pub struct StartOptions {
     /// and fails in the `deadline` category. `None`: the workflow's default timeout
     /// ([`crate::Registry::set_timeout`]) when the client knows the registry, else none.
     pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Higher priorities are claimed first from the queue (default 0; negative values
+    /// go behind everything else): an urgent run overtakes a long backfill.
+    pub priority: i32,
+    /// Runs sharing a key (a vendor credential, a tenant) count against the per-key
+    /// limits of the workers that execute them ([`crate::WorkerConfig::key_limits`]).
+    pub concurrency_key: Option<String>,
 }
 
 impl Default for StartOptions {
@@ -31,6 +38,8 @@ impl Default for StartOptions {
             idempotency_key: None,
             queue: "default".to_owned(),
             deadline: None,
+            priority: 0,
+            concurrency_key: None,
         }
     }
 }
@@ -123,16 +132,14 @@ impl Client {
                 );
             }
         }
-        let (run_id, created) = self
-            .store
-            .start(
-                workflow,
-                &options.queue,
-                &input,
-                options.idempotency_key.as_deref(),
-                deadline,
-            )
-            .await?;
+        let run = NewRun {
+            idempotency_key: options.idempotency_key.as_deref(),
+            deadline,
+            priority: options.priority,
+            concurrency_key: options.concurrency_key.as_deref(),
+            ..NewRun::new(workflow, &options.queue, &input)
+        };
+        let (run_id, created) = self.store.start(&run).await?;
         Ok(Started { run_id, created })
     }
 

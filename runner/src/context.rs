@@ -117,6 +117,8 @@ pub(crate) struct RunSettings {
     pub(crate) clock: Clock,
     /// Where a test stops the worker dead.
     pub(crate) crash: CrashPlan,
+    /// The workflows this worker knows: children started here are checked against it.
+    pub(crate) registry: Arc<crate::Registry>,
 }
 
 /// The shortest time between two progress reports written with checkpoints. Writing
@@ -169,7 +171,9 @@ pub(crate) struct RunState {
     pub(crate) waits: Waits,
     /// When the run must have ended.
     deadline: Option<DateTime<Utc>>,
-    settings: RunSettings,
+    /// The run's priority, which its children inherit.
+    pub(crate) priority: i32,
+    pub(crate) settings: RunSettings,
 }
 
 /// Where a step starts from when it is not settled in the history.
@@ -229,6 +233,7 @@ impl Context {
         workflow: String,
         history: Vec<StepRecord>,
         deadline: Option<DateTime<Utc>>,
+        priority: i32,
         settings: RunSettings,
     ) -> Self {
         let next_forked = history
@@ -252,6 +257,7 @@ impl Context {
                 signals: Signals::default(),
                 waits: Waits::default(),
                 deadline,
+                priority,
                 settings,
             }),
         }

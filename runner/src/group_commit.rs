@@ -281,6 +281,7 @@ mod tests {
 
     use super::*;
     use crate::model::{RunStatus, StepStatus};
+    use crate::new_run::NewRun;
 
     /// A fresh database with `runs` runs claimed, and a group commit over it.
     async fn claimed(runs: usize) -> (TestDb, Store, Vec<Lease>, GroupCommit) {
@@ -288,7 +289,7 @@ mod tests {
         let store = Store::new(db.pool().clone());
         for _ in 0..runs {
             store
-                .start("wf", "default", &json!(null), None, None)
+                .start(&NewRun::new("wf", "default", &json!(null)))
                 .await
                 .unwrap();
         }

@@ -77,7 +77,9 @@ mod events;
 mod group_commit;
 pub mod handle;
 mod ids;
+mod keys;
 pub mod model;
+mod new_run;
 mod parallel;
 pub mod redact;
 pub mod registry;
@@ -97,6 +99,7 @@ pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};
 pub use handle::{RunError, RunHandle};
 pub use ids::RunId;
+pub use keys::KeyLimits;
 pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };

@@ -150,6 +150,14 @@ pub struct RunSummary {
     pub status: RunStatus,
     /// The key it was started with, if any.
     pub idempotency_key: Option<String>,
+    /// Its priority: higher is claimed first.
+    #[sqlx(default)]
+    #[serde(default)]
+    pub priority: i32,
+    /// The concurrency key it counts against, if any.
+    #[sqlx(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
     /// When it becomes runnable (meaningful while waiting).
     pub wake_at: DateTime<Utc>,
     /// How often a worker claimed it: more than once means it was resumed.

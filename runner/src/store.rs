@@ -17,6 +17,7 @@ use sqlx::{PgPool, Postgres};
 use crate::model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };
+use crate::new_run::NewRun;
 use crate::{EngineError, RunId};
 
 /// The channel workers listen on; the payload is the queue that has new work.
@@ -67,6 +68,10 @@ pub struct ClaimedRun {
     pub claimed_at: DateTime<Utc>,
     /// When the run must have ended, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
+    /// Its priority: children it starts inherit it.
+    pub priority: i32,
+    /// The concurrency key it counts against, if any.
+    pub concurrency_key: Option<String>,
     /// Its checkpoints so far, in position order.
     pub history: Vec<StepRecord>,
 }
@@ -143,43 +148,13 @@ impl Store {
         &self.pool
     }
 
-    /// Creates a run, or returns the existing one when `idempotency_key` was used before
-    /// for this workflow. Returns the run id and whether it was created now.
-    pub async fn start(
-        &self,
-        workflow: &str,
-        queue: &str,
-        input: &Value,
-        idempotency_key: Option<&str>,
-        deadline: Option<DateTime<Utc>>,
-    ) -> Result<(RunId, bool), EngineError> {
+    /// Creates a run, or returns the existing one when its idempotency key was used
+    /// before for its workflow. Returns the run id and whether it was created now.
+    pub(crate) async fn start(&self, run: &NewRun<'_>) -> Result<(RunId, bool), EngineError> {
         // A concurrent start with the same key may commit between our insert and our
         // select; a second pass then sees it.
         for _ in 0..3 {
-            let row: Option<(RunId, bool)> = sqlx::query_as(
-                "WITH ins AS (
-                     INSERT INTO cairn.runs (id, workflow, queue, input, idempotency_key, deadline)
-                     VALUES ($1, $2, $3, $4, $5, $7)
-                     ON CONFLICT (workflow, idempotency_key) DO NOTHING
-                     RETURNING id
-                 )
-                 SELECT ins.id, true FROM ins CROSS JOIN LATERAL (SELECT pg_notify($6, $3)) n
-                 UNION ALL
-                 SELECT id, false FROM cairn.runs
-                  WHERE workflow = $2 AND idempotency_key = $5
-                    AND NOT EXISTS (SELECT 1 FROM ins)",
-            )
-            .bind(RunId::new())
-            .bind(workflow)
-            .bind(queue)
-            .bind(input)
-            .bind(idempotency_key)
-            .bind(WAKEUP_CHANNEL)
-            .bind(deadline)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(EngineError::db)?;
-            if let Some(found) = row {
+            if let Some(found) = run.insert(&self.pool).await.map_err(EngineError::db)? {
                 return Ok(found);
             }
         }
@@ -198,8 +173,16 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
-        self.claim_due(queue, workflows, limit, owner, lease, 0)
-            .await
+        self.claim_due(&Claim {
+            queue,
+            workflows,
+            limit,
+            owner,
+            lease,
+            clock_ahead_ms: 0,
+            keys: &KeyRoom::default(),
+        })
+        .await
     }
 
     /// When the earliest waiting run wakes; see [`crate::Client::next_wake`].
@@ -216,28 +199,41 @@ impl Store {
     /// [`crate::Clock`]): wake times up to that far in the future have come.
     pub(crate) async fn claim_due(
         &self,
-        queue: &str,
-        workflows: &[String],
-        limit: usize,
-        owner: &str,
-        lease: Duration,
-        clock_ahead_ms: i64,
+        &Claim {
+            queue,
+            workflows,
+            limit,
+            owner,
+            lease,
+            clock_ahead_ms,
+            keys,
+        }: &Claim<'_>,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
         let rows: Vec<ClaimRow> = sqlx::query_as(
-            "WITH picked AS (
-                 SELECT id FROM (
-                     (SELECT id, wake_at FROM cairn.runs
-                       WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
-                         AND wake_at <= now() + make_interval(secs => $6) AND workflow = ANY($2)
-                       ORDER BY wake_at LIMIT $3)
-                     UNION ALL
-                     (SELECT id, wake_at FROM cairn.runs
-                       WHERE queue = $1 AND status = 'running' AND lease_expires_at <= now()
-                         AND workflow = ANY($2)
-                       LIMIT $3)
-                 ) due
-                 ORDER BY wake_at
-                 LIMIT $3
+            "WITH due AS (
+                 (SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
+                   WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
+                     AND wake_at <= now() + make_interval(secs => $6) AND workflow = ANY($2)
+                     AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
+                   ORDER BY priority DESC, wake_at LIMIT $3 * $11)
+                 UNION ALL
+                 (SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
+                   WHERE queue = $1 AND status = 'running' AND lease_expires_at <= now()
+                     AND workflow = ANY($2)
+                     AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
+                   LIMIT $3)
+             ), ranked AS (
+                 SELECT due.*, row_number() OVER (
+                            PARTITION BY concurrency_key ORDER BY priority DESC, wake_at) AS nth
+                   FROM due
+             ), picked AS (
+                 SELECT ranked.id FROM ranked
+                   LEFT JOIN unnest($8::text[], $9::int[]) AS room(key, free)
+                          ON room.key = ranked.concurrency_key
+                  WHERE ranked.concurrency_key IS NULL
+                     OR ranked.nth <= coalesce(room.free, $10, 2147483647)
+                  ORDER BY priority DESC, wake_at
+                  LIMIT $3
              ), locked AS (
                  SELECT r.id FROM cairn.runs r JOIN picked USING (id)
                   WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying')
@@ -251,7 +247,7 @@ impl Store {
                     started_at = coalesce(r.started_at, now()), updated_at = now()
                FROM locked WHERE r.id = locked.id
              RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims,
-                       now() AS claimed_at, r.deadline",
+                       now() AS claimed_at, r.deadline, r.priority, r.concurrency_key",
         )
         .bind(queue)
         .bind(workflows)
@@ -259,6 +255,12 @@ impl Store {
         .bind(owner)
         .bind(lease.as_secs_f64())
         .bind(clock_ahead_ms as f64 / 1000.0)
+        .bind(&keys.full)
+        .bind(&keys.limited)
+        .bind(&keys.free)
+        .bind(keys.default_free)
+        // Runs of a key at its limit are left out as they are picked: look further.
+        .bind(if keys.is_unlimited() { 1i64 } else { 4 })
         .fetch_all(&self.pool)
         .await?;
 
@@ -298,6 +300,8 @@ impl Store {
                 cancel_requested: row.cancel_requested,
                 claimed_at: row.claimed_at,
                 deadline: row.deadline,
+                priority: row.priority,
+                concurrency_key: row.concurrency_key,
             })
             .collect())
     }
@@ -552,8 +556,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RunSummary>, EngineError> {
         sqlx::query_as(
-            "SELECT id, workflow, queue, status, idempotency_key, wake_at, claims, created_at,
-                    finished_at
+            "SELECT id, workflow, queue, status, idempotency_key, priority, concurrency_key,
+                    wake_at, claims, created_at, finished_at
                FROM cairn.runs WHERE $1::text IS NULL OR status = $1
               ORDER BY created_at DESC, id DESC LIMIT $2",
         )
@@ -567,8 +571,8 @@ impl Store {
     /// One run with its steps.
     pub async fn show(&self, id: RunId) -> Result<RunDetail, EngineError> {
         let run = sqlx::query_as::<_, RunRow>(
-            "SELECT id, workflow, queue, status, idempotency_key, wake_at, claims, created_at,
-                    finished_at, input, output, error, lease_owner, lease_expires_at,
+            "SELECT id, workflow, queue, status, idempotency_key, priority, concurrency_key,
+                    wake_at, claims, created_at, finished_at, input, output, error, lease_owner, lease_expires_at,
                     cancel_requested, started_at, progress
                FROM cairn.runs WHERE id = $1",
         )
@@ -965,6 +969,37 @@ struct ClaimRow {
     claims: i32,
     claimed_at: DateTime<Utc>,
     deadline: Option<DateTime<Utc>>,
+    priority: i32,
+    concurrency_key: Option<String>,
+}
+
+/// What a worker asks for when it claims runs; see [`Store::claim_due`].
+pub(crate) struct Claim<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) workflows: &'a [String],
+    pub(crate) limit: usize,
+    pub(crate) owner: &'a str,
+    pub(crate) lease: Duration,
+    /// How far the worker's clock is ahead of the database's.
+    pub(crate) clock_ahead_ms: i64,
+    pub(crate) keys: &'a KeyRoom,
+}
+
+/// How many more runs of each concurrency key a worker may take: keys with no room,
+/// keys with some (and how much), and the room of keys it runs none of.
+#[derive(Debug, Default)]
+pub(crate) struct KeyRoom {
+    pub(crate) full: Vec<String>,
+    pub(crate) limited: Vec<String>,
+    pub(crate) free: Vec<i32>,
+    /// `None`: keys without a limit of their own have none.
+    pub(crate) default_free: Option<i32>,
+}
+
+impl KeyRoom {
+    fn is_unlimited(&self) -> bool {
+        self.full.is_empty() && self.limited.is_empty() && self.default_free.is_none()
+    }
 }
 
 #[derive(sqlx::FromRow)]

@@ -20,10 +20,13 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::context::{Halt, RunSettings, RunState};
 use crate::error::is_transient_db_error;
 use crate::group_commit::GroupCommit;
+use crate::keys::{KeyHeld, KeysInUse};
 use crate::model::RunStatus;
 use crate::schedule::{Scheduler, SchedulerConfig};
-use crate::store::{ClaimedRun, Fenced, Lease, RunEnd, Store, WAKEUP_CHANNEL};
-use crate::{Clock, Context, CrashPlan, EngineError, Error, Registry, RetryPolicy, RunId};
+use crate::store::{Claim, ClaimedRun, Fenced, Lease, RunEnd, Store, WAKEUP_CHANNEL};
+use crate::{
+    Clock, Context, CrashPlan, EngineError, Error, KeyLimits, Registry, RetryPolicy, RunId,
+};
 
 /// How a worker behaves. The defaults suit a production worker; tests shorten the lease.
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub struct WorkerConfig {
     /// Where this worker stops dead, for tests of crashes (see [`CrashPlan`]); none by
     /// default.
     pub crash: CrashPlan,
+    /// How many runs of each concurrency key this worker executes at once.
+    pub key_limits: KeyLimits,
 }
 
 impl Default for WorkerConfig {
@@ -69,6 +74,7 @@ impl Default for WorkerConfig {
             scheduler: Some(SchedulerConfig::default()),
             clock: Clock::system(),
             crash: CrashPlan::none(),
+            key_limits: KeyLimits::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl Worker {
 
         let stop = Arc::new(AtomicBool::new(false));
         let active: Active = Arc::default();
+        let keys = KeysInUse::default();
         let wake = Arc::new(Notify::new());
         let next_wake: Arc<Mutex<Option<Instant>>> = Arc::default();
         let settings = RunSettings {
@@ -148,6 +155,7 @@ impl Worker {
             lease: config.lease,
             clock: config.clock.clone(),
             crash: config.crash.clone(),
+            registry: Arc::clone(&self.registry),
         };
 
         let mut background = JoinSet::new();
@@ -189,14 +197,15 @@ impl Worker {
             let wanted = permits.len();
             let claimed = match self
                 .store
-                .claim_due(
-                    &config.queue,
-                    &workflows,
-                    wanted,
-                    &self.id,
-                    config.lease,
-                    config.clock.ahead_ms(),
-                )
+                .claim_due(&Claim {
+                    queue: &config.queue,
+                    workflows: &workflows,
+                    limit: wanted,
+                    owner: &self.id,
+                    lease: config.lease,
+                    clock_ahead_ms: config.clock.ahead_ms(),
+                    keys: &keys.room(&config.key_limits),
+                })
                 .await
             {
                 Ok(claimed) => {
@@ -219,8 +228,15 @@ impl Worker {
             let got = claimed.len();
             for run in claimed {
                 let permit = permits.pop().expect("one permit per claimed run");
+                let key = keys.take(run.concurrency_key.clone());
                 self.spawn_run(
-                    &mut runs, run, permit, &settings, &active, &next_wake, &span,
+                    &mut runs,
+                    run,
+                    (key, permit),
+                    &settings,
+                    &active,
+                    &next_wake,
+                    &span,
                 );
             }
             drop(permits);
@@ -273,7 +289,8 @@ impl Worker {
         &self,
         runs: &mut JoinSet<()>,
         run: ClaimedRun,
-        permit: OwnedSemaphorePermit,
+        // The key first: a slot freed wakes the claim loop, which must see the key free.
+        permit: (KeyHeld, OwnedSemaphorePermit),
         settings: &RunSettings,
         active: &Active,
         next_wake: &Arc<Mutex<Option<Instant>>>,
@@ -289,6 +306,7 @@ impl Worker {
             run.workflow.clone(),
             run.history,
             run.deadline,
+            run.priority,
             settings.clone(),
         );
         lock(active).insert(run_id, Arc::clone(ctx.state()));

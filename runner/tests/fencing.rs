@@ -57,10 +57,11 @@ async fn expire(store: &Store, lease: Lease) {
 async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     let db = TestDb::new().await;
     let store = Store::new(db.pool().clone());
-    let (run_id, _) = store
-        .start("wf", "default", &json!(null), None, None)
+    let run_id = Client::new(db.pool().clone())
+        .start("wf", &json!(null), &StartOptions::default())
         .await
-        .unwrap();
+        .unwrap()
+        .run_id;
     let workflows = vec!["wf".to_owned()];
     let lease = Duration::from_secs(30);
 
@@ -270,8 +271,8 @@ async fn run_once(db: &TestDb, registry: Registry, workflow: &str) -> RunDetail 
 async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
     create_effects(db).await;
     let store = Store::new(db.pool().clone());
-    store
-        .start("wf", "default", &json!(null), None, None)
+    Client::new(db.pool().clone())
+        .start("wf", &json!(null), &StartOptions::default())
         .await
         .unwrap();
     let claimed = store

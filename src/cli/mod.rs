@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use cairn_connectors::sandbox::{MockVendorArgs, Sandbox};
 use cairn_runner::{
-    Client, EngineError, Registry, RunId, RunStatus, StartOptions, Worker, WorkerConfig,
+    Client, EngineError, KeyLimits, Registry, RunId, RunStatus, StartOptions, Started, Worker,
+    WorkerConfig,
 };
 use clap::{Parser, Subcommand};
 use serde_json::Value;
@@ -61,6 +62,12 @@ enum Command {
         /// Seconds between looks for work when no notification arrives.
         #[arg(long, default_value_t = 1.0)]
         poll: f64,
+        /// At most N runs of concurrency key KEY at once in this worker (repeatable).
+        #[arg(long = "key-limit", value_name = "KEY=N", value_parser = parse_key_limit)]
+        key_limits: Vec<(String, usize)>,
+        /// At most N runs of any other concurrency key at once in this worker.
+        #[arg(long, value_name = "N")]
+        default_key_limit: Option<usize>,
     },
     /// Start a run of a workflow.
     Start {
@@ -75,6 +82,12 @@ enum Command {
         /// The queue whose workers execute the run.
         #[arg(long, default_value = "default")]
         queue: String,
+        /// Higher priorities are claimed first (negative: behind everything else).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// The concurrency key the run counts against (see `cairn worker --key-limit`).
+        #[arg(long, value_name = "KEY")]
+        concurrency_key: Option<String>,
         /// When the run must have ended (RFC 3339): past it, it stops at its next step
         /// boundary and fails in the `deadline` category, with an alert.
         #[arg(long, value_name = "INSTANT", conflicts_with = "timeout")]
@@ -197,6 +210,22 @@ fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is not a duration (write 90s, 15m, 12h or 30d)"))
 }
 
+/// `KEY=N` of `cairn worker --key-limit`.
+fn parse_key_limit(text: &str) -> Result<(String, usize), String> {
+    let (key, limit) = text
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=N"))?;
+    let limit = limit
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("the limit of key {key:?} must be a whole number of at least 1"))?;
+    if key.is_empty() {
+        return Err(format!("{text:?} names no key"));
+    }
+    Ok((key.to_owned(), limit))
+}
+
 /// A command's failure, with the exit code it maps to.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -282,6 +311,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             queue,
             lease,
             poll,
+            key_limits,
+            default_key_limit,
         } => {
             if concurrency == 0 {
                 return Err(Failure::usage("--concurrency must be at least 1"));
@@ -295,6 +326,10 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 concurrency,
                 lease,
                 poll_interval: poll,
+                key_limits: KeyLimits {
+                    per_key: key_limits.into_iter().collect(),
+                    default: default_key_limit,
+                },
                 ..WorkerConfig::default()
             };
             Worker::new(pool, registry, config)
@@ -307,6 +342,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             input,
             idempotency_key,
             queue,
+            priority,
+            concurrency_key,
             deadline,
             timeout,
             wait,
@@ -335,8 +372,16 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 idempotency_key,
                 queue,
                 deadline,
+                priority,
+                concurrency_key,
             };
-            let started = client.start(&workflow, &input, &options).await?;
+            let run = client
+                .submit::<Value, Value>(&workflow, &input, &options)
+                .await?;
+            let started = Started {
+                run_id: run.id(),
+                created: run.created(),
+            };
             if !wait {
                 if json {
                     print::json(&started)?;

@@ -60,9 +60,17 @@ pub(crate) fn run_detail(run: &RunDetail) {
             ""
         }
     );
-    outln!("queue     {}   claims {}", s.queue, s.claims);
+    outln!(
+        "queue     {}   priority {}   claims {}",
+        s.queue,
+        s.priority,
+        s.claims
+    );
     if let Some(key) = &s.idempotency_key {
         outln!("key       {key}");
+    }
+    if let Some(key) = &s.concurrency_key {
+        outln!("limited   by concurrency key {key}");
     }
     outln!("created   {}", time(&s.created_at));
     if let Some(at) = &s.finished_at {

@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool};
 use tracing::{debug, info, warn};
 
 use super::{CatchUp, Cron, Overlap, SCHEDULE_COLUMNS, Schedule, ScheduleRow};
+use crate::new_run::NewRun;
 use crate::store::Store;
 use crate::{EngineError, RetryPolicy, RunId};
 
@@ -168,16 +169,11 @@ impl Scheduler {
                 continue;
             }
             let key = fire_key(&schedule.name, fire);
-            let (run_id, created) = self
-                .store
-                .start(
-                    &schedule.workflow,
-                    &schedule.queue,
-                    &schedule.input,
-                    Some(&key),
-                    None,
-                )
-                .await?;
+            let run = NewRun {
+                idempotency_key: Some(&key),
+                ..NewRun::new(&schedule.workflow, &schedule.queue, &schedule.input)
+            };
+            let (run_id, created) = self.store.start(&run).await?;
             if created {
                 info!(schedule = %schedule.name, %fire, %run_id, "scheduled run started");
             }

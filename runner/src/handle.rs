@@ -102,7 +102,7 @@ impl<O: DeserializeOwned> RunHandle<O> {
 
     /// Where the run is now.
     pub async fn status(&self) -> Result<RunStatus, EngineError> {
-        Ok(self.client.show(self.run_id).await?.summary.status)
+        Ok(self.client.progress(self.run_id).await?.0)
     }
 
     /// Waits for the run to end and returns its output.

@@ -1,10 +1,18 @@
-//! Test support for cairn: each test gets a fresh, migrated PostgreSQL database of its
-//! own, so tests run in parallel and never clean up after each other.
+//! The test kit for cairn workflows, the one cairn's own tests use.
 //!
-//! The server comes from `DATABASE_URL` when it is set (CI does). Otherwise, built with
-//! the `containers` feature on a machine with Docker, each test starts a PostgreSQL
-//! container that its [`TestDb`] guard owns and stops. A test that can get neither
-//! fails with a message saying how to provide one; it never passes by skipping.
+//! - [`TestDb`]: a fresh, migrated PostgreSQL database per test, so tests run in
+//!   parallel and never clean up after each other. The server comes from
+//!   `DATABASE_URL` when it is set. Otherwise, built with the `containers` feature,
+//!   each test starts a PostgreSQL container (through testcontainers, on Docker or on
+//!   podman's API service named by `DOCKER_HOST`; `CAIRN_TEST_POSTGRES_IMAGE` names the
+//!   image) that its guard owns and removes. A test that can get neither fails with a
+//!   message saying how to provide one; it never passes by skipping.
+//! - [`TestWorker`]: a worker in the test's process, stopped gracefully, killed, or
+//!   crashed at a planned point ([`CrashPlan`]: either side of a step's checkpoint).
+//! - [`Clock::skippable`] and [`skip_to_next_wake`]: a workflow that sleeps for a day or
+//!   holds a 30-day deadline is tested in milliseconds.
+//! - [`sandbox`]: the sandbox vendor, a rate-limited CRM-like API over real HTTP, with
+//!   its fault knobs (429 storms, 5xx, slow and hostile answers).
 //!
 //! ```no_run
 //! # async fn t() {
@@ -19,6 +27,7 @@ use std::time::Duration;
 
 use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
 
+pub use cairn_connectors::sandbox;
 pub use cairn_runner::{Clock, CrashPlan, CrashPoint};
 
 /// Moves `clock` (a [`Clock::skippable`] one, shared with the workers) to the moment
@@ -59,28 +68,67 @@ pub struct TestDb {
 
 #[cfg(feature = "containers")]
 mod containers {
-    use testcontainers_modules::postgres::Postgres;
-    use testcontainers_modules::testcontainers::ContainerAsync;
-    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    use std::time::Duration;
 
-    /// A PostgreSQL container and the URL of its `postgres` database.
-    pub(crate) struct Server {
-        _container: ContainerAsync<Postgres>,
+    use sqlx::ConnectOptions;
+    use sqlx::postgres::PgConnectOptions;
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+    /// The image to run, `name:tag`: `CAIRN_TEST_POSTGRES_IMAGE`, else Docker Hub's.
+    fn image() -> (String, String) {
+        let image = std::env::var("CAIRN_TEST_POSTGRES_IMAGE")
+            .unwrap_or_else(|_| "docker.io/library/postgres:17".to_owned());
+        match image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+            Some((name, tag)) => (name.to_owned(), tag.to_owned()),
+            None => (image, "latest".to_owned()),
+        }
     }
 
+    /// A PostgreSQL container, stopped and removed when dropped.
+    pub(crate) struct Server {
+        _container: ContainerAsync<GenericImage>,
+    }
+
+    /// Starts a server and returns it with the URL of its `postgres` database, once it
+    /// answers.
     pub(crate) async fn start() -> (Server, String) {
-        let container = Postgres::default().start().await.unwrap_or_else(|e| {
-            panic!(
-                "DATABASE_URL is not set and no PostgreSQL container could be started ({e}); \
-                 set DATABASE_URL=postgres://user@host:5432/postgres or start Docker"
-            )
-        });
-        let host = container.get_host().await.expect("the container's host");
-        let port = container
-            .get_host_port_ipv4(5432)
+        let (name, tag) = image();
+        // The host port is chosen here rather than read back from the engine: podman
+        // reports its bindings with an empty host IP, which testcontainers cannot read.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .expect("a free local port");
+        let container = GenericImage::new(name.as_str(), tag.as_str())
+            .with_exposed_port(5432.tcp())
+            .with_wait_for(WaitFor::message_on_stderr(
+                "database system is ready to accept connections",
+            ))
+            // The official image needs a password or this; a cairn test server trusts all.
+            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+            .with_mapped_port(port, 5432.tcp())
+            .start()
             .await
-            .expect("the container's port");
-        let url = format!("postgres://postgres:postgres@{host}:{port}/postgres");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "DATABASE_URL is not set and no PostgreSQL container could be started \
+                     from {name}:{tag} ({e}); set DATABASE_URL=postgres://user@host:5432/postgres, \
+                     or start a Docker-compatible engine (DOCKER_HOST) and, without a \
+                     registry, name a local image in CAIRN_TEST_POSTGRES_IMAGE"
+                )
+            });
+        let host = container.get_host().await.expect("the container's host");
+        let url = format!("postgres://postgres@{host}:{port}/postgres");
+        // An image may log readiness during its own setup, before it listens on TCP.
+        let options: PgConnectOptions = url.parse().expect("a container URL");
+        for _ in 0..150 {
+            if options.connect().await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         (
             Server {
                 _container: container,

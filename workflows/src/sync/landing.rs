@@ -21,7 +21,7 @@ use super::traverse::{Batch, Ending, Job, Keeps};
 use super::{Progress, Sync, state};
 
 /// Landings running at once while the next pages are fetched.
-const LANDINGS_IN_FLIGHT: usize = 2;
+pub(super) const LANDINGS_IN_FLIGHT: usize = 2;
 
 /// Lands a traversal's batches and counts what they did.
 ///
@@ -89,8 +89,10 @@ impl<'s> Lander<'s> {
             let [branch] = ctx.fork();
             starts.insert(arrivals, job.batch.start.clone());
             let (arrival, total) = (arrivals, job.total);
+            let slot = job.slot;
             running.push(async move {
                 let outcome = sync.land(&branch, job.batch, after).await;
+                drop(slot);
                 (arrival, outcome, total)
             });
             arrivals += 1;

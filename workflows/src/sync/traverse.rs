@@ -9,9 +9,9 @@ use cairn_connectors::paginate::{JsonPath, PageCursor, PaginationError, SeenIds,
 use cairn_connectors::record::{Record, Unreadable};
 use cairn_connectors::source::{Page, Source};
 use cairn_runner::{Context, Error};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use super::landing::{Detached, Lander};
+use super::landing::{Detached, LANDINGS_IN_FLIGHT, Lander};
 use super::{Sync, SyncReport, state};
 
 /// What a traversal keeps besides its records.
@@ -77,8 +77,9 @@ impl Sync {
         let read = if ctx.patched(FORKED_LANDINGS).await? {
             let [landings] = ctx.fork();
             let (queue, batches) = mpsc::channel(1);
+            let slots = Arc::new(Semaphore::new(LANDINGS_IN_FLIGHT));
             let (read, landed) = futures::join!(
-                self.read(ctx, traversal, Sink::Queue(queue)),
+                self.read(ctx, traversal, Sink::Queue(queue, slots)),
                 lander.run(&landings, batches),
             );
             // A failed landing stops the reading; its error is the traversal's.
@@ -194,6 +195,7 @@ impl Sync {
                     end,
                     total: traversal.total(),
                     ending,
+                    slot: None,
                 };
                 if !sink.send(job).await? {
                     return Ok(read);
@@ -261,15 +263,24 @@ impl Sync {
 /// Where full batches go: to the landings' branch, or (a run of the old layout) landed
 /// on the spot, on the fetches' branch.
 enum Sink<'l, 's> {
-    Queue(mpsc::Sender<Job>),
+    /// The queue to the landings' branch, and a slot per landing that may be under
+    /// way or waiting: the reading goes on only while one is free, so the batches held
+    /// in memory stay bounded.
+    Queue(mpsc::Sender<Job>, Arc<Semaphore>),
     Inline(&'l Context, &'l mut Lander<'s>),
 }
 
 impl Sink<'_, '_> {
     /// Hands `job` over; `false` once the landings have stopped (one failed).
-    async fn send(&mut self, job: Job) -> Result<bool, Error> {
+    async fn send(&mut self, mut job: Job) -> Result<bool, Error> {
         match self {
-            Sink::Queue(queue) => Ok(queue.send(job).await.is_ok()),
+            Sink::Queue(queue, slots) => {
+                let Ok(slot) = Arc::clone(slots).acquire_owned().await else {
+                    return Ok(false);
+                };
+                job.slot = Some(slot);
+                Ok(queue.send(job).await.is_ok())
+            }
             Sink::Inline(ctx, lander) => {
                 lander.land_now(ctx, job).await?;
                 Ok(true)
@@ -302,6 +313,8 @@ pub(super) struct Job {
     pub(super) total: Option<u64>,
     /// How the traversal ended, on its last batch.
     pub(super) ending: Option<Ending>,
+    /// Its landing's slot (see [`Sink::Queue`]), freed when the landing ends.
+    pub(super) slot: Option<OwnedSemaphorePermit>,
 }
 
 /// How a traversal ended.

@@ -6,6 +6,8 @@
 //!
 //! - [`tour`]: the README's first workflow: several steps, a transactional step, a
 //!   durable sleep and a flaky step that succeeds on retry.
+//! - [`compose`]: every composition primitive in one run (recorded time and ids,
+//!   branches, a durable sleep, children, a published value, an awaited event).
 //! - [`ledger`]: a configurable chain of steps that leaves one ledger row per step
 //!   execution, so tests and benchmarks can count exactly what ran.
 //! - [`sync`]: incremental sync, backfill and delete reconciliation of a vendor's
@@ -13,6 +15,7 @@
 //!
 //! [`register_builtin`] registers them all under their stable names.
 
+pub mod compose;
 pub mod ledger;
 pub mod sync;
 pub mod tour;
@@ -23,6 +26,7 @@ use cairn_runner::Registry;
 pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
     registry
         .register(tour::NAME, tour::tour)
+        .register(compose::NAME, compose::compose)
         .register(ledger::NAME, ledger::ledger)
         .register(sync::INCREMENTAL, sync::incremental)
         .register(sync::BACKFILL, sync::backfill)

@@ -142,3 +142,11 @@ impl Registry {
             })
     }
 }
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("workflows", &self.names())
+            .finish_non_exhaustive()
+    }
+}

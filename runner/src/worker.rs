@@ -172,7 +172,8 @@ impl Worker {
                 .instrument(span.clone()),
         );
         if let Some(scheduler) = &config.scheduler {
-            let scheduler = Scheduler::new(self.store.pool().clone(), scheduler.clone());
+            let scheduler = Scheduler::new(self.store.pool().clone(), scheduler.clone())
+                .with_registry(Arc::clone(&self.registry));
             background.spawn(
                 scheduler
                     .run(std::future::pending())

@@ -124,3 +124,56 @@ async fn a_failed_child_is_an_error_and_cancelling_a_parent_cancels_its_children
         "taken with its parent"
     );
 }
+
+#[tokio::test]
+async fn a_child_inherits_priority_gets_its_default_timeout_and_a_bad_input_is_refused() {
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    registry.register(
+        "leaf",
+        |_ctx: Context, n: u64| async move { Ok::<_, Error>(n) },
+    );
+    registry.set_timeout("leaf", Duration::from_secs(3600));
+    registry.register(
+        "parent",
+        |ctx: Context, input: serde_json::Value| async move {
+            ctx.child::<_, u64>("leaf", &input).await
+        },
+    );
+    let registry = Arc::new(registry);
+    let client = Client::new(db.pool().clone()).with_registry(Arc::clone(&registry));
+    let worker = TestWorker::start(db.pool().clone(), Arc::clone(&registry), fast_config(2));
+    let urgent = StartOptions {
+        priority: 7,
+        ..StartOptions::default()
+    };
+    let good = client.start("parent", &json!(4), &urgent).await.unwrap();
+    let bad = client
+        .start("parent", &json!("four"), &urgent)
+        .await
+        .unwrap();
+    let good = finished(&client, good.run_id).await;
+    let bad = finished(&client, bad.run_id).await;
+    worker.shutdown().await;
+    assert_eq!(good.output, Some(json!(4)));
+    let (priority, deadline): (i32, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT priority, deadline FROM cairn.runs WHERE parent_id = $1")
+            .bind(good.summary.id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(priority, 7, "the parent's priority");
+    assert!(deadline.is_some(), "the child's workflow's default timeout");
+    assert_eq!(bad.summary.status, RunStatus::Failed);
+    let error = bad.error.unwrap();
+    assert_eq!(error["category"], "child", "{error}");
+    let children: i64 = sqlx::query_scalar("SELECT count(*) FROM cairn.runs WHERE parent_id = $1")
+        .bind(bad.summary.id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        children, 0,
+        "a child whose input does not fit is never created"
+    );
+}

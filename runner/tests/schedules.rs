@@ -267,3 +267,23 @@ async fn a_paused_schedule_does_not_fire_and_resumes_without_catching_up() {
     schedules.remove("nightly").await.unwrap();
     assert!(schedules.remove("nightly").await.is_err());
 }
+
+#[tokio::test]
+async fn a_scheduled_run_gets_its_workflows_default_timeout_as_a_deadline() {
+    let db = TestDb::new().await;
+    let clock = ManualClock::at("2026-03-01T10:00:30Z");
+    let spec = ScheduleSpec::new("nightly", "* * * * *", "report").unwrap();
+    schedules(&db, &clock).add(&spec, false).await.unwrap();
+    let mut registry = Registry::new();
+    registry.register("report", |_: Context, (): ()| async { Ok::<_, Error>(()) });
+    registry.set_timeout("report", Duration::from_secs(3600));
+    let scheduler = scheduler(&db, &clock).with_registry(Arc::new(registry));
+    clock.set("2026-03-01T10:01:01Z");
+    scheduler.tick().await.unwrap();
+    let deadline: DateTime<Utc> =
+        sqlx::query_scalar("SELECT deadline FROM cairn.runs WHERE workflow = 'report'")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(deadline, at("2026-03-01T11:01:01Z"));
+}

@@ -385,11 +385,11 @@ pub async fn run_to_completion(
 /// ended, however it ended: for tests of runs that must fail.
 pub async fn run_to_end(client: &Client, workflow: &str, input: &impl Serialize) -> RunDetail {
     let started = client
-        .start(workflow, input, &StartOptions::default())
+        .submit::<_, serde::de::IgnoredAny>(workflow, input, &StartOptions::default())
         .await
         .expect("starting the run");
     let run = client
-        .wait(started.run_id, Some(Duration::from_secs(120)))
+        .wait(started.id(), Some(Duration::from_secs(120)))
         .await
         .expect("waiting for the run");
     assert!(run.summary.status.is_terminal(), "{workflow} did not end");

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 use tracing::{debug, info, warn};
@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 use super::{CatchUp, Cron, Overlap, SCHEDULE_COLUMNS, Schedule, ScheduleRow};
 use crate::new_run::NewRun;
 use crate::store::Store;
-use crate::{EngineError, RetryPolicy, RunId};
+use crate::{EngineError, Registry, RetryPolicy, RunId};
 
 /// Where the scheduler reads the time. Injected so tests can step through fire times
 /// and downtimes without waiting for them.
@@ -26,6 +26,14 @@ pub trait Clock: fmt::Debug + Send + Sync + 'static {
 /// The system clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+/// A worker's clock drives a scheduler too: with a [`crate::Clock::skippable`] one,
+/// skipped time makes schedules fire.
+impl Clock for crate::Clock {
+    fn now(&self) -> DateTime<Utc> {
+        crate::Clock::now(self)
+    }
+}
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
@@ -80,6 +88,8 @@ pub fn fire_key(schedule: &str, fire: DateTime<Utc>) -> String {
 pub struct Scheduler {
     store: Store,
     config: SchedulerConfig,
+    /// The workflows' default timeouts, when the scheduler knows the registry.
+    registry: Option<Arc<Registry>>,
 }
 
 /// Due schedules handled per transaction; the rest wait for the next tick.
@@ -91,7 +101,16 @@ impl Scheduler {
         Self {
             store: Store::new(pool),
             config,
+            registry: None,
         }
+    }
+
+    /// Gives each scheduled run its workflow's default timeout from `registry`
+    /// ([`Registry::set_timeout`]) as a deadline from its start.
+    #[must_use]
+    pub fn with_registry(mut self, registry: Arc<Registry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     /// Handles every due schedule once: locks its row (rows another scheduler holds are
@@ -169,8 +188,17 @@ impl Scheduler {
                 continue;
             }
             let key = fire_key(&schedule.name, fire);
+            let deadline = self
+                .registry
+                .as_ref()
+                .and_then(|registry| registry.timeout(&schedule.workflow))
+                .map(|timeout| {
+                    self.config.clock.now()
+                        + chrono::Duration::from_std(timeout).unwrap_or(TimeDelta::MAX)
+                });
             let run = NewRun {
                 idempotency_key: Some(&key),
+                deadline,
                 ..NewRun::new(&schedule.workflow, &schedule.queue, &schedule.input)
             };
             let (run_id, created) = self.store.start(&run).await?;

@@ -100,7 +100,7 @@ async fn every_primitive_survives_a_sigkill_while_in_use() {
     let worker = WorkerProcess::spawn(&url, &["--lease", "1"]);
     stage(&client, run, "awaiting approval").await;
     worker.kill();
-    client.send_event(run, "approval", &"ada").await.unwrap();
+    client.send_event(run, "approval", &" ada ").await.unwrap();
     let worker = WorkerProcess::spawn(&url, &["--lease", "1"]);
     let done = client
         .wait(run, Some(Duration::from_secs(60)))
@@ -155,6 +155,12 @@ async fn every_primitive_survives_a_sigkill_while_in_use() {
     assert_eq!(consumed, 1);
     let stage: Option<Value> = client.get_event(run, "stage").await.unwrap();
     assert_eq!(stage, Some(Value::from("done")));
+    let markers = done
+        .steps
+        .iter()
+        .filter(|s| s.name == "cairn.patch compose.trimmed-approval")
+        .count();
+    assert_eq!(markers, 1, "the patch marker, recorded once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

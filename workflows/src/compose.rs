@@ -118,6 +118,13 @@ pub async fn compose(ctx: Context, input: ComposeInput) -> Result<ComposeOutput,
     let approval: Option<String> = ctx
         .wait_for_event("approval", Duration::from_millis(input.approval_timeout_ms))
         .await?;
+    // A change made while runs were in flight: runs that passed here before it keep the
+    // approver's name as sent.
+    let approval = if ctx.patched("compose.trimmed-approval").await? {
+        approval.map(|name| name.trim().to_owned())
+    } else {
+        approval
+    };
     ctx.set_event("stage", &"done").await?;
     Ok(ComposeOutput {
         started_at,

@@ -39,6 +39,27 @@ async fn until(run: &RunHandle<Outcome>, status: RunStatus) {
     panic!("run {} never became {status}", run.id());
 }
 
+/// Lets the trial's two weeks pass, sends the upgrade to `plan` and returns the outcome.
+async fn upgrade_after_trial(
+    client: &Client,
+    clock: &Clock,
+    run: &RunHandle<Outcome>,
+    plan: &str,
+) -> Outcome {
+    until(run, RunStatus::Sleeping).await;
+    skip_to_next_wake(client, clock)
+        .await
+        .expect("the trial sleeps");
+    // An upgrade sent before the run waits for it is kept for the wait.
+    client
+        .send_event(run.id(), "upgraded", &plan)
+        .await
+        .unwrap();
+    run.result_within(Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
 async fn counts(db: &TestDb) -> (i64, i64) {
     let accounts = sqlx::query_scalar("SELECT count(*) FROM trial_accounts")
         .fetch_one(db.pool())
@@ -64,20 +85,7 @@ async fn a_customer_who_upgrades_after_two_weeks_converts() {
         .submit::<_, Outcome>(TRIAL, &"ada@example.com", &StartOptions::default())
         .await
         .unwrap();
-    until(&run, RunStatus::Sleeping).await;
-    // Two weeks pass; the run now waits for the upgrade.
-    skip_to_next_wake(&client, &clock)
-        .await
-        .expect("the trial sleeps");
-    until(&run, RunStatus::Sleeping).await;
-    client
-        .send_event(run.id(), "upgraded", &"pro")
-        .await
-        .unwrap();
-    let outcome = run
-        .result_within(Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let outcome = upgrade_after_trial(&client, &clock, &run, "pro").await;
     worker.shutdown().await;
     assert_eq!(
         outcome,
@@ -146,19 +154,7 @@ async fn a_crash_between_the_welcome_and_its_checkpoint_sends_one_welcome() {
     // The email went out; its step was not recorded.
     assert_eq!(counts(&db).await, (1, 1));
     let healthy = TestWorker::start(db.pool().clone(), registry(), config(&clock));
-    until(&run, RunStatus::Sleeping).await;
-    skip_to_next_wake(&client, &clock)
-        .await
-        .expect("the trial sleeps");
-    until(&run, RunStatus::Sleeping).await;
-    client
-        .send_event(run.id(), "upgraded", &"team")
-        .await
-        .unwrap();
-    let outcome = run
-        .result_within(Some(Duration::from_secs(30)))
-        .await
-        .unwrap();
+    let outcome = upgrade_after_trial(&client, &clock, &run, "team").await;
     healthy.shutdown().await;
     assert_eq!(
         outcome,

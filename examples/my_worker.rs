@@ -58,5 +58,7 @@ async fn signup(ctx: Context, input: Signup) -> Result<Welcome, Error> {
 fn main() -> std::process::ExitCode {
     let mut registry = Registry::new();
     registry.register("signup", signup);
-    cairn::cli::main(registry)
+    // Your binary's own name and version in `--help` and `--version`; the built-in
+    // workflows (syncs, demo) come along.
+    cairn::cli::main_as(registry, env!("CARGO_BIN_NAME"), env!("CARGO_PKG_VERSION"))
 }

@@ -8,7 +8,5 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let mut registry = cairn::Registry::new();
-    cairn::workflows::register_builtin(&mut registry);
-    cairn::cli::main(registry)
+    cairn::cli::main(cairn::Registry::new())
 }

@@ -462,3 +462,45 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_wait_says_when_no_worker_serves_the_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let db = TestDb::new().await;
+    let url = db.url();
+    let migrated = run(&url, &["migrate"]);
+    assert!(migrated.status.success());
+    let mut waiting = cairn()
+        .env("DATABASE_URL", &url)
+        .args(["start", "tour", "--queue", "nightly", "--wait"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning cairn start");
+    let stderr = waiting.stderr.take().expect("its stderr");
+    let (lines, said) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut heard = Vec::new();
+    let notice = loop {
+        match said.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(line) if line.contains("no live worker serves") => break line,
+            Ok(line) => heard.push(line),
+            Err(err) => panic!("no notice ({err}); it said: {heard:?}"),
+        }
+    };
+    waiting.kill().expect("stopping the wait");
+    waiting.wait().expect("reaping it");
+    assert!(
+        notice.contains("`tour`") && notice.contains("nightly"),
+        "{notice}"
+    );
+    assert!(notice.contains("cairn worker --queue nightly"), "{notice}");
+}

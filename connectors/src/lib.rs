@@ -1,9 +1,9 @@
 //! Talking to SaaS vendors for cairn.
 //!
-//! This crate is everything between a workflow and a vendor's API. For now it
-//! holds the sandbox vendor that the rest is built, tested and benchmarked
-//! against; the HTTP client, auth, pagination, the `Source` trait and the
-//! warehouse sink join it as they land.
+//! This crate is everything between a workflow and a vendor's API: the HTTP client
+//! every source uses, auth and secrets, the shared rate budget, pagination, the
+//! declarative REST source and the `Source` trait, the warehouse the sync workflows
+//! land into, and the sandbox vendor all of it is tested and benchmarked against.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {

@@ -7,11 +7,13 @@
 //! differs from the stored one fails the run with a non-determinism error.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -19,7 +21,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::error::{ErrorReport, is_transient_db_error};
+use crate::error::{ErrorReport, is_transient_db_error, panic_message};
 use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, WakeAt, already_completed};
@@ -559,7 +561,9 @@ impl Context {
             self.boundary().await;
             progress.attempts += 1;
             let started = Instant::now();
-            let result = within(timeout, f()).instrument(span.clone()).await;
+            let result = within(timeout, unpanicked(f()))
+                .instrument(span.clone())
+                .await;
             let elapsed = started.elapsed();
             let output = match result.and_then(|value| {
                 serde_json::to_string(&value)
@@ -723,7 +727,7 @@ impl Context {
     {
         let store = &self.run.settings.store;
         let handle = Tx::new(store.pool().clone(), position);
-        let result = within(timeout, f(handle.clone())).await;
+        let result = within(timeout, unpanicked(f(handle.clone()))).await;
         let Some(state) = handle.take() else {
             return TxOutcome::Failed(Error::permanent(
                 "the transaction handle was still in use after the step's closure returned",
@@ -1186,6 +1190,20 @@ struct How {
 #[derive(Debug, thiserror::Error)]
 #[error("the step's attempt took longer than its timeout of {0:?}")]
 struct AttemptTimedOut(Duration);
+
+/// A step attempt's body, a panic in it turned into a permanent failure in the `panic`
+/// category: the step is recorded as failed with the panic's message, and the workflow
+/// gets the error like any other.
+async fn unpanicked<T>(body: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    match AssertUnwindSafe(body).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(Error::permanent(format!(
+            "the step panicked: {}",
+            panic_message(panic.as_ref())
+        ))
+        .with_category("panic")),
+    }
+}
 
 /// `attempt`, given up after `timeout` when there is one.
 async fn within<T>(

@@ -203,6 +203,15 @@ impl From<Error> for BoxError {
     }
 }
 
+/// The message a panic carried, for the error it becomes.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
 /// Whether a database error means the server could not be reached or went away: the
 /// connection failed or was cut (I/O, TLS, SQLSTATE class 08), no connection came within
 /// the pool's timeout, or the server is shutting down, crashed or starting up (57P01,

@@ -81,6 +81,7 @@ mod keys;
 pub mod model;
 mod new_run;
 mod parallel;
+mod presence;
 pub mod redact;
 pub mod registry;
 pub mod retry;

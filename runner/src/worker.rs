@@ -18,10 +18,11 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::context::{Halt, RunSettings, RunState};
-use crate::error::is_transient_db_error;
+use crate::error::{is_transient_db_error, panic_message};
 use crate::group_commit::GroupCommit;
 use crate::keys::{KeyHeld, KeysInUse};
 use crate::model::RunStatus;
+use crate::presence;
 use crate::schedule::{Scheduler, SchedulerConfig};
 use crate::store::{Claim, ClaimedRun, Fenced, Lease, RunEnd, Store, WAKEUP_CHANNEL};
 use crate::{
@@ -171,6 +172,16 @@ impl Worker {
             heartbeat(self.store.clone(), Arc::clone(&active), config.lease)
                 .instrument(span.clone()),
         );
+        background.spawn(
+            presence::announce(
+                self.store.pool().clone(),
+                self.id.clone(),
+                config.queue.clone(),
+                workflows.clone(),
+                presence::ANNOUNCE_EVERY,
+            )
+            .instrument(span.clone()),
+        );
         if let Some(scheduler) = &config.scheduler {
             let scheduler = Scheduler::new(self.store.pool().clone(), scheduler.clone())
                 .with_registry(Arc::clone(&self.registry));
@@ -281,6 +292,7 @@ impl Worker {
             }
         }
         background.abort_all();
+        presence::withdraw(self.store.pool(), &self.id).await;
         info!(parent: &span, "worker stopped");
         Ok(())
     }
@@ -381,11 +393,7 @@ async fn execute(
         result = workflow => match result {
             Ok(result) => Ending::Done(result),
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".to_owned());
+                let message = panic_message(panic.as_ref());
                 Ending::Done(Err(Error::permanent(format!("the workflow panicked: {message}"))
                     .with_category("panic")))
             }

@@ -23,7 +23,7 @@ use cairn_runner::{
     Client, EngineError, KeyLimits, Registry, RunId, RunStatus, StartOptions, Started, Worker,
     WorkerConfig,
 };
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
@@ -122,8 +122,9 @@ enum Command {
         #[command(subcommand)]
         command: quarantine::QuarantineCommand,
     },
-    /// One command: migrate, run a worker in-process and take the `tour` workflow
-    /// through every kind of step, printing each as it lands.
+    /// One command: start the sandbox vendor (a rate-limited CRM) and a worker in this
+    /// process, backfill three streams into PostgreSQL, let the vendor change, sync
+    /// incrementally, reconcile deletes and check the warehouse against the vendor.
     Demo,
     /// Start sync runs for a source's streams: incremental (default), backfill or
     /// reconcile. The source is a TOML file (see examples/sources/). `cairn sync status`
@@ -210,6 +211,9 @@ fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{text:?} is not a duration (write 90s, 15m, 12h or 30d)"))
 }
 
+/// How long `cairn start --wait` waits before it looks whether any worker serves the run.
+const NO_WORKER_NOTICE: Duration = Duration::from_secs(3);
+
 /// `KEY=N` of `cairn worker --key-limit`.
 fn parse_key_limit(text: &str) -> Result<(String, usize), String> {
     let (key, limit) = text
@@ -263,9 +267,25 @@ impl From<EngineError> for Failure {
 
 type Outcome = Result<ExitCode, Failure>;
 
-/// Runs the CLI with the workflows in `registry` and returns the process exit code.
+/// Runs the CLI as `cairn`, with the built-in workflows and those in `registry`, and
+/// returns the process exit code.
 pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    main_as(registry, "cairn", env!("CARGO_PKG_VERSION"))
+}
+
+/// [`main`] for a binary of your own: `--help` and `--version` give `name` and
+/// `version`, e.g. `main_as(registry, env!("CARGO_BIN_NAME"), env!("CARGO_PKG_VERSION"))`.
+///
+/// The built-in workflows (the syncs `sync`, `schedule sync` and `demo` start, `tour`,
+/// `compose`, `ledger`) are registered beside yours, so every command works; a name you
+/// registered yourself keeps your workflow.
+pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str) -> ExitCode {
+    cairn_workflows::register_builtin(&mut registry);
+    let command = Cli::command().name(name).bin_name(name).version(version);
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -398,7 +418,17 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             if !json {
                 eprintln!("run {} started; waiting for it to end", started.run_id);
             }
-            let run = client.wait(started.run_id, None).await?;
+            let mut run = client.wait(started.run_id, Some(NO_WORKER_NOTICE)).await?;
+            if !run.summary.status.is_terminal() {
+                if client.workers_serving(&options.queue, &workflow).await? == 0 {
+                    eprintln!(
+                        "no live worker serves workflow `{workflow}` on queue `{}`: the run \
+                         waits until one starts (`cairn worker --queue {}`); still waiting",
+                        options.queue, options.queue
+                    );
+                }
+                run = client.wait(started.run_id, None).await?;
+            }
             if json {
                 print::json(&run)?;
             } else {

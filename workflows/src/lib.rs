@@ -22,14 +22,24 @@ pub mod tour;
 
 use cairn_runner::Registry;
 
-/// Registers every built-in workflow.
+/// Registers every built-in workflow whose name `registry` does not hold yet (a
+/// workflow registered under a built-in's name first keeps its place).
 pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
+    macro_rules! builtin {
+        ($($name:expr => $workflow:expr),* $(,)?) => {
+            $(if !registry.contains($name) {
+                registry.register($name, $workflow);
+            })*
+        };
+    }
+    builtin! {
+        tour::NAME => tour::tour,
+        compose::NAME => compose::compose,
+        ledger::NAME => ledger::ledger,
+        sync::INCREMENTAL => sync::incremental,
+        sync::BACKFILL => sync::backfill,
+        sync::RECONCILE => sync::reconcile,
+        sync::FILL => sync::fill,
+    }
     registry
-        .register(tour::NAME, tour::tour)
-        .register(compose::NAME, compose::compose)
-        .register(ledger::NAME, ledger::ledger)
-        .register(sync::INCREMENTAL, sync::incremental)
-        .register(sync::BACKFILL, sync::backfill)
-        .register(sync::RECONCILE, sync::reconcile)
-        .register(sync::FILL, sync::fill)
 }

@@ -47,6 +47,55 @@ impl HttpConfig {
             waits: Waits::default(),
         }
     }
+
+    /// With `auth`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: AuthConfig) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Paced by `limit`, through the budget shared by every worker on the credential.
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: RateLimitConfig) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Sends header `name` with every request to the source's origin.
+    #[must_use]
+    pub fn with_header(mut self, name: impl Into<String>, value: HeaderSetting) -> Self {
+        self.headers.insert(name.into(), value);
+        self
+    }
+
+    /// With `timeouts`.
+    #[must_use]
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Lets redirects lead to `host` too (with no credential).
+    #[must_use]
+    pub fn allow_redirect_host(mut self, host: impl Into<String>) -> Self {
+        self.allow_redirect_hosts.push(host.into());
+        self
+    }
+
+    /// Bounds a decompressed response body at `bytes`.
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Caps how long the vendor may make a run wait.
+    #[must_use]
+    pub fn with_waits(mut self, waits: Waits) -> Self {
+        self.waits = waits;
+        self
+    }
 }
 
 /// The default bound on a response body: 64 MiB, far above any page a vendor serves

@@ -410,6 +410,18 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert_eq!(shown["priority"], -3);
     assert_eq!(shown["concurrency_key"], "vendor-a");
+    for (filter, expected) in [
+        (vec!["--workflow", "tour"], 1),
+        (vec!["--workflow", "ledger"], 0),
+        (vec!["--idempotency-key", "nope"], 0),
+        (vec!["--parent", id.as_str()], 0),
+    ] {
+        let mut args = vec!["runs", "list", "--json"];
+        args.extend(&filter);
+        let listed = run(&url, &args);
+        let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+        assert_eq!(listed.as_array().map(Vec::len), Some(expected), "{filter:?}");
+    }
     let sent = run(
         &url,
         &["runs", "send", &id, "approval", "--data", r#"{"by":"ada"}"#],

@@ -104,9 +104,15 @@ impl Client {
         self.store.next_wake().await
     }
 
-    /// The engine's statements, for tools that need more than this client offers.
-    pub fn store(&self) -> &Store {
+    /// The engine's statements: the engine's own, never a user's (they write
+    /// checkpoints and take leases).
+    pub(crate) fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The pool this client reads and starts runs through.
+    pub fn pool(&self) -> &PgPool {
+        self.store.pool()
     }
 
     /// Starts a run of `workflow` with `input`.
@@ -184,13 +190,19 @@ impl Client {
         }
     }
 
-    /// Runs, newest first, optionally of one status, at most `limit`.
+    /// Runs, newest first, optionally of one status, at most `limit` (see
+    /// [`Client::runs`] for more filters).
     pub async fn list(
         &self,
         status: Option<RunStatus>,
         limit: i64,
     ) -> Result<Vec<RunSummary>, EngineError> {
-        self.store.list(status, limit).await
+        let filter = crate::RunFilter {
+            status,
+            limit,
+            ..crate::RunFilter::default()
+        };
+        self.runs(&filter).await
     }
 
     /// One run with its steps (step outputs over [`crate::model::SHOWN_OUTPUT_BYTES`] left

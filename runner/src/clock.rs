@@ -14,7 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-/// The time a worker's runs see; see the [module docs](self). Cloning shares it.
+/// The time a worker's runs see: the system's, or in tests a skippable one that
+/// [`Clock::advance`] moves ahead (durable waits and deadlines follow it; leases do
+/// not). Cloning shares it.
 #[derive(Clone, Debug, Default)]
 pub struct Clock {
     /// How far a skippable clock is ahead of the system's, in milliseconds; `None` for

@@ -24,11 +24,35 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::error::{ErrorReport, is_transient_db_error, panic_message};
 use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
-use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, WakeAt, already_completed};
+use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, already_completed};
 use crate::waits::{Park, Timer, Waits};
 use crate::{Clock, CrashPlan, CrashPoint, Error, RetryPolicy, RunId};
 
 /// The handle a workflow gets on its run. Cheap to clone.
+///
+/// # How a run replays
+///
+/// A workflow function does not resume where it stopped: after every park (a durable
+/// sleep, a rate-limit wait, a long backoff, an event wait, a child wait), after a crash
+/// and after a lost lease, a worker calls it **again from the top** with the same input.
+/// Each step, transaction, sleep and wait takes the next place of its branch when it is
+/// first polled; a place that holds a checkpoint returns the stored result at once,
+/// without running anything. So:
+///
+/// - Code outside steps runs again on every replay: a `Utc::now()`, a random value, a
+///   log line or a side effect there happens each time. Put side effects in steps, and
+///   take time and randomness from [`Context::now`], [`Context::random`] and
+///   [`Context::uuid`], which are recorded once.
+/// - Call the same steps in the same order every time; a different name at a stored
+///   place fails the run with a [`NonDeterminism`] error naming both. Change a workflow
+///   behind [`Context::patched`].
+/// - Steps awaited together on one `Context` (a `join!` of steps) take their places in
+///   the order they are first polled, which replays only while each future is a single
+///   step. Give every sequence of steps that runs beside another a branch of its own
+///   ([`Context::fork`], [`Context::parallel`]).
+/// - `ctx.step` is at least once (a crash after its effect and before its checkpoint
+///   runs it again); `ctx.transaction` is exactly once for what it writes on its
+///   transaction.
 #[derive(Clone)]
 pub struct Context {
     run: Arc<RunState>,
@@ -961,7 +985,7 @@ impl Context {
                 .park(
                     self.run.lease,
                     timer.status,
-                    WakeAt::At(timer.at),
+                    timer.at,
                     &step,
                     park.events_seen,
                 )

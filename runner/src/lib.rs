@@ -60,7 +60,10 @@
 //! - [`schedule`]: cron schedules ([`Schedules`]) and the [`Scheduler`] every worker runs.
 //! - [`dead_letter`]: failed runs and quarantined records ([`DeadLetters`]), and retrying
 //!   a run from its failed step.
-//! - [`store`]: every SQL statement of the engine, fenced by leases.
+//! - [`RunFilter`], [`Client::find`], [`Client::step_output`]: runs found by what users
+//!   know of them. The engine's own statements (claims, leases, checkpoints) are
+//!   private: nothing public writes a checkpoint or touches a lease.
+//! - [`Clock`] and [`CrashPlan`]: time skipping and crash points for tests.
 //! - [`model`]: the stored records ([`RunSummary`], [`RunDetail`], [`StepRecord`]).
 //! - [`redact`]: the one place secrets are registered and masked in everything shown or stored.
 //! - [`retry`]: [`RetryPolicy`], capped exponential backoff with full jitter.
@@ -74,10 +77,13 @@ pub mod dead_letter;
 mod determinism;
 pub mod error;
 mod events;
+#[cfg(test)]
+mod fencing_tests;
 mod group_commit;
 pub mod handle;
 mod ids;
 mod keys;
+mod lookup;
 pub mod model;
 mod new_run;
 mod parallel;
@@ -86,7 +92,7 @@ pub mod redact;
 pub mod registry;
 pub mod retry;
 pub mod schedule;
-pub mod store;
+mod store;
 mod versioning;
 mod waits;
 pub mod worker;
@@ -101,12 +107,14 @@ pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt
 pub use handle::{RunError, RunHandle};
 pub use ids::RunId;
 pub use keys::KeyLimits;
+pub use lookup::RunFilter;
 pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };
 pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use schedule::{Scheduler, SchedulerConfig, Schedules};
+pub use store::FINISHED_CHANNEL;
 pub use worker::{Worker, WorkerConfig};
 
 /// Pool options the engine is tuned for; start from these when you build the pool a

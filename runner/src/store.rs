@@ -64,8 +64,6 @@ pub struct ClaimedRun {
     pub input: Value,
     /// Whether an operator asked to cancel it.
     pub cancel_requested: bool,
-    /// The database's clock at the claim, to judge durable timers against.
-    pub claimed_at: DateTime<Utc>,
     /// When the run must have ended, if it has a deadline.
     pub deadline: Option<DateTime<Utc>>,
     /// Its priority: children it starts inherit it.
@@ -122,15 +120,6 @@ pub struct RunEnd {
     pub progress: Option<Value>,
 }
 
-/// How a run is parked when it stops holding a worker.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum WakeAt {
-    /// At this instant.
-    At(DateTime<Utc>),
-    /// After this long, measured on the database's clock.
-    After(Duration),
-}
-
 /// Engine statements over one pool.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -165,6 +154,7 @@ impl Store {
 
     /// Leases up to `limit` runnable runs of `workflows` on `queue` for `lease`: runs whose
     /// wake time has come and runs whose previous lease expired.
+    #[cfg(test)]
     pub async fn claim(
         &self,
         queue: &str,
@@ -247,7 +237,7 @@ impl Store {
                     started_at = coalesce(r.started_at, now()), updated_at = now()
                FROM locked WHERE r.id = locked.id
              RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims,
-                       now() AS claimed_at, r.deadline, r.priority, r.concurrency_key",
+                       r.deadline, r.priority, r.concurrency_key",
         )
         .bind(queue)
         .bind(workflows)
@@ -298,7 +288,6 @@ impl Store {
                 workflow: row.workflow,
                 input: row.input,
                 cancel_requested: row.cancel_requested,
-                claimed_at: row.claimed_at,
                 deadline: row.deadline,
                 priority: row.priority,
                 concurrency_key: row.concurrency_key,
@@ -438,18 +427,13 @@ impl Store {
         &self,
         lease: Lease,
         status: RunStatus,
-        wake: WakeAt,
+        wake_at: DateTime<Utc>,
         step: &StepWrite<'_>,
         events_seen: Option<i64>,
     ) -> Result<Fenced<DateTime<Utc>>, sqlx::Error> {
-        let (at, after) = match wake {
-            WakeAt::At(at) => (Some(at), None),
-            WakeAt::After(after) => (None, Some(after.as_secs_f64())),
-        };
         let wake_at: Option<DateTime<Utc>> = bind_step(sqlx::query_scalar(PARK_SQL), lease, step)
             .bind(status)
-            .bind(at)
-            .bind(after)
+            .bind(wake_at)
             .bind(step.branch)
             .bind(step.seq)
             .bind(events_seen)
@@ -547,25 +531,6 @@ impl Store {
         .bind(position)
         .fetch_optional(&self.pool)
         .await
-    }
-
-    /// Runs, newest first, optionally of one status.
-    pub async fn list(
-        &self,
-        status: Option<RunStatus>,
-        limit: i64,
-    ) -> Result<Vec<RunSummary>, EngineError> {
-        sqlx::query_as(
-            "SELECT id, workflow, queue, status, idempotency_key, priority, concurrency_key,
-                    wake_at, claims, created_at, finished_at
-               FROM cairn.runs WHERE $1::text IS NULL OR status = $1
-              ORDER BY created_at DESC, id DESC LIMIT $2",
-        )
-        .bind(status)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(EngineError::db)
     }
 
     /// One run with its steps.
@@ -841,9 +806,8 @@ const PARK_SQL: &str = "
     WITH parked AS (
         UPDATE cairn.runs
            SET status = $13,
-               wake_at = CASE WHEN $18::bigint IS NOT NULL AND events_sent <> $18 THEN now()
-                              ELSE least(coalesce($14, now() + make_interval(secs => $15)),
-                                         deadline) END,
+               wake_at = CASE WHEN $17::bigint IS NOT NULL AND events_sent <> $17 THEN now()
+                              ELSE least($14, deadline) END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
          WHERE id = $1 AND lease_epoch = $2 AND status = 'running'
            AND lease_expires_at > clock_timestamp()
@@ -854,7 +818,7 @@ const PARK_SQL: &str = "
                                       branch, seq)
         SELECT id, $3, $4, $5, $6,
                CASE WHEN $5 = 'sleep' THEN json_build_object('wake_at', wake_at) ELSE $7::json END,
-               $8, $9, $10, $11, now(), $12, $16, $17 FROM parked
+               $8, $9, $10, $11, now(), $12, $15, $16 FROM parked
         ON CONFLICT (run_id, position) DO UPDATE
            SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
                throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
@@ -967,7 +931,6 @@ struct ClaimRow {
     input: Value,
     cancel_requested: bool,
     claims: i32,
-    claimed_at: DateTime<Utc>,
     deadline: Option<DateTime<Utc>>,
     priority: i32,
     concurrency_key: Option<String>,

@@ -175,7 +175,7 @@ async fn only_the_end_of_an_awaited_run_is_announced() {
         .await
         .unwrap();
     listener
-        .listen(cairn_runner::store::FINISHED_CHANNEL)
+        .listen(cairn_runner::FINISHED_CHANNEL)
         .await
         .unwrap();
     let worker = TestWorker::start(db.pool().clone(), registry, fast_config(1));

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use cairn_connectors::sandbox::{MockVendorArgs, Sandbox};
 use cairn_runner::{
-    Client, EngineError, KeyLimits, Registry, RunId, RunStatus, StartOptions, Started, Worker,
-    WorkerConfig,
+    Client, EngineError, KeyLimits, Registry, RunFilter, RunId, RunStatus, StartOptions, Started,
+    Worker, WorkerConfig,
 };
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
@@ -152,6 +152,15 @@ enum RunsCommand {
         /// completed, failed, cancelled).
         #[arg(long)]
         status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only children of this run.
+        #[arg(long, value_name = "RUN_ID")]
+        parent: Option<String>,
+        /// Only runs started with this idempotency key.
+        #[arg(long, value_name = "KEY")]
+        idempotency_key: Option<String>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -467,6 +476,9 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
     match command {
         RunsCommand::List {
             status,
+            workflow,
+            parent,
+            idempotency_key,
             limit,
             json,
         } => {
@@ -474,8 +486,17 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
                 .map(|s| RunStatus::from_str(&s))
                 .transpose()
                 .map_err(|err| Failure::usage(format!("--status: {err}")))?;
+            let parent = parent.as_deref().map(parse_run_id).transpose()?;
             let client = Client::new(connect(url, 2).await?);
-            let runs = client.list(status, limit.max(0)).await?;
+            let filter = RunFilter {
+                workflow,
+                status,
+                parent,
+                idempotency_key,
+                limit,
+                ..RunFilter::default()
+            };
+            let runs = client.runs(&filter).await?;
             if json {
                 print::json(&runs)?;
             } else {

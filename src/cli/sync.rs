@@ -268,7 +268,7 @@ pub(crate) async fn follow(
     runs: &[(String, RunId)],
     live: bool,
 ) -> Result<Vec<RunDetail>, Failure> {
-    let pool = client.store().pool();
+    let pool = client.pool();
     let throttled_at_start = throttled(pool).await;
     let started = Instant::now();
     let mut warned_idle = false;

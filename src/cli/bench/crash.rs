@@ -128,9 +128,8 @@ async fn landed_beyond(
         if landed(db, run).await? > pages {
             return Ok(Some(Instant::now()));
         }
-        let status = client
-            .store()
-            .status(run)
+        let (status, _) = client
+            .progress(run)
             .await
             .map_err(|err| Failure::failed(format!("bench crash: {err}")))?;
         if status.is_terminal() {

@@ -207,7 +207,7 @@ async fn checkpoints(client: &Client, run: RunId) -> Result<Vec<(f64, f64)>, Fai
            FROM cairn.steps WHERE run_id = $1 ORDER BY position",
     )
     .bind(run)
-    .fetch_all(client.store().pool())
+    .fetch_all(client.pool())
     .await
     .map_err(db_failure("steps"))
 }

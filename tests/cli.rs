@@ -420,7 +420,11 @@ async fn runs_take_events_deadlines_and_publish_values_from_the_command_line() {
         args.extend(&filter);
         let listed = run(&url, &args);
         let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
-        assert_eq!(listed.as_array().map(Vec::len), Some(expected), "{filter:?}");
+        assert_eq!(
+            listed.as_array().map(Vec::len),
+            Some(expected),
+            "{filter:?}"
+        );
     }
     let sent = run(
         &url,

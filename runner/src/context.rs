@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::Notify;
@@ -26,7 +25,7 @@ use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, already_completed};
 use crate::waits::{Park, Timer, Waits};
-use crate::{Clock, CrashPlan, CrashPoint, Error, RetryPolicy, RunId};
+use crate::{Clock, CrashPlan, CrashPoint, Error, RetryPolicy, RunId, Stored};
 
 /// The handle a workflow gets on its run. Cheap to clone.
 ///
@@ -404,7 +403,7 @@ impl Context {
     /// last attempt, or on a permanent error, the error is returned.
     pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -448,7 +447,7 @@ impl Context {
     /// ```
     pub async fn transaction<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -566,7 +565,7 @@ impl Context {
         mut f: F,
     ) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -590,7 +589,8 @@ impl Context {
                 .await;
             let elapsed = started.elapsed();
             let output = match result.and_then(|value| {
-                serde_json::to_string(&value)
+                value
+                    .to_json()
                     .map(|json| (value, json))
                     .map_err(|e| Error::permanent(e).with_category("output"))
             }) {
@@ -675,7 +675,7 @@ impl Context {
         mut f: F,
     ) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -745,7 +745,7 @@ impl Context {
         started: Instant,
     ) -> TxOutcome<T>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -761,7 +761,7 @@ impl Context {
             Ok(value) => value,
             Err(err) => return TxOutcome::Failed(err),
         };
-        let json = match serde_json::to_string(&value) {
+        let json = match value.to_json() {
             Ok(json) => json,
             Err(err) => return TxOutcome::Failed(Error::permanent(err).with_category("output")),
         };
@@ -1006,7 +1006,7 @@ impl Context {
         }
     }
 
-    async fn replay<T: DeserializeOwned>(
+    async fn replay<T: Stored>(
         &self,
         position: i32,
         stored: Option<StepRecord>,
@@ -1025,7 +1025,7 @@ impl Context {
         match record.status {
             StepStatus::Completed => {
                 let stored = record.stored_output.as_deref().unwrap_or("null");
-                match serde_json::from_str(stored) {
+                match T::from_json(stored) {
                     Ok(value) => Replay::Settled(Ok(value)),
                     Err(err) => {
                         let err = Error::permanent(err).with_category("replay");
@@ -1256,7 +1256,7 @@ impl Steps<'_> {
     /// [`Context::step`] with this handle's retry policy.
     pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
@@ -1266,7 +1266,7 @@ impl Steps<'_> {
     /// [`Context::transaction`] with this handle's retry policy.
     pub async fn transaction<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Stored,
         F: FnMut(Tx) -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {

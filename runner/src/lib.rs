@@ -93,6 +93,7 @@ pub mod registry;
 pub mod retry;
 pub mod schedule;
 mod store;
+mod stored;
 mod versioning;
 mod waits;
 pub mod worker;
@@ -115,6 +116,11 @@ pub use registry::Registry;
 pub use retry::RetryPolicy;
 pub use schedule::{Scheduler, SchedulerConfig, Schedules};
 pub use store::FINISHED_CHANNEL;
+pub use stored::{Input, Stored};
+
+/// The `sqlx` cairn is built with: write `cairn::sqlx::query(..)` (or depend on the
+/// same version) so a transaction's connection and your queries are one `sqlx`'s types.
+pub use sqlx;
 pub use worker::{Worker, WorkerConfig};
 
 /// Pool options the engine is tuned for; start from these when you build the pool a

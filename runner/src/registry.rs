@@ -6,10 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{Context, EngineError, Error, ResultExt};
+use crate::{Context, EngineError, Error, Input, ResultExt};
 
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub(crate) type RunFn = dyn Fn(Context, Value) -> BoxFuture<Result<Value, Error>> + Send + Sync;
@@ -55,7 +54,7 @@ impl Registry {
     /// `registry.register("sync", move |ctx, input| sync(ctx, state.clone(), input))`.
     pub fn register<I, O, F, Fut>(&mut self, name: impl Into<String>, workflow: F) -> &mut Self
     where
-        I: DeserializeOwned + Send + 'static,
+        I: Input + Send + 'static,
         O: Serialize + Send + 'static,
         F: Fn(Context, I) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, Error>> + Send + 'static,
@@ -67,7 +66,7 @@ impl Registry {
             let workflow = Arc::clone(&workflow);
             let wf_name = wf_name.clone();
             Box::pin(async move {
-                let input: I = serde_json::from_value(input)
+                let input: I = I::from_input(&input)
                     .map_err(|source| EngineError::InvalidInput {
                         workflow: wf_name,
                         source,
@@ -78,7 +77,7 @@ impl Registry {
                     .map_err(|err| Error::permanent(err).with_category("output"))
             }) as BoxFuture<_>
         });
-        let check_input: Arc<CheckFn> = Arc::new(|value: &Value| I::deserialize(value).map(drop));
+        let check_input: Arc<CheckFn> = Arc::new(|value: &Value| I::from_input(value).map(drop));
         self.entries.insert(
             name,
             Entry {

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+// cairn's own sqlx: no second version to keep in step.
+use cairn::sqlx;
 use cairn::{Context, Error, Registry};
 use serde::{Deserialize, Serialize};
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use author_example::{Outcome, TRIAL, prepare, register};
+use cairn::sqlx;
 use cairn::{
     Client, Clock, CrashPlan, CrashPoint, Registry, RunHandle, RunStatus, StartOptions,
     WorkerConfig,

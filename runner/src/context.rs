@@ -20,7 +20,8 @@ use sqlx::{PgConnection, PgPool, Postgres};
 use tokio::sync::Notify;
 use tracing::{Instrument, debug, info_span, warn};
 
-use crate::error::{ErrorReport, is_transient_db_error, panic_message};
+use crate::db_retry::{DbFailure, retry_db};
+use crate::error::{ErrorReport, panic_message};
 use crate::group_commit::GroupCommit;
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::store::{Fenced, Lease, OwnedStep, StepWrite, Store, already_completed};
@@ -934,28 +935,15 @@ impl Context {
         Op: FnMut() -> Fut,
         Fut: Future<Output = Result<Fenced<bool>, sqlx::Error>> + 'w,
     {
-        let give_up = Instant::now() + self.run.settings.lease;
-        let mut failures = 0u32;
-        loop {
-            match op().await {
-                Ok(Fenced::Held(cancel)) => return Ok(cancel),
-                Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
-                Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
-                    failures += 1;
-                    let delay = RetryPolicy::default()
-                        .backoff(Duration::from_millis(50), Duration::from_secs(2))
-                        .delay(failures);
-                    warn!(error = %err, ?delay, "cannot checkpoint `{what}` yet; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(err) if is_transient_db_error(&err) => {
-                    warn!(error = %err, "checkpointing `{what}` failed past the lease; letting go");
-                    self.halt(Halt::Lost).await
-                }
-                Err(err) => {
-                    return Err(Error::permanent(err).with_category("checkpoint"));
-                }
+        let checkpoint = format!("checkpointing `{what}`");
+        match retry_db(&checkpoint, self.run.settings.lease, &mut op).await {
+            Ok(Fenced::Held(cancel)) => Ok(cancel),
+            Ok(Fenced::Lost) => self.halt(Halt::Lost).await,
+            Err(DbFailure::Outlasted(err)) => {
+                warn!(error = %err, "{checkpoint} failed past the lease; letting go");
+                self.halt(Halt::Lost).await
             }
+            Err(DbFailure::Refused(err)) => Err(Error::permanent(err).with_category("checkpoint")),
         }
     }
 
@@ -977,31 +965,23 @@ impl Context {
     pub(crate) async fn park(&self, park: &Park) -> Halt {
         let timer = &park.timer;
         let store = &self.run.settings.store;
-        let give_up = Instant::now() + self.run.settings.lease;
-        let mut failures = 0u32;
         let step = timer.step.as_write();
-        loop {
-            match store
-                .park(
-                    self.run.lease,
-                    timer.status,
-                    timer.at,
-                    &step,
-                    park.events_seen,
-                )
-                .await
-            {
-                Ok(Fenced::Held(wake_at)) => return Halt::Parked(wake_at),
-                Ok(Fenced::Lost) => return Halt::Lost,
-                Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
-                    failures += 1;
-                    tokio::time::sleep(Duration::from_millis(50 * u64::from(failures.min(40))))
-                        .await;
-                }
-                Err(err) => {
-                    warn!(error = %err, "cannot park the run; letting go");
-                    return Halt::Lost;
-                }
+        let parked = retry_db("parking the run", self.run.settings.lease, || {
+            store.park(
+                self.run.lease,
+                timer.status,
+                timer.at,
+                &step,
+                park.events_seen,
+            )
+        })
+        .await;
+        match parked {
+            Ok(Fenced::Held(wake_at)) => Halt::Parked(wake_at),
+            Ok(Fenced::Lost) => Halt::Lost,
+            Err(DbFailure::Outlasted(err) | DbFailure::Refused(err)) => {
+                warn!(error = %err, "cannot park the run; letting go");
+                Halt::Lost
             }
         }
     }

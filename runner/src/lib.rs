@@ -73,6 +73,7 @@ pub mod client;
 mod clock;
 pub mod context;
 mod crash;
+mod db_retry;
 pub mod dead_letter;
 mod determinism;
 pub mod error;

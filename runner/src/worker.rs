@@ -18,7 +18,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::context::{Halt, RunSettings, RunState};
-use crate::error::{is_transient_db_error, panic_message};
+use crate::db_retry::{DbFailure, retry_db};
+use crate::error::panic_message;
 use crate::group_commit::GroupCommit;
 use crate::keys::{KeyHeld, KeysInUse};
 use crate::model::RunStatus;
@@ -460,26 +461,17 @@ async fn record(
         error,
         progress,
     });
-    let give_up = Instant::now() + lease_len;
-    let mut failures = 0u32;
-    loop {
-        match group_commit.finish(lease, &end).await {
-            Ok(Fenced::Held(())) => {
-                info!(%status, "run finished");
-                return;
-            }
-            Ok(Fenced::Lost) => {
-                warn!("lease lost before the run's end was recorded; it will be replayed");
-                return;
-            }
-            Err(err) if is_transient_db_error(&err) && Instant::now() < give_up => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(20)))).await;
-            }
-            Err(err) => {
-                error!(error = %err, "could not record the run's end; it will be replayed");
-                return;
-            }
+    match retry_db("recording the run's end", lease_len, || {
+        group_commit.finish(lease, &end)
+    })
+    .await
+    {
+        Ok(Fenced::Held(())) => info!(%status, "run finished"),
+        Ok(Fenced::Lost) => {
+            warn!("lease lost before the run's end was recorded; it will be replayed");
+        }
+        Err(DbFailure::Outlasted(err) | DbFailure::Refused(err)) => {
+            error!(error = %err, "could not record the run's end; it will be replayed");
         }
     }
 }
@@ -496,20 +488,13 @@ async fn reachable(store: &Store) -> bool {
 /// Releases a run as soon as the database takes it, for as long as the lease lasts;
 /// after that the lease expires by itself and the run is claimed again.
 async fn release_when_reachable(store: &Store, lease: Lease, queue: &str, lease_len: Duration) {
-    let give_up = Instant::now() + lease_len;
-    let mut failures = 0u32;
-    while Instant::now() < give_up {
-        match store.release(&[lease], queue).await {
-            Ok(_) => return,
-            Err(err) if is_transient_db_error(&err) => {
-                failures += 1;
-                tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10)))).await;
-            }
-            Err(err) => {
-                warn!(error = %err, "could not release the run; its lease will expire");
-                return;
-            }
-        }
+    let leases = [lease];
+    let released = retry_db("releasing the run", lease_len, || {
+        store.release(&leases, queue)
+    })
+    .await;
+    if let Err(DbFailure::Outlasted(err) | DbFailure::Refused(err)) = released {
+        warn!(error = %err, "could not release the run; its lease will expire");
     }
 }
 

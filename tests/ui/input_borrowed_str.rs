@@ -1,0 +1,11 @@
+// A workflow input borrowed from the stored JSON: it must own its data (`String`).
+use cairn::{Context, Error, Registry};
+
+async fn greet(_ctx: Context, name: &str) -> Result<String, Error> {
+    Ok(format!("hello, {name}"))
+}
+
+fn main() {
+    let mut registry = Registry::new();
+    registry.register("greet", greet);
+}

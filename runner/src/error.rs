@@ -34,7 +34,8 @@ pub enum ErrorClass {
 ///
 /// `?` converts the errors whose class is known: `sqlx` errors are classified by SQLSTATE
 /// (a serialization failure is transient, a constraint violation permanent), I/O errors
-/// are transient, JSON errors permanent, and `cairn-connectors`' HTTP errors follow their
+/// are transient, JSON errors and text that does not parse (numbers, booleans, UTF-8,
+/// `chrono` times, UUIDs) permanent, and `cairn-connectors`' HTTP errors follow their
 /// category (a 429 parks the run until its `Retry-After`). Any other error says its class
 /// where it is understood, with [`ResultExt::transient`] or [`ResultExt::permanent`]; a
 /// crate classifies its own error types once with `impl From<TheirError> for Error`.
@@ -189,6 +190,27 @@ impl From<serde_json::Error> for Error {
         Self::permanent(err)
     }
 }
+
+/// Text that does not parse stays unparseable: permanent.
+macro_rules! bad_data {
+    ($($error:ty),* $(,)?) => {
+        $(impl From<$error> for Error {
+            fn from(err: $error) -> Self {
+                Self::permanent(err)
+            }
+        })*
+    };
+}
+
+bad_data!(
+    std::num::ParseIntError,
+    std::num::ParseFloatError,
+    std::str::ParseBoolError,
+    std::str::Utf8Error,
+    std::string::FromUtf8Error,
+    chrono::ParseError,
+    uuid::Error,
+);
 
 impl From<BoxError> for Error {
     /// An error of unknown kind is worth a retry: transient.
@@ -359,5 +381,34 @@ impl EngineError {
             }
             _ => Self::Database(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Error, ErrorClass};
+
+    fn class(result: Result<(), Error>) -> ErrorClass {
+        result.expect_err("an error").class()
+    }
+
+    #[test]
+    fn text_that_does_not_parse_is_a_permanent_error() {
+        let parse = |text: &str| -> Result<(), Error> {
+            let _: u32 = text.parse()?;
+            let _: f64 = text.parse()?;
+            Ok(())
+        };
+        assert!(matches!(class(parse("twelve")), ErrorClass::Permanent));
+        let id = || -> Result<(), Error> {
+            uuid::Uuid::parse_str("not a uuid")?;
+            Ok(())
+        };
+        assert!(matches!(class(id()), ErrorClass::Permanent));
+        let time = || -> Result<(), Error> {
+            chrono::DateTime::parse_from_rfc3339("yesterday")?;
+            Ok(())
+        };
+        assert!(matches!(class(time()), ErrorClass::Permanent));
     }
 }

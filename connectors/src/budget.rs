@@ -242,3 +242,13 @@ impl RateBudget {
         .await
     }
 }
+
+/// The 429s (and other throttles) recorded across every credential's budget so far:
+/// a tool compares it before and after a sync to say how often the vendor pushed back.
+pub async fn throttled_total(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let total: Option<i64> =
+        sqlx::query_scalar("SELECT sum(throttled)::bigint FROM cairn.rate_budgets")
+            .fetch_one(pool)
+            .await?;
+    Ok(total.unwrap_or(0).max(0) as u64)
+}

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use cairn_connectors::sandbox::{Mutation, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn_connectors::warehouse::Warehouse;
-use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
+use cairn_runner::{
+    Client, Registry, RunDetail, RunFilter, RunStatus, StartOptions, Worker, WorkerConfig,
+};
 use cairn_workflows::sync::SyncInput;
 use tokio::sync::oneshot;
 
@@ -113,7 +115,7 @@ async fn scenario(
         "3. incremental: only what changed",
     )
     .await?;
-    fills(client, pool).await?;
+    fills(client).await?;
     phase(
         client,
         base_url,
@@ -189,16 +191,22 @@ async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Resu
 
 /// Follows the column fills the incremental started (new columns reaching rows synced
 /// before them), so none is left behind when the demo's vendor goes away.
-async fn fills(client: &Client, pool: &sqlx::PgPool) -> Result<(), Failure> {
-    let fills: Vec<(String, cairn_runner::RunId)> = sqlx::query_as(
-        "SELECT input->>'stream', id FROM cairn.runs
-          WHERE workflow = 'sync.fill' AND input->>'warehouse_schema' = $1
-            AND status NOT IN ('completed', 'failed', 'cancelled')",
-    )
-    .bind(SCHEMA)
-    .fetch_all(pool)
-    .await
-    .map_err(|err| Failure::failed(format!("cannot look for column fills: {err}")))?;
+async fn fills(client: &Client) -> Result<(), Failure> {
+    let filter = RunFilter {
+        workflow: Some(cairn_workflows::sync::FILL.to_owned()),
+        ..RunFilter::default()
+    };
+    let mut fills: Vec<(String, cairn_runner::RunId)> = Vec::new();
+    for run in client.runs(&filter).await? {
+        if run.status.is_terminal() {
+            continue;
+        }
+        let input = client.show(run.id).await?.input;
+        if input["warehouse_schema"] == SCHEMA {
+            let stream = input["stream"].as_str().unwrap_or_default().to_owned();
+            fills.push((stream, run.id));
+        }
+    }
     if fills.is_empty() {
         return Ok(());
     }
@@ -211,18 +219,14 @@ async fn fills(client: &Client, pool: &sqlx::PgPool) -> Result<(), Failure> {
 
 /// The demo's warehouse schema and sync state start empty every time.
 async fn reset(pool: &sqlx::PgPool) -> Result<(), Failure> {
-    let fail = |err: sqlx::Error| Failure::failed(format!("cannot reset the demo schema: {err}"));
-    sqlx::query("DROP SCHEMA IF EXISTS cairn_demo CASCADE")
-        .execute(pool)
+    let fail = |err: &dyn std::fmt::Display| {
+        Failure::failed(format!("cannot reset the demo schema: {err}"))
+    };
+    cairn_connectors::warehouse::drop_schema(pool, SCHEMA)
         .await
-        .map_err(fail)?;
-    sqlx::query("DELETE FROM cairn.warehouse_tables WHERE schema_name = 'cairn_demo'")
-        .execute(pool)
+        .map_err(|err| fail(&err))?;
+    cairn_workflows::sync::forget_schema(pool, SCHEMA)
         .await
-        .map_err(fail)?;
-    sqlx::query("DELETE FROM cairn.sync_cursors WHERE schema_name = 'cairn_demo'")
-        .execute(pool)
-        .await
-        .map_err(fail)?;
+        .map_err(|err| fail(&err))?;
     Ok(())
 }

@@ -6,13 +6,13 @@
 use std::process::ExitCode;
 
 use cairn_connectors::record::Record;
-use cairn_connectors::warehouse::{StreamSpec, Warehouse, quote_ident};
+use cairn_connectors::warehouse::{StreamSpec, Warehouse, last_landed, stream_table};
 use cairn_runner::dead_letter::{DeadLetterId, DeadLetters, DeadRecord};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use sqlx::PgPool;
 
 use super::{Failure, Outcome, connect, describe, print};
 
@@ -194,16 +194,10 @@ async fn retry_record(
         .await
         .map_err(|e| failed("cannot open a transaction", &e))?;
     let dead = DeadLetters::lock_record(&mut tx, n).await?;
-    let table: Option<(String, String)> = sqlx::query_as(
-        "SELECT table_name, primary_key FROM cairn.warehouse_tables
-          WHERE schema_name = $1 AND stream = $2",
-    )
-    .bind(&dead.schema_name)
-    .bind(&dead.stream)
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| failed("reading the schema registry", &e))?;
-    let Some((table_name, primary_key)) = table else {
+    let table = stream_table(&mut tx, &dead.schema_name, &dead.stream)
+        .await
+        .map_err(|e| failed("reading the schema registry", &e))?;
+    let Some(table) = table else {
         return Err(Failure::failed(format!(
             "record:{n}: stream {} has no warehouse table in schema {} yet; sync the stream \
              once, then retry",
@@ -222,26 +216,21 @@ async fn retry_record(
                 ))
             })?,
     };
-    if let (Some(original), Some(given)) = (&dead.record_id, record.field_text(&primary_key))
+    if let (Some(original), Some(given)) = (&dead.record_id, record.field_text(&table.primary_key))
         && *original != given
     {
         return Err(Failure::usage(format!(
-            "--record has {primary_key} = {given}, but record:{n} is record {original}; a \
-             corrected record keeps its primary key"
+            "--record has {} = {given}, but record:{n} is record {original}; a \
+             corrected record keeps its primary key",
+            table.primary_key
         )));
     }
     if !force
         && let Some(id) = &dead.record_id
-        && let Some(landed) = newer_landed(
-            &mut tx,
-            &dead.schema_name,
-            &table_name,
-            &primary_key,
-            id,
-            dead.synced_at,
-        )
-        .await
-        .map_err(|e| failed("looking for a newer version", &*e))?
+        && let Some(landed) = last_landed(&mut tx, &dead.schema_name, &table, id)
+            .await
+            .map_err(|e| failed("looking for a newer version", &e))?
+            .filter(|landed| *landed > dead.synced_at)
     {
         return Err(Failure::failed(format!(
             "record:{n}: a newer version of record {id} landed at {} (this one was set aside \
@@ -253,7 +242,7 @@ async fn retry_record(
     }
     let warehouse = Warehouse::new(&dead.source, &dead.schema_name)
         .map_err(|e| failed("opening the warehouse", &e))?;
-    let spec = StreamSpec::new(dead.stream.clone(), primary_key);
+    let spec = StreamSpec::new(dead.stream.clone(), table.primary_key);
     let report = warehouse
         .upsert_page(&mut tx, &spec, std::slice::from_ref(&record), Utc::now())
         .await
@@ -275,27 +264,6 @@ async fn retry_record(
         record_id: dead.record_id,
         landed: true,
     })
-}
-
-/// When the warehouse holds a version of the record synced after `set_aside`, its
-/// sync time.
-async fn newer_landed(
-    conn: &mut PgConnection,
-    schema: &str,
-    table: &str,
-    primary_key: &str,
-    id: &str,
-    set_aside: DateTime<Utc>,
-) -> Result<Option<DateTime<Utc>>, Box<dyn std::error::Error + Send + Sync>> {
-    let table = format!("{}.{}", quote_ident(schema)?, quote_ident(table)?);
-    let landed: Option<DateTime<Utc>> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT max(\"_synced_at\") FROM {table} WHERE \"_raw\" ->> $1 = $2"
-    )))
-    .bind(primary_key)
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
-    Ok(landed.filter(|at| *at > set_aside))
 }
 
 fn time(at: &DateTime<Utc>) -> String {

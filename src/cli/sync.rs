@@ -387,12 +387,9 @@ fn bar(done: u64, total: u64) -> String {
 }
 
 async fn throttled(pool: &sqlx::PgPool) -> u64 {
-    sqlx::query_scalar::<_, Option<i64>>("SELECT sum(throttled)::bigint FROM cairn.rate_budgets")
-        .fetch_one(pool)
+    cairn_connectors::budget::throttled_total(pool)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(0) as u64
+        .unwrap_or(0)
 }
 
 /// One line per run: what landed, or why it did not.

@@ -52,6 +52,7 @@
 //! registry's version (one small query per page), so DDL and registry writes happen only
 //! when the shape changes.
 
+pub mod admin;
 pub mod alerts;
 mod classify;
 pub mod error;
@@ -69,6 +70,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
+pub use admin::{StreamTable, drop_schema, last_landed, stream_table};
 pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts, resolve_alerts};
 pub use classify::MAX_COLUMNS;
 pub use error::WarehouseError;

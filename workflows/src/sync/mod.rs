@@ -41,7 +41,7 @@ pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
 pub use state::{History, Resume};
-pub use status::{LastRun, Reset, StreamStatus, reset_stream, stream_status};
+pub use status::{LastRun, Reset, StreamStatus, forget_schema, reset_stream, stream_status};
 
 /// The registered name of the incremental sync.
 pub const INCREMENTAL: &str = "sync.incremental";

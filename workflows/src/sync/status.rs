@@ -246,3 +246,13 @@ pub async fn reset_stream(
         watermark: watermark.flatten(),
     })
 }
+
+/// Forgets the sync state (watermarks, backfill progress) of every stream landing in
+/// warehouse schema `schema`, as when the schema itself is dropped.
+pub async fn forget_schema(pool: &PgPool, schema: &str) -> Result<u64, Error> {
+    let forgotten = sqlx::query("DELETE FROM cairn.sync_cursors WHERE schema_name = $1")
+        .bind(schema)
+        .execute(pool)
+        .await?;
+    Ok(forgotten.rows_affected())
+}

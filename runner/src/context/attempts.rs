@@ -70,82 +70,61 @@ impl Context {
                 .instrument(span.clone())
                 .await;
             let elapsed = started.elapsed();
-            let output = match result.and_then(|value| {
-                value
+            // The attempt's value, checkpointed; any failure on the way is the attempt's.
+            let checkpointed: Result<T, Error> = async {
+                let value = result?;
+                let json = value
                     .to_json()
-                    .map(|json| (value, json))
-                    .map_err(|e| Error::permanent(e).with_category("output"))
-            }) {
-                Ok(output) => output,
-                Err(err) => {
-                    let kind = StepKind::Step;
-                    match self
-                        .after_failure(
-                            (position, seq),
-                            &name,
-                            kind,
-                            &policy,
-                            &mut progress,
-                            err,
-                            elapsed,
-                        )
-                        .instrument(span.clone())
-                        .await
-                    {
-                        Some(err) => return Err(err),
-                        None => continue,
-                    }
-                }
+                    .map_err(|e| Error::permanent(e).with_category("output"))?;
+                self.crash_point(&name, CrashPoint::BeforeCheckpoint).await;
+                let report = self.run.due_progress();
+                let write = StepWrite {
+                    position,
+                    branch: &self.branch.id,
+                    seq,
+                    name: &name,
+                    kind: StepKind::Step,
+                    status: StepStatus::Completed,
+                    output: Some(&json),
+                    attempts: progress.attempts,
+                    throttled: progress.throttled,
+                    last_error: None,
+                    started_at: progress.started_at,
+                    duration: elapsed,
+                    progress: report.as_ref(),
+                };
+                let group_commit = &self.run.settings.group_commit;
+                let lease = self.run.lease;
+                let cancel = self
+                    .persist(&name, || group_commit.write_step(lease, &write))
+                    .instrument(span.clone())
+                    .await?;
+                self.progress_written(&report);
+                self.note_cancel(cancel);
+                debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
+                self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
+                Ok(value)
+            }
+            .await;
+            let err = match checkpointed {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
             };
-            let (value, json) = output;
-            self.crash_point(&name, CrashPoint::BeforeCheckpoint).await;
-            let report = self.run.due_progress();
-            let write = StepWrite {
-                position,
-                branch: &self.branch.id,
-                seq,
-                name: &name,
-                kind: StepKind::Step,
-                status: StepStatus::Completed,
-                output: Some(&json),
-                attempts: progress.attempts,
-                throttled: progress.throttled,
-                last_error: None,
-                started_at: progress.started_at,
-                duration: elapsed,
-                progress: report.as_ref(),
-            };
-            let group_commit = &self.run.settings.group_commit;
-            let lease = self.run.lease;
-            let saved = self
-                .persist(&name, || group_commit.write_step(lease, &write))
+            let kind = StepKind::Step;
+            let failed = self
+                .after_failure(
+                    (position, seq),
+                    &name,
+                    kind,
+                    &policy,
+                    &mut progress,
+                    err,
+                    elapsed,
+                )
                 .instrument(span.clone())
                 .await;
-            match saved {
-                Ok(cancel) => {
-                    self.progress_written(&report);
-                    self.note_cancel(cancel);
-                    debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
-                    self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
-                    return Ok(value);
-                }
-                Err(err) => {
-                    let kind = StepKind::Step;
-                    if let Some(err) = self
-                        .after_failure(
-                            (position, seq),
-                            &name,
-                            kind,
-                            &policy,
-                            &mut progress,
-                            err,
-                            elapsed,
-                        )
-                        .await
-                    {
-                        return Err(err);
-                    }
-                }
+            if let Some(err) = failed {
+                return Err(err);
             }
         }
     }

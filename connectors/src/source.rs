@@ -43,6 +43,12 @@ pub trait Source: Send + Sync {
     /// The streams it serves.
     fn streams(&self) -> Vec<StreamInfo>;
 
+    /// The vendor's rate limit in requests per second, when the source paces itself by
+    /// one: a low-priority run (a column fill) takes a share of it.
+    fn requests_per_second(&self) -> Option<f64> {
+        None
+    }
+
     /// One page of `stream` at `cursor`. The cursor's `since`, if any, filters
     /// to records whose cursor field is at or after it (see the module docs).
     fn fetch_page<'a>(

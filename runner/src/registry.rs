@@ -1,6 +1,7 @@
 //! The workflow registry: stable names mapped to async functions.
 
-use std::collections::BTreeMap;
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,9 +37,14 @@ struct Entry {
 /// registry.register("greet", greet);
 /// assert!(registry.contains("greet"));
 /// ```
+///
+/// Beside workflows it holds shared state by type ([`Registry::provide`]): what the
+/// built-in workflows and the command line both need to see, such as the Rust sources
+/// the sync workflows can open.
 #[derive(Default)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    state: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
 impl Registry {
@@ -122,6 +128,28 @@ impl Registry {
             workflow: name.to_owned(),
             source,
         })
+    }
+
+    /// Keeps `value` for workflows to read with [`Context::provided`] (and anyone holding
+    /// the registry with [`Registry::provided`]), replacing an earlier value of its type.
+    pub fn provide<T: Any + Send + Sync>(&mut self, value: T) -> &mut Self {
+        self.state.insert(TypeId::of::<T>(), Box::new(value));
+        self
+    }
+
+    /// The value of type `T` given to [`Registry::provide`], if any.
+    pub fn provided<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.state.get(&TypeId::of::<T>())?.downcast_ref()
+    }
+
+    /// The value of type `T`, a default one provided first if there is none: for
+    /// catalogs that several registrations add to.
+    pub fn provided_mut<T: Any + Send + Sync + Default>(&mut self) -> &mut T {
+        self.state
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut()
+            .expect("a value is stored under its own type id")
     }
 
     pub(crate) fn runner(&self, name: &str) -> Result<Arc<RunFn>, EngineError> {

@@ -155,7 +155,7 @@ pub(crate) async fn run(
                 );
             }
         }
-        ScheduleCommand::Sync(args) => return sync(url, args).await,
+        ScheduleCommand::Sync(args) => return sync(url, &registry, args).await,
         ScheduleCommand::List { json } => {
             let schedules = Schedules::new(connect(url, 2).await?).list().await?;
             if json {
@@ -195,7 +195,7 @@ pub(crate) async fn run(
 /// The arguments of `cairn schedule sync`: a source's streams synced on a cadence.
 #[derive(Debug, clap::Args)]
 pub(crate) struct SyncScheduleArgs {
-    /// The source's TOML file.
+    /// The source's TOML file, or the name of a Rust source this binary registers.
     pub(crate) source: std::path::PathBuf,
     /// When incremental syncs run, e.g. "*/15 * * * *".
     #[arg(long)]
@@ -222,7 +222,11 @@ pub(crate) struct SyncScheduleArgs {
 
 /// Defines (or redefines) the schedules syncing each selected stream: incremental at
 /// `--every`, reconcile at `--reconcile-every`.
-pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
+pub(crate) async fn sync(
+    url: Option<&str>,
+    registry: &Registry,
+    args: SyncScheduleArgs,
+) -> Outcome {
     let SyncScheduleArgs {
         source,
         every,
@@ -246,10 +250,10 @@ pub(crate) async fn sync(url: Option<&str>, args: SyncScheduleArgs) -> Outcome {
         base_url: base_url.as_deref(),
         schema: schema.as_deref(),
     };
-    let (name, inputs) = super::sync::inputs(&source, selection)?;
-    let specs = sync_schedules(&name, &inputs, &cadence)?;
+    let (target, inputs) = super::sync::inputs(registry, &source, selection)?;
+    let specs = sync_schedules(&target.source, &inputs, &cadence)?;
     let pool = connect(url, 2).await?;
-    super::sync::check_tables(&pool, &source, &name, &inputs).await?;
+    super::sync::check_tables(&pool, &source, &target, &inputs).await?;
     let schedules = Schedules::new(pool);
     let mut added = Vec::with_capacity(specs.len());
     for spec in &specs {

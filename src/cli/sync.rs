@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_connectors::rest::RestConfig;
+use cairn_connectors::warehouse::ident::schema_name_problem;
 use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, StartOptions};
-use cairn_workflows::sync::{self, SyncInput};
+use cairn_workflows::sync::{self, Sources, SyncInput, SyncTarget};
 use clap::ValueEnum;
 use serde_json::Value;
 
@@ -41,7 +42,7 @@ impl Mode {
 pub(crate) struct SyncArgs {
     #[command(subcommand)]
     command: Option<super::sync_status::SyncCommand>,
-    /// The source's TOML file.
+    /// The source's TOML file, or the name of a Rust source this binary registers.
     #[arg(required = true)]
     source: Option<std::path::PathBuf>,
     /// Only this stream (default: every stream of the source).
@@ -89,72 +90,110 @@ pub(crate) struct Selection<'a> {
     pub(crate) schema: Option<&'a str>,
 }
 
-/// Builds one run input per selected stream, checking the file first; returns the
-/// source's name beside them.
+/// Builds one run input per selected stream of `source` (a TOML file, or the name of a
+/// Rust source the registry knows), checking it first; returns where they land beside
+/// them.
 pub(crate) fn inputs(
+    registry: &Registry,
+    source: &Path,
+    selection: Selection<'_>,
+) -> Result<(SyncTarget, Vec<SyncInput>), Failure> {
+    let registered = registry
+        .provided::<Sources>()
+        .filter(|_| !source.exists())
+        .and_then(|sources| {
+            let name = source.to_str()?;
+            SyncTarget::registered(sources, name, selection.schema)
+        });
+    let (target, template) = match registered {
+        Some(target) => {
+            if let Some(problem) = schema_name_problem(&target.schema) {
+                return Err(Failure::usage(format!(
+                    "--schema `{}`: {problem}",
+                    target.schema
+                )));
+            }
+            let template = SyncInput::registered(&target.source, "");
+            (target, template)
+        }
+        None => toml_target(registry, source, selection)?,
+    };
+    let chosen = match selection.stream {
+        Some(wanted) if target.streams.iter().any(|n| n == wanted) => vec![wanted.to_owned()],
+        Some(wanted) => {
+            return Err(Failure::usage(format!(
+                "{} has no stream `{wanted}`; its streams: {}",
+                source.display(),
+                target.streams.join(", ")
+            )));
+        }
+        None => target.streams.clone(),
+    };
+    let inputs = chosen
+        .into_iter()
+        .map(|stream| {
+            let mut input = template.clone();
+            input.stream = stream;
+            input.base_url = selection.base_url.map(str::to_owned);
+            input.warehouse_schema = selection.schema.map(str::to_owned);
+            input
+        })
+        .collect();
+    Ok((target, inputs))
+}
+
+/// The target of the TOML source in file `path`, and an input carrying it.
+fn toml_target(
+    registry: &Registry,
     path: &Path,
     selection: Selection<'_>,
-) -> Result<(String, Vec<SyncInput>), Failure> {
-    let Selection {
-        stream,
-        base_url,
-        schema,
-    } = selection;
+) -> Result<(SyncTarget, SyncInput), Failure> {
+    if !path.exists() {
+        let registered = registry
+            .provided::<Sources>()
+            .map(Sources::names)
+            .unwrap_or_default();
+        let registered = if registered.is_empty() {
+            String::new()
+        } else {
+            format!(" (Rust sources registered: {})", registered.join(", "))
+        };
+        return Err(Failure::usage(format!(
+            "{} is neither a source file nor a registered Rust source{registered}",
+            path.display()
+        )));
+    }
     let mut config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
-    if let Some(schema) = schema {
+    if let Some(schema) = selection.schema {
         config = config
             .with_schema(schema)
             .map_err(|err| Failure::usage(format!("--schema: {}", describe(&err))))?;
     }
     // Checked here, not later in a worker: a URL that would carry credentials in the
     // clear is refused before any run exists.
-    if let Some(base_url) = base_url {
+    if let Some(base_url) = selection.base_url {
         config = config
             .with_base_url(base_url)
             .map_err(|err| Failure::usage(format!("--base-url: {}", describe(&err))))?;
     }
     let text = std::fs::read_to_string(path)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", path.display())))?;
-    let names: Vec<String> = config.stream_names().map(str::to_owned).collect();
-    let chosen = match stream {
-        Some(wanted) if names.iter().any(|n| n == wanted) => vec![wanted.to_owned()],
-        Some(wanted) => {
-            return Err(Failure::usage(format!(
-                "{} has no stream `{wanted}`; its streams: {}",
-                path.display(),
-                names.join(", ")
-            )));
-        }
-        None => names,
-    };
-    let inputs = chosen
-        .into_iter()
-        .map(|stream| {
-            let mut input = SyncInput::new(text.clone(), path.display().to_string(), stream);
-            input.base_url = base_url.map(str::to_owned);
-            input.warehouse_schema = schema.map(str::to_owned);
-            input
-        })
-        .collect();
-    Ok((config.name().to_owned(), inputs))
+    let template = SyncInput::new(text, path.display().to_string(), String::new());
+    Ok((SyncTarget::of_config(&config), template))
 }
 
 /// Refuses (exit 2) to sync a stream into a table another source writes, naming both.
 pub(crate) async fn check_tables(
     pool: &sqlx::PgPool,
-    path: &Path,
-    source: &str,
+    described: &Path,
+    target: &SyncTarget,
     inputs: &[SyncInput],
 ) -> Result<(), Failure> {
+    let (source, schema) = (&target.source, &target.schema);
+    let warehouse = cairn_connectors::warehouse::Warehouse::new(source, schema)
+        .map_err(|err| Failure::usage(describe(&err)))?;
     for input in inputs {
-        let config = RestConfig::parse(&input.source_toml, &input.source_file)
-            .map_err(|err| Failure::usage(describe(&err)))?;
-        let schema = input
-            .warehouse_schema
-            .as_deref()
-            .unwrap_or(config.warehouse_schema());
-        let owner = cairn_connectors::warehouse::Warehouse::new(source, schema)
-            .map_err(|err| Failure::usage(describe(&err)))?
+        let owner = warehouse
             .owner(
                 &mut *pool.acquire().await.map_err(|err| {
                     Failure::failed(format!("cannot read the warehouse registry: {err}"))
@@ -168,7 +207,7 @@ pub(crate) async fn check_tables(
                 "source `{source}` ({}) and source `{owner}` both write warehouse table \
                  {schema}.{}; two sources never share a table: give one of them its own \
                  [warehouse] schema (or sync with --schema)",
-                path.display(),
+                described.display(),
                 input.stream
             )));
         }
@@ -179,7 +218,7 @@ pub(crate) async fn check_tables(
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncArgs) -> Outcome {
     let (source, command) = (args.source, args.command);
     let source = match (command, source) {
-        (Some(command), _) => return super::sync_status::run(url, command).await,
+        (Some(command), _) => return super::sync_status::run(url, &registry, command).await,
         (None, Some(source)) => source,
         (None, None) => return Err(Failure::usage("cairn sync needs a source file")),
     };
@@ -194,19 +233,19 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
             schema: args.schema,
             json: args.json,
         };
-        return super::schedule::sync(url, schedule).await;
+        return super::schedule::sync(url, &registry, schedule).await;
     }
     let selection = Selection {
         stream: args.stream.as_deref(),
         base_url: args.base_url.as_deref(),
         schema: args.schema.as_deref(),
     };
-    let (name, mut inputs) = inputs(&source, selection)?;
+    let (target, mut inputs) = inputs(&registry, &source, selection)?;
     for input in &mut inputs {
         input.force = args.force;
     }
     let pool = connect(url, 4).await?;
-    check_tables(&pool, &source, &name, &inputs).await?;
+    check_tables(&pool, &source, &target, &inputs).await?;
     let client = Client::new(pool).with_registry(registry);
     let mut runs = Vec::new();
     for input in &inputs {

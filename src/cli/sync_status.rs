@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cairn_connectors::rest::RestConfig;
-use cairn_workflows::sync::{StreamStatus, reset_stream, stream_status};
+use cairn_runner::Registry;
+use cairn_workflows::sync::{StreamStatus, SyncTarget, reset_stream, stream_status};
 use chrono::SecondsFormat;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::{Failure, Outcome, connect, describe, print};
+use super::{Failure, Outcome, connect, print};
 
 /// The subcommands of `cairn sync`.
 #[derive(Debug, Subcommand)]
@@ -19,7 +19,7 @@ pub(crate) enum SyncCommand {
     /// (with the backfill's progress), rows live and deleted, quarantined records and
     /// open alerts.
     Status {
-        /// The source's TOML file.
+        /// The source's TOML file, or the name of a Rust source this binary registers.
         source: PathBuf,
         /// Land in this warehouse schema instead of the file's.
         #[arg(long)]
@@ -31,7 +31,7 @@ pub(crate) enum SyncCommand {
     /// Forget a stream's watermark, history and backfill resume point, so its next sync
     /// reads it whole (the warehouse table and its rows stay).
     Reset {
-        /// The source's TOML file.
+        /// The source's TOML file, or the name of a Rust source this binary registers.
         source: PathBuf,
         /// The stream to forget.
         #[arg(long)]
@@ -48,37 +48,40 @@ pub(crate) enum SyncCommand {
     },
 }
 
-fn config(path: &PathBuf, schema: Option<&str>) -> Result<RestConfig, Failure> {
-    let config = RestConfig::from_file(path).map_err(|err| Failure::usage(describe(&err)))?;
-    match schema {
-        Some(schema) => config
-            .with_schema(schema)
-            .map_err(|err| Failure::usage(format!("--schema: {}", describe(&err)))),
-        None => Ok(config),
-    }
+/// Where the source at `path` (a file or a registered name) lands.
+fn target(
+    registry: &Registry,
+    path: &std::path::Path,
+    schema: Option<&str>,
+) -> Result<SyncTarget, Failure> {
+    let selection = super::sync::Selection {
+        schema,
+        ..super::sync::Selection::default()
+    };
+    super::sync::inputs(registry, path, selection).map(|(target, _)| target)
 }
 
 /// Runs `cairn sync status` or `cairn sync reset`.
-pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
+pub(crate) async fn run(url: Option<&str>, registry: &Registry, command: SyncCommand) -> Outcome {
     match command {
         SyncCommand::Status {
             source,
             schema,
             json,
         } => {
-            let config = config(&source, schema.as_deref())?;
+            let target = target(registry, &source, schema.as_deref())?;
             let pool = connect(url, 2).await?;
-            let streams = stream_status(&pool, &config)
+            let streams = stream_status(&pool, &target)
                 .await
                 .map_err(|err| Failure::failed(err.to_string()))?;
             if json {
                 print::json(&json!({
-                    "source": config.name(),
-                    "schema": config.warehouse_schema(),
+                    "source": target.source,
+                    "schema": target.schema,
                     "streams": streams,
                 }))?;
             } else {
-                show(&config, &streams);
+                show(&target, &streams);
             }
         }
         SyncCommand::Reset {
@@ -88,13 +91,12 @@ pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
             yes,
             json,
         } => {
-            let config = config(&source, schema.as_deref())?;
-            if !config.stream_names().any(|name| name == stream) {
-                let names: Vec<&str> = config.stream_names().collect();
+            let target = target(registry, &source, schema.as_deref())?;
+            if !target.streams.contains(&stream) {
                 return Err(Failure::usage(format!(
                     "{} has no stream `{stream}`; its streams: {}",
                     source.display(),
-                    names.join(", ")
+                    target.streams.join(", ")
                 )));
             }
             if !yes {
@@ -102,12 +104,11 @@ pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
                     "this forgets the watermark, history and backfill progress of stream \
                      `{stream}` of source `{}` (schema {}), so its next sync reads it whole; \
                      run again with --yes to do it",
-                    config.name(),
-                    config.warehouse_schema()
+                    target.source, target.schema
                 )));
             }
             let pool = connect(url, 2).await?;
-            let reset = reset_stream(&pool, &config, &stream)
+            let reset = reset_stream(&pool, &target, &stream)
                 .await
                 .map_err(|err| Failure::failed(err.to_string()))?;
             if json {
@@ -125,12 +126,8 @@ pub(crate) async fn run(url: Option<&str>, command: SyncCommand) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(config: &RestConfig, streams: &[StreamStatus]) {
-    outln!(
-        "source {} (schema {})",
-        config.name(),
-        config.warehouse_schema()
-    );
+fn show(target: &SyncTarget, streams: &[StreamStatus]) {
+    outln!("source {} (schema {})", target.source, target.schema);
     for s in streams {
         outln!();
         outln!("{}", s.stream);

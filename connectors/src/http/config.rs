@@ -7,6 +7,7 @@ use crate::auth::AuthConfig;
 use crate::budget::RateLimitConfig;
 use crate::headers::HeaderSetting;
 
+use super::sign::{Signer, SignerHandle};
 use super::waits::Waits;
 
 /// How to reach a vendor: the part of a source's TOML that is about HTTP.
@@ -30,6 +31,8 @@ pub struct HttpConfig {
     pub max_response_bytes: u64,
     /// How long the vendor may make a run wait.
     pub waits: Waits,
+    /// Signs every request to the source's origin, when the vendor wants signatures.
+    pub signer: Option<SignerHandle>,
 }
 
 impl HttpConfig {
@@ -45,6 +48,7 @@ impl HttpConfig {
             allow_redirect_hosts: Vec::new(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             waits: Waits::default(),
+            signer: None,
         }
     }
 
@@ -87,6 +91,13 @@ impl HttpConfig {
     #[must_use]
     pub fn with_max_response_bytes(mut self, bytes: u64) -> Self {
         self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Signs every request to the source's origin with `signer`.
+    #[must_use]
+    pub fn with_signer(mut self, signer: impl Signer + 'static) -> Self {
+        self.signer = Some(SignerHandle(std::sync::Arc::new(signer)));
         self
     }
 

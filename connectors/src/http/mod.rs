@@ -7,6 +7,7 @@ pub mod body;
 mod config;
 mod failure;
 pub mod origin;
+pub mod sign;
 pub mod waits;
 
 use std::collections::HashMap;
@@ -51,6 +52,33 @@ impl Response {
     pub fn json(&self) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::from_slice(&self.body)
     }
+
+    /// The next page its `Link: <url>; rel="next"` header names, if any: resolved
+    /// against this response's URL, scrubbed of credentials, and refused when it leads
+    /// to another origin (as every paginator's next URL is).
+    pub fn next_link(
+        &self,
+    ) -> Result<Option<crate::paginate::Position>, crate::paginate::PaginationError> {
+        use crate::paginate::{PageView, PaginationError, Paginator, Position};
+        let url = Url::parse(&self.url)
+            .map_err(|err| PaginationError::malformed(format!("page URL: {err}")))?;
+        let link: Vec<String> = self
+            .headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|value| value.to_str().ok().map(str::to_owned))
+            .collect();
+        let view = PageView {
+            url: &url,
+            link: &link,
+            body: &serde_json::Value::Null,
+            items: 0,
+            last: None,
+            total: None,
+            secret_params: &[],
+        };
+        Paginator::LinkHeader.next(&Position::Start, &view)
+    }
 }
 
 /// A vendor client. Cheap to clone; clones share connections, tokens and the budget.
@@ -77,6 +105,7 @@ struct Inner {
     successes: AtomicU32,
     /// 429s retried inside one `get` before giving the wait to the engine.
     max_throttle_retries: u32,
+    signer: Option<sign::SignerHandle>,
     /// When this client's last request actually left, and the least gap to keep after
     /// it: the budget spaces reservations exactly, but a request that leaves late (a
     /// busy scheduler) must not be followed by one that leaves on time.
@@ -201,12 +230,46 @@ impl HttpClient {
                 waits: config.waits,
                 successes: AtomicU32::new(0),
                 max_throttle_retries: 3,
+                signer: config.signer.clone(),
                 last_sent,
                 min_gap: config.rate_limit.as_ref().map_or(Duration::ZERO, |l| {
                     Duration::from_secs_f64(1.0 / l.requests_per_second)
                 }),
             }),
         })
+    }
+
+    /// `request` to `url` with the signer's headers, as credentials.
+    fn sign(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        url: &Url,
+        shown: &str,
+    ) -> Result<reqwest::RequestBuilder, HttpError> {
+        let Some(signer) = &self.inner.signer else {
+            return Ok(request);
+        };
+        let unsigned = sign::Unsigned {
+            method: "GET",
+            host: url.host_str().unwrap_or_default(),
+            path: url.path(),
+            query: url.query().unwrap_or_default(),
+        };
+        let refused =
+            |message: String| HttpError::request(Category::Config, "GET", shown, None, message);
+        let headers = signer
+            .0
+            .sign(&unsigned)
+            .map_err(|why| refused(format!("the request cannot be signed: {why}")))?;
+        for (name, value) in headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| refused(format!("the signer made an invalid header name `{name}`")))?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| refused(format!("the signer made an invalid value for `{name}`")))?;
+            value.set_sensitive(true);
+            request = request.header(header, value);
+        }
+        Ok(request)
     }
 
     /// The API's root URL.
@@ -382,6 +445,7 @@ impl HttpClient {
                 for (name, value, _) in &inner.headers {
                     request = request.header(name, value);
                 }
+                let request = self.sign(request, &current, &shown)?;
                 inner.auth.apply(request, &inner.http).await?
             } else {
                 let mut request = inner.http.get(scrub_url(&current, &inner.secret_params));

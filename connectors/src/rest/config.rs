@@ -402,6 +402,7 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
                 .max_response_bytes
                 .unwrap_or(crate::http::DEFAULT_MAX_RESPONSE_BYTES),
             waits,
+            signer: None,
         },
         secret_params,
         allow_insecure_http: source.allow_insecure_http,

@@ -380,6 +380,14 @@ impl Source for RestSource {
             .collect()
     }
 
+    fn requests_per_second(&self) -> Option<f64> {
+        self.config
+            .http()
+            .rate_limit
+            .as_ref()
+            .map(|limit| limit.requests_per_second)
+    }
+
     fn fetch_page<'a>(
         &'a self,
         stream: &'a str,

@@ -23,6 +23,9 @@ pub enum AuthMode {
     Oauth,
     /// A fixed key in X-API-Key (or Authorization: Bearer).
     ApiKey,
+    /// Every request signed: an HMAC-SHA256 of it under --signing-key in X-Signature,
+    /// with the Unix time it was signed at in X-Signature-Timestamp.
+    Signed,
 }
 
 /// Serve the sandbox vendor: a fake CRM API (HubSpot-, Salesforce- and
@@ -92,6 +95,10 @@ pub struct MockVendorArgs {
     /// The API key (with --auth api-key).
     #[arg(long, env = "CAIRN_MOCK_API_KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
+
+    /// The key requests are signed with (with --auth signed).
+    #[arg(long, env = "CAIRN_MOCK_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<Secret>,
 
     /// Probability (0 to 1) that an API request gets a transient fault.
     #[arg(long, default_value_t = 0.0, value_name = "P")]
@@ -168,7 +175,7 @@ impl MockVendorArgs {
 
     /// The configuration the flags describe, refusing flags that only make
     /// sense with another one and values no sandbox can serve.
-    pub fn into_config(self) -> Result<SandboxConfig, ConfigError> {
+    pub fn into_config(mut self) -> Result<SandboxConfig, ConfigError> {
         let rate_limit = match self.rate {
             Some(rate) => Some(RateLimit {
                 rate_per_sec: rate,
@@ -187,10 +194,20 @@ impl MockVendorArgs {
         };
         let auth = match self.auth {
             AuthMode::None => {
-                refuse_credentials(&self, "--auth oauth or --auth api-key")?;
+                refuse_credentials(&self, "--auth oauth, api-key or signed")?;
                 AuthConfig::None
             }
+            AuthMode::Signed => {
+                let key = self.signing_key.clone();
+                let key = key.ok_or(missing("--auth signed", "--signing-key"))?;
+                self.signing_key = None;
+                refuse_credentials(&self, "--auth oauth or --auth api-key")?;
+                AuthConfig::Signed(key)
+            }
             AuthMode::Oauth => {
+                if self.signing_key.is_some() {
+                    return Err(without("--signing-key", "--auth signed"));
+                }
                 if self.api_key.is_some() {
                     return Err(without("--api-key", "--auth api-key"));
                 }
@@ -205,6 +222,9 @@ impl MockVendorArgs {
                 })
             }
             AuthMode::ApiKey => {
+                if self.signing_key.is_some() {
+                    return Err(without("--signing-key", "--auth signed"));
+                }
                 if self.client_id.is_some() || self.client_secret.is_some() {
                     return Err(without("--client-id/--client-secret", "--auth oauth"));
                 }
@@ -286,6 +306,7 @@ fn refuse_credentials(args: &MockVendorArgs, needs: &'static str) -> Result<(), 
         ("--client-secret", args.client_secret.is_some()),
         ("--token-ttl", args.token_ttl.is_some()),
         ("--api-key", args.api_key.is_some()),
+        ("--signing-key", args.signing_key.is_some()),
     ];
     match given.into_iter().find(|(_, given)| *given) {
         Some((flag, _)) => Err(without(flag, needs)),

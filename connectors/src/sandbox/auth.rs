@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use fastrand::Rng;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::config::AuthConfig;
+use super::signature;
 use super::vendor::Vendor;
 use crate::secret::Secret;
 
@@ -61,6 +62,8 @@ pub(crate) enum AuthFailure {
     Missing,
     Invalid,
     Expired,
+    /// A signature made too long ago (or in the future).
+    Stale,
 }
 
 impl IntoResponse for AuthFailure {
@@ -69,6 +72,10 @@ impl IntoResponse for AuthFailure {
             AuthFailure::Missing => ("invalid_request", "no credentials were sent"),
             AuthFailure::Invalid => ("invalid_token", "the credentials are not valid"),
             AuthFailure::Expired => ("invalid_token", "the access token expired"),
+            AuthFailure::Stale => (
+                "invalid_signature",
+                "the signature's timestamp is too far from the vendor's clock",
+            ),
         };
         (
             StatusCode::UNAUTHORIZED,
@@ -92,9 +99,39 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Checks an API request's credentials against the configured mode.
-pub(crate) fn authenticate(vendor: &Vendor, headers: &HeaderMap) -> Result<(), AuthFailure> {
+pub(crate) fn authenticate(
+    vendor: &Vendor,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), AuthFailure> {
     let inner = vendor.inner();
     match &inner.config.auth {
+        AuthConfig::Signed(key) => {
+            let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+            let (Some(sent), Some(timestamp)) = (
+                text(signature::SIGNATURE_HEADER),
+                text(signature::TIMESTAMP_HEADER),
+            ) else {
+                return Err(AuthFailure::Missing);
+            };
+            let timestamp: i64 = timestamp.trim().parse().map_err(|_| AuthFailure::Invalid)?;
+            let now = inner.config.clock.now().timestamp();
+            if now.abs_diff(timestamp) > signature::MAX_SKEW_SECS.unsigned_abs() {
+                return Err(AuthFailure::Stale);
+            }
+            let signed = signature::signed_text(
+                method.as_str(),
+                uri.path(),
+                uri.query().unwrap_or_default(),
+                timestamp,
+            );
+            if signature::verify(key.expose().as_bytes(), &signed, sent) {
+                Ok(())
+            } else {
+                Err(AuthFailure::Invalid)
+            }
+        }
         AuthConfig::None => Ok(()),
         AuthConfig::ApiKey(key) => {
             let sent = headers

@@ -131,6 +131,11 @@ impl SandboxConfig {
                     return Err(ConfigError::EmptyCredential("API key"));
                 }
             }
+            AuthConfig::Signed(key) => {
+                if key.expose().is_empty() {
+                    return Err(ConfigError::EmptyCredential("signing key"));
+                }
+            }
         }
         Ok(())
     }
@@ -198,6 +203,8 @@ pub enum AuthConfig {
     OAuth(OAuthConfig),
     /// A fixed key in `X-API-Key` or `Authorization: Bearer`.
     ApiKey(Secret),
+    /// Each request signed with this key: see [`signature`](super::signature).
+    Signed(Secret),
 }
 
 /// The one OAuth2 client the sandbox knows.

@@ -108,7 +108,8 @@ fn peek(vendor: &Vendor) -> Option<BucketState> {
 /// Admits an API request or answers for it.
 pub(crate) async fn guard(State(vendor): State<Vendor>, request: Request, next: Next) -> Response {
     let inner = vendor.inner();
-    if let Err(failure) = authenticate(&vendor, request.headers()) {
+    if let Err(failure) = authenticate(&vendor, request.method(), request.uri(), request.headers())
+    {
         let mut response = failure.into_response();
         if let Some(state) = peek(&vendor) {
             rate_headers(&vendor, response.headers_mut(), state);

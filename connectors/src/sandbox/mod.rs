@@ -27,7 +27,7 @@
 //! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}` |
 //! | `GET /v1/{stream}?limit&starting_after&created[gte]` | Stripe: `{data, has_more}`, newest first |
 //! | `GET /api/v1/{stream}?offset&limit` | offset paging with `total` |
-//! | `GET /rest/{stream}?limit&cursor` | a bare array and `Link: <...>; rel="next"` |
+//! | `GET /rest/{stream}?limit&cursor&updated_since` | a bare array and `Link: <...>; rel="next"` |
 //! | `GET /ids/{stream}?limit&after` | `{ids, next_after}`, for delete reconciliation |
 //! | `GET /items`, `POST /items`, `GET`/`PUT /items/{id}` | writes: `Idempotency-Key`, `ETag`/`If-Match` |
 //! | `POST /oauth/token` | OAuth2 client credentials |
@@ -71,6 +71,7 @@ mod limits;
 mod mutation;
 mod other_host;
 mod server;
+pub mod signature;
 mod stats;
 mod store;
 mod stored;

@@ -5,6 +5,7 @@
 mod budget;
 mod hostile;
 mod secrets;
+mod signed;
 
 use std::time::Duration;
 

@@ -1,9 +1,17 @@
-//! A trial subscription as a durable workflow: open the account exactly once, send one
-//! welcome email, wait two weeks, then give the customer two days to upgrade.
+//! A user's project on cairn, written only through its public API:
 //!
-//! Its tests (`tests/trial.rs`) run it for real on PostgreSQL with cairn's test kit:
-//! the two weeks pass in milliseconds on a skippable clock, and a worker crashes
-//! between the welcome email and its checkpoint.
+//! - a trial subscription as a durable workflow: open the account exactly once, send
+//!   one welcome email, wait two weeks, then give the customer two days to upgrade;
+//! - [`linked_crm`], a connector written in Rust (a vendor that pages by `Link` header
+//!   and wants signed requests) that cairn's built-in sync workflows run.
+//!
+//! Its tests run both for real on PostgreSQL with cairn's test kit: the trial's two
+//! weeks pass in milliseconds on a skippable clock and a worker crashes between the
+//! welcome email and its checkpoint (`tests/trial.rs`); the connector syncs the sandbox
+//! vendor into the warehouse, also through this crate's binary killed mid-sync with
+//! SIGKILL (`tests/linked_crm.rs`).
+
+pub mod linked_crm;
 
 use std::time::Duration;
 
@@ -101,7 +109,10 @@ pub async fn trial(ctx: Context, email: String) -> Result<Outcome, Error> {
     Ok(outcome)
 }
 
-/// Registers this crate's workflows.
-pub fn register(registry: &mut Registry) {
+/// Registers this crate's workflows, and its Rust source with its signing key read
+/// from [`linked_crm::SIGNING_KEY_ENV`].
+pub fn register(registry: &mut Registry) -> Result<(), Error> {
     registry.register(TRIAL, trial);
+    let key = cairn::connectors::secret::SecretSource::Env(linked_crm::SIGNING_KEY_ENV.to_owned());
+    linked_crm::register(registry, key)
 }

@@ -5,6 +5,9 @@ use cairn::Registry;
 
 fn main() -> std::process::ExitCode {
     let mut registry = Registry::new();
-    author_example::register(&mut registry);
+    if let Err(err) = author_example::register(&mut registry) {
+        eprintln!("error: {err}");
+        return std::process::ExitCode::from(2);
+    }
     cairn::cli::main_as(registry, env!("CARGO_BIN_NAME"), env!("CARGO_PKG_VERSION"))
 }

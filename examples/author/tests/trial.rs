@@ -15,7 +15,7 @@ use cairn_testkit::{TestDb, TestWorker, skip_to_next_wake};
 
 fn registry() -> Arc<Registry> {
     let mut registry = Registry::new();
-    register(&mut registry);
+    register(&mut registry).unwrap();
     Arc::new(registry)
 }
 

@@ -326,6 +326,13 @@ impl Context {
         &self.run.workflow
     }
 
+    /// The value of type `T` the worker's registry was given with
+    /// [`Registry::provide`](crate::Registry::provide): configuration and clients
+    /// that every run of a workflow shares.
+    pub fn provided<T: std::any::Any + Send + Sync>(&self) -> Option<&T> {
+        self.run.settings.registry.provided()
+    }
+
     /// The engine's database pool, for reads and for plain steps that write elsewhere.
     /// Writes that must happen exactly once belong in [`Context::transaction`].
     pub fn pool(&self) -> &PgPool {

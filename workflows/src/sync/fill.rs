@@ -21,8 +21,8 @@ const FILL_SHARE: f64 = 0.5;
 /// the `new_columns` alert when done.
 pub async fn fill(ctx: Context, input: SyncInput) -> Result<SyncReport, Error> {
     let mut sync = Sync::open(&ctx, &input).await?;
-    if let Some(limit) = &sync.source.config().http().rate_limit {
-        let per_sec = limit.requests_per_second * FILL_SHARE;
+    if let Some(rate) = sync.source.requests_per_second() {
+        let per_sec = rate * FILL_SHARE;
         sync.pace = Some(Duration::from_secs_f64(1.0 / per_sec.max(0.001)));
     }
     let traversal = Traversal::new(PageCursor::start());

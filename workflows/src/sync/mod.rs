@@ -14,7 +14,8 @@
 //! fetched again; every landing is a transactional step, so it takes effect once.
 //!
 //! A run carries its source's TOML in its input (credentials in it are references to
-//! env vars or files, never values), so any worker can execute it.
+//! env vars or files, never values), so any worker can execute it; or it names a source
+//! written in Rust, registered in every worker under that name with [`add_source`].
 
 mod backfill;
 mod fill;
@@ -22,6 +23,7 @@ mod incremental;
 mod landing;
 mod reconcile;
 mod schedule;
+mod sources;
 mod state;
 mod status;
 mod traverse;
@@ -29,7 +31,6 @@ pub mod vendor_alerts;
 
 use std::sync::Arc;
 
-use cairn_connectors::rest::{RestConfig, RestSource};
 use cairn_connectors::source::{Source, StreamInfo};
 use cairn_connectors::warehouse::{StreamSpec, Warehouse};
 use cairn_runner::{Context, Error, ResultExt};
@@ -40,6 +41,7 @@ pub use fill::fill;
 pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
+pub use sources::{Opening, Sources, SyncTarget, add_source};
 pub use state::{History, Resume};
 pub use status::{LastRun, Reset, StreamStatus, forget_schema, reset_stream, stream_status};
 
@@ -56,10 +58,18 @@ pub const FILL: &str = "sync.fill";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncInput {
-    /// The source's TOML text.
+    /// The source's TOML text; empty when the run names a Rust [`source`](Self::source).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_toml: String,
     /// The file it was read from, for messages.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source_file: String,
+    /// The name of a Rust source registered with [`add_source`], instead of a TOML one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// A Rust source's own options, handed to its opener ([`Opening::settings`]).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
     /// The stream to sync.
     pub stream: String,
     /// Overrides the source's `base_url` (a sandbox on another port, a staging API).
@@ -95,11 +105,20 @@ fn default_skew() -> u64 {
 }
 
 impl SyncInput {
+    /// An input for `stream` of the Rust source registered as `source`.
+    pub fn registered(source: &str, stream: &str) -> Self {
+        let mut input = Self::new(String::new(), String::new(), stream.to_owned());
+        input.source = Some(source.to_owned());
+        input
+    }
+
     /// An input for `stream` of the source in `source_toml`.
     pub fn new(source_toml: String, source_file: String, stream: String) -> Self {
         Self {
             source_toml,
             source_file,
+            source: None,
+            settings: serde_json::Value::Null,
             stream,
             base_url: None,
             warehouse_schema: None,
@@ -184,7 +203,7 @@ pub struct Progress {
 /// One sync's source, stream and warehouse, rebuilt on every execution of a run (it is
 /// configuration, not state: everything a run has done lives in its checkpoints).
 pub(crate) struct Sync {
-    pub(crate) source: Arc<RestSource>,
+    pub(crate) source: Arc<dyn Source>,
     pub(crate) source_name: String,
     /// The warehouse schema the stream's table is in.
     pub(crate) schema: String,
@@ -199,29 +218,20 @@ pub(crate) struct Sync {
 
 impl Sync {
     pub(crate) async fn open(ctx: &Context, input: &SyncInput) -> Result<Self, Error> {
-        let mut config = RestConfig::parse(&input.source_toml, &input.source_file)
-            .map_err(|err| Error::permanent(err).with_category("config"))?;
-        if let Some(base_url) = &input.base_url {
-            config = config
-                .with_base_url(base_url)
-                .map_err(|err| Error::permanent(err).with_category("config"))?;
-        }
-        if let Some(schema) = &input.warehouse_schema {
-            config = config
-                .with_schema(schema)
-                .map_err(|err| Error::permanent(err).with_category("config"))?;
-        }
-        let source_name = config.name().to_owned();
-        let schema = config.warehouse_schema().to_owned();
-        let source = RestSource::new(config, Some(ctx.pool().clone())).await?;
+        let sources::OpenedSource {
+            source,
+            name: source_name,
+            schema,
+            described,
+        } = sources::open(ctx.provided::<Sources>(), ctx.pool(), input).await?;
         let stream = source
             .streams()
             .into_iter()
             .find(|s| s.name == input.stream)
             .ok_or_else(|| {
                 Error::permanent(format!(
-                    "source `{source_name}` ({}) has no stream `{}`",
-                    input.source_file, input.stream
+                    "source `{source_name}` ({described}) has no stream `{}`",
+                    input.stream
                 ))
                 .with_category("config")
             })?;
@@ -231,7 +241,7 @@ impl Sync {
         spec.clock_lag_secs = input.clock_skew_secs;
         let warehouse = Warehouse::new(&source_name, &schema).permanent()?;
         Ok(Self {
-            source: Arc::new(source),
+            source,
             source_name,
             schema,
             stream,

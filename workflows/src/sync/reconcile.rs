@@ -1,7 +1,7 @@
 //! `sync.reconcile`: rows the vendor no longer has are marked deleted.
 
 use cairn_connectors::paginate::{PageCursor, SeenIds, Traversal};
-use cairn_connectors::source::{IdPage, Source};
+use cairn_connectors::source::IdPage;
 use cairn_connectors::warehouse::{Checks, NewAlert, ReconcileOutcome, raise_alerts};
 use cairn_runner::{Context, Error};
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,6 @@
 //! Where each stream of a source stands (`cairn sync status`), and forgetting a
 //! stream's state so the next sync reads it whole (`cairn sync reset`).
 
-use cairn_connectors::rest::RestConfig;
 use cairn_connectors::warehouse::{Alert, Warehouse, WarehouseError, quote_ident, resolve_alerts};
 use cairn_runner::{Error, RunId};
 use chrono::{DateTime, Utc};
@@ -9,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 
+use super::sources::{SyncTarget, input_target};
 use super::state::{self, History, StreamKey};
 use super::{BACKFILL, FILL, INCREMENTAL, RECONCILE};
 
@@ -71,15 +71,16 @@ struct RunRow {
 /// How many of a stream name's latest runs are read to find this source's latest one.
 const RUNS_LOOKED_AT: i64 = 200;
 
-/// The status of every stream of the source `config`, landing in its warehouse schema.
-pub async fn stream_status(pool: &PgPool, config: &RestConfig) -> Result<Vec<StreamStatus>, Error> {
-    let source = config.name();
-    let schema = config.warehouse_schema();
+/// The status of every stream of `target`'s source, landing in its warehouse schema.
+pub async fn stream_status(pool: &PgPool, target: &SyncTarget) -> Result<Vec<StreamStatus>, Error> {
+    let source = target.source.as_str();
+    let schema = target.schema.as_str();
     let warehouse = Warehouse::new(source, schema).map_err(Error::permanent)?;
     let mut conn = pool.acquire().await?;
     let open_alerts = cairn_connectors::warehouse::list_alerts(pool).await?;
     let mut statuses = Vec::new();
-    for stream in config.stream_names() {
+    for stream in &target.streams {
+        let stream = stream.as_str();
         let key = StreamKey {
             source: source.to_owned(),
             schema: schema.to_owned(),
@@ -104,7 +105,7 @@ pub async fn stream_status(pool: &PgPool, config: &RestConfig) -> Result<Vec<Str
             .filter(|a| a.source == source && a.stream == stream)
             .cloned()
             .collect();
-        let (last_run, column_fill) = last_runs(&mut conn, config, stream).await?;
+        let (last_run, column_fill) = last_runs(&mut conn, target, stream).await?;
         statuses.push(StreamStatus {
             stream: stream.to_owned(),
             table: format!("{schema}.{stream}"),
@@ -153,7 +154,7 @@ async fn rows(
 /// runs of the stream's name are read back and the first that names this source counts.
 async fn last_runs(
     conn: &mut sqlx::PgConnection,
-    config: &RestConfig,
+    target: &SyncTarget,
     stream: &str,
 ) -> Result<(Option<LastRun>, Option<LastRun>), Error> {
     let candidates: Vec<RunRow> = sqlx::query_as(
@@ -168,7 +169,10 @@ async fn last_runs(
     .await?;
     let ours: Vec<RunRow> = candidates
         .into_iter()
-        .filter(|run| same_target(config, &run.input))
+        .filter(|run| {
+            input_target(&run.input)
+                .is_some_and(|(source, schema)| source == target.source && schema == target.schema)
+        })
         .collect();
     let latest = |workflows: &[&str]| {
         ours.iter()
@@ -191,23 +195,6 @@ async fn last_runs(
     Ok((latest(&[INCREMENTAL, BACKFILL, RECONCILE]), latest(&[FILL])))
 }
 
-/// Whether a sync run's input lands the same source in the same schema as `config`.
-fn same_target(config: &RestConfig, input: &Value) -> bool {
-    let Some(text) = input.get("source_toml").and_then(Value::as_str) else {
-        return false;
-    };
-    let Ok(mut theirs) = RestConfig::parse(text, "run input") else {
-        return false;
-    };
-    if let Some(schema) = input.get("warehouse_schema").and_then(Value::as_str) {
-        match theirs.with_schema(schema) {
-            Ok(config) => theirs = config,
-            Err(_) => return false,
-        }
-    }
-    theirs.name() == config.name() && theirs.warehouse_schema() == config.warehouse_schema()
-}
-
 /// What [`reset_stream`] forgot.
 #[derive(Debug, Clone, Serialize)]
 pub struct Reset {
@@ -224,7 +211,7 @@ pub struct Reset {
 /// its rows stay.
 pub async fn reset_stream(
     pool: &PgPool,
-    config: &RestConfig,
+    target: &SyncTarget,
     stream: &str,
 ) -> Result<Reset, Error> {
     let mut tx = pool.begin().await?;
@@ -233,12 +220,12 @@ pub async fn reset_stream(
           WHERE source = $1 AND schema_name = $2 AND stream = $3
          RETURNING watermark",
     )
-    .bind(config.name())
-    .bind(config.warehouse_schema())
+    .bind(&target.source)
+    .bind(&target.schema)
     .bind(stream)
     .fetch_optional(&mut *tx)
     .await?;
-    resolve_alerts(&mut tx, state::INCOMPLETE_HISTORY, config.name(), stream).await?;
+    resolve_alerts(&mut tx, state::INCOMPLETE_HISTORY, &target.source, stream).await?;
     tx.commit().await?;
     Ok(Reset {
         stream: stream.to_owned(),

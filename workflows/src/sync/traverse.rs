@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use cairn_connectors::paginate::{JsonPath, PageCursor, PaginationError, SeenIds, Traversal};
 use cairn_connectors::record::{Record, Unreadable};
-use cairn_connectors::source::{Page, Source};
+use cairn_connectors::source::Page;
 use cairn_runner::{Context, Error};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 

@@ -41,10 +41,13 @@ pub(crate) async fn offset(
 pub(crate) struct LinkQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Only records updated at or after this Unix second.
+    updated_since: Option<i64>,
 }
 
-/// `GET /rest/{stream}?limit&cursor` answering a bare JSON array; the next
-/// page, if any, is in `Link: <url>; rel="next"`.
+/// `GET /rest/{stream}?limit&cursor&updated_since` answering a bare JSON array in id
+/// order; the next page, if any, is in `Link: <url>; rel="next"`, which carries the
+/// filter along.
 pub(crate) async fn linked(
     State(vendor): State<Vendor>,
     Path(name): Path<String>,
@@ -54,14 +57,20 @@ pub(crate) async fn linked(
     let after = id("cursor", query.cursor.as_deref())?;
     let max = vendor.inner().config.max_page_size;
     let limit = limit(query.limit, max, max);
+    let mut filter = TimeFilter::default();
+    if let Some(since) = query.updated_since {
+        filter.updated.above(since.saturating_mul(1000), true);
+    }
     vendor.before_page(stream, after.map(Behind::UpTo));
-    let page = vendor
-        .read(stream)
-        .page(after, false, &TimeFilter::default(), limit);
+    let page = vendor.read(stream).page(after, false, &filter, limit);
     let mut response = json_page("[", &page.records, "]");
     if let Some(last) = page.last_id.filter(|_| page.has_more) {
+        let since = query
+            .updated_since
+            .map(|since| format!("&updated_since={since}"))
+            .unwrap_or_default();
         let link = format!(
-            "<{}/rest/{}?limit={limit}&cursor={last}>; rel=\"next\"",
+            "<{}/rest/{}?limit={limit}&cursor={last}{since}>; rel=\"next\"",
             vendor.base_url(),
             stream.name()
         );

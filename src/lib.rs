@@ -2,7 +2,7 @@
 //! warehouse in sync with rate-limited SaaS APIs.
 //!
 //! This facade re-exports the engine ([`cairn_runner`]) at its root, the vendor
-//! toolkit as [`connectors`] and the built-in workflows as [`workflows`], and offers the
+//! toolkit as [`connectors`], the sandbox vendor as [`sandbox`] and the built-in workflows as [`workflows`], and offers the
 //! whole CLI as a function, so a project ships its own workflows in its own binary:
 //!
 //! ```no_run
@@ -22,7 +22,8 @@
 //! # Modules
 //!
 //! - [`cli`]: the command line (`migrate`, `worker`, `start`, `runs`, `demo`, ...).
-//! - [`connectors`]: talking to vendors, and the sandbox vendor.
+//! - [`connectors`]: talking to vendors.
+//! - [`sandbox`]: the sandbox vendor (`cairn mock-vendor`).
 //! - [`workflows`]: the built-in workflows.
 
 pub mod cli;
@@ -34,4 +35,5 @@ pub struct ReadmeDoctests;
 
 pub use cairn_connectors as connectors;
 pub use cairn_runner::*;
+pub use cairn_sandbox as sandbox;
 pub use cairn_workflows as workflows;

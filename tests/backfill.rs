@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{Mutation, SandboxConfig, Stream};
+use cairn::sandbox::{Mutation, SandboxConfig, Stream};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::{TestDb, run_to_completion};

@@ -308,7 +308,7 @@ async fn sync_every_sets_up_incremental_and_reconcile_schedules_per_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_wait_json_reports_each_run_without_a_copy_of_its_pages() {
-    use cairn::connectors::sandbox::{Sandbox, SandboxConfig};
+    use cairn::sandbox::{Sandbox, SandboxConfig};
 
     let db = TestDb::new().await;
     let url = db.url();

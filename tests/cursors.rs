@@ -7,8 +7,8 @@
 mod support;
 
 use cairn::Client;
-use cairn::connectors::sandbox::{ManualClock, Mutation, SandboxConfig, Stream};
 use cairn::connectors::source::parse_instant;
+use cairn::sandbox::{ManualClock, Mutation, SandboxConfig, Stream};
 use cairn::workflows::sync;
 use cairn_testkit::{TestDb, run_to_completion};
 use chrono::Utc;

@@ -7,10 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{
-    FaultConfig, FaultKind, Mutation, Sandbox, SandboxConfig, Stream,
-};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{FaultConfig, FaultKind, Mutation, Sandbox, SandboxConfig, Stream};
 use cairn::workflows::sync::{self, SyncInput};
 use cairn::{Client, Context, Error, Registry, RetryPolicy, RunStatus, StartOptions, WorkerConfig};
 use cairn_testkit::{TestDb, TestWorker, run_to_completion};

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{Mutation, RateLimit, SandboxConfig, Stream};
+use cairn::sandbox::{Mutation, RateLimit, SandboxConfig, Stream};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
 use cairn_testkit::{TestDb, run_to_completion};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{
+use cairn::sandbox::{
     AuthConfig, Hostile, OAuthConfig, OtherHost, PagingAttack, SandboxConfig, Secret, Stream,
 };
 use cairn::workflows::sync;
@@ -501,7 +501,7 @@ async fn a_vendor_that_blocks_for_a_day_parks_the_run_for_the_cap_with_an_alert(
     let url = db.url();
     let vendor = start(SandboxConfig {
         hostile: Hostile {
-            throttle: Some(cairn::connectors::sandbox::Throttle {
+            throttle: Some(cairn::sandbox::Throttle {
                 count: u32::MAX,
                 retry_after: Some("86400".to_owned()),
                 ..Default::default()

@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{ManualClock, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{ManualClock, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn::workflows::sync::{self, SyncInput};
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::TestDb;

@@ -8,8 +8,8 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{SandboxConfig, Stream};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{SandboxConfig, Stream};
 use cairn_testkit::TestDb;
 use serde_json::Value;
 use sqlx::PgPool;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use cairn::connectors::sandbox::{Mutation, Quirks, SandboxConfig, Stream};
+use cairn::sandbox::{Mutation, Quirks, SandboxConfig, Stream};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::{TestDb, run_to_completion};

@@ -6,7 +6,7 @@
 mod support;
 
 use cairn::Client;
-use cairn::connectors::sandbox::{Mutation, Quirks, SandboxConfig, Stream};
+use cairn::sandbox::{Mutation, Quirks, SandboxConfig, Stream};
 use cairn::workflows::sync;
 use cairn_testkit::{TestDb, run_to_completion};
 use serde_json::{Value, json};

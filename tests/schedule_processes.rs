@@ -6,8 +6,8 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{Sandbox, SandboxConfig, Stream};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{Sandbox, SandboxConfig, Stream};
 use cairn_testkit::TestDb;
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -6,8 +6,8 @@ mod support;
 
 use std::io::Write as _;
 
-use cairn::connectors::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
 use cairn_testkit::{TestDb, run_to_completion};

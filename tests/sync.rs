@@ -5,10 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{
+use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{
     ManualClock, Mutation, RateLimit, Sandbox, SandboxConfig, SandboxHandle, Stream,
 };
-use cairn::connectors::warehouse::Warehouse;
 use cairn::workflows::sync::{self, SyncInput};
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::{TestDb, run_to_completion};

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::connectors::sandbox::{Hostile, SandboxConfig, Stream, Throttle};
+use cairn::sandbox::{Hostile, SandboxConfig, Stream, Throttle};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
 use cairn_testkit::{TestDb, run_to_end};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use cairn_connectors::budget::RateLimitConfig;
 use cairn_connectors::http::{HttpClient, HttpConfig};
-use cairn_connectors::sandbox::{RateLimit, Sandbox, SandboxConfig};
+use cairn_sandbox::{RateLimit, Sandbox, SandboxConfig};
 use sqlx::postgres::PgPoolOptions;
 
 const RATE: f64 = 20.0;

@@ -13,8 +13,8 @@ use std::error::Error;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cairn_connectors::sandbox::{Sandbox, SandboxConfig, Stream};
 use cairn_connectors::warehouse::{StreamSpec, Warehouse};
+use cairn_sandbox::{Sandbox, SandboxConfig, Stream};
 use cairn_testkit::TestDb;
 use serde_json::Value;
 

@@ -2,22 +2,11 @@
 //!
 //! This crate is everything between a workflow and a vendor's API: the HTTP client
 //! every source uses, auth and secrets, the shared rate budget, pagination, the
-//! declarative REST source and the `Source` trait, the warehouse the sync workflows
-//! land into, and the sandbox vendor all of it is tested and benchmarked against.
+//! declarative REST source and the `Source` trait, and the warehouse the sync workflows
+//! land into.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use cairn_connectors::sandbox::{Mutation, Sandbox, SandboxConfig, Stream};
-//!
-//! let sandbox = Sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse()?).await?;
-//! println!("paging at {}/crm/v3/objects/contacts", sandbox.base_url());
-//! sandbox.vendor().mutate(Stream::Contacts, Mutation::Update { count: 10 })?;
-//! let stats = sandbox.vendor().stats();
-//! println!("contacts checksum {}", stats.streams["contacts"].checksum);
-//! sandbox.shutdown().await;
-//! # Ok(())
-//! # }
-//! ```
+//! The sandbox vendor it is all tested and benchmarked against is a crate of its own,
+//! `cairn-sandbox`, so that a worker does not carry a web server.
 //!
 //! # Layout
 //!
@@ -40,11 +29,7 @@
 //!   streams, a page at a cursor (optionally since a watermark), the ids listing.
 //! - [`rest`]: the declarative REST source — a TOML file per API, no Rust code;
 //!   ready profiles for the sandbox in `examples/sources/`.
-//! - [`sandbox`]: a fake CRM over real HTTP on 127.0.0.1 — HubSpot-,
-//!   Salesforce- and Stripe-like listings, offset and `Link` paging, an ids
-//!   listing, idempotent writes, an admin API that mutates data and schema,
-//!   and switchable rate limits, auth expiry, quotas and transient faults.
-//!   Served by `cairn mock-vendor`.
+//! - [`checksum`]: the record-set checksum that proves a warehouse equals a vendor.
 //! - [`watermark`]: what a cursor field holds (`timestamp`, `integer`, `string`) and
 //!   which values a watermark may move on.
 //! - [`warehouse`]: the Postgres warehouse sink — a typed table per stream, idempotent
@@ -52,13 +37,13 @@
 
 pub mod auth;
 pub mod budget;
+pub mod checksum;
 pub mod error;
 pub mod headers;
 pub mod http;
 pub mod paginate;
 pub mod record;
 pub mod rest;
-pub mod sandbox;
 pub mod secret;
 pub mod source;
 pub mod telemetry;

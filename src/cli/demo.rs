@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use cairn_connectors::sandbox::{Mutation, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn_connectors::warehouse::Warehouse;
 use cairn_runner::{
     Client, Registry, RunDetail, RunFilter, RunStatus, StartOptions, Worker, WorkerConfig,
 };
+use cairn_sandbox::{Mutation, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn_workflows::sync::SyncInput;
 use tokio::sync::oneshot;
 
@@ -74,7 +74,7 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
 async fn scenario(
     client: &Client,
     base_url: &str,
-    sandbox: &cairn_connectors::sandbox::SandboxHandle,
+    sandbox: &cairn_sandbox::SandboxHandle,
     pool: &sqlx::PgPool,
 ) -> Outcome {
     let vendor = sandbox.vendor();

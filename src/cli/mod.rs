@@ -18,11 +18,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{MockVendorArgs, Sandbox};
 use cairn_runner::{
     Client, EngineError, KeyLimits, Registry, RunFilter, RunId, RunStatus, StartOptions, Started,
     Worker, WorkerConfig,
 };
+use cairn_sandbox::{MockVendorArgs, Sandbox};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde_json::Value;
 use sqlx::postgres::PgConnectOptions;

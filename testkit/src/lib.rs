@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use cairn_runner::{Client, Registry, RunDetail, RunStatus, StartOptions, Worker, WorkerConfig};
 
-pub use cairn_connectors::sandbox;
 pub use cairn_runner::{Clock, CrashPlan, CrashPoint};
+pub use cairn_sandbox as sandbox;
 
 /// Moves `clock` (a [`Clock::skippable`] one, shared with the workers) to the moment
 /// the earliest waiting run wakes, and returns that moment; `None` when no run waits.

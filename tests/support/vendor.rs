@@ -1,8 +1,8 @@
 //! The sandbox vendor and the built-in sync workflows, for tests that sync through it
 //! and compare the warehouse with the vendor afterwards.
 
-use cairn::connectors::sandbox::{Sandbox, SandboxConfig, SandboxHandle, Stream};
 use cairn::connectors::warehouse::Warehouse;
+use cairn::sandbox::{Sandbox, SandboxConfig, SandboxHandle, Stream};
 use cairn::workflows::sync::SyncInput;
 use cairn_testkit::TestDb;
 use serde_json::Value;
@@ -44,7 +44,7 @@ pub async fn landed(db: &TestDb, source: &str, schema: &str, stream: Stream) -> 
 
 /// The checksum of `records` (as the warehouse computes it over `_raw`).
 pub fn checksum(records: &[Value]) -> String {
-    cairn::connectors::sandbox::checksum_records(records).unwrap()
+    cairn::sandbox::checksum_records(records).unwrap()
 }
 
 /// A count from SQL.

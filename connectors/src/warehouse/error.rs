@@ -1,6 +1,6 @@
 //! What can go wrong landing data in the warehouse, and how the engine should treat it.
 
-use crate::sandbox::ChecksumError;
+use crate::checksum::ChecksumError;
 
 /// A warehouse operation that failed. Drifted or malformed *records* are not errors:
 /// they are quarantined and reported in the [`PageReport`](super::PageReport).

@@ -408,7 +408,7 @@ impl Warehouse {
     }
 
     /// The checksum of a stream's live rows, computed from `_raw` exactly as the
-    /// sandbox computes its own ([`checksum_records`](crate::sandbox::checksum_records)),
+    /// sandbox computes its own ([`checksum_records`](crate::checksum::checksum_records)),
     /// so a test or an audit can assert warehouse == vendor.
     pub async fn checksum(
         &self,
@@ -425,7 +425,7 @@ impl Warehouse {
             .await
             .map_err(WarehouseError::db(stream, "reading live rows"))?,
         };
-        crate::sandbox::checksum_records(&rows).map_err(|source| WarehouseError::Checksum {
+        crate::checksum::checksum_records(&rows).map_err(|source| WarehouseError::Checksum {
             stream: stream.to_owned(),
             source,
         })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use cairn_connectors::budget::{Grant, RateBudget, RateLimitConfig};
 use cairn_connectors::http::HttpClient;
-use cairn_connectors::sandbox::{RateLimit, RetryAfterStyle, SandboxConfig};
+use cairn_sandbox::{RateLimit, RetryAfterStyle, SandboxConfig};
 use cairn_testkit::TestDb;
 use chrono::Utc;
 

@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use cairn_connectors::auth::{AuthConfig, KeyLocation};
 use cairn_connectors::error::Category;
 use cairn_connectors::http::{HttpClient, Timeouts};
-use cairn_connectors::sandbox::{Hostile, OAuthConfig, OtherHost, SandboxConfig, Secret, Throttle};
+use cairn_sandbox::{Hostile, OAuthConfig, OtherHost, SandboxConfig, Secret, Throttle};
 
 use crate::{CONTACTS_PATH, config, given, page, sandbox};
 
 const KEY: &str = "key-hostile-9f1c";
 
-async fn other_host(vendor: &cairn_connectors::sandbox::SandboxHandle) -> OtherHost {
+async fn other_host(vendor: &cairn_sandbox::SandboxHandle) -> OtherHost {
     OtherHost::start(vendor, "127.0.0.2:0".parse().unwrap())
         .await
         .expect("binding 127.0.0.2")
@@ -22,7 +22,7 @@ async fn other_host(vendor: &cairn_connectors::sandbox::SandboxHandle) -> OtherH
 #[tokio::test]
 async fn a_redirect_to_another_origin_is_refused_unless_allowed_and_then_gets_no_credential() {
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::ApiKey(Secret::new(KEY)),
+        auth: cairn_sandbox::AuthConfig::ApiKey(Secret::new(KEY)),
         ..SandboxConfig::default()
     })
     .await;
@@ -113,7 +113,7 @@ async fn redirects_within_the_origin_are_followed_five_times_and_no_more() {
 #[tokio::test]
 async fn the_token_endpoint_follows_no_redirect() {
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::OAuth(OAuthConfig {
+        auth: cairn_sandbox::AuthConfig::OAuth(OAuthConfig {
             client_id: "cid".to_owned(),
             client_secret: Secret::new("csecret-redirected-31"),
             token_ttl: Duration::from_secs(60),

@@ -12,12 +12,12 @@ use std::time::Duration;
 use cairn_connectors::auth::{AuthConfig, KeyLocation};
 use cairn_connectors::error::Category;
 use cairn_connectors::http::{HttpClient, HttpConfig, Timeouts};
-use cairn_connectors::sandbox::{
+use cairn_connectors::secret::SecretSource;
+use cairn_runner::ErrorClass;
+use cairn_sandbox::{
     FaultConfig, FaultKind, ManualClock, OAuthConfig, RateLimit, RetryAfterStyle, Sandbox,
     SandboxConfig, SandboxHandle, Secret,
 };
-use cairn_connectors::secret::SecretSource;
-use cairn_runner::ErrorClass;
 use chrono::Utc;
 
 pub(crate) async fn sandbox(config: SandboxConfig) -> SandboxHandle {
@@ -46,7 +46,7 @@ pub(crate) fn page() -> Vec<(String, String)> {
 async fn an_expired_oauth_token_is_refreshed_once_and_the_request_retried() {
     let clock = ManualClock::new(Utc::now());
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::OAuth(OAuthConfig {
+        auth: cairn_sandbox::AuthConfig::OAuth(OAuthConfig {
             client_id: "cairn-client".to_owned(),
             client_secret: Secret::new("client-pw"),
             token_ttl: Duration::from_secs(60),
@@ -88,7 +88,7 @@ async fn an_expired_oauth_token_is_refreshed_once_and_the_request_retried() {
 #[tokio::test]
 async fn wrong_credentials_fail_permanently_without_saying_the_secret() {
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::OAuth(OAuthConfig {
+        auth: cairn_sandbox::AuthConfig::OAuth(OAuthConfig {
             client_id: "cairn-client".to_owned(),
             client_secret: Secret::new("the-right-one"),
             token_ttl: Duration::from_secs(60),
@@ -120,7 +120,7 @@ async fn wrong_credentials_fail_permanently_without_saying_the_secret() {
 #[tokio::test]
 async fn api_keys_travel_in_headers_and_never_show_in_errors() {
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::ApiKey(Secret::new("key-123")),
+        auth: cairn_sandbox::AuthConfig::ApiKey(Secret::new("key-123")),
         ..SandboxConfig::default()
     })
     .await;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use cairn_connectors::auth::{AuthConfig, KeyLocation};
 use cairn_connectors::http::HttpClient;
-use cairn_connectors::sandbox::{FaultConfig, FaultKind, OAuthConfig, SandboxConfig, Secret};
 use cairn_connectors::secret::SecretSource;
+use cairn_sandbox::{FaultConfig, FaultKind, OAuthConfig, SandboxConfig, Secret};
 
 use crate::{config, given, sandbox};
 
@@ -39,7 +39,7 @@ async fn no_secret_reaches_logs_or_errors() {
     let mut seen = Vec::new();
 
     let vendor = sandbox(SandboxConfig {
-        auth: cairn_connectors::sandbox::AuthConfig::OAuth(OAuthConfig {
+        auth: cairn_sandbox::AuthConfig::OAuth(OAuthConfig {
             client_id: "cid".to_owned(),
             client_secret: Secret::new(CLIENT_SECRET),
             token_ttl: Duration::from_secs(60),

@@ -4,8 +4,8 @@
 use cairn_connectors::error::Category;
 use cairn_connectors::http::HttpClient;
 use cairn_connectors::http::sign::{Signer, Unsigned};
-use cairn_connectors::sandbox::signature::{sign, signed_text};
-use cairn_connectors::sandbox::{AuthConfig, Hostile, OtherHost, SandboxConfig, Secret};
+use cairn_sandbox::signature::{sign, signed_text};
+use cairn_sandbox::{AuthConfig, Hostile, OtherHost, SandboxConfig, Secret};
 
 use crate::{CONTACTS_PATH, config, page, sandbox};
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 use cairn_connectors::error::{Category, HttpError};
 use cairn_connectors::paginate::{PageCursor, Position};
 use cairn_connectors::rest::RestSource;
-use cairn_connectors::sandbox::{
+use cairn_connectors::source::{Collected, Source, read_stream};
+use cairn_sandbox::{
     AuthConfig, FaultConfig, FaultKind, OAuthConfig, SandboxConfig, Secret, Stream,
 };
-use cairn_connectors::source::{Collected, Source, read_stream};
 use serde_json::json;
 
 use crate::common::{assert_exactly_once, inline, profile, sandbox_config, source, start};
@@ -347,7 +347,7 @@ async fn records_deleted_during_an_offset_traversal_stop_it() {
         .vendor()
         .mutate(
             Stream::Contacts,
-            cairn_connectors::sandbox::Mutation::Delete { count: 3 },
+            cairn_sandbox::Mutation::Delete { count: 3 },
         )
         .unwrap();
     let second = source

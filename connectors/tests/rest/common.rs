@@ -5,9 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use cairn_connectors::rest::{RestConfig, RestSource};
-use cairn_connectors::sandbox::{
-    ManualClock, Sandbox, SandboxConfig, SandboxHandle, Stream, checksum_records,
-};
+use cairn_sandbox::{ManualClock, Sandbox, SandboxConfig, SandboxHandle, Stream, checksum_records};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 

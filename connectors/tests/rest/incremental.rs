@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use cairn_connectors::error::Category;
 use cairn_connectors::paginate::PageCursor;
-use cairn_connectors::sandbox::{Mutation, Stream};
 use cairn_connectors::source::{Source, read_stream};
+use cairn_sandbox::{Mutation, Stream};
 use serde_json::Value;
 
 use crate::common::{PROFILES, assert_exactly_once, inline, profile, sandbox_config, start};

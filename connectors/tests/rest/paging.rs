@@ -2,8 +2,8 @@
 //! exactly once, the vendor's checksum, and every id.
 
 use cairn_connectors::paginate::{PageCursor, Position, Traversal};
-use cairn_connectors::sandbox::Stream;
 use cairn_connectors::source::{Source, read_ids, read_stream};
+use cairn_sandbox::Stream;
 
 use crate::common::{
     PROFILES, assert_exactly_once, id_of, profile, sandbox_config, source, start, values,
@@ -23,7 +23,7 @@ async fn every_profile_reads_every_stream_exactly_once() {
                 .unwrap_or_else(|error| panic!("{what}: {error}"));
             assert_exactly_once(&read.records, &expected, &what);
             assert_eq!(
-                cairn_connectors::sandbox::checksum_records(&values(&read.records)).unwrap(),
+                cairn_sandbox::checksum_records(&values(&read.records)).unwrap(),
                 vendor_checksum(&sandbox, stream),
                 "{what}"
             );

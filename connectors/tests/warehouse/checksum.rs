@@ -1,8 +1,8 @@
 //! The warehouse's checksum equals the sandbox vendor's for the same records, through
 //! updates, creations, deletes and reconciliation.
 
-use cairn_connectors::sandbox::{Mutation, Sandbox, SandboxConfig, Stream};
 use cairn_connectors::warehouse::StreamSpec;
+use cairn_sandbox::{Mutation, Sandbox, SandboxConfig, Stream};
 use serde_json::Value;
 
 use crate::common::{land, setup};

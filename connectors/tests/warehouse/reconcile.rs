@@ -73,7 +73,7 @@ async fn rows_absent_from_the_id_set_are_marked_deleted_and_come_back() {
     let mut conn = db.pool().acquire().await.unwrap();
     assert_eq!(
         wh.checksum(&mut conn, "contacts").await.unwrap(),
-        cairn_connectors::sandbox::checksum_records(
+        cairn_sandbox::checksum_records(
             &page(1..=20)
                 .into_iter()
                 .filter(|r| r["id"] != "18")

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_connectors::sandbox::{SandboxConfig, SandboxHandle, Stream};
 use cairn_runner::{Client, RunId, StartOptions};
+use cairn_sandbox::{SandboxConfig, SandboxHandle, Stream};
 use cairn_workflows::sync::BACKFILL;
 use clap::Args;
 use serde_json::Value;

@@ -19,8 +19,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, Worker, WorkerConfig};
+use cairn_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use clap::{Args, Subcommand};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{RateLimit, SandboxConfig, SandboxHandle, Stream};
 use cairn_runner::{Client, StartOptions};
+use cairn_sandbox::{RateLimit, SandboxConfig, SandboxHandle, Stream};
 use cairn_workflows::sync::INCREMENTAL;
 use clap::Args;
 

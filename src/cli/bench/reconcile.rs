@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use cairn_connectors::record::Record;
-use cairn_connectors::sandbox::{Mutation, SandboxConfig, Stream};
 use cairn_connectors::source::read_ids;
 use cairn_connectors::warehouse::{StreamSpec, Warehouse};
 use cairn_runner::{Client, StartOptions};
+use cairn_sandbox::{Mutation, SandboxConfig, Stream};
 use cairn_workflows::sync::{RECONCILE, SyncInput};
 use clap::Args;
 use serde_json::json;

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use cairn_connectors::paginate::{PageCursor, Traversal};
 use cairn_connectors::rest::{RestConfig, RestSource};
-use cairn_connectors::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn_connectors::source::Source;
 use cairn_connectors::warehouse::Warehouse;
 use cairn_runner::{Client, RunDetail, StartOptions};
+use cairn_sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn_workflows::sync::{INCREMENTAL, SyncInput};
 use clap::Args;
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, id, limit, stream};
-use crate::sandbox::vendor::Vendor;
+use crate::vendor::Vendor;
 
 /// Id pages are this many times larger than record pages, as id listings are
 /// at real vendors.

@@ -9,12 +9,12 @@ use fastrand::Rng;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::checksum::{ChecksumError, checksum_maps};
 use super::config::Quirks;
 use super::generate;
 use super::mutation::SchemaChange;
 use super::stored::StoredRecord;
 use super::stream::Stream;
+use cairn_connectors::checksum::{ChecksumError, checksum_maps};
 
 const YEAR_SECS: i64 = 365 * 24 * 3600;
 

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, stream};
-use crate::sandbox::mutation::{Mutation, MutationError};
-use crate::sandbox::vendor::Vendor;
+use crate::mutation::{Mutation, MutationError};
+use crate::vendor::Vendor;
 
 /// `GET /admin/stats`.
 pub(crate) async fn stats(State(vendor): State<Vendor>) -> Response {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{FaultConfig, FaultKind, SandboxConfig, SandboxHandle};
+use cairn_sandbox::{FaultConfig, FaultKind, SandboxConfig, SandboxHandle};
 use serde_json::{Value, json};
 
 use crate::common::{config, http, start};

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, id, json_page, limit, parse_instant, quoted, stream};
-use crate::sandbox::store::{Behind, Bounds, TimeFilter};
-use crate::sandbox::vendor::Vendor;
+use crate::store::{Behind, Bounds, TimeFilter};
+use crate::vendor::Vendor;
 
 /// HubSpot's default page size.
 const DEFAULT_LIMIT: usize = 10;

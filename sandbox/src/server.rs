@@ -31,8 +31,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The sandbox vendor: a fake SaaS API served over real HTTP.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), cairn_connectors::sandbox::SandboxError> {
-/// use cairn_connectors::sandbox::{Sandbox, SandboxConfig};
+/// # async fn demo() -> Result<(), cairn_sandbox::SandboxError> {
+/// use cairn_sandbox::{Sandbox, SandboxConfig};
 ///
 /// let sandbox = Sandbox::start(SandboxConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
 /// let url = format!("{}/crm/v3/objects/contacts?limit=100", sandbox.base_url());

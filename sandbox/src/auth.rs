@@ -14,7 +14,7 @@ use serde_json::json;
 use super::config::AuthConfig;
 use super::signature;
 use super::vendor::Vendor;
-use crate::secret::Secret;
+use cairn_connectors::secret::Secret;
 
 /// Tokens issued, by token, with the Unix millisecond they expire at.
 ///

@@ -1,6 +1,6 @@
 //! Starting, refusing to start, and shutting down.
 
-use cairn_connectors::sandbox::{ConfigError, RateLimit, Sandbox, SandboxError};
+use cairn_sandbox::{ConfigError, RateLimit, Sandbox, SandboxError};
 
 use crate::common::{config, http, start};
 

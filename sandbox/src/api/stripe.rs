@@ -9,8 +9,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiError, id, json_page, limit, quoted, stream};
-use crate::sandbox::store::{Behind, Bounds, TimeFilter};
-use crate::sandbox::vendor::Vendor;
+use crate::store::{Behind, Bounds, TimeFilter};
+use crate::vendor::Vendor;
 
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {

@@ -51,8 +51,9 @@ where
     checksum_maps(maps)
 }
 
-/// [`checksum_records`] over the maps the vendor stores.
-pub(crate) fn checksum_maps<'a>(
+/// [`checksum_records`] over records already held as JSON objects, each with its place
+/// in the input (for errors): what a vendor that stores maps computes without copying.
+pub fn checksum_maps<'a>(
     records: impl IntoIterator<Item = (usize, &'a Map<String, Value>)>,
 ) -> Result<String, ChecksumError> {
     let mut lines = Vec::new();

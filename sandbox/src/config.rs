@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::clock::Clock;
 use super::hostile::Hostile;
 use super::stream::Stream;
-use crate::secret::Secret;
+use cairn_connectors::secret::Secret;
 
 /// Everything a [`Sandbox`](super::Sandbox) is started with.
 ///
@@ -16,7 +16,7 @@ use crate::secret::Secret;
 /// exactly the misbehaviour it is about with struct update syntax:
 ///
 /// ```
-/// use cairn_connectors::sandbox::{RateLimit, SandboxConfig};
+/// use cairn_sandbox::{RateLimit, SandboxConfig};
 ///
 /// let config = SandboxConfig {
 ///     records_per_stream: 50,

@@ -20,9 +20,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, json_page, parse_instant, quoted};
-use crate::sandbox::store::{Behind, Bounds, TimeFilter};
-use crate::sandbox::stream::Stream;
-use crate::sandbox::vendor::Vendor;
+use crate::store::{Behind, Bounds, TimeFilter};
+use crate::stream::Stream;
+use crate::vendor::Vendor;
 
 const QUERY_PATH: &str = "/services/data/v59.0/query";
 
@@ -278,7 +278,7 @@ pub(crate) async fn more(
 #[cfg(test)]
 mod tests {
     use super::{parse, tokens};
-    use crate::sandbox::stream::Stream;
+    use crate::stream::Stream;
 
     #[test]
     fn operators_split_from_glued_words() {

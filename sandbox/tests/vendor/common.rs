@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use cairn_connectors::sandbox::{ManualClock, Sandbox, SandboxConfig, SandboxHandle, Stream};
+use cairn_sandbox::{ManualClock, Sandbox, SandboxConfig, SandboxHandle, Stream};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 

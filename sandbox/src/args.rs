@@ -11,7 +11,7 @@ use super::config::{
     RetryAfterStyle, SandboxConfig,
 };
 use super::hostile::{Hostile, PagingAttack};
-use crate::secret::Secret;
+use cairn_connectors::secret::Secret;
 
 /// How API clients authenticate, on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -319,7 +319,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::MockVendorArgs;
-    use crate::sandbox::config::{AuthConfig, ConfigError, FaultKind};
+    use crate::config::{AuthConfig, ConfigError, FaultKind};
 
     #[derive(Parser)]
     struct Cli {
@@ -327,7 +327,7 @@ mod tests {
         args: MockVendorArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<crate::sandbox::SandboxConfig, ConfigError> {
+    fn parse(args: &[&str]) -> Result<crate::SandboxConfig, ConfigError> {
         let mut argv = vec!["mock-vendor"];
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv)

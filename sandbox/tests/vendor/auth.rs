@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{AuthConfig, OAuthConfig, Secret};
+use cairn_sandbox::{AuthConfig, OAuthConfig, Secret};
 use serde_json::Value;
 
 use crate::common::{config, http, start};

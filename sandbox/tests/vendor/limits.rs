@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cairn_connectors::sandbox::{RateLimit, RetryAfterStyle, SandboxConfig};
+use cairn_sandbox::{RateLimit, RetryAfterStyle, SandboxConfig};
 use chrono::DateTime;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn limited(
     rate: f64,
     burst: u32,
     style: RetryAfterStyle,
-) -> (SandboxConfig, cairn_connectors::sandbox::ManualClock) {
+) -> (SandboxConfig, cairn_sandbox::ManualClock) {
     let (mut config, clock) = config();
     config.rate_limit = Some(RateLimit {
         rate_per_sec: rate,
@@ -182,7 +182,7 @@ async fn daily_quota_is_spent_then_renewed_the_next_day() {
 #[tokio::test]
 async fn refusals_before_the_bucket_carry_its_headers_and_cost_no_token() {
     let (mut config, _clock) = limited(1.0, 4, RetryAfterStyle::Seconds);
-    config.auth = cairn_connectors::sandbox::AuthConfig::ApiKey("k".into());
+    config.auth = cairn_sandbox::AuthConfig::ApiKey("k".into());
     let sandbox = start(config).await;
     let refused = get(sandbox.base_url()).await;
     assert_eq!(refused.status(), 401);

@@ -9,7 +9,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use cairn_connectors::sandbox::{Sandbox, SandboxConfig};
+use cairn_sandbox::{Sandbox, SandboxConfig};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 

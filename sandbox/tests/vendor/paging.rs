@@ -1,6 +1,6 @@
 //! Each paginator's full traversal yields every record exactly once.
 
-use cairn_connectors::sandbox::{Mutation, Stream, checksum_records};
+use cairn_sandbox::{Mutation, Stream, checksum_records};
 use serde_json::{Value, json};
 
 use crate::common::{

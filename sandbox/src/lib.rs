@@ -59,7 +59,6 @@
 mod api;
 mod args;
 mod auth;
-pub mod checksum;
 mod clock;
 mod config;
 mod faults;
@@ -78,9 +77,9 @@ mod stored;
 mod stream;
 mod vendor;
 
-pub use crate::secret::Secret;
 pub use args::{AuthMode, MockVendorArgs};
-pub use checksum::{ChecksumError, checksum_records};
+pub use cairn_connectors::checksum::{self, ChecksumError, checksum_records};
+pub use cairn_connectors::secret::Secret;
 pub use clock::{Clock, ManualClock};
 pub use config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,

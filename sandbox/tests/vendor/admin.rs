@@ -1,6 +1,6 @@
 //! The admin API: record and schema mutations, stats and the checksum.
 
-use cairn_connectors::sandbox::{
+use cairn_sandbox::{
     FieldType, Mutation, MutationError, SandboxConfig, StatsSnapshot, Stream, checksum_records,
 };
 use serde_json::{Value, json};

@@ -7,8 +7,8 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiError, id, json_page, limit, stream};
-use crate::sandbox::store::{Behind, TimeFilter};
-use crate::sandbox::vendor::Vendor;
+use crate::store::{Behind, TimeFilter};
+use crate::vendor::Vendor;
 
 #[derive(Deserialize)]
 pub(crate) struct OffsetQuery {

@@ -242,7 +242,7 @@ impl Context {
     /// The value run `run` published under `key`, if any, read once and recorded.
     pub async fn get_event<T>(&self, run: RunId, key: &str) -> Result<Option<T>, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Send,
     {
         let pool = self.pool().clone();
         self.step(format!("read {key} of {run}"), || {

@@ -102,7 +102,7 @@ pub mod worker;
 pub use children::{ChildFailed, ChildOptions};
 pub use client::{Client, StartOptions, Started};
 pub use clock::Clock;
-pub use context::{Context, NonDeterminism, Steps, Tx, TxConn, TxFinished};
+pub use context::{Context, NonDeterminism, StepFuture, Steps, Tx, TxConn, TxFinished};
 pub use crash::{CrashPlan, CrashPoint};
 pub use dead_letter::{DeadLetterId, DeadLetters};
 pub use error::{BoxError, EngineError, Error, ErrorClass, ErrorReport, ResultExt};

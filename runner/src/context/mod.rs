@@ -7,8 +7,10 @@
 //! differs from the stored one fails the run with a non-determinism error.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -126,6 +128,19 @@ impl Signals {
 }
 
 /// Settings the worker hands every run.
+/// A step's future, as [`Context::step`] returns it: a type of its own, so that a step
+/// whose output cannot be stored gets one short compiler error where it is called.
+#[must_use = "a step does nothing until it is awaited"]
+pub struct StepFuture<'a, T>(Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>);
+
+impl<T> Future for StepFuture<'_, T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().0.as_mut().poll(cx)
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct RunSettings {
     pub(crate) store: Store,
@@ -387,17 +402,17 @@ impl Context {
     /// checkpoint commits, `f` runs again on recovery. Transient errors are retried with
     /// the default [`RetryPolicy`]; [`Error::rate_limited_until`] parks the run; after the
     /// last attempt, or on a permanent error, the error is returned.
-    pub async fn step<T, F, Fut>(&self, name: impl Into<String>, f: F) -> Result<T, Error>
+    pub fn step<'a, T, F, Fut>(&'a self, name: impl Into<String>, f: F) -> StepFuture<'a, T>
     where
-        T: Stored,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
+        T: Stored + Send + 'a,
+        F: FnMut() -> Fut + Send + 'a,
+        Fut: Future<Output = Result<T, Error>> + Send + 'a,
     {
         let how = How {
             policy: self.run.settings.default_retry,
             timeout: None,
         };
-        self.run_step(name.into(), how, f).await
+        StepFuture(Box::pin(self.run_step(name.into(), how, f)))
     }
 
     /// Runs `f` inside a database transaction whose commit also stores the step's

@@ -64,7 +64,7 @@ pub async fn trial(ctx: Context, email: String) -> Result<Outcome, Error> {
             Ok(
                 sqlx::query_scalar("INSERT INTO trial_accounts (email) VALUES ($1) RETURNING id")
                     .bind(email)
-                    .fetch_one(&mut *conn)
+                    .fetch_one(&mut conn)
                     .await?,
             )
         })

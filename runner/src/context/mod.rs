@@ -438,7 +438,7 @@ impl Context {
     ///                          ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name")
     ///                 .bind(id)
     ///                 .bind(name)
-    ///                 .execute(&mut *conn)
+    ///                 .execute(&mut conn)
     ///                 .await?;
     ///         }
     ///         Ok(rows.len())

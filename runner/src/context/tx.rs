@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgConnection, PgPool, Postgres};
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use sqlx::postgres::{PgQueryResult, PgRow, PgStatement, PgTypeInfo};
+use sqlx::{Describe, Either, PgConnection, PgPool, Postgres, SqlStr};
 
 use crate::Error;
 
@@ -26,7 +29,8 @@ pub(super) enum TxState {
     Ended,
 }
 
-/// The step's transaction, borrowed: use `&mut *conn` as a `sqlx` executor.
+/// The step's transaction, borrowed: `&mut conn` is a `sqlx` executor
+/// (`query.execute(&mut conn)`), and so is `&mut *conn`, the `PgConnection` itself.
 pub struct TxConn<'a> {
     guard: tokio::sync::MappedMutexGuard<'a, sqlx::Transaction<'static, Postgres>>,
 }
@@ -85,5 +89,63 @@ impl std::ops::Deref for TxConn<'_> {
 impl std::ops::DerefMut for TxConn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
         &mut self.guard
+    }
+}
+
+impl std::fmt::Debug for TxConn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxConn")
+    }
+}
+
+/// Every call goes to the transaction's connection, so a query runs on `&mut conn`
+/// exactly as on `&mut *conn`.
+impl<'c> sqlx::Executor<'c> for &'c mut TxConn<'_> {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        let conn: &'c mut PgConnection = self;
+        conn.fetch_many(query)
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'c: 'e,
+        E: 'q + sqlx::Execute<'q, Postgres>,
+    {
+        let conn: &'c mut PgConnection = self;
+        conn.fetch_optional(query)
+    }
+
+    fn prepare_with<'e>(
+        self,
+        sql: SqlStr,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        let conn: &'c mut PgConnection = self;
+        conn.prepare_with(sql, parameters)
+    }
+
+    // sqlx declares this only with its `offline` feature, which its `macros` feature
+    // (on in cairn's sqlx) turns on, so it is always there beside cairn.
+    fn describe<'e>(self, sql: SqlStr) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'c: 'e,
+    {
+        let conn: &'c mut PgConnection = self;
+        conn.describe(sql)
     }
 }

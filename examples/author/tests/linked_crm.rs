@@ -253,4 +253,20 @@ async fn a_sync_started_by_name_survives_sigkills_of_the_projects_worker() {
         sandbox.vendor().checksum(Stream::Contacts),
         "after {kills} kills the warehouse equals the vendor"
     );
+
+    let status = binary(&db)
+        .args(["sync", "status", SOURCE, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["schema"], "linked_crm");
+    let contacts = &status["streams"][0];
+    assert_eq!(contacts["stream"], "contacts");
+    assert_eq!(contacts["live_rows"], RECORDS);
+    assert_eq!(contacts["last_run"]["id"], run.to_string());
 }

@@ -266,3 +266,45 @@ async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_co
     assert_eq!(effects(&store).await, ["first"]);
     assert!(store.step(lease.run_id, 1).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_worker_of_the_version_before_writes_through_the_same_fenced_writer() {
+    let db = TestDb::new().await;
+    let store = Store::new(db.pool().clone());
+    let run_id = Client::new(db.pool().clone())
+        .start("wf", &json!(null), &StartOptions::default())
+        .await
+        .unwrap()
+        .run_id;
+    let workflows = vec!["wf".to_owned()];
+    let claimed = store
+        .claim("default", &workflows, 1, "old", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let lease = claimed[0].lease;
+    // The 15-argument function of migration 0014, as the version before calls it.
+    let old_write = |epoch: i64, position: i32| {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT cairn.write_step($1, $2, $3, 'old', 'step', 'completed', '{\"n\": 1}'::json,
+                    1, 0, NULL, now(), 1.0, NULL, '', NULL)",
+        )
+        .bind(run_id)
+        .bind(epoch)
+        .bind(position)
+        .fetch_one(store.pool())
+    };
+    assert!(!old_write(lease.epoch, 0).await.unwrap(), "no cancel asked");
+    let output: String = sqlx::query_scalar(
+        "SELECT output::text FROM cairn.steps WHERE run_id = $1 AND position = 0",
+    )
+    .bind(run_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(output, "{\"n\": 1}", "the output is stored as sent");
+    let stale = old_write(lease.epoch - 1, 1).await.unwrap_err();
+    assert!(
+        matches!(&stale, sqlx::Error::Database(e) if e.code().as_deref() == Some("CN001")),
+        "{stale}"
+    );
+}

@@ -166,9 +166,8 @@ impl Store {
         sqlx::query_as(
             "WITH held AS (
                  SELECT r.id FROM cairn.runs r
-                   JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
-                     ON r.id = h.id AND r.lease_epoch = h.epoch
-                  WHERE r.status = 'running' AND r.lease_expires_at > now()
+                   JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, epoch) ON r.id = h.id
+                  WHERE cairn.lease_held(r, h.epoch)
                   ORDER BY r.id
                     FOR NO KEY UPDATE OF r
              )
@@ -193,6 +192,8 @@ impl Store {
                  SELECT r.id FROM cairn.runs r
                    JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, epoch)
                      ON r.id = h.id AND r.lease_epoch = h.epoch
+                  -- Not cairn.lease_held: a lease that lapsed is still this worker's to
+                  -- hand back until another worker claims the run (moving its epoch).
                   WHERE r.status = 'running'
                   ORDER BY r.id
                     FOR NO KEY UPDATE OF r

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::Postgres;
+use sqlx::postgres::PgArguments;
 
 use super::{FINISHED_CHANNEL, Fenced, Lease, RunEnd, StepWrite, Store};
 use crate::RunId;
@@ -40,21 +41,9 @@ impl Store {
         steps: &[(Lease, StepWrite<'_>)],
     ) -> Result<Vec<Fenced<bool>>, sqlx::Error> {
         debug_assert!(steps.iter().all(|(_, step)| step.progress.is_none()));
-        let held: Vec<(RunId, bool)> = sqlx::query_as(STEPS_WRITE_SQL)
-            .bind(column(steps, |(l, _)| l.run_id))
-            .bind(column(steps, |(l, _)| l.epoch))
-            .bind(column(steps, |(_, s)| s.position))
-            .bind(column(steps, |(_, s)| s.name))
-            .bind(column(steps, |(_, s)| s.kind.as_str()))
-            .bind(column(steps, |(_, s)| s.status.as_str()))
-            .bind(column(steps, |(_, s)| s.output))
-            .bind(column(steps, |(_, s)| s.attempts))
-            .bind(column(steps, |(_, s)| s.throttled))
-            .bind(column(steps, |(_, s)| s.last_error))
-            .bind(column(steps, |(_, s)| s.started_at))
-            .bind(column(steps, |(_, s)| s.duration.as_secs_f64() * 1000.0))
-            .bind(column(steps, |(_, s)| s.branch))
-            .bind(column(steps, |(_, s)| s.seq))
+        let rows: Vec<(Lease, &StepWrite<'_>)> =
+            steps.iter().map(|(lease, step)| (*lease, step)).collect();
+        let held: Vec<(RunId, bool)> = bind_rows(sqlx::query_as(STEPS_WRITE_SQL), &rows)
             .fetch_all(&self.pool)
             .await?;
         Ok(each_fenced(steps.iter().map(|(lease, _)| lease), &held))
@@ -116,14 +105,13 @@ impl Store {
         step: &StepWrite<'_>,
         events_seen: Option<i64>,
     ) -> Result<Fenced<DateTime<Utc>>, sqlx::Error> {
-        let wake_at: Option<DateTime<Utc>> = bind_step(sqlx::query_scalar(PARK_SQL), lease, step)
-            .bind(status)
-            .bind(wake_at)
-            .bind(step.branch)
-            .bind(step.seq)
-            .bind(events_seen)
-            .fetch_optional(&self.pool)
-            .await?;
+        let wake_at: Option<DateTime<Utc>> =
+            bind_rows(sqlx::query_scalar(PARK_SQL), &[(lease, step)])
+                .bind(status)
+                .bind(wake_at)
+                .bind(events_seen)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(wake_at.map_or(Fenced::Lost, Fenced::Held))
     }
 
@@ -160,10 +148,10 @@ impl Store {
 /// Binds the lease and the step row as `$1` to `$12`, the layout both step-writing
 /// statements share.
 fn bind_step<'q, O>(
-    query: sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments>,
+    query: sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>,
     lease: Lease,
     step: &StepWrite<'q>,
-) -> sqlx::query::QueryScalar<'q, Postgres, O, sqlx::postgres::PgArguments> {
+) -> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments> {
     query
         .bind(lease.run_id)
         .bind(lease.epoch)
@@ -177,6 +165,50 @@ fn bind_step<'q, O>(
         .bind(step.last_error)
         .bind(step.started_at)
         .bind(step.duration.as_secs_f64() * 1000.0)
+}
+
+/// Binds step rows as `$1` to `$14`, a column each, for [`step_rows`] to read back.
+fn bind_rows<'q, Q: BindColumn<'q>>(query: Q, rows: &[(Lease, &StepWrite<'q>)]) -> Q {
+    query
+        .bind_column(column(rows, |(l, _)| l.run_id))
+        .bind_column(column(rows, |(l, _)| l.epoch))
+        .bind_column(column(rows, |(_, s)| s.position))
+        .bind_column(column(rows, |(_, s)| s.name))
+        .bind_column(column(rows, |(_, s)| s.kind.as_str()))
+        .bind_column(column(rows, |(_, s)| s.status.as_str()))
+        .bind_column(column(rows, |(_, s)| s.output))
+        .bind_column(column(rows, |(_, s)| s.attempts))
+        .bind_column(column(rows, |(_, s)| s.throttled))
+        .bind_column(column(rows, |(_, s)| s.last_error))
+        .bind_column(column(rows, |(_, s)| s.started_at))
+        .bind_column(column(rows, |(_, s)| s.duration.as_secs_f64() * 1000.0))
+        .bind_column(column(rows, |(_, s)| s.branch))
+        .bind_column(column(rows, |(_, s)| s.seq))
+}
+
+/// A query that takes an array parameter, whatever it returns.
+trait BindColumn<'q>: Sized {
+    fn bind_column<T>(self, column: Vec<T>) -> Self
+    where
+        Vec<T>: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>;
+}
+
+impl<'q, O> BindColumn<'q> for sqlx::query::QueryScalar<'q, Postgres, O, PgArguments> {
+    fn bind_column<T>(self, column: Vec<T>) -> Self
+    where
+        Vec<T>: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        self.bind(column)
+    }
+}
+
+impl<'q, O> BindColumn<'q> for sqlx::query::QueryAs<'q, Postgres, O, PgArguments> {
+    fn bind_column<T>(self, column: Vec<T>) -> Self
+    where
+        Vec<T>: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+    {
+        self.bind(column)
+    }
 }
 
 /// One array parameter of a statement over many rows: `f` of each row, in order.
@@ -259,38 +291,61 @@ impl OwnedStep {
 const STEP_WRITE_SQL: &str = "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, \
      $10, $11, $12, $13, $14, $15)";
 
+/// The step rows bound as `$1` to `$14` by [`bind_rows`], as a table `w`.
+macro_rules! step_rows {
+    () => {
+        "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
+                              $6::text[], $7::text[], $8::int[], $9::int[], $10::text[],
+                              $11::timestamptz[], $12::float8[], $13::text[], $14::int[])
+             AS w(run_id, epoch, position, name, kind, status, output, attempts, throttled,
+                  last_error, started_at, duration_ms, branch, seq)"
+    };
+}
+
+/// The step row upsert of the statements written here, from the rows `w` of `$from`, with
+/// `$output` as the stored output: the same as `cairn.write_step`'s (migration 0020). A
+/// completed step is never overwritten.
+macro_rules! save_steps {
+    (output: $output:literal, from: $from:literal) => {
+        concat!(
+            "INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output,
+                                           attempts, throttled, last_error, started_at,
+                                           finished_at, duration_ms, branch, seq)
+             SELECT w.run_id, w.position, w.name, w.kind, w.status, ",
+            $output,
+            ", w.attempts, w.throttled, w.last_error, w.started_at, now(), w.duration_ms,
+                    w.branch, w.seq
+               FROM ",
+            $from,
+            " ON CONFLICT (run_id, position) DO UPDATE
+                  SET status = EXCLUDED.status, output = EXCLUDED.output,
+                      attempts = EXCLUDED.attempts, throttled = EXCLUDED.throttled,
+                      last_error = EXCLUDED.last_error, finished_at = EXCLUDED.finished_at,
+                      duration_ms = EXCLUDED.duration_ms
+                WHERE s.status <> 'completed'"
+        )
+    };
+}
+
 /// Many runs' plain checkpoints at once: the same fence (`cairn.lease_held`) and upsert
-/// as `cairn.write_step`, row by row. The upsert is written out here rather than called:
-/// a function call per batch, with its rows built into an array and unnested again, cost
-/// a plain step 12% (measured with `cairn bench steps`). The runs are locked in id order, as the heartbeat locks them, so that two
-/// statements that each lock several runs never wait for each other in a cycle.
-const STEPS_WRITE_SQL: &str = "
-    WITH w AS (
-        SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
-                             $6::text[], $7::text[], $8::int[], $9::int[], $10::text[],
-                             $11::timestamptz[], $12::float8[], $13::text[], $14::int[])
-            AS w(run_id, epoch, position, name, kind, status, output, attempts, throttled,
-                 last_error, started_at, duration_ms, branch, seq)
-    ), held AS (
+/// as `cairn.write_step`, row by row. The upsert is written out here (see [`save_steps`])
+/// rather than called in the database: a call per batch, with its rows built into an
+/// array and unnested again, cost a plain step 12% (`cairn bench steps`). The runs are
+/// locked in id order, as the heartbeat locks them, so that two statements that each
+/// lock several runs never wait for each other in a cycle.
+const STEPS_WRITE_SQL: &str = concat!(
+    "WITH w AS (",
+    step_rows!(),
+    "), held AS (
         SELECT r.id, r.cancel_requested
           FROM cairn.runs r JOIN w ON r.id = w.run_id
          WHERE cairn.lease_held(r, w.epoch)
          ORDER BY r.id
            FOR SHARE OF r
-    ), saved AS (
-        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms,
-                                      branch, seq)
-        SELECT w.run_id, w.position, w.name, w.kind, w.status, w.output::json, w.attempts,
-               w.throttled, w.last_error, w.started_at, now(), w.duration_ms, w.branch, w.seq
-          FROM w JOIN held ON held.id = w.run_id
-        ON CONFLICT (run_id, position) DO UPDATE
-           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
-               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
-         WHERE s.status <> 'completed'
-    )
-    SELECT id, cancel_requested FROM held";
+    ), saved AS (",
+    save_steps!(output: "w.output::json", from: "w JOIN held ON held.id = w.run_id"),
+    ") SELECT id, cancel_requested FROM held"
+);
 
 /// Many runs' ends at once, fenced and announced as [`Store::finish`] does for one; the
 /// runs are locked in id order (see [`STEPS_WRITE_SQL`]).
@@ -335,29 +390,28 @@ fn has_sqlstate(err: &sqlx::Error, code: &str) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(code))
 }
 
-const PARK_SQL: &str = "
-    WITH parked AS (
+/// Parks the run under its lease and saves the step that parked it; a sleep step's
+/// stored output is the time the run wakes.
+const PARK_SQL: &str = concat!(
+    "WITH w AS (",
+    step_rows!(),
+    "), parked AS (
         UPDATE cairn.runs r
-           SET status = $13,
+           SET status = $15,
                wake_at = CASE WHEN $17::bigint IS NOT NULL AND r.events_sent <> $17 THEN now()
-                              ELSE least($14, r.deadline) END,
+                              ELSE least($16, r.deadline) END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-         WHERE r.id = $1 AND cairn.lease_held(r, $2)
+          FROM w
+         WHERE r.id = w.run_id AND cairn.lease_held(r, w.epoch)
         RETURNING r.id, r.wake_at
-    ), saved AS (
-        INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output, attempts,
-                                      throttled, last_error, started_at, finished_at, duration_ms,
-                                      branch, seq)
-        SELECT id, $3, $4, $5, $6,
-               CASE WHEN $5 = 'sleep' THEN json_build_object('wake_at', wake_at) ELSE $7::json END,
-               $8, $9, $10, $11, now(), $12, $15, $16 FROM parked
-        ON CONFLICT (run_id, position) DO UPDATE
-           SET status = EXCLUDED.status, output = EXCLUDED.output, attempts = EXCLUDED.attempts,
-               throttled = EXCLUDED.throttled, last_error = EXCLUDED.last_error,
-               finished_at = EXCLUDED.finished_at, duration_ms = EXCLUDED.duration_ms
-         WHERE s.status <> 'completed'
-    )
-    SELECT wake_at FROM parked";
+    ), saved AS (",
+    save_steps!(
+        output: "CASE WHEN w.kind = 'sleep' THEN json_build_object('wake_at', parked.wake_at)
+                      ELSE w.output::json END",
+        from: "w JOIN parked ON parked.id = w.run_id"
+    ),
+    ") SELECT wake_at FROM parked"
+);
 
 /// A fenced write's answer: `cairn.write_step` raises [`LEASE_LOST`] when the lease is
 /// no longer held.

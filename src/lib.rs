@@ -37,3 +37,10 @@ pub use cairn_connectors as connectors;
 pub use cairn_runner::*;
 pub use cairn_sandbox as sandbox;
 pub use cairn_workflows as workflows;
+
+/// Creates or upgrades the whole `cairn` schema: the engine's tables, then the
+/// connectors' and the sync workflows' (what `cairn migrate` runs). Idempotent, and safe
+/// to call from several processes at once.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), EngineError> {
+    migrate_with(pool, &[&connectors::MIGRATIONS, &workflows::MIGRATIONS]).await
+}

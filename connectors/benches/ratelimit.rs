@@ -24,7 +24,9 @@ async fn main() {
         .connect(&url)
         .await
         .expect("connect");
-    cairn_runner::migrate(&pool).await.expect("migrate");
+    cairn_runner::migrate_with(&pool, &[&cairn_connectors::MIGRATIONS])
+        .await
+        .expect("migrate");
     println!("vendor limit {RATE} req/s (burst 1), {SECONDS} s per scenario");
     for clients in [1, 2] {
         let sandbox = Sandbox::start(

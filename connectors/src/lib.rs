@@ -49,3 +49,11 @@ pub mod source;
 pub mod telemetry;
 pub mod warehouse;
 pub mod watermark;
+
+/// The connectors' tables of the `cairn` schema (rate budgets, the warehouse registry,
+/// quarantine, reconciliation ids), migrated after the engine's with
+/// [`cairn_runner::migrate_with`].
+pub static MIGRATIONS: std::sync::LazyLock<cairn_runner::Migrations> =
+    std::sync::LazyLock::new(|| {
+        cairn_runner::Migrations::new(sqlx::migrate!("./migrations"), "_migrations_warehouse")
+    });

@@ -282,7 +282,7 @@ async fn a_worker_of_the_version_before_writes_through_the_same_fenced_writer() 
         .await
         .unwrap();
     let lease = claimed[0].lease;
-    // The 15-argument function of migration 0014, as the version before calls it.
+    // The 15-argument function, as the versions before call it.
     let old_write = |epoch: i64, position: i32| {
         sqlx::query_scalar::<_, bool>(
             "SELECT cairn.write_step($1, $2, $3, 'old', 'step', 'completed', '{\"n\": 1}'::json,

@@ -85,6 +85,7 @@ pub mod handle;
 mod ids;
 mod keys;
 mod lookup;
+pub mod migrate;
 pub mod model;
 mod new_run;
 mod parallel;
@@ -110,6 +111,7 @@ pub use handle::{RunError, RunHandle};
 pub use ids::RunId;
 pub use keys::KeyLimits;
 pub use lookup::RunFilter;
+pub use migrate::{Migrations, migrate, migrate_with};
 pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };
@@ -133,26 +135,4 @@ pub fn pool_options(max_connections: u32) -> sqlx::postgres::PgPoolOptions {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(max_connections)
         .test_before_acquire(false)
-}
-
-/// The schema migrations of the engine, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// Creates or upgrades the `cairn` schema. Idempotent, and safe to call from several
-/// processes at once: migrations apply in one transaction under an advisory lock, with
-/// their bookkeeping table in the `cairn` schema too.
-pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), EngineError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cairn.migrate'))")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("CREATE SCHEMA IF NOT EXISTS cairn")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SET LOCAL search_path TO cairn")
-        .execute(&mut *tx)
-        .await?;
-    MIGRATOR.run(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(())
 }

@@ -1,4 +1,4 @@
-//! Workers announce themselves while they run (migration 0019), so a client can tell
+//! Workers announce themselves while they run (`cairn.workers`), so a client can tell
 //! whether any live worker serves a workflow on a queue.
 
 use std::time::Duration;

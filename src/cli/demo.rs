@@ -30,7 +30,7 @@ const STREAMS: [Stream; 3] = [Stream::Contacts, Stream::Companies, Stream::Deals
 pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>) -> Outcome {
     let pool = connect(url, 12).await?;
     outln!("cairn demo: a rate-limited CRM API synced into Postgres\n");
-    cairn_runner::migrate(&pool).await?;
+    crate::migrate(&pool).await?;
     reset(&pool).await?;
 
     let sandbox = Sandbox::start(

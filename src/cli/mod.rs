@@ -331,7 +331,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
     match cli.command {
         Command::Migrate => {
             let pool = connect(url, 2).await?;
-            cairn_runner::migrate(&pool).await?;
+            crate::migrate(&pool).await?;
             outln!("cairn schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
@@ -349,7 +349,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             let lease = seconds("--lease", lease)?;
             let poll = seconds("--poll", poll)?;
             let pool = connect(url, concurrency as u32 + 4).await?;
-            cairn_runner::migrate(&pool).await?;
+            crate::migrate(&pool).await?;
             let config = WorkerConfig {
                 queue,
                 concurrency,

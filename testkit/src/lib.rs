@@ -146,38 +146,27 @@ impl TestDb {
     /// When no PostgreSQL is reachable, with instructions.
     pub async fn new() -> Self {
         let db = Self::empty().await;
-        cairn_runner::migrate(&db.pool)
-            .await
-            .unwrap_or_else(|e| panic!("migrating test database {} failed: {e}", db.name));
+        cairn_runner::migrate_with(
+            &db.pool,
+            &[&cairn_connectors::MIGRATIONS, &cairn_workflows::MIGRATIONS],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("migrating test database {} failed: {e}", db.name));
         db
     }
 
-    /// Creates a fresh database migrated only up to `version` (inclusive), as a database
-    /// made by an older cairn would be: an upgrade test fills it the old way, then calls
-    /// [`cairn_runner::migrate`].
+    /// Creates a fresh database migrated only up to `version` (inclusive) of the legacy
+    /// chain ([`cairn_runner::migrate::LEGACY`]), as a database made by a cairn from
+    /// before the schema was split by crate would be: an upgrade test fills it the old
+    /// way, then migrates it as today's cairn does.
     ///
     /// # Panics
     ///
     /// When no PostgreSQL is reachable or a migration fails.
     pub async fn migrated_up_to(version: i64) -> Self {
         let db = Self::empty().await;
-        let migrator = sqlx::migrate::Migrator {
-            migrations: std::borrow::Cow::Owned(
-                cairn_runner::MIGRATOR
-                    .migrations
-                    .iter()
-                    .filter(|m| m.version <= version)
-                    .cloned()
-                    .collect(),
-            ),
-            ignore_missing: false,
-            locking: true,
-            no_tx: false,
-            table_name: cairn_runner::MIGRATOR.table_name.clone(),
-            create_schemas: cairn_runner::MIGRATOR.create_schemas.clone(),
-        };
         let mut tx = db.pool.begin().await.expect("a transaction");
-        // As `cairn_runner::migrate` does: the bookkeeping table lives in `cairn` too.
+        // As the legacy chain ran: its bookkeeping table lives in `cairn` too.
         for statement in [
             "CREATE SCHEMA IF NOT EXISTS cairn",
             "SET LOCAL search_path TO cairn",
@@ -187,7 +176,7 @@ impl TestDb {
                 .await
                 .expect("preparing the cairn schema");
         }
-        migrator
+        cairn_runner::migrate::legacy_up_to(version)
             .run(&mut *tx)
             .await
             .unwrap_or_else(|e| panic!("migrating {} up to {version} failed: {e}", db.name));

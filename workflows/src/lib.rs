@@ -20,6 +20,14 @@ pub mod ledger;
 pub mod sync;
 pub mod tour;
 
+/// The sync workflows' tables of the `cairn` schema (each stream's watermark and backfill
+/// state), migrated after the engine's and the connectors' with
+/// [`cairn_runner::migrate_with`].
+pub static MIGRATIONS: std::sync::LazyLock<cairn_runner::Migrations> =
+    std::sync::LazyLock::new(|| {
+        cairn_runner::Migrations::new(sqlx::migrate!("./migrations"), "_migrations_sync")
+    });
+
 use cairn_runner::Registry;
 
 /// Registers every built-in workflow whose name `registry` does not hold yet (a

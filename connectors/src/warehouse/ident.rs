@@ -94,7 +94,7 @@ pub fn schema_name_problem(name: &str) -> Option<&'static str> {
 /// The warehouse schema a source lands in by default, derived from its name: lower-cased,
 /// with every character but ASCII letters, digits and `_` replaced by `_`
 /// (`sandbox-stripe` → `sandbox_stripe`). The result still has to pass
-/// [`schema_name_problem`]. Migration `0010` derives the same name in SQL.
+/// [`schema_name_problem`]. The legacy migration `0010` derived the same name in SQL.
 pub fn derived_schema_name(source: &str) -> String {
     source
         .chars()

@@ -286,7 +286,7 @@ impl OwnedStep {
     }
 }
 
-/// A checkpoint through `cairn.write_step` (migrations 0008 and 0020), which holds the
+/// A checkpoint through `cairn.write_step` (`runner/migrations/0001_engine.sql`), which holds the
 /// fence and the step row upsert for both ways a single checkpoint is written.
 const STEP_WRITE_SQL: &str = "SELECT cairn.write_step($1, $2, $3, $4, $5, $6, $7::json, $8, $9, \
      $10, $11, $12, $13, $14, $15)";
@@ -303,7 +303,7 @@ macro_rules! step_rows {
 }
 
 /// The step row upsert of the statements written here, from the rows `w` of `$from`, with
-/// `$output` as the stored output: the same as `cairn.write_step`'s (migration 0020). A
+/// `$output` as the stored output: the same as `cairn.write_step`'s (the engine's first migration). A
 /// completed step is never overwritten.
 macro_rules! save_steps {
     (output: $output:literal, from: $from:literal) => {

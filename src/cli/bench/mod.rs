@@ -179,7 +179,7 @@ impl BenchDb {
             admin,
             pool,
         };
-        if let Err(err) = cairn_runner::migrate(&created.pool).await {
+        if let Err(err) = crate::migrate(&created.pool).await {
             let message = format!("bench: migrating the bench database failed: {err}");
             created.drop().await;
             return Err(Failure::failed(message));

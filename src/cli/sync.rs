@@ -113,6 +113,10 @@ pub(crate) fn inputs(
                     target.schema
                 )));
             }
+            // As for a file: refused before any run exists.
+            if let Some(problem) = selection.base_url.and_then(sync::base_url_problem) {
+                return Err(Failure::usage(format!("--base-url: {problem}")));
+            }
             let template = SyncInput::registered(&target.source, "");
             (target, template)
         }

@@ -270,3 +270,36 @@ async fn a_sync_started_by_name_survives_sigkills_of_the_projects_worker() {
     assert_eq!(contacts["live_rows"], RECORDS);
     assert_eq!(contacts["last_run"]["id"], run.to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_that_would_send_requests_in_the_clear_is_refused_before_and_in_the_run() {
+    let db = TestDb::new().await;
+    let insecure = "http://192.0.2.1:8787";
+    let refused = binary(&db)
+        .args(["sync", SOURCE, "--base-url", insecure])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--base-url") && stderr.contains("plain http"),
+        "{stderr}"
+    );
+
+    // A run started some other way meets the same rule in the worker, before the
+    // source's opener sees the URL.
+    let registry = registry(KEY);
+    let worker = TestWorker::start(
+        db.pool().clone(),
+        Arc::clone(&registry),
+        WorkerConfig::default(),
+    );
+    let client = Client::new(db.pool().clone()).with_registry(registry);
+    let mut input = SyncInput::registered(SOURCE, "contacts");
+    input.base_url = Some(insecure.to_owned());
+    let run = run_to_end(&client, sync::INCREMENTAL, &input).await;
+    worker.shutdown().await;
+    assert_eq!(run.summary.status, RunStatus::Failed);
+    let error = run.error.unwrap().to_string();
+    assert!(error.contains("plain http"), "{error}");
+}

@@ -41,7 +41,7 @@ pub use fill::fill;
 pub use incremental::incremental;
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
-pub use sources::{Opening, Sources, SyncTarget, add_source};
+pub use sources::{Opening, Sources, SyncTarget, add_source, base_url_problem};
 pub use state::{History, Resume};
 pub use status::{LastRun, Reset, StreamStatus, forget_schema, reset_stream, stream_status};
 

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use cairn_connectors::error::HttpError;
+use cairn_connectors::http::origin::url_problem;
 use cairn_connectors::rest::RestConfig;
 use cairn_connectors::source::{Source, StreamInfo};
 use cairn_connectors::warehouse::ident::{derived_schema_name, schema_name_problem};
@@ -169,6 +170,13 @@ impl SyncTarget {
     }
 }
 
+/// Why a run's base URL for a Rust source cannot be used (plain http to another host,
+/// credentials in it, not a URL): checked before the run starts and again by the worker
+/// that opens the source, before the source's opener sees it.
+pub fn base_url_problem(url: &str) -> Option<String> {
+    url_problem(url, false)
+}
+
 /// The source name and warehouse schema a sync run's input lands, read without opening
 /// the source; `None` for an input that is not a sync's.
 pub(crate) fn input_target(input: &Value) -> Option<(String, String)> {
@@ -224,6 +232,11 @@ pub(crate) async fn open(
     if let Some(problem) = schema_name_problem(&schema) {
         return Err(config_error(format!(
             "warehouse schema `{schema}` of source `{name}`: {problem}"
+        )));
+    }
+    if let Some(problem) = input.base_url.as_deref().and_then(base_url_problem) {
+        return Err(config_error(format!(
+            "base URL of source `{name}`: {problem}"
         )));
     }
     let empty = Sources::default();

@@ -34,6 +34,7 @@ pub mod cli;
 pub struct ReadmeDoctests;
 
 pub use cairn_connectors as connectors;
+pub use cairn_macros::workflow;
 pub use cairn_runner::*;
 pub use cairn_sandbox as sandbox;
 pub use cairn_workflows as workflows;

@@ -55,6 +55,7 @@ pub async fn prepare(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// The trial of the customer with `email`.
+#[cairn::workflow]
 pub async fn trial(ctx: Context, email: String) -> Result<Outcome, Error> {
     let email = &email;
     // Exactly once: the insert commits with the step's checkpoint.

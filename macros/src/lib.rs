@@ -9,7 +9,8 @@ use syn::{FnArg, ItemFn, Pat, PatType, Stmt, Type};
 /// Marks an `async fn(ctx: Context, input: T) -> Result<O, Error>` as a workflow and
 /// checks its shape: that it is `async`, that it takes a context and one input, and that
 /// the input owns its data (it is stored as JSON and read back on every replay, so
-/// `&str` cannot be, and `String` is what to take). The function is left as written.
+/// `&str` cannot be, and `String` is what to take). A well-formed function is left as
+/// written.
 #[proc_macro_attribute]
 pub fn workflow(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut function = syn::parse_macro_input!(item as ItemFn);

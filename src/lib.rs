@@ -37,6 +37,10 @@ pub use cairn_connectors as connectors;
 pub use cairn_macros::workflow;
 pub use cairn_runner::*;
 pub use cairn_sandbox as sandbox;
+/// The test kit, for documenting it beside cairn (`cargo doc --features cairn/testkit`);
+/// tests depend on `cairn-testkit` itself, as a dev-dependency.
+#[cfg(feature = "testkit")]
+pub use cairn_testkit as testkit;
 pub use cairn_workflows as workflows;
 
 /// Creates or upgrades the whole `cairn` schema: the engine's tables, then the

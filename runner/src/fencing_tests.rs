@@ -135,6 +135,11 @@ async fn create_effects(db: &TestDb) {
 /// A claimed run, a table for a transaction's effect, and the lease to write with.
 async fn claimed_with_effects(db: &TestDb) -> (Store, Lease) {
     create_effects(db).await;
+    claimed(db).await
+}
+
+/// A run started and claimed, and the lease to write with.
+async fn claimed(db: &TestDb) -> (Store, Lease) {
     let store = Store::new(db.pool().clone());
     Client::new(db.pool().clone())
         .start("wf", &json!(null), &StartOptions::default())
@@ -270,18 +275,8 @@ async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_co
 #[tokio::test]
 async fn a_worker_of_the_version_before_writes_through_the_same_fenced_writer() {
     let db = TestDb::new().await;
-    let store = Store::new(db.pool().clone());
-    let run_id = Client::new(db.pool().clone())
-        .start("wf", &json!(null), &StartOptions::default())
-        .await
-        .unwrap()
-        .run_id;
-    let workflows = vec!["wf".to_owned()];
-    let claimed = store
-        .claim("default", &workflows, 1, "old", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let lease = claimed[0].lease;
+    let (store, lease) = claimed(&db).await;
+    let run_id = lease.run_id;
     // The 15-argument function, as the versions before call it.
     let old_write = |epoch: i64, position: i32| {
         sqlx::query_scalar::<_, bool>(

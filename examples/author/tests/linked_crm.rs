@@ -165,6 +165,17 @@ fn binary(db: &TestDb) -> Command {
     command
 }
 
+/// Runs `command`, asserts it succeeded and reads the JSON it printed.
+fn json_of(command: &mut Command) -> serde_json::Value {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn spawn_worker(db: &TestDb) -> Child {
     binary(db)
         .args(["worker", "--lease", "1", "--poll", "0.1"])
@@ -194,17 +205,11 @@ async fn a_sync_started_by_name_survives_sigkills_of_the_projects_worker() {
     const KILLS: usize = 3;
     let db = TestDb::new().await;
     let sandbox = vendor(RECORDS, Duration::from_millis(3)).await;
-    let started = binary(&db)
-        .args(["sync", SOURCE, "--stream", "contacts", "--mode", "backfill"])
-        .args(["--base-url", sandbox.base_url(), "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
+    let runs = json_of(
+        binary(&db)
+            .args(["sync", SOURCE, "--stream", "contacts", "--mode", "backfill"])
+            .args(["--base-url", sandbox.base_url(), "--json"]),
     );
-    let runs: serde_json::Value = serde_json::from_slice(&started.stdout).unwrap();
     let run: RunId = serde_json::from_value(runs[0]["run_id"].clone()).unwrap();
     let client = Client::new(db.pool().clone());
 
@@ -254,16 +259,7 @@ async fn a_sync_started_by_name_survives_sigkills_of_the_projects_worker() {
         "after {kills} kills the warehouse equals the vendor"
     );
 
-    let status = binary(&db)
-        .args(["sync", "status", SOURCE, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let status = json_of(binary(&db).args(["sync", "status", SOURCE, "--json"]));
     assert_eq!(status["schema"], "linked_crm");
     let contacts = &status["streams"][0];
     assert_eq!(contacts["stream"], "contacts");

@@ -239,9 +239,8 @@ pub(crate) async fn open(
             "base URL of source `{name}`: {problem}"
         )));
     }
-    let empty = Sources::default();
     let source = sources
-        .unwrap_or(&empty)
+        .unwrap_or(&Sources::default())
         .open(
             name,
             Opening {

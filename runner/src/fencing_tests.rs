@@ -171,7 +171,7 @@ async fn commit_effect(
         .execute(&mut *tx)
         .await
         .unwrap();
-    Store::commit_with_step(&mut tx, lease, step).await
+    Store::commit_with_step(tx, lease, step).await
 }
 
 async fn effects(store: &Store) -> Vec<String> {
@@ -191,11 +191,10 @@ fn transactional(position: i32, name: &'static str, output: &'static str) -> Ste
 }
 
 #[tokio::test]
-async fn a_transactional_checkpoint_travels_with_its_commit_and_keeps_hostile_text_intact() {
+async fn a_transactional_checkpoint_commits_with_its_step_and_keeps_hostile_text_intact() {
     let db = TestDb::new().await;
     let (store, lease) = claimed_with_effects(&db).await;
-    // The checkpoint goes as literals in a simple query: quotes, backslashes, a
-    // statement separator and a comment must arrive as text, not as SQL.
+    // Quotes, backslashes, a statement separator and a comment arrive as text.
     let name = "it's a \\ \"step\" '); DROP TABLE effects; --\n ✓ E'\\x41'";
     let output = r#"{"s":"O'Brien \\ '); COMMIT; -- \u0000 😀"}"#;
     assert_eq!(
@@ -254,13 +253,17 @@ async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_co
         "the first attempt's output stays"
     );
 
-    // A NUL cannot travel in a literal: refused before anything is sent.
+    // No PostgreSQL text holds a NUL: the checkpoint is refused, and the step's other
+    // writes with it.
     let err = commit_effect(&store, lease, "nul", &transactional(1, "a\0b", "1"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("NUL"), "{err}");
+    assert!(
+        matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("22021")),
+        "{err}"
+    );
 
-    // An expired lease: the function raises and the COMMIT after it never runs.
+    // An expired lease: the checkpoint raises and the COMMIT after it never runs.
     expire(&store, lease).await;
     assert_eq!(
         commit_effect(&store, lease, "zombie", &transactional(1, "tx", "1"))
@@ -273,7 +276,7 @@ async fn a_transactional_checkpoint_refused_by_the_fence_or_an_earlier_commit_co
 }
 
 #[tokio::test]
-async fn a_worker_of_the_version_before_writes_through_the_same_fenced_writer() {
+async fn a_worker_of_the_versions_before_still_writes_through_the_frozen_function() {
     let db = TestDb::new().await;
     let (store, lease) = claimed(&db).await;
     let run_id = lease.run_id;

@@ -247,7 +247,7 @@ impl Context {
         self.crash_point(name, CrashPoint::BeforeCheckpoint).await;
         let lease = self.run.lease;
         let written = match state {
-            TxState::Open(mut tx) => Store::commit_with_step(&mut tx, lease, &write).await,
+            TxState::Open(tx) => Store::commit_with_step(tx, lease, &write).await,
             // The closure never used its transaction: there is nothing to commit with the
             // checkpoint, which is written on its own.
             TxState::Unused(_) | TxState::Ended => {
@@ -268,8 +268,6 @@ impl Context {
                 warn!("an earlier attempt of this step committed; resuming from its checkpoint");
                 self.halt(Halt::Released).await
             }
-            // Refused before anything was sent (a NUL in a literal): nothing committed.
-            Err(err @ sqlx::Error::Encode(_)) => TxOutcome::Failed(err.into()),
             Err(err) => {
                 // The commit may have happened even though its answer was lost: the
                 // checkpoint tells.
@@ -454,6 +452,15 @@ impl Context {
         kind: StepKind,
     ) -> Replay<T> {
         let Some(record) = stored else {
+            if name.contains('\0') {
+                // Its checkpoint could never be stored: refused before it runs.
+                return Replay::Settled(Err(Error::permanent(format!(
+                    "step name `{}` holds a NUL character, which PostgreSQL text cannot \
+                     store: name the step without it",
+                    name.escape_debug()
+                ))
+                .with_category("step_name")));
+            }
             return Replay::Resume(Progress {
                 attempts: 0,
                 throttled: 0,

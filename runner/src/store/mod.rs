@@ -5,8 +5,8 @@
 //! unexpired, checked under a row lock in the same statement. A worker that lost its
 //! lease (expired, or taken over after a pause) gets [`Fenced::Lost`] and writes nothing.
 //! Every hot-path write is a single statement, so a plain step's checkpoint costs one
-//! round trip, and a transactional step's checkpoint travels in the message that
-//! commits it, adding none.
+//! round trip, and a transactional step's one more before its commit. Checkpoints are
+//! written by one fenced writer (`checkpoints.rs`).
 
 use std::time::Duration;
 
@@ -18,12 +18,13 @@ use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::new_run::NewRun;
 use crate::{EngineError, RunId};
 
+mod checkpoints;
 mod claims;
 mod runs;
 mod writes;
 
+pub(crate) use checkpoints::{OwnedStep, already_completed};
 pub(crate) use claims::{Claim, KeyRoom};
-pub(crate) use writes::{OwnedStep, already_completed};
 
 /// The channel workers listen on; the payload is the queue that has new work.
 pub const WAKEUP_CHANNEL: &str = "cairn_wakeup";

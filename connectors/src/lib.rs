@@ -2,8 +2,8 @@
 //!
 //! This crate is everything between a workflow and a vendor's API: the HTTP client
 //! every source uses, auth and secrets, the shared rate budget, pagination, the
-//! declarative REST source and the `Source` trait, and the warehouse the sync workflows
-//! land into.
+//! declarative REST source and the `Source` trait, the REST destination, and the
+//! warehouse the sync workflows land into.
 //!
 //! The sandbox vendor it is all tested and benchmarked against is a crate of its own,
 //! `cairn-sandbox`, so that a worker does not carry a web server.
@@ -27,6 +27,9 @@
 //!   view), and listing bodies read so that one unreadable record costs only itself.
 //! - [`source`]: the [`source::Source`] trait sync workflows read vendors through:
 //!   streams, a page at a cursor (optionally since a watermark), the ids listing.
+//! - [`destination`]: the REST destination — records written to a vendor with
+//!   `PUT`, idempotency-keyed `POST` or `If-Match` `PATCH`, so that a lost answer never
+//!   becomes a duplicate or an overwrite.
 //! - [`rest`]: the declarative REST source — a TOML file per API, no Rust code;
 //!   ready profiles for the sandbox in `examples/sources/`.
 //! - [`checksum`]: the record-set checksum that proves a warehouse equals a vendor.
@@ -38,6 +41,7 @@
 pub mod auth;
 pub mod budget;
 pub mod checksum;
+pub mod destination;
 pub mod error;
 pub mod headers;
 pub mod http;

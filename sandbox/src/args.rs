@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::clock::Clock;
 use super::config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
-    RetryAfterStyle, SandboxConfig,
+    RetryAfterStyle, SandboxConfig, WriteFaults,
 };
 use super::hostile::{Hostile, PagingAttack};
 use cairn_connectors::secret::Secret;
@@ -112,6 +112,28 @@ pub struct MockVendorArgs {
     /// --fault-rate.
     #[arg(long, value_name = "MS")]
     pub slow_ms: Option<u64>,
+
+    /// Share (0 to 1) of writes to /dest applied and then never answered: the
+    /// connection is reset instead (a lost acknowledgement).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub write_ack_loss: f64,
+
+    /// Share (0 to 1) of writes to /dest refused with 503 before they are applied.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub write_unavailable: f64,
+
+    /// Share (0 to 1) of writes to an existing /dest record that "another user" edits
+    /// just before they land (an If-Match then gets 412).
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub concurrent_edits: f64,
+
+    /// Share (0 to 1) of /dest records refused with 409 on every attempt.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub write_conflicts: f64,
+
+    /// Share (0 to 1) of /dest records refused with 422 on every attempt.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub write_invalid: f64,
 
     /// Extra latency before every API response, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
@@ -263,6 +285,13 @@ impl MockVendorArgs {
             max_concurrent: self.max_concurrent,
             auth,
             faults,
+            writes: WriteFaults {
+                ack_loss: self.write_ack_loss,
+                unavailable: self.write_unavailable,
+                concurrent_edits: self.concurrent_edits,
+                conflict_share: self.write_conflicts,
+                invalid_share: self.write_invalid,
+            },
             daily_quota: self.daily_quota,
             latency: Duration::from_millis(self.latency_ms),
             only: None,

@@ -48,6 +48,8 @@ pub struct SandboxConfig {
     pub auth: AuthConfig,
     /// Transient faults injected into API responses.
     pub faults: FaultConfig,
+    /// How the writable side (`/dest`) misbehaves (all off by default).
+    pub writes: WriteFaults,
     /// API requests allowed per UTC day, Salesforce style: every API response
     /// then carries `Sforce-Limit-Info` and a spent quota answers 403
     /// `REQUEST_LIMIT_EXCEEDED`. `None` for no quota.
@@ -79,6 +81,7 @@ impl Default for SandboxConfig {
             max_concurrent: None,
             auth: AuthConfig::None,
             faults: FaultConfig::default(),
+            writes: WriteFaults::default(),
             daily_quota: None,
             latency: Duration::ZERO,
             quirks: Quirks::default(),
@@ -112,6 +115,11 @@ impl SandboxConfig {
         }
         if !(0.0..=1.0).contains(&self.faults.rate) {
             return Err(ConfigError::FaultRate(self.faults.rate));
+        }
+        for (name, rate) in self.writes.rates() {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ConfigError::WriteRate(name, rate));
+            }
         }
         if self.faults.rate > 0.0 && self.faults.kinds.is_empty() {
             return Err(ConfigError::NoFaultKinds);
@@ -245,6 +253,34 @@ impl Default for FaultConfig {
     }
 }
 
+/// How the writable side misbehaves: shares of requests (or of records) in `[0, 1]`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WriteFaults {
+    /// Writes applied whose answer is lost: the connection is reset instead.
+    pub ack_loss: f64,
+    /// Writes refused with 503 before they are applied.
+    pub unavailable: f64,
+    /// Writes to an existing record that "another user" edits just before they land,
+    /// so that an `If-Match` the client sends is stale (412).
+    pub concurrent_edits: f64,
+    /// Records refused with 409 on every attempt (the same records every time).
+    pub conflict_share: f64,
+    /// Records refused with 422 on every attempt (the same records every time).
+    pub invalid_share: f64,
+}
+
+impl WriteFaults {
+    fn rates(&self) -> [(&'static str, f64); 5] {
+        [
+            ("ack_loss", self.ack_loss),
+            ("unavailable", self.unavailable),
+            ("concurrent_edits", self.concurrent_edits),
+            ("conflict_share", self.conflict_share),
+            ("invalid_share", self.invalid_share),
+        ]
+    }
+}
+
 /// One kind of transient fault.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum FaultKind {
@@ -320,6 +356,9 @@ pub enum ConfigError {
     /// A probability outside `[0, 1]`.
     #[error("the fault rate must be between 0 and 1, got {0}")]
     FaultRate(f64),
+    /// A write fault's share outside `[0, 1]`.
+    #[error("the write fault `{0}` must be between 0 and 1, got {1}")]
+    WriteRate(&'static str, f64),
     /// Faults switched on with nothing to draw.
     #[error("a fault rate above 0 needs at least one fault kind")]
     NoFaultKinds,

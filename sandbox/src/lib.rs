@@ -29,9 +29,9 @@
 //! | `GET /api/v1/{stream}?offset&limit` | offset paging with `total` |
 //! | `GET /rest/{stream}?limit&cursor&updated_since` | a bare array and `Link: <...>; rel="next"` |
 //! | `GET /ids/{stream}?limit&after` | `{ids, next_after}`, for delete reconciliation |
-//! | `GET /items`, `POST /items`, `GET`/`PUT /items/{id}` | writes: `Idempotency-Key`, `ETag`/`If-Match` |
+//! | `GET`/`POST /dest/{stream}`, `GET`/`PUT`/`PATCH /dest/{stream}/{id}`, `POST /dest/{stream}/batch` | writes ([`dest`]): `Idempotency-Key`, `ETag`/`If-Match`, [`WriteFaults`] |
 //! | `POST /oauth/token` | OAuth2 client credentials |
-//! | `GET /admin/stats`, `POST /admin/streams/{stream}/mutate` | the admin API |
+//! | `GET /admin/stats`, `POST /admin/streams/{stream}/mutate`, `GET /admin/dest/{stream}` | the admin API |
 //!
 //! # Misbehaviour
 //!
@@ -61,11 +61,11 @@ mod args;
 mod auth;
 mod clock;
 mod config;
+pub mod dest;
 mod faults;
 mod generate;
 mod guard;
 mod hostile;
-mod items;
 mod limits;
 mod mutation;
 mod other_host;
@@ -83,7 +83,7 @@ pub use cairn_connectors::secret::Secret;
 pub use clock::{Clock, ManualClock};
 pub use config::{
     AuthConfig, ConfigError, FaultConfig, FaultKind, OAuthConfig, Quirks, RateLimit,
-    RetryAfterStyle, SandboxConfig,
+    RetryAfterStyle, SandboxConfig, WriteFaults,
 };
 pub use hostile::{Hostile, PagingAttack, Throttle};
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};

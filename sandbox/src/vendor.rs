@@ -1,6 +1,6 @@
-//! The vendor's state: records, items, credentials, limits and counters.
+//! The vendor's state: records, written records, credentials, limits and counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fastrand::Rng;
@@ -11,8 +11,8 @@ use tokio::sync::{Semaphore, watch};
 use super::api::QueryStore;
 use super::auth::TokenStore;
 use super::config::SandboxConfig;
+use super::dest::{Collection, DestinationSnapshot};
 use super::hostile::Hostile;
-use super::items::ItemStore;
 use super::limits::{DailyQuota, TokenBucket};
 use super::mutation::{Mutation, MutationError, MutationOutcome, SchemaChange};
 use super::stats::{Stats, StatsSnapshot, StreamStats};
@@ -31,7 +31,7 @@ pub(crate) struct Inner {
     pub(crate) base_url: String,
     streams: [RwLock<StreamData>; 3],
     pub(crate) stats: Stats,
-    items: Mutex<ItemStore>,
+    destinations: Mutex<HashMap<String, Collection>>,
     tokens: Mutex<TokenStore>,
     queries: QueryStore,
     pub(crate) bucket: Option<Mutex<TokenBucket>>,
@@ -84,7 +84,7 @@ impl Vendor {
             inner: Arc::new(Inner {
                 streams,
                 stats: Stats::default(),
-                items: Mutex::new(ItemStore::default()),
+                destinations: Mutex::default(),
                 tokens: Mutex::new(TokenStore::new(config.seed)),
                 queries: QueryStore::default(),
                 bucket,
@@ -124,8 +124,18 @@ impl Vendor {
         &self.inner.queries
     }
 
-    pub(crate) fn items(&self) -> MutexGuard<'_, ItemStore> {
-        lock(&self.inner.items)
+    /// The writable side's collections, by stream.
+    pub(crate) fn destinations(&self) -> MutexGuard<'_, HashMap<String, Collection>> {
+        lock(&self.inner.destinations)
+    }
+
+    /// What the writable side holds for `stream` and what its writes did (empty for a
+    /// stream never written).
+    pub fn destination(&self, stream: &str) -> DestinationSnapshot {
+        self.destinations()
+            .get(stream)
+            .map(Collection::snapshot)
+            .unwrap_or_default()
     }
 
     /// Draws from the seeded fault sequence: a roll in `[0, 1)` and a pick.

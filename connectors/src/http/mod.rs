@@ -81,6 +81,58 @@ impl Response {
     }
 }
 
+/// A request [`HttpClient::call`] makes: a method, a URL, and what goes with it.
+#[derive(Clone, Debug)]
+pub struct Call<'a> {
+    /// `GET`, `PUT`, `POST`, `PATCH` or `DELETE`.
+    pub method: reqwest::Method,
+    /// Absolute, or relative to the base URL.
+    pub url: &'a str,
+    /// Query parameters added to the URL's.
+    pub query: &'a [(String, String)],
+    /// A JSON body, sent with `Content-Type: application/json`.
+    pub body: Option<bytes::Bytes>,
+    /// Headers of this request only, such as `Idempotency-Key` or `If-Match`: never
+    /// credentials (those are the client's, applied to its own origin only).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl<'a> Call<'a> {
+    /// A `GET` of `url` with `query`.
+    pub fn get(url: &'a str, query: &'a [(String, String)]) -> Self {
+        Self {
+            method: reqwest::Method::GET,
+            url,
+            query,
+            body: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A `method` request to `url` with a JSON `body`.
+    pub fn json(method: reqwest::Method, url: &'a str, body: bytes::Bytes) -> Self {
+        Self {
+            method,
+            url,
+            query: &[],
+            body: Some(body),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The same call with header `name` set to `value`.
+    pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Whether the vendor may see this request twice without harm when an answer is
+    /// lost: what a redirect may re-send.
+    fn is_read(&self) -> bool {
+        matches!(self.method, reqwest::Method::GET | reqwest::Method::HEAD)
+    }
+}
+
 /// A vendor client. Cheap to clone; clones share connections, tokens and the budget.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -243,6 +295,7 @@ impl HttpClient {
     fn sign(
         &self,
         mut request: reqwest::RequestBuilder,
+        method: &reqwest::Method,
         url: &Url,
         shown: &str,
     ) -> Result<reqwest::RequestBuilder, HttpError> {
@@ -250,13 +303,14 @@ impl HttpClient {
             return Ok(request);
         };
         let unsigned = sign::Unsigned {
-            method: "GET",
+            method: method.as_str(),
             host: url.host_str().unwrap_or_default(),
             path: url.path(),
             query: url.query().unwrap_or_default(),
         };
-        let refused =
-            |message: String| HttpError::request(Category::Config, "GET", shown, None, message);
+        let refused = |message: String| {
+            HttpError::request(Category::Config, method_name(method), shown, None, message)
+        };
         let headers = signer
             .0
             .sign(&unsigned)
@@ -283,7 +337,12 @@ impl HttpClient {
     }
 
     /// GETs `url` (absolute, or relative to the base URL) with `query` and checks the
-    /// body is JSON.
+    /// body is JSON: [`HttpClient::call`] with [`Call::get`].
+    pub async fn get(&self, url: &str, query: &[(String, String)]) -> Result<Response, HttpError> {
+        self.call(&Call::get(url, query)).await
+    }
+
+    /// Makes `call` and checks that a body, if any, is JSON (a `GET` must have one).
     ///
     /// Takes a budget token first (waiting for it when the budget says so), applies
     /// credentials (an OAuth token is refreshed before it expires, and once more on a
@@ -292,13 +351,21 @@ impl HttpClient {
     /// and returns every other failure categorised. A long wait comes back as
     /// [`Category::Throttled`] or [`Category::QuotaExhausted`] with its retry time
     /// (capped by the source's [`Waits`]), so the engine parks the run.
-    pub async fn get(&self, url: &str, query: &[(String, String)]) -> Result<Response, HttpError> {
+    ///
+    /// A write is re-sent only where the vendor said it did not apply it (a 429, a 401
+    /// before a token refresh), never after an answer that did not arrive: that comes
+    /// back as [`Category::Network`] or [`Category::Timeout`], and whether to send it
+    /// again (with the same idempotency key) is the caller's decision. A write is not
+    /// redirected.
+    pub async fn call(&self, call: &Call<'_>) -> Result<Response, HttpError> {
         let inner = &*self.inner;
+        let method = method_name(&call.method);
+        let (url, query) = (call.url, call.query);
         let joined = join_url(&inner.base_url, url);
         let mut target = Url::parse(&joined).map_err(|err| {
             HttpError::request(
                 Category::Config,
-                "GET",
+                method,
                 &self.redact(&joined),
                 None,
                 format!("not a URL: {err}"),
@@ -310,12 +377,13 @@ impl HttpClient {
         let mut refreshed = false;
         let mut throttles = 0;
         loop {
-            self.take_token(&self.redact(target.as_str())).await?;
+            self.take_token(method, &self.redact(target.as_str()))
+                .await?;
             let Answer {
                 response,
                 shown,
                 own_origin,
-            } = self.send(&target).await?;
+            } = self.send(&target, call).await?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let telemetry = Telemetry::parse(&headers, Utc::now());
@@ -325,7 +393,7 @@ impl HttpClient {
             if (200..300).contains(&status) {
                 let bytes = body::read_within(response, inner.max_response_bytes)
                     .await
-                    .map_err(|err| body_error("GET", &shown, status, err))?;
+                    .map_err(|err| body_error(method, &shown, status, err))?;
                 let body = match bytes.strip_prefix(b"\xEF\xBB\xBF") {
                     Some(rest) => bytes.slice_ref(rest),
                     None => bytes,
@@ -333,15 +401,18 @@ impl HttpClient {
                 // Syntax only, without building anything (and without a depth limit): a
                 // record nested too deep for a parser is the record's problem, not the
                 // page's.
-                serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|err| {
-                    HttpError::request(
-                        Category::MalformedBody,
-                        "GET",
-                        &shown,
-                        Some(status),
-                        format!("the body is not valid JSON ({err}; {} bytes)", body.len()),
-                    )
-                })?;
+                let empty = body.iter().all(u8::is_ascii_whitespace);
+                if !empty || call.is_read() {
+                    serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|err| {
+                        HttpError::request(
+                            Category::MalformedBody,
+                            method,
+                            &shown,
+                            Some(status),
+                            format!("the body is not valid JSON ({err}; {} bytes)", body.len()),
+                        )
+                    })?;
+                }
                 self.after_success(&telemetry).await;
                 return Ok(Response {
                     status,
@@ -371,7 +442,7 @@ impl HttpClient {
                 }
                 return Err(HttpError::request(
                     category,
-                    "GET",
+                    method,
                     &shown,
                     Some(status),
                     "rate limited",
@@ -391,7 +462,7 @@ impl HttpClient {
                 }
                 return Err(HttpError::request(
                     Category::QuotaExhausted,
-                    "GET",
+                    method,
                     &shown,
                     Some(status),
                     "the vendor's API quota is spent",
@@ -401,7 +472,7 @@ impl HttpClient {
             }
             return Err(HttpError::request(
                 category,
-                "GET",
+                method,
                 &shown,
                 Some(status),
                 snippet(&detail),
@@ -409,11 +480,12 @@ impl HttpClient {
         }
     }
 
-    /// Sends a GET to `target`, following at most [`MAX_REDIRECTS`] redirects. The
-    /// source's origin gets its headers and credentials; another origin only if its host
-    /// is allowed, and then without any credential; any other is refused.
-    async fn send(&self, target: &Url) -> Result<Answer, HttpError> {
+    /// Sends `call` to `target`, following at most [`MAX_REDIRECTS`] redirects (a read
+    /// only). The source's origin gets its headers and credentials; another origin only
+    /// if its host is allowed, and then without any credential; any other is refused.
+    async fn send(&self, target: &Url, call: &Call<'_>) -> Result<Answer, HttpError> {
         let inner = &*self.inner;
+        let method = method_name(&call.method);
         let mut current = target.clone();
         let mut hops = 0;
         loop {
@@ -428,7 +500,7 @@ impl HttpClient {
                 };
                 return Err(HttpError::request(
                     Category::Redirect,
-                    "GET",
+                    method,
                     &shown,
                     None,
                     format!(
@@ -441,14 +513,17 @@ impl HttpClient {
                 ));
             }
             let request = if own_origin {
-                let mut request = inner.http.get(current.clone());
+                let mut request = inner.http.request(call.method.clone(), current.clone());
                 for (name, value, _) in &inner.headers {
                     request = request.header(name, value);
                 }
-                let request = self.sign(request, &current, &shown)?;
+                let request = self.sign(request, &call.method, &current, &shown)?;
                 inner.auth.apply(request, &inner.http).await?
             } else {
-                let mut request = inner.http.get(scrub_url(&current, &inner.secret_params));
+                let mut request = inner.http.request(
+                    call.method.clone(),
+                    scrub_url(&current, &inner.secret_params),
+                );
                 for (name, value, secret) in &inner.headers {
                     if !secret {
                         request = request.header(name, value);
@@ -456,10 +531,19 @@ impl HttpClient {
                 }
                 request
             };
+            let mut request = request;
+            for (name, value) in &call.headers {
+                request = request.header(name, value);
+            }
+            if let Some(body) = &call.body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone());
+            }
             let response = request
                 .send()
                 .await
-                .map_err(|err| transport_error("GET", &shown, err))?;
+                .map_err(|err| transport_error(method, &shown, err))?;
             if !response.status().is_redirection() {
                 return Ok(Answer {
                     response,
@@ -468,10 +552,20 @@ impl HttpClient {
                 });
             }
             let status = response.status().as_u16();
+            if !call.is_read() {
+                return Err(HttpError::request(
+                    Category::Redirect,
+                    method,
+                    &shown,
+                    Some(status),
+                    "the vendor redirected a write; cairn does not send a write anywhere but \
+                     where it was addressed (fix the destination's base URL or path)",
+                ));
+            }
             let Some(next) = origin::location(&current, response.headers()) else {
                 return Err(HttpError::request(
                     Category::Redirect,
-                    "GET",
+                    method,
                     &shown,
                     Some(status),
                     "a redirect without a usable http(s) Location",
@@ -481,7 +575,7 @@ impl HttpClient {
             if hops > MAX_REDIRECTS {
                 return Err(HttpError::request(
                     Category::Redirect,
-                    "GET",
+                    method,
                     &shown,
                     Some(status),
                     format!("more than {MAX_REDIRECTS} redirects"),
@@ -499,7 +593,7 @@ impl HttpClient {
             .map_or(Duration::ZERO, RateBudget::max_wait)
     }
 
-    async fn take_token(&self, shown: &str) -> Result<(), HttpError> {
+    async fn take_token(&self, method: &'static str, shown: &str) -> Result<(), HttpError> {
         let Some(budget) = &self.inner.budget else {
             return Ok(());
         };
@@ -507,7 +601,7 @@ impl HttpClient {
         let grant = budget.acquire(successes).await.map_err(|err| {
             HttpError::request(
                 Category::Network,
-                "GET",
+                method,
                 shown,
                 None,
                 "the rate budget is unreachable",
@@ -528,7 +622,7 @@ impl HttpClient {
             }
             Grant::Refused(at) => Err(HttpError::request(
                 Category::Throttled,
-                "GET",
+                method,
                 shown,
                 None,
                 "the shared rate budget is paused",
@@ -602,6 +696,23 @@ impl HttpClient {
         }
         url
     }
+}
+
+/// A method's name for messages.
+fn method_name(method: &reqwest::Method) -> &'static str {
+    use reqwest::Method;
+    [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+    ]
+    .into_iter()
+    .zip(["GET", "PUT", "POST", "PATCH", "DELETE", "HEAD"])
+    .find_map(|(known, name)| (known == method).then_some(name))
+    .unwrap_or("request")
 }
 
 /// Installs `ring` as the process's TLS crypto provider unless one is installed.

@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use toml::de::DeTable;
 
 use super::locate::{Document, line_column};
 use super::paginators::paginator;
-use super::schema::{IdsFile, IncrementalFile, SinceFormat, SourceFile, StreamFile};
+use super::schema::{ApiFile, IdsFile, IncrementalFile, SinceFormat, SourceFile, StreamFile};
 use super::secrets::{field_on_line, literal_secret};
 use crate::auth::{AuthConfig, KeyLocation};
 use crate::headers::{literal_credential_problem, looks_like_credential};
@@ -144,51 +143,8 @@ impl RestConfig {
 
     /// Validates a source file's `text`; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let invalid = |span: std::ops::Range<usize>, field: String, message: String| {
-            let (line, column) = line_column(text, span.start);
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                line,
-                column,
-                field,
-                message,
-            }
-        };
-        let (root, syntax) = DeTable::parse_recoverable(text);
-        let document = Document::new(&root);
-        if let Some(error) = syntax.first() {
-            let span = error.span().unwrap_or(0..0);
-            let mut field = document.path_at(span.start).join(".");
-            if field.is_empty() {
-                field = field_on_line(text, span.start);
-            }
-            return Err(invalid(span, field, error.message().to_owned()));
-        }
-        if let Some((span, field, message)) = literal_secret(&root) {
-            return Err(invalid(span, field, message));
-        }
-        let source = SourceFile::deserialize(toml::de::Deserializer::from(root.clone())).map_err(
-            |error| {
-                let span = error.span().unwrap_or(0..0);
-                // A missing field's span is its table's.
-                let field = match missing_field(error.message()) {
-                    Some(missing) => {
-                        let mut table = document.table_at(&span);
-                        table.push(missing.to_owned());
-                        table
-                    }
-                    None => document.path_at(span.start),
-                };
-                invalid(span, field.join("."), error.message().to_owned())
-            },
-        )?;
-        validate(source, file).map_err(|problem| {
-            let path: Vec<&str> = problem.field.iter().map(String::as_str).collect();
-            invalid(
-                document.span_of(&path),
-                problem.field.join("."),
-                problem.message,
-            )
+        load(text, file, None, |source: SourceFile| {
+            validate(source, file)
         })
     }
 
@@ -250,32 +206,113 @@ impl RestConfig {
     }
 }
 
+/// Reads a file's `text` as a `T` and then through `validate`, with every problem
+/// located: the file, line, column and dotted field. `file` names it in errors; `api`
+/// is the table that describes the API (`None`: the file's root), where credentials
+/// must come from secret sources.
+pub(crate) fn load<T: serde::de::DeserializeOwned, R>(
+    text: &str,
+    file: &str,
+    api: Option<&str>,
+    validate: impl FnOnce(T) -> Result<R, Problem>,
+) -> Result<R, ConfigError> {
+    let invalid = |span: std::ops::Range<usize>, field: String, message: String| {
+        let (line, column) = line_column(text, span.start);
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            line,
+            column,
+            field,
+            message,
+        }
+    };
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    let document = Document::new(&root);
+    if let Some(error) = syntax.first() {
+        let span = error.span().unwrap_or(0..0);
+        let mut field = document.path_at(span.start).join(".");
+        if field.is_empty() {
+            field = field_on_line(text, span.start);
+        }
+        return Err(invalid(span, field, error.message().to_owned()));
+    }
+    let api_table = match api {
+        None => Some(root.get_ref()),
+        Some(name) => match root.get_ref().get(name).map(toml::Spanned::get_ref) {
+            Some(toml::de::DeValue::Table(table)) => Some(table),
+            _ => None,
+        },
+    };
+    let prefix = api.map(|name| format!("{name}.")).unwrap_or_default();
+    if let Some((span, field, message)) = api_table.and_then(|table| literal_secret(table, &prefix))
+    {
+        return Err(invalid(span, field, message));
+    }
+    let parsed = T::deserialize(toml::de::Deserializer::from(root.clone())).map_err(|error| {
+        let span = error.span().unwrap_or(0..0);
+        // A missing field's span is its table's.
+        let field = match missing_field(error.message()) {
+            Some(missing) => {
+                let mut table = document.table_at(&span);
+                table.push(missing.to_owned());
+                table
+            }
+            None => document.path_at(span.start),
+        };
+        invalid(span, field.join("."), error.message().to_owned())
+    })?;
+    validate(parsed).map_err(|problem| {
+        let path: Vec<&str> = problem.field.iter().map(String::as_str).collect();
+        invalid(
+            document.span_of(&path),
+            problem.field.join("."),
+            problem.message,
+        )
+    })
+}
+
 /// The field named by serde's "missing field `x`".
 fn missing_field(message: &str) -> Option<&str> {
     message.strip_prefix("missing field `")?.split('`').next()
 }
 
 /// A rule broken, at a dotted field.
-pub(super) struct Problem {
+pub(crate) struct Problem {
     field: Vec<String>,
     message: String,
 }
 
-pub(super) fn problem(at: &[&str], message: impl Into<String>) -> Problem {
+impl Problem {
+    /// The same problem in the table `table` of a larger file.
+    pub(crate) fn within(mut self, table: &str) -> Self {
+        self.field.insert(0, table.to_owned());
+        self
+    }
+}
+
+pub(crate) fn problem(at: &[&str], message: impl Into<String>) -> Problem {
     Problem {
         field: at.iter().map(|s| (*s).to_owned()).collect(),
         message: message.into(),
     }
 }
 
-pub(super) fn path(text: &str, at: &[&str]) -> Result<JsonPath, Problem> {
+pub(crate) fn path(text: &str, at: &[&str]) -> Result<JsonPath, Problem> {
     text.parse()
         .map_err(|error| problem(at, format!("{error}")))
 }
 
-fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
+/// How to reach an API, as a file's connection fields say once checked.
+pub(crate) struct Connection {
+    pub(crate) http: HttpConfig,
+    pub(crate) secret_params: Vec<String>,
+}
+
+/// Checks the fields of `source` that say how to reach the API (everything but its
+/// streams and warehouse) and builds its HTTP configuration.
+pub(crate) fn connection<S>(source: &ApiFile<S>, what: &str) -> Result<Connection, Problem> {
     if source.name.trim().is_empty() {
-        return Err(problem(&["name"], "the source needs a name"));
+        return Err(problem(&["name"], format!("the {what} needs a name")));
     }
     if let Some(why) = url_problem(&source.base_url, source.allow_insecure_http) {
         return Err(problem(&["base_url"], why));
@@ -344,6 +381,38 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
             }
         }
     }
+    let mut secret_params = source.secret_params.clone();
+    if let AuthConfig::ApiKey {
+        name,
+        location: KeyLocation::Query,
+        ..
+    } = &source.auth
+    {
+        secret_params.push(name.clone());
+    }
+    Ok(Connection {
+        http: HttpConfig {
+            base_url: source.base_url.trim_end_matches('/').to_owned(),
+            auth: source.auth.clone(),
+            rate_limit: source.rate_limit.clone(),
+            headers: source.headers.clone(),
+            timeouts: source.timeouts,
+            allow_redirect_hosts: source.allow_redirect_hosts.clone(),
+            max_response_bytes: source
+                .max_response_bytes
+                .unwrap_or(crate::http::DEFAULT_MAX_RESPONSE_BYTES),
+            waits,
+            signer: None,
+        },
+        secret_params,
+    })
+}
+
+fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
+    let Connection {
+        http,
+        secret_params,
+    } = connection(&source, "source")?;
     if source.streams.is_empty() {
         return Err(problem(
             &["streams"],
@@ -374,15 +443,6 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
             derived
         }
     };
-    let mut secret_params = source.secret_params;
-    if let AuthConfig::ApiKey {
-        name,
-        location: KeyLocation::Query,
-        ..
-    } = &source.auth
-    {
-        secret_params.push(name.clone());
-    }
     let streams = source
         .streams
         .into_iter()
@@ -391,19 +451,7 @@ fn validate(source: SourceFile, file: &str) -> Result<RestConfig, Problem> {
     Ok(RestConfig {
         file: file.to_owned(),
         name: source.name,
-        http: HttpConfig {
-            base_url: source.base_url.trim_end_matches('/').to_owned(),
-            auth: source.auth,
-            rate_limit: source.rate_limit,
-            headers: source.headers,
-            timeouts: source.timeouts,
-            allow_redirect_hosts: source.allow_redirect_hosts,
-            max_response_bytes: source
-                .max_response_bytes
-                .unwrap_or(crate::http::DEFAULT_MAX_RESPONSE_BYTES),
-            waits,
-            signer: None,
-        },
+        http,
         secret_params,
         allow_insecure_http: source.allow_insecure_http,
         schema,

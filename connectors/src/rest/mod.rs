@@ -123,11 +123,11 @@
 //!
 //! Ready profiles for the sandbox's styles are in `examples/sources/`.
 
-mod config;
+pub(crate) mod config;
 mod incremental;
 mod locate;
 mod paginators;
-mod schema;
+pub(crate) mod schema;
 mod secrets;
 mod source;
 

@@ -14,10 +14,15 @@ use crate::headers::HeaderSetting;
 use crate::http::Timeouts;
 use crate::watermark::CursorType;
 
-/// The whole file.
+/// The whole source file.
+pub(crate) type SourceFile = ApiFile<StreamFile>;
+
+/// An API as a file declares it: how to reach it, and its streams (`S`: a source's
+/// streams to read, or a destination's to write). The same table, whichever way the
+/// data goes, so a vendor is described alike for both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct SourceFile {
+pub(crate) struct ApiFile<S> {
     pub(crate) name: String,
     pub(crate) base_url: String,
     #[serde(default)]
@@ -42,7 +47,7 @@ pub(crate) struct SourceFile {
     pub(crate) secret_params: Vec<String>,
     #[serde(default)]
     pub(crate) warehouse: WarehouseFile,
-    pub(crate) streams: BTreeMap<String, StreamFile>,
+    pub(crate) streams: BTreeMap<String, S>,
 }
 
 /// `[warehouse]`: where the source's tables land.

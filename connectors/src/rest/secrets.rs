@@ -37,11 +37,14 @@ const SECRET_FIELDS: [&str; 5] = ["token", "value", "client_id", "client_secret"
 /// `[auth]` that holds a credential, or a header whose name says it carries one (or any
 /// header whose value is neither text nor a source). Found on the parsed document, so
 /// the error names the exact field and place; its message never holds the value.
+/// `api` is the table that describes the API (the file's root for a source), and
+/// `prefix` its dotted path with a trailing dot (empty for the root).
 pub(super) fn literal_secret(
-    root: &toml::Spanned<DeTable<'_>>,
+    api: &DeTable<'_>,
+    prefix: &str,
 ) -> Option<(std::ops::Range<usize>, String, String)> {
     use toml::de::DeValue;
-    let table = |name: &str| match root.get_ref().get(name).map(toml::Spanned::get_ref) {
+    let table = |name: &str| match api.get(name).map(toml::Spanned::get_ref) {
         Some(DeValue::Table(table)) => Some(table),
         _ => None,
     };
@@ -72,12 +75,12 @@ pub(super) fn literal_secret(
                 .then(|| source_problem(value.get_ref()))
                 .flatten()
             {
-                return Some((value.span(), format!("auth.{key}"), problem));
+                return Some((value.span(), format!("{prefix}auth.{key}"), problem));
             }
             if SECRET_FIELDS.contains(&key) && !matches!(value.get_ref(), DeValue::Table(_)) {
                 return Some((
                     value.span(),
-                    format!("auth.{key}"),
+                    format!("{prefix}auth.{key}"),
                     format!(
                         "a secret cannot be written into a source file (the value is not \
                          shown); {}",
@@ -103,7 +106,7 @@ pub(super) fn literal_secret(
                     crate::secret::SECRET_FORMS
                 ),
             };
-            return Some((value.span(), format!("headers.{name}"), problem));
+            return Some((value.span(), format!("{prefix}headers.{name}"), problem));
         }
     }
     None

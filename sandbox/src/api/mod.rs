@@ -18,9 +18,9 @@ use chrono::{DateTime, NaiveDateTime};
 use serde_json::json;
 
 use super::auth;
+use super::dest;
 use super::guard;
 use super::hostile;
-use super::items;
 use super::stream::Stream;
 use super::vendor::Vendor;
 
@@ -40,6 +40,7 @@ pub(crate) fn router(vendor: Vendor) -> Router {
         .route("/oauth/token", post(auth::token))
         .route("/admin/stats", get(admin::stats))
         .route("/admin/streams/{stream}/mutate", post(admin::mutate))
+        .route("/admin/dest/{stream}", get(dest::admin))
         .layer(middleware::from_fn_with_state(vendor.clone(), guard::count))
         .with_state(vendor)
 }
@@ -63,8 +64,12 @@ fn api_routes() -> Router<Vendor> {
         .route("/api/v1/{stream}", get(offset::offset))
         .route("/rest/{stream}", get(offset::linked))
         .route("/ids/{stream}", get(ids::list))
-        .route("/items", get(items::list).post(items::post))
-        .route("/items/{id}", get(items::get).put(items::put))
+        .route("/dest/{stream}", get(dest::list).post(dest::post))
+        .route("/dest/{stream}/batch", post(dest::batch))
+        .route(
+            "/dest/{stream}/{id}",
+            get(dest::get).put(dest::put).patch(dest::patch),
+        )
 }
 
 /// A JSON error in the shape most of the API uses.

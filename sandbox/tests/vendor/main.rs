@@ -4,8 +4,8 @@
 mod admin;
 mod auth;
 mod common;
+mod dest;
 mod faults;
-mod items;
 mod lifecycle;
 mod limits;
 mod paging;

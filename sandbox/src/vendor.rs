@@ -129,6 +129,15 @@ impl Vendor {
         lock(&self.inner.destinations)
     }
 
+    /// Puts record `id` of the writable side's `stream` as someone other than the
+    /// client left it (a record that exists before a pipeline patches it).
+    pub fn seed_destination(&self, stream: &str, id: &str, body: Value) {
+        self.destinations()
+            .entry(stream.to_owned())
+            .or_default()
+            .seed(id, body);
+    }
+
     /// What the writable side holds for `stream` and what its writes did (empty for a
     /// stream never written).
     pub fn destination(&self, stream: &str) -> DestinationSnapshot {

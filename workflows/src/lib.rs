@@ -48,6 +48,7 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         sync::BACKFILL => sync::backfill,
         sync::RECONCILE => sync::reconcile,
         sync::FILL => sync::fill,
+        sync::PIPELINE => sync::pipeline,
     }
     registry
 }

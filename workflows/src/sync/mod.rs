@@ -7,6 +7,8 @@
 //!   same upsert (an older version never overwrites a newer one).
 //! - [`reconcile`]: fetch the vendor's whole id set and mark rows absent from it
 //!   deleted, refusing when the set looks incomplete.
+//! - [`pipeline()`]: a stream written to another vendor's API instead of the warehouse
+//!   (`cairn sync a.toml --to b.toml`), every write exactly once despite lost answers.
 //! - [`sync_schedules`]: cron schedules running each stream's incremental sync on a
 //!   cadence and its reconciliation on a slower one.
 //!
@@ -21,6 +23,7 @@ mod backfill;
 mod fill;
 mod incremental;
 mod landing;
+pub mod pipeline;
 mod reconcile;
 mod schedule;
 mod sources;
@@ -39,6 +42,7 @@ use serde::{Deserialize, Serialize};
 pub use backfill::backfill;
 pub use fill::fill;
 pub use incremental::incremental;
+pub use pipeline::{PIPELINE, PipelineInput, PipelineReport, pipeline};
 pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
 pub use sources::{Opening, Sources, SyncTarget, add_source, base_url_problem};

@@ -7,6 +7,7 @@ mod output;
 mod bench;
 mod demo;
 mod dlq;
+mod pipeline;
 mod print;
 mod quarantine;
 mod schedule;

@@ -1,4 +1,5 @@
-//! `cairn sync`: start sync runs for a source's streams, and follow them.
+//! `cairn sync`: start sync runs for a source's streams, and follow them (into the
+//! warehouse, or with `--to` into another vendor's API: see [`super::pipeline`]).
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -61,6 +62,16 @@ pub(crate) struct SyncArgs {
     /// Reconcile: apply deletes even when the id set looks incomplete.
     #[arg(long)]
     force: bool,
+    /// Write the streams to this destination's API (a TOML file with a [destination]
+    /// table) instead of the warehouse.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "schema", "force", "every"])]
+    to: Option<std::path::PathBuf>,
+    /// With --to: use this base URL instead of the destination file's.
+    #[arg(long, value_name = "URL", requires = "to")]
+    to_base_url: Option<String>,
+    /// With --to: the destination stream to write (default: the source stream's name).
+    #[arg(long, value_name = "NAME", requires = "to")]
+    to_stream: Option<String>,
     /// Wait for the runs to end, showing progress; exit 1 unless all completed.
     #[arg(long)]
     wait: bool,
@@ -245,6 +256,15 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
         schema: args.schema.as_deref(),
     };
     let (target, mut inputs) = inputs(&registry, &source, selection)?;
+    if let Some(file) = &args.to {
+        let to = super::pipeline::To {
+            file,
+            base_url: args.to_base_url.as_deref(),
+            stream: args.to_stream.as_deref(),
+        };
+        let pipelines = super::pipeline::inputs(&to, inputs)?;
+        return super::pipeline::run(url, registry, pipelines, args.wait, args.json).await;
+    }
     for input in &mut inputs {
         input.force = args.force;
     }

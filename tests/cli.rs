@@ -265,6 +265,75 @@ fn the_readme_source_example_is_a_valid_source() {
     assert_eq!(config.stream_names().collect::<Vec<_>>(), ["contacts"]);
 }
 
+#[test]
+fn the_readme_destination_example_is_a_valid_destination() {
+    let readme = include_str!("../README.md");
+    let start = readme
+        .find("```toml\n[destination]")
+        .expect("a destination example in the README")
+        + 8;
+    let toml = &readme[start..start + readme[start..].find("```").unwrap()];
+    let config = cairn::connectors::destination::DestinationConfig::parse(toml, "README.md")
+        .unwrap_or_else(|err| panic!("the README's destination example is invalid: {err}"));
+    let streams: Vec<&str> = config.streams().map(|(name, _)| name).collect();
+    assert_eq!(streams, ["contacts"]);
+}
+
+#[test]
+fn sync_to_a_destination_is_checked_before_any_run_exists() {
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sources/sandbox-hubspot.toml"
+    );
+    let dest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/destinations/sandbox-dest.toml"
+    );
+    // No database is needed to refuse: the checks come first.
+    let url = "postgres://nobody@127.0.0.1:1/none";
+    let out = run(
+        url,
+        &[
+            "sync",
+            source,
+            "--to",
+            dest,
+            "--stream",
+            "contacts",
+            "--to-stream",
+            "leads",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no stream `leads`")
+            && err.contains("its streams: companies, contacts, deals"),
+        "{err}"
+    );
+    let out = run(
+        url,
+        &[
+            "sync",
+            source,
+            "--to",
+            dest,
+            "--to-base-url",
+            "http://crm.example.com",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--to-base-url"), "{err}");
+    let out = run(url, &["sync", source, "--to", dest, "--mode", "backfill"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn sync_every_sets_up_incremental_and_reconcile_schedules_per_stream() {
     let db = TestDb::new().await;

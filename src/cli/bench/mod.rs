@@ -13,6 +13,7 @@ mod report;
 mod steps;
 mod sync;
 mod throughput;
+mod write;
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::str::FromStr;
@@ -61,6 +62,9 @@ enum Scenario {
     /// Delete reconciliation of 100,000 and 1,000,000 ids: seconds and ids/s at each
     /// size, and how time per id grows, against reading the same id listing.
     Reconcile(reconcile::ReconcileArgs),
+    /// A pipeline writing records by POST to a destination limited to 20 requests a
+    /// second that loses some answers: writes/s against the limit, 429s, duplicates.
+    Write(write::WriteArgs),
 }
 
 /// Runs one scenario and prints its report.
@@ -100,6 +104,12 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
             args.check()?;
             let db = BenchDb::create(url, 6).await?;
             let outcome = interruptible(reconcile::run(&db, &args)).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Write(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 8).await?;
+            let outcome = interruptible(write::run(&db, &args)).await;
             db.finish(outcome).await?
         }
     };

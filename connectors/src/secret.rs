@@ -5,33 +5,54 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use zeroize::Zeroize;
 
 /// A credential. `Debug` and `Display` print `[redacted]`; only
-/// [`Secret::expose`] gives the value, at the one place it is sent.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Secret(String);
+/// [`Secret::expose`] gives the value, at the one place it is sent. The value lives in a
+/// [`secrecy::SecretString`], so its memory is wiped when the last copy is dropped.
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     /// Wraps a value read from a trusted place, and registers it with the process's
-    /// redactor ([`cairn_runner::redact`]) so it is masked wherever it is echoed.
+    /// redactor ([`cairn_runner::redact`]) so it is masked wherever it is echoed. The
+    /// `String` given is wiped once copied in.
     pub fn new(value: impl Into<String>) -> Self {
         let value = value.into();
         cairn_runner::redact::register(&value);
-        Self(value)
+        Self::plain(value)
     }
 
     /// The value, for the header or form field that carries it.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
+    }
+
+    /// A header value that is not a credential: kept in the same type so requests are
+    /// built one way, but not registered with the redactor.
+    pub(crate) fn plain(mut value: String) -> Self {
+        // Copied into a box of its own size, then wiped: turning the `String` into the
+        // box directly could move it to a smaller allocation and free the first one
+        // unwiped.
+        let secret = SecretString::from(value.as_str());
+        value.zeroize();
+        Self(secret)
     }
 }
 
-impl Secret {
-    /// A header value that is not a credential: kept in the same type so requests are
-    /// built one way, but not registered with the redactor.
-    pub(crate) fn plain(value: String) -> Self {
-        Self(value)
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
+
+impl std::hash::Hash for Secret {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expose().hash(state);
     }
 }
 
@@ -130,11 +151,11 @@ impl SecretSource {
                 tokio::fs::read_to_string(path).await.map_err(read)?
             }
         };
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(SecretError::Empty(self.describe()));
-        }
-        Ok(Secret::new(value))
+        let mut value = value;
+        let trimmed = value.trim();
+        let secret = (!trimmed.is_empty()).then(|| Secret::new(trimmed));
+        value.zeroize();
+        secret.ok_or_else(|| SecretError::Empty(self.describe()))
     }
 
     /// Where the secret comes from, for messages.

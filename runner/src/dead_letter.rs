@@ -171,6 +171,13 @@ pub enum DeadLetterError {
     /// No quarantined record has that number.
     #[error("no dead-letter record:{0}; see `cairn dlq list`")]
     NoRecord(i64),
+    /// The run's step outputs were purged: replaying it would run its workflow without
+    /// what its completed steps returned.
+    #[error(
+        "run {0}'s step outputs were purged at {1} (retention), so it cannot resume from its \
+         checkpoints; start a new run of its workflow instead"
+    )]
+    Purged(RunId, DateTime<Utc>),
     /// The database refused or failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -181,7 +188,7 @@ impl DeadLetterError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Self::Engine(err) => err.is_bad_input(),
-            Self::BadId(_) | Self::NotDead(_) | Self::NoRecord(_) => true,
+            Self::BadId(_) | Self::NotDead(_) | Self::NoRecord(_) | Self::Purged(..) => true,
         }
     }
 }
@@ -422,16 +429,20 @@ impl DeadLetters {
     /// cleared. Its next claim bumps the lease epoch as every claim does.
     pub async fn retry(&self, id: RunId) -> Result<Retried, DeadLetterError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let locked: Option<String> = sqlx::query_scalar(
-            "SELECT queue FROM cairn.runs WHERE id = $1 AND status = 'failed' FOR UPDATE",
+        let locked: Option<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+            "SELECT queue, outputs_purged_at FROM cairn.runs
+              WHERE id = $1 AND status = 'failed' FOR UPDATE",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        let Some(queue) = locked else {
+        let Some((queue, purged)) = locked else {
             return Err(DeadLetterError::NotDead(id));
         };
+        if let Some(at) = purged {
+            return Err(DeadLetterError::Purged(id, at));
+        }
         let row: DeadRunRow = sqlx::query_as(DEAD_RUNS_SQL)
             .bind(Some(id))
             .bind(1i64)

@@ -92,6 +92,7 @@ mod parallel;
 mod presence;
 pub mod redact;
 pub mod registry;
+pub mod retention;
 pub mod retry;
 pub mod schedule;
 mod store;
@@ -116,6 +117,7 @@ pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };
 pub use registry::Registry;
+pub use retention::{PurgeOptions, PurgeReport};
 pub use retry::RetryPolicy;
 pub use schedule::{Scheduler, SchedulerConfig, Schedules};
 pub use store::FINISHED_CHANNEL;

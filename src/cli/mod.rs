@@ -9,6 +9,7 @@ mod demo;
 mod dlq;
 mod pipeline;
 mod print;
+mod purge;
 mod quarantine;
 mod schedule;
 mod sync;
@@ -118,6 +119,9 @@ enum Command {
         #[command(subcommand)]
         command: dlq::DlqCommand,
     },
+    /// Retention: purge finished runs' step outputs (and, if asked, dead letters and
+    /// quarantined records) older than a window; run and step metadata stay.
+    Purge(purge::PurgeArgs),
     /// Records the warehouse could not hold as they came: list, show, retry, discard.
     Quarantine {
         #[command(subcommand)]
@@ -454,6 +458,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Schedule { command } => schedule::run(url, registry, command).await,
         Command::Dlq { command } => dlq::run(url, command).await,
         Command::Quarantine { command } => quarantine::run(url, command).await,
+        Command::Purge(args) => purge::run(url, args).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,

@@ -83,3 +83,25 @@ pub async fn drop_schema(pool: &PgPool, schema: &str) -> Result<(), WarehouseErr
         .await
         .map_err(failed(schema, "committing the drop"))
 }
+
+/// Forgets the quarantined records last met before `before` (retention: a quarantined
+/// record holds a vendor's data as it was sent). Returns how many there were; with
+/// `dry_run`, only counts them.
+pub async fn purge_quarantine(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<u64, WarehouseError> {
+    let sql = if dry_run {
+        "SELECT count(*) FROM cairn.quarantine WHERE last_seen < $1"
+    } else {
+        "WITH gone AS (DELETE FROM cairn.quarantine WHERE last_seen < $1 RETURNING 1)
+         SELECT count(*) FROM gone"
+    };
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(before)
+        .fetch_one(pool)
+        .await
+        .map_err(failed("(every stream)", "purging the quarantine"))?;
+    Ok(n.unsigned_abs())
+}

@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-pub use admin::{StreamTable, drop_schema, last_landed, stream_table};
+pub use admin::{StreamTable, drop_schema, last_landed, purge_quarantine, stream_table};
 pub use alerts::{Alert, NewAlert, list_alerts, raise_alerts, resolve_alerts};
 pub use classify::MAX_COLUMNS;
 pub use error::WarehouseError;

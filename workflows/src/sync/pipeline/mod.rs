@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Sync, SyncInput};
 use state::PipelineKey;
+pub use state::purge_rejects;
 use write::{PageWrite, PageWritten};
 
 /// The registered name of the pipeline workflow.

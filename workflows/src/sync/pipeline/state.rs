@@ -225,3 +225,21 @@ pub(crate) async fn settle(
         .await?;
     Ok(())
 }
+
+/// Forgets the records destinations refused that were put on the list before `before`
+/// (retention: each holds a record as the source sent it). Returns how many; with
+/// `dry_run`, only counts them.
+pub async fn purge_rejects(
+    pool: &PgPool,
+    before: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+) -> Result<u64, sqlx::Error> {
+    let sql = if dry_run {
+        "SELECT count(*) FROM cairn.destination_rejects WHERE created_at < $1"
+    } else {
+        "WITH gone AS (DELETE FROM cairn.destination_rejects WHERE created_at < $1 RETURNING 1)
+         SELECT count(*) FROM gone"
+    };
+    let n: i64 = sqlx::query_scalar(sql).bind(before).fetch_one(pool).await?;
+    Ok(n.unsigned_abs())
+}

@@ -1,0 +1,116 @@
+//! Retention: once a finished run is older than its window, its step outputs (fetched
+//! pages, and whatever personal data they hold) and its own output are purged. Its
+//! metadata stays for audit: the run's workflow, status, times and error, and each
+//! step's name, kind, status, attempts, timings and error.
+//!
+//! A purged run is marked (`outputs_purged_at`), so that nothing replays it into wrong
+//! results: a retry from the dead-letter list refuses it, saying why.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{Client, EngineError};
+
+/// What to purge.
+#[derive(Debug, Clone)]
+pub struct PurgeOptions {
+    /// Runs that completed or were cancelled before this instant.
+    pub completed_before: DateTime<Utc>,
+    /// Failed runs (the dead-letter list) that failed before this instant; `None` keeps
+    /// every failed run's outputs, so that it can still be retried.
+    pub failed_before: Option<DateTime<Utc>>,
+    /// Only runs of this workflow.
+    pub workflow: Option<String>,
+    /// Count what would be purged, and purge nothing.
+    pub dry_run: bool,
+    /// Runs purged per transaction: each batch is short, so workers go on meanwhile.
+    pub batch: i64,
+}
+
+/// What a purge did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    /// Runs whose outputs were purged.
+    pub runs: u64,
+    /// Step outputs purged.
+    pub steps: u64,
+    /// Their stored size, in bytes (compressed, as PostgreSQL keeps them).
+    pub bytes: u64,
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+}
+
+/// The runs a purge takes, as `batch`: finished, not purged yet, in the window.
+const CANDIDATES: &str = "
+    SELECT id FROM cairn.runs
+     WHERE finished_at IS NOT NULL AND outputs_purged_at IS NULL
+       AND ((status IN ('completed', 'cancelled') AND finished_at < $1)
+            OR (status = 'failed' AND finished_at < $2))
+       AND ($3::text IS NULL OR workflow = $3)";
+
+impl Client {
+    /// Purges the outputs of the finished runs `options` selects, in batches of
+    /// `options.batch` runs, each in a transaction of its own.
+    pub async fn purge(&self, options: &PurgeOptions) -> Result<PurgeReport, EngineError> {
+        let pool = self.pool();
+        if options.dry_run {
+            let (runs, steps, bytes): (i64, i64, i64) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "WITH batch AS ({CANDIDATES})
+                     SELECT (SELECT count(*) FROM batch),
+                            count(s.output),
+                            coalesce(sum(pg_column_size(s.output)), 0)::bigint
+                       FROM cairn.steps s JOIN batch ON s.run_id = batch.id"
+                )))
+                .bind(options.completed_before)
+                .bind(options.failed_before)
+                .bind(&options.workflow)
+                .fetch_one(pool)
+                .await?;
+            return Ok(PurgeReport {
+                runs: runs.unsigned_abs(),
+                steps: steps.unsigned_abs(),
+                bytes: bytes.unsigned_abs(),
+                dry_run: true,
+            });
+        }
+        let mut report = PurgeReport::default();
+        loop {
+            let (runs, steps, bytes): (i64, i64, i64) =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "WITH batch AS ({CANDIDATES} ORDER BY finished_at LIMIT $4
+                                   FOR UPDATE SKIP LOCKED),
+                     sized AS (
+                        SELECT s.run_id, s.position, pg_column_size(s.output) AS size
+                          FROM cairn.steps s JOIN batch ON s.run_id = batch.id
+                         WHERE s.output IS NOT NULL
+                     ),
+                     steps AS (
+                        UPDATE cairn.steps s SET output = NULL
+                          FROM sized
+                         WHERE s.run_id = sized.run_id AND s.position = sized.position
+                        RETURNING s.run_id
+                     ),
+                     runs AS (
+                        UPDATE cairn.runs r SET outputs_purged_at = now(), output = NULL
+                          FROM batch WHERE r.id = batch.id
+                        RETURNING r.id
+                     )
+                     SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM steps),
+                            (SELECT coalesce(sum(size), 0)::bigint FROM sized)"
+                )))
+                .bind(options.completed_before)
+                .bind(options.failed_before)
+                .bind(&options.workflow)
+                .bind(options.batch.max(1))
+                .fetch_one(pool)
+                .await?;
+            report.runs += runs.unsigned_abs();
+            report.steps += steps.unsigned_abs();
+            report.bytes += bytes.unsigned_abs();
+            if runs < options.batch.max(1) {
+                return Ok(report);
+            }
+        }
+    }
+}

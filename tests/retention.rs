@@ -132,3 +132,52 @@ async fn old_outputs_are_purged_metadata_stays_and_a_purged_run_is_not_retried()
     assert_eq!(bad.status.code(), Some(2));
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_purge_each_workflow_by_its_own_window() {
+    use cairn::{Registry, Retention, WorkerConfig};
+    use cairn_testkit::TestWorker;
+
+    let db = TestDb::new().await;
+    let client = Client::new(db.pool().clone());
+    let mut registry = Registry::new();
+    cairn::workflows::register_builtin(&mut registry);
+    registry.register("ledger.kept", cairn::workflows::ledger::ledger);
+    registry.set_retention("ledger.kept", Duration::from_secs(30 * 86_400));
+    let config = WorkerConfig {
+        poll_interval: Duration::from_millis(100),
+        retention: Some(Retention {
+            default: Duration::from_secs(86_400),
+            dead_letters: None,
+            every: Duration::from_millis(50),
+        }),
+        ..WorkerConfig::default()
+    };
+    let worker = TestWorker::start(db.pool().clone(), std::sync::Arc::new(registry), config);
+    let mut runs = Vec::new();
+    for workflow in ["ledger", "ledger.kept"] {
+        let started = client
+            .start(workflow, &json!({"steps": 2}), &StartOptions::default())
+            .await
+            .unwrap();
+        client
+            .wait(started.run_id, Some(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        age(&db, started.run_id, 10).await;
+        runs.push(started.run_id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while steps(&db, runs[0]).await.iter().any(|s| s.3) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never purged the run past its window"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        steps(&db, runs[1]).await.iter().all(|s| s.3),
+        "a workflow with a longer window of its own keeps its outputs"
+    );
+    worker.shutdown().await;
+}

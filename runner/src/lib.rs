@@ -126,7 +126,7 @@ pub use stored::{Input, Stored};
 /// The `sqlx` cairn is built with: write `cairn::sqlx::query(..)` (or depend on the
 /// same version) so a transaction's connection and your queries are one `sqlx`'s types.
 pub use sqlx;
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Retention, Worker, WorkerConfig};
 
 /// Pool options the engine is tuned for; start from these when you build the pool a
 /// [`Worker`] runs on. They differ from sqlx's defaults in one way: no ping before each

@@ -20,6 +20,8 @@ struct Entry {
     check_input: Arc<CheckFn>,
     /// How long a run of it may take unless its start says otherwise.
     timeout: Option<std::time::Duration>,
+    /// How long its finished runs keep their step outputs, when not the worker's default.
+    retention: Option<std::time::Duration>,
 }
 
 /// Workflows by name. A worker claims only runs of workflows it has registered, and
@@ -90,6 +92,7 @@ impl Registry {
                 run,
                 check_input,
                 timeout: None,
+                retention: None,
             },
         );
         self
@@ -118,6 +121,21 @@ impl Registry {
     /// The default timeout of workflow `name`'s runs, if it has one.
     pub fn timeout(&self, name: &str) -> Option<std::time::Duration> {
         self.entries.get(name).and_then(|entry| entry.timeout)
+    }
+
+    /// Keeps the step outputs of workflow `name`'s finished runs this long, instead of
+    /// the workers' default window ([`crate::worker::Retention`]). Does nothing for a
+    /// name not registered.
+    pub fn set_retention(&mut self, name: &str, window: std::time::Duration) -> &mut Self {
+        if let Some(entry) = self.entries.get_mut(name) {
+            entry.retention = Some(window);
+        }
+        self
+    }
+
+    /// How long workflow `name`'s finished runs keep their step outputs, if it says.
+    pub fn retention(&self, name: &str) -> Option<std::time::Duration> {
+        self.entries.get(name).and_then(|entry| entry.retention)
     }
 
     /// Checks that `name` is registered and that `input` deserializes into its input type,

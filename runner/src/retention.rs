@@ -6,10 +6,14 @@
 //! A purged run is marked (`outputs_purged_at`), so that nothing replays it into wrong
 //! results: a retry from the dead-letter list refuses it, saying why.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::PgPool;
 
-use crate::{Client, EngineError};
+use crate::worker::Retention;
+use crate::{Client, EngineError, Registry};
 
 /// What to purge.
 #[derive(Debug, Clone)]
@@ -112,5 +116,51 @@ impl Client {
                 return Ok(report);
             }
         }
+    }
+}
+
+/// Runs purged per transaction by a worker's own purges.
+const WORKER_BATCH: i64 = 500;
+
+/// A worker's purges: every `retention.every`, each workflow `registry` serves is purged
+/// by its own window (or the default), and its failed runs by the dead letters' window.
+/// A failed purge is logged and tried again next time.
+pub(crate) async fn keep(pool: PgPool, registry: Arc<Registry>, retention: Retention) {
+    let client = Client::new(pool);
+    // A window too long to subtract keeps everything.
+    let before = |now: DateTime<Utc>, window: std::time::Duration| {
+        chrono::Duration::from_std(window)
+            .ok()
+            .and_then(|window| now.checked_sub_signed(window))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    };
+    loop {
+        let now = Utc::now();
+        for workflow in registry.names() {
+            let keep = registry.retention(&workflow).unwrap_or(retention.default);
+            let options = PurgeOptions {
+                completed_before: before(now, keep),
+                failed_before: retention.dead_letters.map(|d| before(now, d)),
+                workflow: Some(workflow.clone()),
+                dry_run: false,
+                batch: WORKER_BATCH,
+            };
+            match client.purge(&options).await {
+                Ok(report) if report.runs > 0 => tracing::info!(
+                    workflow = %workflow,
+                    runs = report.runs,
+                    steps = report.steps,
+                    bytes = report.bytes,
+                    "purged the step outputs of runs past their retention window"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(
+                    workflow = %workflow,
+                    error = %err,
+                    "cannot purge past their retention window; trying again later"
+                ),
+            }
+        }
+        tokio::time::sleep(retention.every).await;
     }
 }

@@ -61,6 +61,33 @@ pub struct WorkerConfig {
     pub crash: CrashPlan,
     /// How many runs of each concurrency key this worker executes at once.
     pub key_limits: KeyLimits,
+    /// How long the finished runs of the workflows this worker serves keep their step
+    /// outputs, purged by the worker as their windows pass; `None` purges nothing.
+    pub retention: Option<Retention>,
+}
+
+/// The windows a worker purges finished runs' step outputs by (see
+/// [`crate::retention`]), for the workflows it serves.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Completed and cancelled runs of a workflow without a window of its own
+    /// ([`Registry::set_retention`]).
+    pub default: Duration,
+    /// Failed runs (the dead-letter list), which can no longer be retried once purged;
+    /// `None` keeps them.
+    pub dead_letters: Option<Duration>,
+    /// How often the worker purges.
+    pub every: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(7 * 86_400),
+            dead_letters: Some(Duration::from_secs(30 * 86_400)),
+            every: Duration::from_secs(600),
+        }
+    }
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +104,7 @@ impl Default for WorkerConfig {
             clock: Clock::system(),
             crash: CrashPlan::none(),
             key_limits: KeyLimits::default(),
+            retention: Some(Retention::default()),
         }
     }
 }
@@ -183,6 +211,16 @@ impl Worker {
             )
             .instrument(span.clone()),
         );
+        if let Some(retention) = &config.retention {
+            background.spawn(
+                crate::retention::keep(
+                    self.store.pool().clone(),
+                    Arc::clone(&self.registry),
+                    retention.clone(),
+                )
+                .instrument(span.clone()),
+            );
+        }
         if let Some(scheduler) = &config.scheduler {
             let scheduler = Scheduler::new(self.store.pool().clone(), scheduler.clone())
                 .with_registry(Arc::clone(&self.registry));

@@ -70,6 +70,15 @@ enum Command {
         /// At most N runs of any other concurrency key at once in this worker.
         #[arg(long, value_name = "N")]
         default_key_limit: Option<usize>,
+        /// Purge the step outputs of finished runs older than this (`7d`, `12h`), for
+        /// the workflows this worker serves that set no window of their own; `never`
+        /// keeps them.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        retain: String,
+        /// Purge failed runs (which can then no longer be retried) older than this;
+        /// `never` keeps them.
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        retain_dead_letters: String,
     },
     /// Start a run of a workflow.
     Start {
@@ -204,6 +213,20 @@ enum RunsCommand {
         /// The value's key.
         key: String,
     },
+}
+
+/// A retention window from `--retain`-style text: a duration, or `never` for none.
+fn window(flag: &str, text: &str) -> Result<Option<Duration>, Failure> {
+    if text.trim() == "never" {
+        return Ok(None);
+    }
+    let secs = parse_duration(text)
+        .ok()
+        .filter(|secs| *secs > 0)
+        .ok_or_else(|| {
+            Failure::usage(format!("{flag}: give a duration (`7d`, `12h`) or `never`"))
+        })?;
+    Ok(Some(Duration::from_secs(secs.unsigned_abs())))
 }
 
 /// Whole seconds from `90`, `90s`, `15m`, `12h` or `30d`.
@@ -347,10 +370,14 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             poll,
             key_limits,
             default_key_limit,
+            retain,
+            retain_dead_letters,
         } => {
             if concurrency == 0 {
                 return Err(Failure::usage("--concurrency must be at least 1"));
             }
+            let retain = window("--retain", &retain)?;
+            let dead_letters = window("--retain-dead-letters", &retain_dead_letters)?;
             let lease = seconds("--lease", lease)?;
             let poll = seconds("--poll", poll)?;
             let pool = connect(url, concurrency as u32 + 4).await?;
@@ -364,6 +391,11 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                     per_key: key_limits.into_iter().collect(),
                     default: default_key_limit,
                 },
+                retention: retain.map(|default| cairn_runner::Retention {
+                    default,
+                    dead_letters,
+                    ..cairn_runner::Retention::default()
+                }),
                 ..WorkerConfig::default()
             };
             Worker::new(pool, registry, config)

@@ -89,11 +89,7 @@ pub(crate) async fn run(
     }
     if !wait {
         if json {
-            let doc: Vec<Value> = runs
-                .iter()
-                .map(|(stream, id)| serde_json::json!({ "stream": stream, "run_id": id }))
-                .collect();
-            print::json(&doc)?;
+            super::sync::print_started(&runs)?;
         }
         return Ok(ExitCode::SUCCESS);
     }

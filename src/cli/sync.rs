@@ -288,11 +288,7 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
     }
     if !args.wait {
         if args.json {
-            let doc: Vec<Value> = runs
-                .iter()
-                .map(|(stream, id)| serde_json::json!({ "stream": stream, "run_id": id }))
-                .collect();
-            print::json(&doc)?;
+            print_started(&runs)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -323,6 +319,15 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The runs started, one per stream, as `--json` prints them without `--wait`.
+pub(crate) fn print_started(runs: &[(String, RunId)]) -> Result<(), Failure> {
+    let doc: Vec<Value> = runs
+        .iter()
+        .map(|(stream, id)| serde_json::json!({ "stream": stream, "run_id": id }))
+        .collect();
+    print::json(&doc)
 }
 
 /// Waits for every run to end, drawing one progress line on a terminal.

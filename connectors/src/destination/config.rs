@@ -8,9 +8,10 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::http::HttpConfig;
-use crate::http::origin::url_problem;
 use crate::paginate::JsonPath;
-use crate::rest::config::{ConfigError, Connection, Problem, connection, load, path, problem};
+use crate::rest::config::{
+    ConfigError, Connection, Problem, checked_base_url, connection, load, path, problem, read,
+};
 use crate::rest::schema::ApiFile;
 
 /// How a stream's records are written.
@@ -153,12 +154,8 @@ pub struct DestinationConfig {
 impl DestinationConfig {
     /// Reads and validates the destination file at `path`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        let (text, file) = read(path.as_ref())?;
+        Self::parse(&text, &file)
     }
 
     /// Validates a destination file's `text`; `file` names it in errors.
@@ -176,13 +173,7 @@ impl DestinationConfig {
     /// The same destination at another base URL (a sandbox on an ephemeral port), under
     /// the file's rule: plain http only to this machine unless the file allows it.
     pub fn with_base_url(mut self, base_url: &str) -> Result<Self, ConfigError> {
-        if let Some(reason) = url_problem(base_url, self.allow_insecure_http) {
-            return Err(ConfigError::BaseUrl {
-                file: self.file,
-                reason,
-            });
-        }
-        self.http.base_url = base_url.trim_end_matches('/').to_owned();
+        self.http.base_url = checked_base_url(&self.file, base_url, self.allow_insecure_http)?;
         Ok(self)
     }
 

@@ -133,12 +133,8 @@ pub struct RestConfig {
 impl RestConfig {
     /// Reads and validates the source file at `path`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        let (text, file) = read(path.as_ref())?;
+        Self::parse(&text, &file)
     }
 
     /// Validates a source file's `text`; `file` names it in errors.
@@ -155,13 +151,7 @@ impl RestConfig {
     /// The same rule as the file's holds: http or https, and plain http only to this
     /// machine unless the file says `allow_insecure_http = true`.
     pub fn with_base_url(mut self, base_url: &str) -> Result<Self, ConfigError> {
-        if let Some(reason) = url_problem(base_url, self.allow_insecure_http) {
-            return Err(ConfigError::BaseUrl {
-                file: self.file,
-                reason,
-            });
-        }
-        self.http.base_url = base_url.trim_end_matches('/').to_owned();
+        self.http.base_url = checked_base_url(&self.file, base_url, self.allow_insecure_http)?;
         Ok(self)
     }
 
@@ -203,6 +193,31 @@ impl RestConfig {
     /// Its streams' names, in order.
     pub fn stream_names(&self) -> impl Iterator<Item = &str> {
         self.streams.keys().map(String::as_str)
+    }
+}
+
+/// A file's text, and its path as errors name it.
+pub(crate) fn read(path: &Path) -> Result<(String, String), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((text, path.display().to_string()))
+}
+
+/// `base_url` as a file's own would be used (http or https, and plain http only to this
+/// machine unless `allow_insecure_http`), or why it cannot replace file `file`'s.
+pub(crate) fn checked_base_url(
+    file: &str,
+    base_url: &str,
+    allow_insecure_http: bool,
+) -> Result<String, ConfigError> {
+    match url_problem(base_url, allow_insecure_http) {
+        Some(reason) => Err(ConfigError::BaseUrl {
+            file: file.to_owned(),
+            reason,
+        }),
+        None => Ok(base_url.trim_end_matches('/').to_owned()),
     }
 }
 

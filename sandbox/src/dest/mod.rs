@@ -330,18 +330,7 @@ pub(crate) async fn put(
     Path((stream, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let result = async {
-        let stream = stream_name(&stream)?;
-        let (headers, reset, body) = parts(request).await?;
-        Ok(apply(
-            &vendor,
-            stream,
-            Write::Put { id, body },
-            &headers,
-            reset.as_ref(),
-        ))
-    };
-    result.await.unwrap_or_else(ApiError::into_response)
+    write(&vendor, &stream, request, |body| Write::Put { id, body }).await
 }
 
 /// `PATCH /dest/{stream}/{id}`.
@@ -350,18 +339,7 @@ pub(crate) async fn patch(
     Path((stream, id)): Path<(String, String)>,
     request: Request,
 ) -> Response {
-    let result = async {
-        let stream = stream_name(&stream)?;
-        let (headers, reset, body) = parts(request).await?;
-        Ok(apply(
-            &vendor,
-            stream,
-            Write::Patch { id, body },
-            &headers,
-            reset.as_ref(),
-        ))
-    };
-    result.await.unwrap_or_else(ApiError::into_response)
+    write(&vendor, &stream, request, |body| Write::Patch { id, body }).await
 }
 
 /// `POST /dest/{stream}`.
@@ -370,16 +348,20 @@ pub(crate) async fn post(
     Path(stream): Path<String>,
     request: Request,
 ) -> Response {
+    write(&vendor, &stream, request, |body| Write::Post { body }).await
+}
+
+/// One write request to `stream`, the write made of its body by `write`.
+async fn write(
+    vendor: &Vendor,
+    stream: &str,
+    request: Request,
+    write: impl FnOnce(Value) -> Write,
+) -> Response {
     let result = async {
-        let stream = stream_name(&stream)?;
+        let stream = stream_name(stream)?;
         let (headers, reset, body) = parts(request).await?;
-        Ok(apply(
-            &vendor,
-            stream,
-            Write::Post { body },
-            &headers,
-            reset.as_ref(),
-        ))
+        Ok(apply(vendor, stream, write(body), &headers, reset.as_ref()))
     };
     result.await.unwrap_or_else(ApiError::into_response)
 }

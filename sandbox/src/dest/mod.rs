@@ -133,6 +133,32 @@ fn draw(vendor: &Vendor) -> Draw {
     }
 }
 
+/// A 503 before anything is applied.
+fn refuse_unavailable(collection: &mut Collection) -> Response {
+    collection.counts.unavailable += 1;
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "injected fault: try again later",
+    )
+}
+
+/// `response`, or, when `lose` (and the connection can be reset), no answer at all: the
+/// connection is reset after the write was applied.
+fn lose_answer(
+    collection: &mut Collection,
+    lose: bool,
+    reset: Option<&ResetSwitch>,
+    mut response: Response,
+) -> Response {
+    if lose && let Some(reset) = reset {
+        collection.counts.acks_lost += 1;
+        reset.trip();
+        response.extensions_mut().insert(ConnectionReset);
+    }
+    response
+}
+
 fn answer(written: Result<Written, Refused>) -> Response {
     let (status, id, item) = match written {
         Ok(Written::Created { id, item }) => (StatusCode::CREATED, id, item),
@@ -208,12 +234,7 @@ fn apply(
     let mut dest = vendor.destinations();
     let collection = dest.entry(stream.to_owned()).or_default();
     if unavailable {
-        collection.counts.unavailable += 1;
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "injected fault: try again later",
-        );
+        return refuse_unavailable(collection);
     }
     let record_id = match &write {
         Write::Put { id, .. } | Write::Patch { id, .. } => Some(id.clone()),
@@ -254,16 +275,7 @@ fn apply(
         collection.counts.stale += 1;
     }
     let applied = written.is_ok();
-    let mut response = answer(written);
-    if applied
-        && lose_ack
-        && let Some(reset) = reset
-    {
-        collection.counts.acks_lost += 1;
-        reset.trip();
-        response.extensions_mut().insert(ConnectionReset);
-    }
-    response
+    lose_answer(collection, applied && lose_ack, reset, answer(written))
 }
 
 /// The body as JSON, or a 400 that says why not.
@@ -411,12 +423,7 @@ fn apply_batch(
     let mut dest = vendor.destinations();
     let collection = dest.entry(stream.to_owned()).or_default();
     if unavailable {
-        collection.counts.unavailable += 1;
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "injected fault: try again later",
-        );
+        return refuse_unavailable(collection);
     }
     let mut results = Vec::with_capacity(records.len());
     for record in records {
@@ -446,13 +453,8 @@ fn apply_batch(
                                                 "error": format!("{refused:?}")})),
         }
     }
-    let mut response = Json(json!({ "results": results })).into_response();
-    if lose_ack && let Some(reset) = reset {
-        collection.counts.acks_lost += 1;
-        reset.trip();
-        response.extensions_mut().insert(ConnectionReset);
-    }
-    response
+    let response = Json(json!({ "results": results })).into_response();
+    lose_answer(collection, lose_ack, reset, response)
 }
 
 /// `GET /admin/dest/{stream}`: what the destination holds and what its writes did.

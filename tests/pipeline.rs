@@ -137,6 +137,30 @@ async fn every_record_reaches_the_destination_once_despite_lost_answers_and_edit
     }
     assert_eq!(report.conflicts, 0, "source_wins settles every conflict");
 
+    // deals: PUT through the batch endpoint (50 records a request), under the same faults.
+    let report = run_pipeline(&db, &pipeline_input(&source, &dest, Stream::Deals)).await;
+    let deals = dest.vendor().destination("deals");
+    let batches = dest.vendor().requests("POST /dest/{stream}/batch", "200");
+    assert!(batches >= 6, "{batches} batches answered");
+    let rejects: Vec<String> = sqlx::query_scalar(
+        "SELECT record_id FROM cairn.destination_rejects WHERE stream = 'deals'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    for record in source.vendor().records(Stream::Deals) {
+        let id = record["id"].as_str().unwrap();
+        match deals.records.get(id) {
+            Some(held) => assert_holds(held, &record, id),
+            None => assert!(
+                rejects.iter().any(|r| r == id),
+                "{id} is neither written nor a dead letter"
+            ),
+        }
+    }
+    assert_eq!(report.applied as usize + rejects.len(), 300, "{report:?}");
+    assert!(deals.duplicates.is_empty());
+
     // A second run writes only what changed since; contacts created before are not
     // created again.
     source

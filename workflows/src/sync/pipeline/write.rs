@@ -91,25 +91,36 @@ impl PageWrite<'_> {
             .filter(|(id, _)| !acks.contains_key(id))
             .collect();
         let run_text = run.to_string();
-        let sends: Vec<_> = pending
-            .into_iter()
-            .map(|(id, record)| {
-                self.send(ToSend {
-                    mode: plan.mode(),
-                    run: &run_text,
-                    position,
-                    id,
-                    record,
-                    known: known.get(id),
+        let in_flight = self.concurrency.max(1);
+        if let Some((_, size)) = plan.batch() {
+            let batches: Vec<_> = pending
+                .chunks(size)
+                .map(|chunk| self.send_batch(chunk, position))
+                .collect();
+            let mut batches = futures::stream::iter(batches).buffer_unordered(in_flight);
+            while let Some(sent) = batches.next().await {
+                acks.extend(sent?);
+            }
+        } else {
+            let sends: Vec<_> = pending
+                .into_iter()
+                .map(|(id, record)| {
+                    self.send(ToSend {
+                        mode: plan.mode(),
+                        run: &run_text,
+                        position,
+                        id,
+                        record,
+                        known: known.get(id),
+                    })
                 })
-            })
-            .collect();
-        let mut sends = futures::stream::iter(sends).buffer_unordered(self.concurrency.max(1));
-        while let Some(sent) = sends.next().await {
-            let (id, ack) = sent?;
-            acks.insert(id, ack);
+                .collect();
+            let mut sends = futures::stream::iter(sends).buffer_unordered(in_flight);
+            while let Some(sent) = sends.next().await {
+                let (id, ack) = sent?;
+                acks.insert(id, ack);
+            }
         }
-        drop(sends);
         let mut settled: Vec<Settled<'_>> = records
             .iter()
             .filter_map(|(id, record)| {
@@ -175,6 +186,41 @@ impl PageWrite<'_> {
         let run = self.ctx.run_id();
         state::record_ack(self.ctx.pool(), run, send.position, send.id, &ack).await?;
         Ok((send.id.to_owned(), ack))
+    }
+}
+
+impl PageWrite<'_> {
+    /// Sends `chunk` through the stream's batch endpoint (a `put` stream's, so sending
+    /// it again after a lost answer lands the same records again) and records the
+    /// destination's answer for each record.
+    async fn send_batch(
+        &self,
+        chunk: &[&(String, &serde_json::Value)],
+        position: i32,
+    ) -> Result<Vec<(String, Ack)>, Error> {
+        let records: Vec<&serde_json::Value> = chunk.iter().map(|(_, record)| *record).collect();
+        let mut tries = 0;
+        let outcomes = loop {
+            tries += 1;
+            match self.dest.write_batch(&self.key.dest_stream, &records).await {
+                Ok(outcomes) => break outcomes,
+                Err(err) => {
+                    let err = Error::from(err);
+                    if tries < RESENDS && err.is_transient() {
+                        tokio::time::sleep(RESEND_PAUSE * tries).await;
+                    } else {
+                        return Err(err);
+                    }
+                }
+            }
+        };
+        let mut acked = Vec::with_capacity(chunk.len());
+        for ((id, _), outcome) in chunk.iter().zip(outcomes) {
+            let ack = ack_of(Ok(outcome))?;
+            state::record_ack(self.ctx.pool(), self.ctx.run_id(), position, id, &ack).await?;
+            acked.push((id.clone(), ack));
+        }
+        Ok(acked)
     }
 }
 

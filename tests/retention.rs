@@ -149,10 +149,36 @@ async fn workers_purge_each_workflow_by_its_own_window() {
         retention: Some(Retention {
             default: Duration::from_secs(86_400),
             dead_letters: None,
+            set_aside: Some(Duration::from_secs(30 * 86_400)),
             every: Duration::from_millis(50),
         }),
         ..WorkerConfig::default()
     };
+    // A quarantined record and a refused write, one past the window and one within it.
+    for (key, days) in [("old", 40), ("new", 1)] {
+        sqlx::query(
+            "INSERT INTO cairn.quarantine (schema_name, stream, kind, reason, record, synced_at,
+                                           first_seen, last_seen, record_key)
+             VALUES ('s', 'contacts', 'drift', 'test', '{}', now(),
+                     now() - make_interval(days => $2), now() - make_interval(days => $2), $1)",
+        )
+        .bind(key)
+        .bind(days)
+        .execute(db.pool())
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO cairn.destination_rejects
+                    (destination, stream, record_id, run_id, reason, created_at)
+             VALUES ('d', 'contacts', $1, gen_random_uuid(), 'test',
+                     now() - make_interval(days => $2))",
+        )
+        .bind(key)
+        .bind(days)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
     let worker = TestWorker::start(db.pool().clone(), std::sync::Arc::new(registry), config);
     let mut runs = Vec::new();
     for workflow in ["ledger", "ledger.kept"] {
@@ -178,6 +204,30 @@ async fn workers_purge_each_workflow_by_its_own_window() {
     assert!(
         steps(&db, runs[1]).await.iter().all(|s| s.3),
         "a workflow with a longer window of its own keeps its outputs"
+    );
+    let left = || async {
+        let quarantined: Vec<String> =
+            sqlx::query_scalar("SELECT record_key FROM cairn.quarantine ORDER BY 1")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let refused: Vec<String> =
+            sqlx::query_scalar("SELECT record_id FROM cairn.destination_rejects ORDER BY 1")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        (quarantined, refused)
+    };
+    while left().await.0.len() > 1 || left().await.1.len() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never purged the records set aside"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        left().await,
+        (vec!["new".to_owned()], vec!["new".to_owned()])
     );
     worker.shutdown().await;
 }

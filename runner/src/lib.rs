@@ -117,7 +117,7 @@ pub use model::{
     RunDetail, RunStatus, RunSummary, SHOWN_OUTPUT_BYTES, StepKind, StepRecord, StepStatus,
 };
 pub use registry::Registry;
-pub use retention::{PurgeOptions, PurgeReport};
+pub use retention::{PurgeOptions, PurgeReport, SetAside, SetAsidePurge};
 pub use retry::RetryPolicy;
 pub use schedule::{Scheduler, SchedulerConfig, Schedules};
 pub use store::FINISHED_CHANNEL;

@@ -13,7 +13,32 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::worker::Retention;
-use crate::{Client, EngineError, Registry};
+use crate::{BoxError, Client, EngineError, Registry};
+
+/// A purge of records other crates keep beside runs, given a pool and the instant
+/// before which they go; it returns how many went.
+pub type SetAsidePurge = Arc<
+    dyn Fn(PgPool, DateTime<Utc>) -> futures::future::BoxFuture<'static, Result<u64, BoxError>>
+        + Send
+        + Sync,
+>;
+
+/// Records set aside beside runs that crates other than the engine keep (quarantined
+/// records, writes a destination refused), purged by workers once older than
+/// [`Retention::set_aside`]. Kept in the registry: `registry.provided_mut::<SetAside>()`.
+#[derive(Default)]
+pub struct SetAside {
+    purges: Vec<(&'static str, SetAsidePurge)>,
+}
+
+impl SetAside {
+    /// Adds (or replaces) the purge of `what`, e.g. `"quarantine"`.
+    pub fn add(&mut self, what: &'static str, purge: SetAsidePurge) -> &mut Self {
+        self.purges.retain(|(name, _)| *name != what);
+        self.purges.push((what, purge));
+        self
+    }
+}
 
 /// What to purge.
 #[derive(Debug, Clone)]
@@ -159,6 +184,21 @@ pub(crate) async fn keep(pool: PgPool, registry: Arc<Registry>, retention: Reten
                     error = %err,
                     "cannot purge past their retention window; trying again later"
                 ),
+            }
+        }
+        if let (Some(window), Some(set_aside)) =
+            (retention.set_aside, registry.provided::<SetAside>())
+        {
+            for (what, purge) in &set_aside.purges {
+                match purge(client.pool().clone(), before(now, window)).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(what, records = n, "purged records set aside"),
+                    Err(err) => tracing::warn!(
+                        what,
+                        error = %err,
+                        "cannot purge records set aside; trying again later"
+                    ),
+                }
             }
         }
         tokio::time::sleep(retention.every).await;

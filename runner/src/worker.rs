@@ -76,6 +76,9 @@ pub struct Retention {
     /// Failed runs (the dead-letter list), which can no longer be retried once purged;
     /// `None` keeps them.
     pub dead_letters: Option<Duration>,
+    /// Records set aside beside runs ([`crate::retention::SetAside`]: quarantined
+    /// records, writes a destination refused); `None` keeps them.
+    pub set_aside: Option<Duration>,
     /// How often the worker purges.
     pub every: Duration,
 }
@@ -85,6 +88,7 @@ impl Default for Retention {
         Self {
             default: Duration::from_secs(7 * 86_400),
             dead_letters: Some(Duration::from_secs(30 * 86_400)),
+            set_aside: Some(Duration::from_secs(30 * 86_400)),
             every: Duration::from_secs(600),
         }
     }

@@ -79,6 +79,10 @@ enum Command {
         /// `never` keeps them.
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         retain_dead_letters: String,
+        /// Forget quarantined records and writes destinations refused older than this;
+        /// `never` keeps them.
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        retain_set_aside: String,
     },
     /// Start a run of a workflow.
     Start {
@@ -372,12 +376,14 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             default_key_limit,
             retain,
             retain_dead_letters,
+            retain_set_aside,
         } => {
             if concurrency == 0 {
                 return Err(Failure::usage("--concurrency must be at least 1"));
             }
             let retain = window("--retain", &retain)?;
             let dead_letters = window("--retain-dead-letters", &retain_dead_letters)?;
+            let set_aside = window("--retain-set-aside", &retain_set_aside)?;
             let lease = seconds("--lease", lease)?;
             let poll = seconds("--poll", poll)?;
             let pool = connect(url, concurrency as u32 + 4).await?;
@@ -394,6 +400,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 retention: retain.map(|default| cairn_runner::Retention {
                     default,
                     dead_letters,
+                    set_aside,
                     ..cairn_runner::Retention::default()
                 }),
                 ..WorkerConfig::default()

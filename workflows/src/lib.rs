@@ -31,7 +31,9 @@ pub static MIGRATIONS: std::sync::LazyLock<cairn_runner::Migrations> =
 use cairn_runner::Registry;
 
 /// Registers every built-in workflow whose name `registry` does not hold yet (a
-/// workflow registered under a built-in's name first keeps its place).
+/// workflow registered under a built-in's name first keeps its place), and the purges of
+/// the records they set aside (quarantined records, writes a destination refused) that
+/// workers run once those are older than [`cairn_runner::Retention::set_aside`].
 pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
     macro_rules! builtin {
         ($($name:expr => $workflow:expr),* $(,)?) => {
@@ -50,5 +52,26 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         sync::FILL => sync::fill,
         sync::PIPELINE => sync::pipeline,
     }
+    let set_aside = registry.provided_mut::<cairn_runner::SetAside>();
+    set_aside.add(
+        "quarantine",
+        std::sync::Arc::new(|pool, before| {
+            Box::pin(async move {
+                cairn_connectors::warehouse::purge_quarantine(&pool, before, false)
+                    .await
+                    .map_err(Into::into)
+            })
+        }),
+    );
+    set_aside.add(
+        "destination_rejects",
+        std::sync::Arc::new(|pool, before| {
+            Box::pin(async move {
+                sync::pipeline::purge_rejects(&pool, before, false)
+                    .await
+                    .map_err(Into::into)
+            })
+        }),
+    );
     registry
 }

@@ -13,7 +13,7 @@ use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
 use serde_json::Value;
 use support::builtin_worker;
-use support::vendor::{HUBSPOT, input, start};
+use support::vendor::{HUBSPOT, assert_holds, input, start};
 
 const DESTINATION: &str = include_str!("../examples/destinations/sandbox-dest.toml");
 
@@ -44,16 +44,6 @@ async fn run_pipeline(db: &TestDb, input: &PipelineInput) -> PipelineReport {
         done.error
     );
     serde_json::from_value(done.output.unwrap()).unwrap()
-}
-
-/// The fields of a source record a destination record must hold.
-fn assert_holds(held: &Value, source: &Value, what: &str) {
-    for (field, value) in source.as_object().unwrap() {
-        if field == "id" {
-            continue;
-        }
-        assert_eq!(&held[field], value, "{what}: field `{field}`");
-    }
 }
 
 fn faulty_destination() -> SandboxConfig {

@@ -15,7 +15,7 @@ use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::TestDb;
 use serde_json::Value;
 use support::WorkerProcess;
-use support::vendor::{HUBSPOT, input, start};
+use support::vendor::{HUBSPOT, assert_holds, input, start};
 
 const RECORDS: usize = 10_000;
 const KILLS: usize = 5;
@@ -43,14 +43,6 @@ async fn completed_steps(db: &TestDb) -> i64 {
         .fetch_one(db.pool())
         .await
         .unwrap()
-}
-
-fn assert_holds(held: &Value, source: &Value, what: &str) {
-    for (field, value) in source.as_object().unwrap() {
-        if field != "id" {
-            assert_eq!(&held[field], value, "{what}: field `{field}`");
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -54,3 +54,13 @@ pub async fn count(db: &TestDb, sql: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// Asserts that `held`, a destination's record, holds every field of the source record
+/// `source` but its id.
+pub fn assert_holds(held: &Value, source: &Value, what: &str) {
+    for (field, value) in source.as_object().unwrap() {
+        if field != "id" {
+            assert_eq!(&held[field], value, "{what}: field `{field}`");
+        }
+    }
+}

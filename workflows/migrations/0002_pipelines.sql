@@ -7,7 +7,6 @@ CREATE TABLE cairn.pipeline_cursors (
     destination text NOT NULL,
     dest_stream text NOT NULL,
     watermark   text,
-    records     bigint NOT NULL DEFAULT 0,
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, stream, destination, dest_stream)
 );

@@ -57,23 +57,18 @@ pub(crate) async fn advance(
     conn: &mut PgConnection,
     key: &PipelineKey,
     watermark: &str,
-    records: u64,
 ) -> Result<(), Error> {
     sqlx::query(
-        "INSERT INTO cairn.pipeline_cursors (source, stream, destination, dest_stream,
-                                             watermark, records)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO cairn.pipeline_cursors (source, stream, destination, dest_stream, watermark)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (source, stream, destination, dest_stream) DO UPDATE
-            SET watermark = EXCLUDED.watermark,
-                records = cairn.pipeline_cursors.records + EXCLUDED.records,
-                updated_at = now()",
+            SET watermark = EXCLUDED.watermark, updated_at = now()",
     )
     .bind(&key.source)
     .bind(&key.stream)
     .bind(&key.destination)
     .bind(&key.dest_stream)
     .bind(watermark)
-    .bind(i64::try_from(records).unwrap_or(i64::MAX))
     .execute(conn)
     .await?;
     Ok(())

@@ -139,7 +139,7 @@ impl PageWrite<'_> {
         let mut conn = tx.conn().await?;
         state::settle(&mut conn, self.key, run, position, &settled).await?;
         if let Some(watermark) = self.watermark {
-            state::advance(&mut conn, self.key, watermark, 0).await?;
+            state::advance(&mut conn, self.key, watermark).await?;
         }
         let mut written = count(acks.values());
         written.rejected += unwritable.len() as u64;

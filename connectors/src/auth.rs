@@ -5,10 +5,13 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use sqlx::PgPool;
 use tokio::sync::Mutex;
+use zeroize::Zeroize;
 
 use crate::error::{Category, HttpError};
 use crate::secret::{Secret, SecretSource};
+use crate::tokens::{Grant, TokenStore};
 
 /// How a source authenticates, as written in its TOML `[auth]` table.
 ///
@@ -47,9 +50,20 @@ pub enum AuthConfig {
         /// Where the key comes from.
         value: SecretSource,
     },
-    /// OAuth2 client credentials (RFC 6749 §4.4): a token fetched from `token_url`,
-    /// refreshed before it expires, and refreshed once more if the vendor answers 401.
+    /// OAuth2: an access token fetched from `token_url`, refreshed before it expires,
+    /// and refreshed once more if the vendor answers 401. With `grant =
+    /// "client_credentials"` (RFC 6749 §4.4, the default) it is bought with the client
+    /// credentials; with `grant = "refresh_token"` (§6) with the refresh token a person
+    /// authorized, stored in Postgres (`cairn auth set`) and rotated as the vendor
+    /// rotates it (see [`crate::tokens`]).
     Oauth2 {
+        /// How the access token is bought.
+        #[serde(default)]
+        grant: OauthGrant,
+        /// The stored credential a `refresh_token` grant uses: the source's name unless
+        /// several sources share one authorization.
+        #[serde(default)]
+        credential: Option<String>,
         /// The token endpoint, absolute or relative to the base URL.
         token_url: String,
         /// The client id.
@@ -70,6 +84,17 @@ const TOKEN_RESPONSE_BYTES: u64 = 64 * 1024;
 
 fn default_margin() -> u64 {
     60
+}
+
+/// How an OAuth2 access token is bought.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OauthGrant {
+    /// With the client id and secret alone.
+    #[default]
+    ClientCredentials,
+    /// With a stored refresh token, which the vendor may rotate at every use.
+    RefreshToken,
 }
 
 /// Where an API key travels.
@@ -105,6 +130,8 @@ enum Scheme {
         scope: Option<String>,
         margin: Duration,
         token: Mutex<Option<Token>>,
+        /// For the refresh-token grant: where the credential is stored, and its name.
+        stored: Option<Box<(TokenStore, String)>>,
     },
 }
 
@@ -120,11 +147,26 @@ struct TokenResponse {
     access_token: String,
     #[serde(default)]
     expires_in: Option<i64>,
+    /// A rotated refresh token (refresh-token grant).
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+impl Drop for TokenResponse {
+    fn drop(&mut self) {
+        self.access_token.zeroize();
+        self.refresh_token.zeroize();
+    }
 }
 
 impl Authenticator {
-    /// Reads the credentials `config` names. `base_url` resolves a relative token URL.
-    pub(crate) async fn new(config: &AuthConfig, base_url: &str) -> Result<Self, HttpError> {
+    /// Reads the credentials `config` names. `base_url` resolves a relative token URL;
+    /// `pool` holds stored refresh tokens.
+    pub(crate) async fn new(
+        config: &AuthConfig,
+        base_url: &str,
+        pool: Option<&PgPool>,
+    ) -> Result<Self, HttpError> {
         let read = |source: &SecretSource| {
             let source = source.clone();
             async move {
@@ -156,19 +198,39 @@ impl Authenticator {
                 value: read(value).await?,
             },
             AuthConfig::Oauth2 {
+                grant,
+                credential,
                 token_url,
                 client_id,
                 client_secret,
                 scope,
                 refresh_margin_secs,
-            } => Scheme::Oauth2 {
-                token_url: crate::http::join_url(base_url, token_url),
-                client_id: read(client_id).await?,
-                client_secret: read(client_secret).await?,
-                scope: scope.clone(),
-                margin: Duration::seconds(*refresh_margin_secs as i64),
-                token: Mutex::new(None),
-            },
+            } => {
+                let stored = match grant {
+                    OauthGrant::ClientCredentials => None,
+                    OauthGrant::RefreshToken => {
+                        let credential = credential.clone().ok_or_else(|| {
+                            HttpError::config("a refresh_token grant needs a credential name")
+                        })?;
+                        let pool = pool.ok_or_else(|| {
+                            HttpError::config(
+                                "a refresh_token grant keeps its token in the cairn database, \
+                                 and this client has none",
+                            )
+                        })?;
+                        Some(Box::new((TokenStore::new(pool.clone()), credential)))
+                    }
+                };
+                Scheme::Oauth2 {
+                    token_url: crate::http::join_url(base_url, token_url),
+                    client_id: read(client_id).await?,
+                    client_secret: read(client_secret).await?,
+                    scope: scope.clone(),
+                    margin: Duration::seconds(*refresh_margin_secs as i64),
+                    token: Mutex::new(None),
+                    stored,
+                }
+            }
         };
         Ok(Self { scheme })
     }
@@ -207,7 +269,8 @@ impl Authenticator {
                 let mut cached = token.lock().await;
                 let fresh = cached.as_ref().is_some_and(|t| Utc::now() < t.refresh_at);
                 if !fresh {
-                    *cached = Some(self.fetch_token(http).await?);
+                    let stale = cached.take().map(|t| t.value);
+                    *cached = Some(self.fetch_token(http, stale.as_ref()).await?);
                 }
                 let value = cached.as_ref().map(|t| t.value.clone());
                 drop(cached);
@@ -224,10 +287,13 @@ impl Authenticator {
         matches!(self.scheme, Scheme::Oauth2 { .. })
     }
 
-    /// Forgets the cached token, so the next request fetches a new one.
+    /// Marks the cached token stale, so the next request fetches a new one (and a
+    /// stored credential does not hand back the token the vendor just refused).
     pub(crate) async fn invalidate(&self) {
-        if let Scheme::Oauth2 { token, .. } = &self.scheme {
-            *token.lock().await = None;
+        if let Scheme::Oauth2 { token, .. } = &self.scheme
+            && let Some(cached) = token.lock().await.as_mut()
+        {
+            cached.refresh_at = DateTime::<Utc>::MIN_UTC;
         }
     }
 
@@ -256,23 +322,64 @@ impl Authenticator {
         digest[..8].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    async fn fetch_token(&self, http: &reqwest::Client) -> Result<Token, HttpError> {
+    /// A new access token: bought with the client credentials, or through the stored
+    /// credential (`stale` is the token this process used last, perhaps refused).
+    async fn fetch_token(
+        &self,
+        http: &reqwest::Client,
+        stale: Option<&Secret>,
+    ) -> Result<Token, HttpError> {
+        let Scheme::Oauth2 { margin, stored, .. } = &self.scheme else {
+            return Err(HttpError::config("not an OAuth2 source"));
+        };
+        match stored {
+            None => {
+                let grant = self.exchange(http, None).await?;
+                Ok(Token {
+                    value: grant.access_token,
+                    refresh_at: refresh_at(Utc::now(), grant.lifetime, *margin),
+                })
+            }
+            Some(stored) => {
+                let (store, credential) = &**stored;
+                let (value, refresh_at) = store
+                    .access_token(credential, *margin, stale, |refresh| async move {
+                        self.exchange(http, Some(&refresh)).await
+                    })
+                    .await?;
+                Ok(Token { value, refresh_at })
+            }
+        }
+    }
+
+    /// One call to the token endpoint: the client-credentials grant, or the
+    /// refresh-token grant with `refresh`.
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        refresh: Option<&Secret>,
+    ) -> Result<Grant, HttpError> {
         let Scheme::Oauth2 {
             token_url,
             client_id,
             client_secret,
             scope,
-            margin,
             ..
         } = &self.scheme
         else {
             return Err(HttpError::config("not an OAuth2 source"));
         };
-        let mut form = vec![
-            ("grant_type", "client_credentials"),
+        let mut form = match refresh {
+            None => vec![("grant_type", "client_credentials")],
+            Some(refresh) => vec![
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.expose()),
+            ],
+        };
+        form.extend([
             ("client_id", client_id.expose()),
             ("client_secret", client_secret.expose()),
-        ];
+        ]);
         if let Some(scope) = scope {
             form.push(("scope", scope.as_str()));
         }
@@ -310,7 +417,12 @@ impl Authenticator {
                 category,
                 Some(status),
                 format!(
-                    "the token endpoint refused the client credentials: {}",
+                    "the token endpoint refused the {}: {}",
+                    if refresh.is_some() {
+                        "refresh token"
+                    } else {
+                        "client credentials"
+                    },
                     detail.trim()
                 ),
             ));
@@ -326,14 +438,25 @@ impl Authenticator {
                     "the token endpoint's answer has no access_token".to_owned(),
                 )
             })?;
-        let lifetime = Duration::seconds(body.expires_in.unwrap_or(3600).max(1));
+        let lifetime = Duration::seconds(body.expires_in.unwrap_or(3600).clamp(1, 366 * 86_400));
         tracing::debug!(
             expires_in = lifetime.num_seconds(),
             "fetched an OAuth token"
         );
-        Ok(Token {
-            value: Secret::new(body.access_token),
-            refresh_at: Utc::now() + lifetime - (*margin).min(lifetime / 2),
+        Ok(Grant {
+            access_token: Secret::new(body.access_token.as_str()),
+            lifetime,
+            refresh_token: body
+                .refresh_token
+                .as_deref()
+                .filter(|token| !token.is_empty())
+                .map(Secret::new),
         })
     }
+}
+
+/// When to fetch the next token: `margin` before expiry, but never past half the
+/// token's life, so short-lived tokens are not refreshed on every request.
+fn refresh_at(now: DateTime<Utc>, lifetime: Duration, margin: Duration) -> DateTime<Utc> {
+    now + lifetime - margin.min(lifetime / 2)
 }

@@ -51,11 +51,14 @@ pub mod rest;
 pub mod secret;
 pub mod source;
 pub mod telemetry;
+pub mod tokens;
 pub mod warehouse;
 pub mod watermark;
 
+pub use tokens::SEALED_COLUMNS;
+
 /// The connectors' tables of the `cairn` schema (rate budgets, the warehouse registry,
-/// quarantine, reconciliation ids), migrated after the engine's with
+/// quarantine, reconciliation ids, OAuth tokens), migrated after the engine's with
 /// [`cairn_runner::migrate_with`].
 pub static MIGRATIONS: std::sync::LazyLock<cairn_runner::Migrations> =
     std::sync::LazyLock::new(|| {

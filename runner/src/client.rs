@@ -89,6 +89,14 @@ impl Client {
         self
     }
 
+    /// Seals event payloads with `sealer`, and opens step outputs with it, rather than
+    /// with this process's keys ([`Sealer::process`](crate::seal::Sealer::process)).
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: crate::seal::Sealer) -> Self {
+        self.store = self.store.with_sealer(sealer);
+        self
+    }
+
     /// Measures deadlines given as timeouts by `clock` (the workers' own, in tests
     /// with a [`Clock::skippable`] one).
     #[must_use]

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use crate::seal::{QUARANTINED_RECORDS, Sealer};
 use crate::store::WAKEUP_CHANNEL;
 use crate::{EngineError, RunId};
 
@@ -201,6 +202,7 @@ fn db(err: sqlx::Error) -> DeadLetterError {
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
     pool: PgPool,
+    sealer: Sealer,
 }
 
 /// A quarantined record as read: `json` travels as text because it may hold what
@@ -214,17 +216,33 @@ struct DeadRecordRow {
     record_id: Option<String>,
     kind: String,
     reason: String,
-    record: String,
+    record: Option<String>,
+    record_sealed: Option<Vec<u8>>,
     synced_at: DateTime<Utc>,
     first_seen: DateTime<Utc>,
     last_seen: DateTime<Utc>,
     times: i64,
 }
 
-impl From<DeadRecordRow> for DeadRecord {
-    fn from(row: DeadRecordRow) -> Self {
+impl DeadRecordRow {
+    /// The record, its stored text opened when it was sealed.
+    fn open(mut self, sealer: &Sealer) -> Result<DeadRecord, DeadLetterError> {
+        let text = sealer
+            .read(
+                &QUARANTINED_RECORDS,
+                self.record.take(),
+                self.record_sealed.as_deref(),
+            )
+            .map_err(EngineError::from)?
+            .unwrap_or_default();
+        Ok(DeadRecord::from_row(self.id, text, self))
+    }
+}
+
+impl DeadRecord {
+    fn from_row(id: i64, record: String, row: DeadRecordRow) -> Self {
         Self {
-            id: row.id,
+            id,
             source: row.source,
             schema_name: row.schema_name,
             stream: row.stream,
@@ -232,8 +250,8 @@ impl From<DeadRecordRow> for DeadRecord {
             kind: row.kind,
             reason: row.reason,
             // Text is kept if it ever does not parse (a record nested too deep, say).
-            record: serde_json::from_str(&row.record).unwrap_or(Value::String(row.record.clone())),
-            record_text: row.record,
+            record: serde_json::from_str(&record).unwrap_or(Value::String(record.clone())),
+            record_text: record,
             synced_at: row.synced_at,
             first_seen: row.first_seen,
             last_seen: row.last_seen,
@@ -282,14 +300,18 @@ const DEAD_RECORDS_SQL: &str = "
     SELECT id, coalesce(source, (SELECT t.source FROM cairn.warehouse_tables t
                                   WHERE t.schema_name = q.schema_name AND t.stream = q.stream),
                         '') AS source,
-           schema_name, stream, record_id, kind, reason, record::text AS record,
+           schema_name, stream, record_id, kind, reason, record::text AS record, record_sealed,
            synced_at, first_seen, last_seen, times
       FROM cairn.quarantine q";
 
 impl DeadLetters {
-    /// The dead-letter list over `pool`.
+    /// The dead-letter list over `pool`, opening sealed records with this process's
+    /// keys.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            sealer: Sealer::process(),
+        }
     }
 
     /// Failed runs and quarantined records, newest first, at most `limit` of each.
@@ -345,7 +367,7 @@ impl DeadLetters {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(rows.into_iter().map(DeadRecord::from).collect())
+        rows.into_iter().map(|row| row.open(&self.sealer)).collect()
     }
 
     async fn records(
@@ -362,12 +384,13 @@ impl DeadLetters {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        Ok(rows.into_iter().map(DeadRecord::from).collect())
+        rows.into_iter().map(|row| row.open(&self.sealer)).collect()
     }
 
     /// Locks a quarantined record for re-applying it in the caller's transaction; the
     /// caller removes it with [`DeadLetters::remove_record`] once it landed.
     pub async fn lock_record(
+        &self,
         conn: &mut PgConnection,
         id: i64,
     ) -> Result<DeadRecord, DeadLetterError> {
@@ -378,8 +401,7 @@ impl DeadLetters {
         .fetch_optional(conn)
         .await
         .map_err(db)?;
-        row.map(DeadRecord::from)
-            .ok_or(DeadLetterError::NoRecord(id))
+        row.ok_or(DeadLetterError::NoRecord(id))?.open(&self.sealer)
     }
 
     /// Drops a quarantined record that has now landed.

@@ -350,6 +350,9 @@ pub enum EngineError {
     /// A database operation failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A sealed value could not be opened (no key, another key, or altered).
+    #[error("{0}")]
+    Sealed(#[from] crate::seal::OpenError),
 }
 
 impl EngineError {

@@ -16,7 +16,8 @@ use sqlx::PgPool;
 
 use crate::context::{Halt, Slot, StoredFailure};
 use crate::model::{RunStatus, StepKind, StepStatus};
-use crate::store::{Fenced, StepWrite, Store};
+use crate::seal::{EVENT_DATA, OpenError};
+use crate::store::{Fenced, StepWrite};
 use crate::{Client, Context, EngineError, Error, RunId};
 
 /// How often a wait that is still in memory looks for its event.
@@ -174,17 +175,24 @@ impl Context {
     /// Looks for the oldest unconsumed event `name` of this run, without taking it yet;
     /// returns how many events have been sent to the run, and the event's data.
     async fn take_event(&self, name: &str) -> Result<(i64, Option<String>), Error> {
-        let (sent, data): (i64, Option<String>) = sqlx::query_as(
-            "SELECT r.events_sent,
-                    (SELECT e.data::text FROM cairn.events e
-                      WHERE e.run_id = r.id AND e.name = $2 AND e.consumed_position IS NULL
-                      ORDER BY e.id LIMIT 1)
-               FROM cairn.runs r WHERE r.id = $1",
+        let (sent, data, sealed): (i64, Option<String>, Option<Vec<u8>>) = sqlx::query_as(
+            "SELECT r.events_sent, e.data::text, e.data_sealed
+               FROM cairn.runs r
+               LEFT JOIN LATERAL (
+                   SELECT e.data, e.data_sealed FROM cairn.events e
+                    WHERE e.run_id = r.id AND e.name = $2 AND e.consumed_position IS NULL
+                    ORDER BY e.id LIMIT 1
+               ) e ON true
+              WHERE r.id = $1",
         )
         .bind(self.run_id())
         .bind(name)
         .fetch_one(self.pool())
         .await?;
+        let data = self
+            .sealer()
+            .read(&EVENT_DATA, data, sealed.as_deref())
+            .map_err(Error::permanent)?;
         Ok((sent, data))
     }
 
@@ -214,7 +222,11 @@ impl Context {
                 return Err(Error::transient("the event was taken by another wait"));
             }
         }
-        match Store::write_step(&mut *tx, self.lease(), step).await? {
+        match self
+            .store()
+            .write_step(&mut *tx, self.lease(), step)
+            .await?
+        {
             Fenced::Held(cancel) => {
                 tx.commit().await?;
                 self.note_cancel(cancel);
@@ -294,14 +306,19 @@ impl Client {
         name: &str,
         data: &impl Serialize,
     ) -> Result<(), EngineError> {
-        let data = serde_json::to_value(data).map_err(|source| EngineError::InvalidInput {
+        let data = serde_json::to_string(data).map_err(|source| EngineError::InvalidInput {
             workflow: format!("event {name}"),
             source,
         })?;
+        let data = self
+            .store()
+            .sealer()
+            .store(&EVENT_DATA, &data)
+            .map_err(OpenError::from)?;
         let sent: Option<RunId> = sqlx::query_scalar(
             "WITH sent AS (
-                 INSERT INTO cairn.events (run_id, name, data)
-                 SELECT id, $2, $3 FROM cairn.runs
+                 INSERT INTO cairn.events (run_id, name, data, data_sealed)
+                 SELECT id, $2, $3::jsonb, $4 FROM cairn.runs
                   WHERE id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')
                  RETURNING run_id
              )
@@ -314,7 +331,8 @@ impl Client {
         )
         .bind(run)
         .bind(name)
-        .bind(&data)
+        .bind(data.plain())
+        .bind(data.sealed())
         .fetch_optional(self.store().pool())
         .await
         .map_err(EngineError::db)?;

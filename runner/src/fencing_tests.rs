@@ -68,7 +68,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     assert_eq!(a.len(), 1);
     let a = a[0].lease;
     assert_eq!(
-        Store::write_step(store.pool(), a, &write(0)).await.unwrap(),
+        store.write_step(store.pool(), a, &write(0)).await.unwrap(),
         Fenced::Held(false)
     );
     let nobody = store
@@ -80,7 +80,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
     // Expired but not yet taken over: the worker has lost the right to write.
     expire(&store, a).await;
     assert_eq!(
-        Store::write_step(store.pool(), a, &write(1)).await.unwrap(),
+        store.write_step(store.pool(), a, &write(1)).await.unwrap(),
         Fenced::Lost
     );
     assert!(
@@ -99,7 +99,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
 
     // Taken over: every kind of write by the old holder is refused.
     assert_eq!(
-        Store::write_step(store.pool(), a, &write(1)).await.unwrap(),
+        store.write_step(store.pool(), a, &write(1)).await.unwrap(),
         Fenced::Lost
     );
     assert_eq!(
@@ -111,7 +111,7 @@ async fn a_worker_whose_lease_expired_or_was_taken_over_cannot_write() {
 
     // The new holder writes normally.
     assert_eq!(
-        Store::write_step(store.pool(), b, &write(1)).await.unwrap(),
+        store.write_step(store.pool(), b, &write(1)).await.unwrap(),
         Fenced::Held(false)
     );
     assert_eq!(
@@ -171,7 +171,7 @@ async fn commit_effect(
         .execute(&mut *tx)
         .await
         .unwrap();
-    Store::commit_with_step(tx, lease, step).await
+    store.commit_with_step(tx, lease, step).await
 }
 
 async fn effects(store: &Store) -> Vec<String> {
@@ -216,7 +216,8 @@ async fn a_transactional_checkpoint_commits_with_its_step_and_keeps_hostile_text
     // The pool's connections come back out of any transaction: a plain write and a
     // second transactional step work as before.
     assert_eq!(
-        Store::write_step(store.pool(), lease, &write(1))
+        store
+            .write_step(store.pool(), lease, &write(1))
             .await
             .unwrap(),
         Fenced::Held(false)

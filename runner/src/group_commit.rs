@@ -111,7 +111,7 @@ impl GroupCommit {
                 .is_some_and(|output| output.len() > MAX_BATCHED_OUTPUT);
         let (busy, _writing) = self.enter();
         if alone || !busy {
-            return Store::write_step(self.store.pool(), lease, step).await;
+            return self.store.write_step(self.store.pool(), lease, step).await;
         }
         self.queued(lease, Write::Step(OwnedStep::new(step))).await
     }
@@ -187,7 +187,7 @@ async fn write_steps(store: &Store, batch: Vec<Queued>) {
     let steps: Vec<(Lease, StepWrite<'_>)> = batch.iter().filter_map(Queued::step).collect();
     let answer = match steps.as_slice() {
         [] => return,
-        [(lease, step)] => Ok(vec![Store::write_step(store.pool(), *lease, step).await]),
+        [(lease, step)] => Ok(vec![store.write_step(store.pool(), *lease, step).await]),
         _ => (store.write_steps(&steps).await).map(|all| all.into_iter().map(Ok).collect()),
     };
     drop(steps);
@@ -234,7 +234,9 @@ async fn answer_each(store: &Store, batch: Vec<Queued>, answer: Result<Vec<Answe
             for queued in batch {
                 let answer = match &queued.write {
                     Write::Step(step) => {
-                        Store::write_step(store.pool(), queued.lease, &step.as_write()).await
+                        store
+                            .write_step(store.pool(), queued.lease, &step.as_write())
+                            .await
                     }
                     Write::End(end) => finish_alone(store, queued.lease, end).await,
                 };

@@ -95,6 +95,7 @@ pub mod registry;
 pub mod retention;
 pub mod retry;
 pub mod schedule;
+pub mod seal;
 mod store;
 mod stored;
 mod versioning;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::model::{RunStatus, RunSummary};
+use crate::seal::STEP_OUTPUTS;
 use crate::{Client, EngineError, RunId};
 
 /// Which runs [`Client::runs`] lists; every field left `None` matches all runs.
@@ -91,15 +92,24 @@ impl Client {
         run: RunId,
         position: i32,
     ) -> Result<Option<Value>, EngineError> {
-        let text: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT output::text FROM cairn.steps WHERE run_id = $1 AND position = $2",
+        let row: Option<(Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT output::text, output_sealed FROM cairn.steps
+              WHERE run_id = $1 AND position = $2",
         )
         .bind(run)
         .bind(position)
         .fetch_optional(self.pool())
         .await
         .map_err(EngineError::db)?;
-        match text.flatten() {
+        let text = match row {
+            Some((plain, sealed)) => {
+                self.store()
+                    .sealer()
+                    .read(&STEP_OUTPUTS, plain, sealed.as_deref())?
+            }
+            None => None,
+        };
+        match text {
             Some(text) => serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|source| EngineError::Database(sqlx::Error::Decode(Box::new(source)))),

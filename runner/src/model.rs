@@ -249,6 +249,11 @@ pub struct StepRecord {
     #[sqlx(default)]
     #[serde(skip)]
     pub(crate) stored_output: Option<String>,
+    /// The output as sealed (when keys were configured as it was written), until
+    /// [`StepRecord::unseal`] opens it into `output` or `stored_output`.
+    #[sqlx(default)]
+    #[serde(skip)]
+    pub(crate) sealed_output: Option<Vec<u8>>,
     /// Attempts made (failed ones and the successful one).
     pub attempts: i32,
     /// Attempts refused by a rate limit (these do not use up the retry policy).
@@ -261,4 +266,24 @@ pub struct StepRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// How long its last attempt took.
     pub duration_ms: Option<f64>,
+}
+
+impl StepRecord {
+    /// Opens a sealed output into `stored_output` (for replay) or `output` (for display).
+    pub(crate) fn unseal(
+        &mut self,
+        sealer: &crate::seal::Sealer,
+        for_replay: bool,
+    ) -> Result<(), crate::seal::OpenError> {
+        let Some(sealed) = self.sealed_output.take() else {
+            return Ok(());
+        };
+        let text = sealer.read(&crate::seal::STEP_OUTPUTS, None, Some(&sealed))?;
+        if for_replay {
+            self.stored_output = text;
+        } else {
+            self.output = text.and_then(|text| serde_json::from_str(&text).ok());
+        }
+        Ok(())
+    }
 }

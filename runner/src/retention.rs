@@ -1,5 +1,6 @@
 //! Retention: once a finished run is older than its window, its step outputs (fetched
-//! pages, and whatever personal data they hold) and its own output are purged. Its
+//! pages, and whatever personal data they hold), its own output and the events sent to
+//! it are purged. Its
 //! metadata stays for audit: the run's workflow, status, times and error, and each
 //! step's name, kind, status, attempts, timings and error.
 //!
@@ -87,8 +88,9 @@ impl Client {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "WITH batch AS ({CANDIDATES})
                      SELECT (SELECT count(*) FROM batch),
-                            count(s.output),
-                            coalesce(sum(pg_column_size(s.output)), 0)::bigint
+                            count(s.output) + count(s.output_sealed),
+                            coalesce(sum(coalesce(pg_column_size(s.output),
+                                                  pg_column_size(s.output_sealed))), 0)::bigint
                        FROM cairn.steps s JOIN batch ON s.run_id = batch.id"
                 )))
                 .bind(options.completed_before)
@@ -110,12 +112,17 @@ impl Client {
                     "WITH batch AS ({CANDIDATES} ORDER BY finished_at LIMIT $4
                                    FOR UPDATE SKIP LOCKED),
                      sized AS (
-                        SELECT s.run_id, s.position, pg_column_size(s.output) AS size
+                        SELECT s.run_id, s.position,
+                               coalesce(pg_column_size(s.output),
+                                        pg_column_size(s.output_sealed)) AS size
                           FROM cairn.steps s JOIN batch ON s.run_id = batch.id
-                         WHERE s.output IS NOT NULL
+                         WHERE s.output IS NOT NULL OR s.output_sealed IS NOT NULL
+                     ),
+                     events AS (
+                        DELETE FROM cairn.events e USING batch WHERE e.run_id = batch.id
                      ),
                      steps AS (
-                        UPDATE cairn.steps s SET output = NULL
+                        UPDATE cairn.steps s SET output = NULL, output_sealed = NULL
                           FROM sized
                          WHERE s.run_id = sized.run_id AND s.position = sized.position
                         RETURNING s.run_id

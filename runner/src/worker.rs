@@ -160,6 +160,14 @@ impl Worker {
         }
     }
 
+    /// Seals step outputs and events with `sealer` rather than this process's keys
+    /// ([`Sealer::process`](crate::seal::Sealer::process)).
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: crate::seal::Sealer) -> Self {
+        self.store = self.store.with_sealer(sealer);
+        self
+    }
+
     /// This worker's id, as recorded on the runs it leases.
     pub fn id(&self) -> &str {
         &self.id
@@ -169,6 +177,12 @@ impl Worker {
     /// finish (up to the grace period), hands unfinished runs back to the queue and
     /// returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), EngineError> {
+        // Keys that cannot be read stop the worker before it claims a run whose
+        // checkpoints it could neither seal nor open.
+        self.store
+            .sealer()
+            .keys()
+            .map_err(crate::seal::OpenError::from)?;
         let config = self.config.clone();
         let concurrency = config.concurrency.max(1);
         let workflows = self.registry.names();

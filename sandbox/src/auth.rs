@@ -1,4 +1,4 @@
-//! OAuth2 client credentials and API keys.
+//! OAuth2 (client credentials, and refresh tokens that rotate) and API keys.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,16 +12,24 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::config::AuthConfig;
+use super::refresh::{RefreshTokens, Refreshed};
 use super::signature;
 use super::vendor::Vendor;
 use cairn_connectors::secret::Secret;
 
-/// Tokens issued, by token, with the Unix millisecond they expire at.
+/// Access tokens issued, by token, with the Unix millisecond they expire at and the
+/// refresh-token family that bought them (if one did); and the refresh tokens.
 ///
 /// Deliberately without `Debug`: it is a table of live credentials.
 pub(crate) struct TokenStore {
-    expiries: HashMap<String, i64>,
+    expiries: HashMap<String, (i64, Option<usize>)>,
     rng: Rng,
+    pub(crate) refresh: RefreshTokens,
+    /// How long a rotating refresh's answer is held back after the rotation happened:
+    /// the window in which a client that dies loses the new refresh token.
+    pub(crate) stall: Option<Duration>,
+    /// Answers held back so far.
+    pub(crate) stalled: u64,
 }
 
 impl TokenStore {
@@ -29,16 +37,19 @@ impl TokenStore {
         Self {
             expiries: HashMap::new(),
             rng: Rng::with_seed(seed ^ 0x5eed_70c3),
+            refresh: RefreshTokens::new(seed),
+            stall: None,
+            stalled: 0,
         }
     }
 
-    fn issue(&mut self, now_ms: i64, ttl: Duration) -> Secret {
+    fn issue(&mut self, now_ms: i64, ttl: Duration, family: Option<usize>) -> Secret {
         let token: String = (0..4)
             .map(|_| format!("{:016x}", self.rng.u64(..)))
             .collect();
         let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
         self.expiries
-            .insert(token.clone(), now_ms.saturating_add(ttl_ms));
+            .insert(token.clone(), (now_ms.saturating_add(ttl_ms), family));
         Secret::new(token)
     }
 
@@ -47,11 +58,17 @@ impl TokenStore {
         self.expiries.keys().cloned().collect()
     }
 
-    fn check(&self, token: &str, now_ms: i64) -> Result<(), AuthFailure> {
+    fn check(&mut self, token: &str, now_ms: i64) -> Result<(), AuthFailure> {
         match self.expiries.get(token) {
             None => Err(AuthFailure::Invalid),
-            Some(expires) if now_ms >= *expires => Err(AuthFailure::Expired),
-            Some(_) => Ok(()),
+            Some((expires, _)) if now_ms >= *expires => Err(AuthFailure::Expired),
+            Some((_, Some(family))) if self.refresh.revoked(*family) => Err(AuthFailure::Invalid),
+            Some((_, Some(family))) => {
+                let family = *family;
+                self.refresh.used(family);
+                Ok(())
+            }
+            Some((_, None)) => Ok(()),
         }
     }
 }
@@ -156,12 +173,14 @@ pub(crate) fn authenticate(
     }
 }
 
-/// A client-credentials token request (RFC 6749 §4.4), form encoded.
+/// A token request, form encoded: client credentials (RFC 6749 §4.4) or a refresh
+/// (§6).
 #[derive(Deserialize)]
 pub(crate) struct TokenRequest {
     grant_type: String,
     client_id: Option<String>,
     client_secret: Option<String>,
+    refresh_token: Option<String>,
 }
 
 fn oauth_error(status: StatusCode, code: &str, description: &str) -> Response {
@@ -185,11 +204,14 @@ pub(crate) async fn token(
             "this sandbox does not use OAuth (start it with --auth oauth)",
         );
     };
-    if request.grant_type != "client_credentials" {
+    if !matches!(
+        request.grant_type.as_str(),
+        "client_credentials" | "refresh_token"
+    ) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
-            "only client_credentials is supported",
+            "only client_credentials and refresh_token are supported",
         );
     }
     if vendor.hostile().refuse_clients {
@@ -210,15 +232,42 @@ pub(crate) async fn token(
         );
     }
     let now_ms = inner.config.clock.now().timestamp_millis();
-    let token = vendor.tokens().issue(now_ms, oauth.token_ttl);
+    let (token, refresh, stall) = {
+        let mut tokens = vendor.tokens();
+        let (family, refresh) = match request.refresh_token.as_deref() {
+            None => (None, None),
+            Some(sent) => match tokens.refresh.refresh(sent) {
+                Refreshed::Rotated { family, refresh } => (Some(family), Some(refresh)),
+                Refreshed::Refused(why) => {
+                    return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", why);
+                }
+            },
+        };
+        if request.grant_type == "refresh_token" && refresh.is_none() {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a refresh_token grant needs a refresh_token",
+            );
+        }
+        let token = tokens.issue(now_ms, oauth.token_ttl, family);
+        let stall = refresh.as_ref().and(tokens.stall);
+        if stall.is_some() {
+            tokens.stalled += 1;
+        }
+        (token, refresh, stall)
+    };
     inner.stats.token_issued();
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(json!({
-            "access_token": token.expose(),
-            "token_type": "Bearer",
-            "expires_in": oauth.token_ttl.as_secs(),
-        })),
-    )
-        .into_response()
+    if let Some(stall) = stall {
+        tokio::time::sleep(stall).await;
+    }
+    let mut body = json!({
+        "access_token": token.expose(),
+        "token_type": "Bearer",
+        "expires_in": oauth.token_ttl.as_secs(),
+    });
+    if let Some(refresh) = refresh {
+        body["refresh_token"] = json!(refresh.expose());
+    }
+    ([(header::CACHE_CONTROL, "no-store")], axum::Json(body)).into_response()
 }

@@ -30,7 +30,7 @@
 //! | `GET /rest/{stream}?limit&cursor&updated_since` | a bare array and `Link: <...>; rel="next"` |
 //! | `GET /ids/{stream}?limit&after` | `{ids, next_after}`, for delete reconciliation |
 //! | `GET`/`POST /dest/{stream}`, `GET`/`PUT`/`PATCH /dest/{stream}/{id}`, `POST /dest/{stream}/batch` | writes ([`dest`]): `Idempotency-Key`, `ETag`/`If-Match`, [`WriteFaults`] |
-//! | `POST /oauth/token` | OAuth2 client credentials |
+//! | `POST /oauth/token` | OAuth2 client credentials, and refresh tokens that rotate |
 //! | `GET /admin/stats`, `POST /admin/streams/{stream}/mutate`, `GET /admin/dest/{stream}` | the admin API |
 //!
 //! # Misbehaviour
@@ -69,6 +69,7 @@ mod hostile;
 mod limits;
 mod mutation;
 mod other_host;
+mod refresh;
 mod server;
 pub mod signature;
 mod stats;
@@ -88,6 +89,7 @@ pub use config::{
 pub use hostile::{Hostile, PagingAttack, Throttle};
 pub use mutation::{FieldType, Mutation, MutationError, MutationOutcome};
 pub use other_host::{OtherHost, Received};
+pub use refresh::RefreshStats;
 pub use server::{Sandbox, SandboxError, SandboxHandle};
 pub use stats::{StatsSnapshot, StreamStats};
 pub use stream::{Stream, UnknownStream};

@@ -15,6 +15,7 @@ use super::dest::{Collection, DestinationSnapshot};
 use super::hostile::Hostile;
 use super::limits::{DailyQuota, TokenBucket};
 use super::mutation::{Mutation, MutationError, MutationOutcome, SchemaChange};
+use super::refresh::RefreshStats;
 use super::stats::{Stats, StatsSnapshot, StreamStats};
 use super::store::{Behind, StreamData};
 use super::stream::Stream;
@@ -257,6 +258,31 @@ impl Vendor {
     /// The attacks made now.
     pub(crate) fn hostile(&self) -> Hostile {
         lock(&self.inner.hostile).clone()
+    }
+
+    /// A person authorizes the client: a new refresh token (of a new family), for
+    /// `cairn auth set`.
+    pub fn authorize(&self) -> cairn_connectors::secret::Secret {
+        self.tokens().refresh.authorize()
+    }
+
+    /// Revokes every refresh token and the access tokens they bought, as a user who
+    /// withdraws consent (or a long idle period) does.
+    pub fn revoke_refresh_tokens(&self) {
+        self.tokens().refresh.revoke_all();
+    }
+
+    /// Holds back the answer of each refresh that rotated a token for `stall` after the
+    /// rotation took effect (`None`: answers at once): the window in which a client
+    /// that dies loses the new refresh token.
+    pub fn set_token_stall(&self, stall: Option<std::time::Duration>) {
+        self.tokens().stall = stall;
+    }
+
+    /// The refresh counters, and how many answers were held back so far.
+    pub fn refresh_stats(&self) -> (RefreshStats, u64) {
+        let tokens = self.tokens();
+        (tokens.refresh.stats, tokens.stalled)
     }
 
     /// Every OAuth access token issued so far, for tests that prove a token never

@@ -4,9 +4,11 @@
 #[macro_use]
 mod output;
 
+mod auth;
 mod bench;
 mod demo;
 mod dlq;
+mod keys;
 mod pipeline;
 mod print;
 mod purge;
@@ -135,6 +137,16 @@ enum Command {
     /// Retention: purge finished runs' step outputs (and, if asked, dead letters and
     /// quarantined records) older than a window; run and step metadata stay.
     Purge(purge::PurgeArgs),
+    /// Encryption keys: make one, count what each sealed, rotate to the current one.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// OAuth refresh tokens of sources that use one: store, show.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// Records the warehouse could not hold as they came: list, show, retry, discard.
     Quarantine {
         #[command(subcommand)]
@@ -498,6 +510,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Dlq { command } => dlq::run(url, command).await,
         Command::Quarantine { command } => quarantine::run(url, command).await,
         Command::Purge(args) => purge::run(url, args).await,
+        Command::Keys { command } => keys::run(url, command).await,
+        Command::Auth { command } => auth::run(url, command).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,
@@ -654,6 +668,11 @@ pub(crate) fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 /// Connects to the database named by `url`, failing fast with a message that says what
 /// to do and never echoes the URL (it may hold a password).
 pub(crate) async fn connect(url: Option<&str>, max_connections: u32) -> Result<PgPool, Failure> {
+    // Keys that cannot be read stop every command that touches the database, before it
+    // writes a value plain its operator meant to be sealed.
+    cairn_runner::seal::Sealer::process()
+        .keys()
+        .map_err(|err| Failure::usage(err.to_string()))?;
     let url = url.ok_or_else(|| {
         Failure::usage(
             "DATABASE_URL is not set: set it to a PostgreSQL URL, \

@@ -193,7 +193,9 @@ async fn retry_record(
         .begin()
         .await
         .map_err(|e| failed("cannot open a transaction", &e))?;
-    let dead = DeadLetters::lock_record(&mut tx, n).await?;
+    let dead = DeadLetters::new(pool.clone())
+        .lock_record(&mut tx, n)
+        .await?;
     let table = stream_table(&mut tx, &dead.schema_name, &dead.stream)
         .await
         .map_err(|e| failed("reading the schema registry", &e))?;

@@ -33,8 +33,14 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn spawn(url: &str, extra: &[&str]) -> Self {
+        Self::spawn_with_env(url, extra, &[])
+    }
+
+    /// A worker with `env` set besides `DATABASE_URL` (keys, say).
+    pub fn spawn_with_env(url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let child = cairn()
             .env("DATABASE_URL", url)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .arg("worker")
             .args(if extra.contains(&"--lease") {

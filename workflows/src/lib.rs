@@ -29,6 +29,18 @@ pub static MIGRATIONS: std::sync::LazyLock<cairn_runner::Migrations> =
     });
 
 use cairn_runner::Registry;
+use cairn_runner::seal::{Column, ENGINE_COLUMNS, QUARANTINED_RECORDS};
+
+/// Every column of the `cairn` schema whose values are sealed when keys are configured:
+/// the engine's, the warehouse quarantine's, the token store's and the pipelines'. What
+/// `cairn keys rotate` re-seals.
+pub fn sealed_columns() -> Vec<Column> {
+    let mut columns = ENGINE_COLUMNS.to_vec();
+    columns.push(QUARANTINED_RECORDS);
+    columns.extend_from_slice(cairn_connectors::SEALED_COLUMNS);
+    columns.push(sync::pipeline::DESTINATION_REJECTS);
+    columns
+}
 
 /// Registers every built-in workflow whose name `registry` does not hold yet (a
 /// workflow registered under a built-in's name first keeps its place), and the purges of

@@ -234,7 +234,7 @@ impl HttpClient {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .map_err(|err| HttpError::config(format!("cannot build the HTTP client: {err}")))?;
-        let auth = Authenticator::new(&config.auth, &base_url).await?;
+        let auth = Authenticator::new(&config.auth, &base_url, pool.as_ref()).await?;
         if let Some(param) = auth.secret_query_param() {
             secret_params.push(param.to_owned());
         }

@@ -10,7 +10,7 @@ use super::locate::{Document, line_column};
 use super::paginators::paginator;
 use super::schema::{ApiFile, IdsFile, IncrementalFile, SinceFormat, SourceFile, StreamFile};
 use super::secrets::{field_on_line, literal_secret};
-use crate::auth::{AuthConfig, KeyLocation};
+use crate::auth::{AuthConfig, KeyLocation, OauthGrant};
 use crate::headers::{literal_credential_problem, looks_like_credential};
 use crate::http::HttpConfig;
 use crate::http::origin::url_problem;
@@ -405,10 +405,19 @@ pub(crate) fn connection<S>(source: &ApiFile<S>, what: &str) -> Result<Connectio
     {
         secret_params.push(name.clone());
     }
+    let mut auth = source.auth.clone();
+    if let AuthConfig::Oauth2 {
+        grant: OauthGrant::RefreshToken,
+        credential: credential @ None,
+        ..
+    } = &mut auth
+    {
+        *credential = Some(source.name.clone());
+    }
     Ok(Connection {
         http: HttpConfig {
             base_url: source.base_url.trim_end_matches('/').to_owned(),
-            auth: source.auth.clone(),
+            auth,
             rate_limit: source.rate_limit.clone(),
             headers: source.headers.clone(),
             timeouts: source.timeouts,

@@ -25,6 +25,15 @@ pub enum WarehouseError {
         #[source]
         source: sqlx::Error,
     },
+    /// The encryption keys could not be read, so nothing set aside could be sealed.
+    #[error("warehouse stream {stream:?}: cannot seal quarantined records: {source}")]
+    Keys {
+        /// The stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: cairn_runner::seal::KeyError,
+    },
     /// Reading the open alerts failed.
     #[error("listing the open alerts (cairn.alerts) failed")]
     ListAlerts(#[source] sqlx::Error),
@@ -119,6 +128,7 @@ impl From<WarehouseError> for cairn_runner::Error {
             WarehouseError::InvalidIdentifier { .. }
             | WarehouseError::Checksum { .. }
             | WarehouseError::Encode { .. }
+            | WarehouseError::Keys { .. }
             | WarehouseError::PrimaryKeyChanged { .. }
             | WarehouseError::TableOwned { .. }
             | WarehouseError::InvalidShare(_) => false,

@@ -18,6 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
+use cairn_runner::seal::{QUARANTINED_RECORDS, Sealer, Stored};
 use sha2::{Digest, Sha256};
 
 use super::classify::{Drift, Landing, Quarantined};
@@ -241,7 +242,7 @@ pub(crate) async fn quarantine(
     (source, schema): (&str, &str),
     stream: &str,
     set_aside: &[SetAside],
-    synced_at: DateTime<Utc>,
+    (synced_at, sealer): (DateTime<Utc>, &Sealer),
 ) -> Result<(), WarehouseError> {
     // One statement cannot update a row twice: the last of a repeated record wins.
     let mut unique: Vec<&SetAside> = Vec::with_capacity(set_aside.len());
@@ -257,14 +258,26 @@ pub(crate) async fn quarantine(
     }
     let column = |f: fn(&SetAside) -> &str| unique.iter().map(|s| f(s)).collect::<Vec<&str>>();
     let ids: Vec<Option<&str>> = unique.iter().map(|s| s.id.as_deref()).collect();
+    let stored = unique
+        .iter()
+        .map(|s| sealer.store(&QUARANTINED_RECORDS, &s.body))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| WarehouseError::Keys {
+            stream: stream.to_owned(),
+            source: err,
+        })?;
+    let plain: Vec<Option<&str>> = stored.iter().map(Stored::plain).collect();
+    let sealed: Vec<Option<&[u8]>> = stored.iter().map(Stored::sealed).collect();
     sqlx::query(
         "INSERT INTO cairn.quarantine
-                (schema_name, stream, record_id, kind, reason, record, synced_at, source, record_key)
-         SELECT $1, $2, i, k, r, b::json, $7, $8, rk
-           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $9::text[])
-                AS u(i, k, r, b, rk)
+                (schema_name, stream, record_id, kind, reason, record, record_sealed, synced_at,
+                 source, record_key)
+         SELECT $1, $2, i, k, r, b::json, bs, $7, $8, rk
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $9::text[], $10::bytea[])
+                AS u(i, k, r, b, rk, bs)
          ON CONFLICT (schema_name, stream, record_key, reason) DO UPDATE
-            SET record = EXCLUDED.record, kind = EXCLUDED.kind, synced_at = EXCLUDED.synced_at,
+            SET record = EXCLUDED.record, record_sealed = EXCLUDED.record_sealed,
+                kind = EXCLUDED.kind, synced_at = EXCLUDED.synced_at,
                 source = EXCLUDED.source, last_seen = now(), times = quarantine.times + 1",
     )
     .bind(schema)
@@ -272,10 +285,11 @@ pub(crate) async fn quarantine(
     .bind(&ids)
     .bind(column(|s| s.kind))
     .bind(column(|s| &s.reason))
-    .bind(column(|s| &s.body))
+    .bind(&plain)
     .bind(synced_at)
     .bind(source)
     .bind(column(|s| &s.record_key))
+    .bind(&sealed)
     .execute(conn)
     .await
     .map_err(WarehouseError::db(stream, "quarantining records"))?;

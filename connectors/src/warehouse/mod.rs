@@ -65,6 +65,7 @@ pub mod types;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use cairn_runner::seal::Sealer;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,6 +96,7 @@ pub struct Warehouse {
     source: Arc<str>,
     schema: Arc<str>,
     shapes: Arc<Mutex<HashMap<String, Arc<Shape>>>>,
+    sealer: Sealer,
 }
 
 /// A stream as the warehouse sees it.
@@ -193,7 +195,18 @@ impl Warehouse {
             source: source.into(),
             schema: schema.into(),
             shapes: Arc::default(),
+            sealer: Sealer::process(),
         })
+    }
+
+    /// Seals quarantined records with `sealer` (a run's: [`Context::sealer`]) rather than
+    /// with this process's keys.
+    ///
+    /// [`Context::sealer`]: cairn_runner::Context::sealer
+    #[must_use]
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = sealer;
+        self
     }
 
     /// The target schema.
@@ -483,7 +496,7 @@ impl Warehouse {
             (&self.source, &self.schema),
             stream,
             set_aside,
-            synced_at,
+            (synced_at, &self.sealer),
         )
         .await?;
         let mut counts: Vec<(&Drift, u64)> = Vec::new();

@@ -129,6 +129,8 @@ async fn the_token_endpoint_follows_no_redirect() {
     let mut cfg = config(vendor.base_url());
     // A POST route behind the attack: it answers the token request with a 302.
     cfg.auth = AuthConfig::Oauth2 {
+        grant: Default::default(),
+        credential: None,
         token_url: "/crm/v3/objects/contacts/search".to_owned(),
         client_id: given("cid"),
         client_secret: given("csecret-redirected-31"),

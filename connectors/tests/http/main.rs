@@ -57,6 +57,8 @@ async fn an_expired_oauth_token_is_refreshed_once_and_the_request_retried() {
     .await;
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
+        grant: Default::default(),
+        credential: None,
         token_url: "/oauth/token".to_owned(),
         client_id: given("cairn-client"),
         client_secret: given("client-pw"),
@@ -98,6 +100,8 @@ async fn wrong_credentials_fail_permanently_without_saying_the_secret() {
     .await;
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
+        grant: Default::default(),
+        credential: None,
         token_url: "/oauth/token".to_owned(),
         client_id: given("cairn-client"),
         client_secret: given("a-wrong-one"),

@@ -65,6 +65,8 @@ async fn no_secret_reaches_logs_or_errors() {
     std::fs::write(&key_file, API_KEY).unwrap();
     let mut cfg = config(vendor.base_url());
     cfg.auth = AuthConfig::Oauth2 {
+        grant: Default::default(),
+        credential: None,
         token_url: "/oauth/token".to_owned(),
         client_id: given("cid"),
         client_secret: SecretSource::File(secret_file),

@@ -15,7 +15,7 @@ use super::{Context, Halt, RunStatus, Slot, StoredFailure};
 use crate::db_retry::{DbFailure, retry_db};
 use crate::error::panic_message;
 use crate::model::{StepKind, StepRecord, StepStatus};
-use crate::store::{Fenced, StepWrite, Store, already_completed};
+use crate::store::{Fenced, StepWrite, already_completed};
 use crate::waits::Park;
 use crate::{CrashPoint, Error, RetryPolicy, Stored};
 
@@ -247,7 +247,13 @@ impl Context {
         self.crash_point(name, CrashPoint::BeforeCheckpoint).await;
         let lease = self.run.lease;
         let written = match state {
-            TxState::Open(tx) => Store::commit_with_step(tx, lease, &write).await,
+            TxState::Open(tx) => {
+                self.run
+                    .settings
+                    .store
+                    .commit_with_step(tx, lease, &write)
+                    .await
+            }
             // The closure never used its transaction: there is nothing to commit with the
             // checkpoint, which is written on its own.
             TxState::Unused(_) | TxState::Ended => {

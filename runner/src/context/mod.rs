@@ -354,6 +354,17 @@ impl Context {
         self.run.settings.store.pool()
     }
 
+    /// What the run's store seals personal data with: workflows that keep vendors' data
+    /// in tables of their own seal it with this too, so that one key setting covers the
+    /// engine's tables and theirs.
+    pub fn sealer(&self) -> &crate::seal::Sealer {
+        self.run.settings.store.sealer()
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.run.settings.store
+    }
+
     /// Records what the run has done so far (records, pages, estimates) for
     /// `cairn runs show` to display. The report rides on the run's next plain step
     /// checkpoint (in the same statement; at most four times a second) or on the run's

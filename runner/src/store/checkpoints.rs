@@ -17,12 +17,14 @@ use sqlx::postgres::PgArguments;
 use super::{Fenced, Lease, StepWrite, Store};
 use crate::RunId;
 use crate::model::{StepKind, StepStatus};
+use crate::seal::{STEP_OUTPUTS, Sealer, Stored};
 
 impl Store {
     /// Writes a step row under the lease on any connection (the pool for plain steps,
     /// a step's own transaction for the steps that commit other writes with it).
     /// Returns whether cancellation was requested, or [`Fenced::Lost`].
     pub async fn write_step<'c, E>(
+        &self,
         executor: E,
         lease: Lease,
         step: &StepWrite<'_>,
@@ -34,7 +36,7 @@ impl Store {
             Some(_) => STEP_REPORT_SQL,
             None => STEP_WRITE_SQL,
         };
-        let written = bind_row(sqlx::query_scalar(sql), lease, step)
+        let written = bind_row(sqlx::query_scalar(sql), lease, step, &self.sealer)?
             .fetch_one(executor)
             .await;
         fenced(written)
@@ -52,9 +54,10 @@ impl Store {
         debug_assert!(steps.iter().all(|(_, step)| step.progress.is_none()));
         let rows: Vec<(Lease, &StepWrite<'_>)> =
             steps.iter().map(|(lease, step)| (*lease, step)).collect();
-        let held: Vec<(RunId, bool)> = bind_rows(sqlx::query_as(STEPS_WRITE_SQL), &rows)
-            .fetch_all(&self.pool)
-            .await?;
+        let held: Vec<(RunId, bool)> =
+            bind_rows(sqlx::query_as(STEPS_WRITE_SQL), &rows, &self.sealer)?
+                .fetch_all(&self.pool)
+                .await?;
         Ok(each_fenced(steps.iter().map(|(lease, _)| lease), &held))
     }
 
@@ -67,12 +70,13 @@ impl Store {
     /// costs the server a fresh plan every time, and measured no faster (`cairn bench
     /// steps`).
     pub async fn commit_with_step(
+        &self,
         mut tx: sqlx::Transaction<'static, Postgres>,
         lease: Lease,
         step: &StepWrite<'_>,
     ) -> Result<Fenced<bool>, sqlx::Error> {
         debug_assert!(step.progress.is_none());
-        let written = Self::write_step(&mut *tx, lease, step).await?;
+        let written = self.write_step(&mut *tx, lease, step).await?;
         if let Fenced::Held(_) = written {
             tx.commit().await?;
         }
@@ -80,34 +84,38 @@ impl Store {
     }
 }
 
-/// The step rows bound as `$1` to `$15` by [`bind_rows`], as a table `w`.
+/// The step rows bound as `$1` to `$16` by [`bind_rows`], as a table `w`.
 macro_rules! step_rows {
     () => {
         "SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::int[], $4::text[], $5::text[],
                               $6::text[], $7::text[], $8::int[], $9::int[], $10::text[],
                               $11::timestamptz[], $12::float8[], $13::text[], $14::int[],
-                              $15::jsonb[])
+                              $15::jsonb[], $16::bytea[])
              AS w(run_id, epoch, position, name, kind, status, output, attempts, throttled,
-                  last_error, started_at, duration_ms, branch, seq, progress)"
+                  last_error, started_at, duration_ms, branch, seq, progress, output_sealed)"
     };
 }
 
-/// The step row upsert, from the rows `w` of `$from`, with `$output` as the stored
-/// output. A completed step is never overwritten; the saved rows are returned.
+/// The step row upsert, from the rows `w` of `$from`, with `$output` and `$sealed` as
+/// the stored output, plain or sealed. A completed step is never overwritten; the saved
+/// rows are returned.
 macro_rules! save_steps {
-    (output: $output:expr, from: $from:expr) => {
+    (output: $output:expr, sealed: $sealed:expr, from: $from:expr) => {
         concat!(
             "INSERT INTO cairn.steps AS s (run_id, position, name, kind, status, output,
-                                           attempts, throttled, last_error, started_at,
-                                           finished_at, duration_ms, branch, seq)
+                                           output_sealed, attempts, throttled, last_error,
+                                           started_at, finished_at, duration_ms, branch, seq)
              SELECT w.run_id, w.position, w.name, w.kind, w.status, ",
             $output,
+            ", ",
+            $sealed,
             ", w.attempts, w.throttled, w.last_error, w.started_at, now(), w.duration_ms,
                     w.branch, w.seq
                FROM ",
             $from,
             " ON CONFLICT (run_id, position) DO UPDATE
                   SET status = EXCLUDED.status, output = EXCLUDED.output,
+                      output_sealed = EXCLUDED.output_sealed,
                       attempts = EXCLUDED.attempts, throttled = EXCLUDED.throttled,
                       last_error = EXCLUDED.last_error, finished_at = EXCLUDED.finished_at,
                       duration_ms = EXCLUDED.duration_ms
@@ -133,18 +141,22 @@ const STEPS_WRITE_SQL: &str = concat!(
          ORDER BY r.id
            FOR SHARE OF r
     ), saved AS (",
-    save_steps!(output: "w.output::json", from: "w JOIN fenced ON fenced.id = w.run_id"),
+    save_steps!(
+        output: "w.output::json",
+        sealed: "w.output_sealed",
+        from: "w JOIN fenced ON fenced.id = w.run_id"
+    ),
     ") SELECT id, cancel_requested FROM fenced"
 );
 
-/// One step row bound as `$1` to `$15` by [`bind_row`], as [`step_rows`] lays rows out.
+/// One step row bound as `$1` to `$16` by [`bind_row`], as [`step_rows`] lays rows out.
 macro_rules! one_row {
     () => {
         "SELECT $1::uuid AS run_id, $2::bigint AS epoch, $3::int AS position, $4::text AS name,
                 $5::text AS kind, $6::text AS status, $7::text AS output, $8::int AS attempts,
                 $9::int AS throttled, $10::text AS last_error, $11::timestamptz AS started_at,
                 $12::float8 AS duration_ms, $13::text AS branch, $14::int AS seq,
-                $15::jsonb AS progress"
+                $15::jsonb AS progress, $16::bytea AS output_sealed"
     };
 }
 
@@ -164,6 +176,7 @@ macro_rules! one_checkpoint {
             ", saved AS (",
             save_steps!(
                 output: "w.output::json",
+                sealed: "w.output_sealed",
                 from: concat!("(", one_row!(), ") w JOIN fenced ON true")
             ),
             ") SELECT CASE
@@ -225,26 +238,56 @@ fn fenced(written: Result<bool, sqlx::Error>) -> Result<Fenced<bool>, sqlx::Erro
     }
 }
 
-/// Binds step rows as `$1` to `$15`, a column each, for [`step_rows`] to read back.
-pub(super) fn bind_rows<'q, Q: Bind<'q>>(query: Q, rows: &[(Lease, &StepWrite<'q>)]) -> Q {
-    bind_columns(Columns(query), rows).0
+/// Binds step rows as `$1` to `$16`, a column each, for [`step_rows`] to read back.
+pub(super) fn bind_rows<'q, Q: Bind<'q>>(
+    query: Q,
+    rows: &[(Lease, &StepWrite<'q>)],
+    sealer: &Sealer,
+) -> Result<Q, sqlx::Error> {
+    Ok(bind_columns(Columns(query), rows, sealer)?.0)
 }
 
-/// Binds one step row as `$1` to `$15`, for `one_row!` to read back.
-fn bind_row<'q, Q: Bind<'q>>(query: Q, lease: Lease, step: &StepWrite<'q>) -> Q {
-    bind_columns(OneRow(query), &[(lease, step)]).0
+/// Binds one step row as `$1` to `$16`, for `one_row!` to read back.
+fn bind_row<'q, Q: Bind<'q>>(
+    query: Q,
+    lease: Lease,
+    step: &StepWrite<'q>,
+    sealer: &Sealer,
+) -> Result<Q, sqlx::Error> {
+    Ok(bind_columns(OneRow(query), &[(lease, step)], sealer)?.0)
 }
 
-/// The step row's columns, in the order [`step_rows`] and `one_row!` read them.
-fn bind_columns<'q, B: BindColumn<'q>>(binder: B, rows: &[(Lease, &StepWrite<'q>)]) -> B {
-    binder
+/// The step row's columns, in the order [`step_rows`] and `one_row!` read them. Outputs
+/// are sealed here, the one place step outputs are written from.
+fn bind_columns<'q, B: BindColumn<'q>>(
+    binder: B,
+    rows: &[(Lease, &StepWrite<'q>)],
+    sealer: &Sealer,
+) -> Result<B, sqlx::Error> {
+    let outputs = rows
+        .iter()
+        .map(|(_, s)| s.output.map(|o| sealer.store(&STEP_OUTPUTS, o)).transpose())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
+    let plain = outputs
+        .iter()
+        .map(|o| o.as_ref().and_then(Stored::plain))
+        .collect();
+    let sealed = outputs
+        .into_iter()
+        .map(|o| match o {
+            Some(Stored::Sealed(bytes)) => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    Ok(binder
         .column(column(rows, |(l, _)| l.run_id))
         .column(column(rows, |(l, _)| l.epoch))
         .column(column(rows, |(_, s)| s.position))
         .column(column(rows, |(_, s)| s.name))
         .column(column(rows, |(_, s)| s.kind.as_str()))
         .column(column(rows, |(_, s)| s.status.as_str()))
-        .column(column(rows, |(_, s)| s.output))
+        .column::<Option<&str>>(plain)
         .column(column(rows, |(_, s)| s.attempts))
         .column(column(rows, |(_, s)| s.throttled))
         .column(column(rows, |(_, s)| s.last_error))
@@ -253,6 +296,7 @@ fn bind_columns<'q, B: BindColumn<'q>>(binder: B, rows: &[(Lease, &StepWrite<'q>
         .column(column(rows, |(_, s)| s.branch))
         .column(column(rows, |(_, s)| s.seq))
         .column(column(rows, |(_, s)| s.progress))
+        .column::<Option<Vec<u8>>>(sealed))
 }
 
 fn duration_ms(duration: Duration) -> f64 {

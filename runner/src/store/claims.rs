@@ -123,7 +123,8 @@ impl Store {
             sqlx::query_as::<_, HistoryRow>(
                 "SELECT run_id, position, branch, coalesce(seq, position) AS seq, name, kind,
                         status, NULL::json AS output,
-                        output::text AS stored_output, attempts, throttled, last_error,
+                        output::text AS stored_output, output_sealed AS sealed_output,
+                        attempts, throttled, last_error,
                         started_at, finished_at, duration_ms
                    FROM cairn.steps WHERE run_id = ANY($1) ORDER BY run_id, position",
             )
@@ -131,6 +132,11 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
         };
+        for row in &mut history {
+            row.step
+                .unseal(&self.sealer, true)
+                .map_err(|err| sqlx::Error::Decode(Box::new(err)))?;
+        }
 
         Ok(rows
             .into_iter()

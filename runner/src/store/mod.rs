@@ -16,6 +16,7 @@ use sqlx::PgPool;
 
 use crate::model::{RunStatus, StepKind, StepRecord, StepStatus};
 use crate::new_run::NewRun;
+use crate::seal::Sealer;
 use crate::{EngineError, RunId};
 
 mod checkpoints;
@@ -130,12 +131,27 @@ pub struct RunEnd {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    sealer: Sealer,
 }
 
 impl Store {
-    /// A store over `pool`.
+    /// A store over `pool`, sealing with this process's keys ([`Sealer::process`]).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            sealer: Sealer::process(),
+        }
+    }
+
+    /// The store sealing with `sealer` instead.
+    pub fn with_sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = sealer;
+        self
+    }
+
+    /// What the store seals step outputs and events with.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 
     /// The pool, for workflows and tools that share it.

@@ -27,15 +27,22 @@ impl Store {
         run_id: RunId,
         position: i32,
     ) -> Result<Option<StepRecord>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT position, branch, name, kind, status, output, attempts, throttled,
+        let step: Option<StepRecord> = sqlx::query_as(
+            "SELECT position, branch, name, kind, status, output,
+                    output_sealed AS sealed_output, attempts, throttled,
                     last_error, started_at, finished_at, duration_ms
                FROM cairn.steps WHERE run_id = $1 AND position = $2",
         )
         .bind(run_id)
         .bind(position)
         .fetch_optional(&self.pool)
-        .await
+        .await?;
+        step.map(|mut step| {
+            step.unseal(&self.sealer, false)
+                .map(|()| step)
+                .map_err(|err| sqlx::Error::Decode(Box::new(err)))
+        })
+        .transpose()
     }
 
     /// One run with its steps.
@@ -53,10 +60,13 @@ impl Store {
         .ok_or(EngineError::RunNotFound(id))?;
         // `pg_column_size` reads a value's stored size from its header, without
         // fetching or decompressing it, so a large output costs nothing here.
-        let steps: Vec<StepRecord> = sqlx::query_as(
+        let mut steps: Vec<StepRecord> = sqlx::query_as(
             "SELECT position, branch, name, kind, status,
                     CASE WHEN pg_column_size(output) <= $2 THEN output END AS output,
-                    pg_column_size(output)::bigint AS output_stored_bytes,
+                    CASE WHEN pg_column_size(output_sealed) <= $2 THEN output_sealed END
+                        AS sealed_output,
+                    coalesce(pg_column_size(output), pg_column_size(output_sealed))::bigint
+                        AS output_stored_bytes,
                     attempts, throttled, last_error, started_at, finished_at, duration_ms
                FROM cairn.steps WHERE run_id = $1 ORDER BY position",
         )
@@ -65,6 +75,9 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(EngineError::db)?;
+        for step in &mut steps {
+            step.unseal(&self.sealer, false)?;
+        }
         Ok(RunDetail {
             summary: run.summary,
             input: run.input,

@@ -23,7 +23,7 @@ impl Store {
         events_seen: Option<i64>,
     ) -> Result<Fenced<DateTime<Utc>>, sqlx::Error> {
         let wake_at: Option<DateTime<Utc>> =
-            bind_rows(sqlx::query_scalar(PARK_SQL), &[(lease, step)])
+            bind_rows(sqlx::query_scalar(PARK_SQL), &[(lease, step)], &self.sealer)?
                 .bind(status)
                 .bind(wake_at)
                 .bind(events_seen)
@@ -94,9 +94,9 @@ const PARK_SQL: &str = concat!(
     step_rows!(),
     "), parked AS (
         UPDATE cairn.runs r
-           SET status = $16,
-               wake_at = CASE WHEN $18::bigint IS NOT NULL AND r.events_sent <> $18 THEN now()
-                              ELSE least($17, r.deadline) END,
+           SET status = $17,
+               wake_at = CASE WHEN $19::bigint IS NOT NULL AND r.events_sent <> $19 THEN now()
+                              ELSE least($18, r.deadline) END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
           FROM w
          WHERE r.id = w.run_id AND cairn.lease_held(r, w.epoch)
@@ -105,6 +105,7 @@ const PARK_SQL: &str = concat!(
     save_steps!(
         output: "CASE WHEN w.kind = 'sleep' THEN json_build_object('wake_at', parked.wake_at)
                       ELSE w.output::json END",
+        sealed: "CASE WHEN w.kind = 'sleep' THEN NULL ELSE w.output_sealed END",
         from: "w JOIN parked ON parked.id = w.run_id"
     ),
     ") SELECT wake_at FROM parked"

@@ -243,7 +243,9 @@ impl Sync {
             .with_cursor_type(stream.cursor_type, stream.max_future_skew_secs);
         spec.cursor_field = stream.cursor_field.clone();
         spec.clock_lag_secs = input.clock_skew_secs;
-        let warehouse = Warehouse::new(&source_name, &schema).permanent()?;
+        let warehouse = Warehouse::new(&source_name, &schema)
+            .permanent()?
+            .with_sealer(ctx.sealer().clone());
         Ok(Self {
             source,
             source_name,

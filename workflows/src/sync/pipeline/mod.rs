@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Sync, SyncInput};
 use state::PipelineKey;
-pub use state::purge_rejects;
+pub use state::{DESTINATION_REJECTS, purge_rejects};
 use write::{PageWrite, PageWritten};
 
 /// The registered name of the pipeline workflow.

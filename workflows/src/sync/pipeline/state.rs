@@ -3,9 +3,18 @@
 
 use std::collections::HashMap;
 
+use cairn_runner::seal::{Column, Sealer};
 use cairn_runner::{Error, RunId};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+
+/// The records a destination refused, sealed when keys are configured.
+pub const DESTINATION_REJECTS: Column = Column {
+    table: "destination_rejects",
+    plain: "record",
+    sealed: "record_sealed",
+    what: "a record a destination refused",
+};
 
 /// A pipeline: a source's stream into a destination's stream.
 #[derive(Clone, Debug)]
@@ -146,6 +155,7 @@ pub(crate) struct Settled<'a> {
 /// these now stand for.
 pub(crate) async fn settle(
     conn: &mut PgConnection,
+    sealer: &Sealer,
     key: &PipelineKey,
     run: RunId,
     position: i32,
@@ -195,10 +205,15 @@ pub(crate) async fn settle(
             });
             continue;
         }
+        let record = s.record.to_string();
+        let record = sealer
+            .store(&DESTINATION_REJECTS, &record)
+            .map_err(|err| Error::permanent(err).with_category("config"))?;
         sqlx::query(
             "INSERT INTO cairn.destination_rejects
-                    (destination, stream, record_id, run_id, status, reason, record)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    (destination, stream, record_id, run_id, status, reason, record,
+                     record_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)",
         )
         .bind(&key.destination)
         .bind(&key.dest_stream)
@@ -206,7 +221,8 @@ pub(crate) async fn settle(
         .bind(run)
         .bind(status.map(i32::from))
         .bind(cairn_runner::redact::redact(reason).as_ref())
-        .bind(s.record)
+        .bind(record.plain())
+        .bind(record.sealed())
         .execute(&mut *conn)
         .await?;
     }

@@ -137,7 +137,15 @@ impl PageWrite<'_> {
             record: &serde_json::Value::Null,
         }));
         let mut conn = tx.conn().await?;
-        state::settle(&mut conn, self.key, run, position, &settled).await?;
+        state::settle(
+            &mut conn,
+            self.ctx.sealer(),
+            self.key,
+            run,
+            position,
+            &settled,
+        )
+        .await?;
         if let Some(watermark) = self.watermark {
             state::advance(&mut conn, self.key, watermark).await?;
         }

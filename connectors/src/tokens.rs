@@ -13,7 +13,7 @@
 use chrono::{DateTime, Duration, Utc};
 use sqlx::PgPool;
 
-use cairn_runner::seal::{Column, KeyError, OpenError, Sealer, Stored};
+use cairn_runner::seal::{Column, Kept, KeyError, OpenError, Sealer};
 
 use crate::error::{Category, HttpError};
 use crate::secret::Secret;
@@ -291,8 +291,8 @@ impl TokenStore {
         .bind(access.sealed())
         .bind(expires)
         .bind(rotated.is_some())
-        .bind(rotated.as_ref().and_then(Stored::plain))
-        .bind(rotated.as_ref().and_then(Stored::sealed))
+        .bind(rotated.as_ref().and_then(Kept::plain))
+        .bind(rotated.as_ref().and_then(Kept::sealed))
         .execute(&mut *tx)
         .await
         .map_err(|e| failed(e.into()))?;

@@ -284,9 +284,10 @@ impl HttpClient {
                 max_throttle_retries: 3,
                 signer: config.signer.clone(),
                 last_sent,
-                min_gap: config.rate_limit.as_ref().map_or(Duration::ZERO, |l| {
-                    Duration::from_secs_f64(1.0 / l.requests_per_second)
-                }),
+                min_gap: config
+                    .rate_limit
+                    .as_ref()
+                    .map_or(Duration::ZERO, crate::budget::min_spacing),
             }),
         })
     }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use cairn_runner::seal::{QUARANTINED_RECORDS, Sealer, Stored};
+use cairn_runner::seal::{Kept, QUARANTINED_RECORDS, Sealer};
 use sha2::{Digest, Sha256};
 
 use super::classify::{Drift, Landing, Quarantined};
@@ -266,8 +266,8 @@ pub(crate) async fn quarantine(
             stream: stream.to_owned(),
             source: err,
         })?;
-    let plain: Vec<Option<&str>> = stored.iter().map(Stored::plain).collect();
-    let sealed: Vec<Option<&[u8]>> = stored.iter().map(Stored::sealed).collect();
+    let plain: Vec<Option<&str>> = stored.iter().map(Kept::plain).collect();
+    let sealed: Vec<Option<&[u8]>> = stored.iter().map(Kept::sealed).collect();
     sqlx::query(
         "INSERT INTO cairn.quarantine
                 (schema_name, stream, record_id, kind, reason, record, record_sealed, synced_at,

@@ -70,27 +70,27 @@ pub const ENGINE_COLUMNS: &[Column] = &[STEP_OUTPUTS, EVENT_DATA];
 
 /// A value as it is to be stored: in the plain column or the sealed one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored<'a> {
+pub enum Kept<'a> {
     /// No key is configured: the value as it is.
     Plain(&'a str),
     /// The value sealed with the current key.
     Sealed(Vec<u8>),
 }
 
-impl<'a> Stored<'a> {
+impl<'a> Kept<'a> {
     /// The value for the plain column.
     pub fn plain(&self) -> Option<&'a str> {
         match self {
-            Stored::Plain(text) => Some(text),
-            Stored::Sealed(_) => None,
+            Kept::Plain(text) => Some(text),
+            Kept::Sealed(_) => None,
         }
     }
 
     /// The value for the sealed column.
     pub fn sealed(&self) -> Option<&[u8]> {
         match self {
-            Stored::Plain(_) => None,
-            Stored::Sealed(bytes) => Some(bytes),
+            Kept::Plain(_) => None,
+            Kept::Sealed(bytes) => Some(bytes),
         }
     }
 }
@@ -168,10 +168,10 @@ impl Sealer {
     }
 
     /// `value` as `column` stores it: sealed with the current key when there is one.
-    pub fn store<'a>(&self, column: &Column, value: &'a str) -> Result<Stored<'a>, KeyError> {
+    pub fn store<'a>(&self, column: &Column, value: &'a str) -> Result<Kept<'a>, KeyError> {
         Ok(match self.keys()? {
-            None => Stored::Plain(value),
-            Some(keys) => Stored::Sealed(keys.seal(&column.label(), value.as_bytes())),
+            None => Kept::Plain(value),
+            Some(keys) => Kept::Sealed(keys.seal(&column.label(), value.as_bytes())),
         })
     }
 

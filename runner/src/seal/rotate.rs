@@ -4,7 +4,7 @@
 
 use sqlx::PgPool;
 
-use super::{Column, KeyId, OpenError, Sealer, Stored};
+use super::{Column, Kept, KeyId, OpenError, Sealer};
 
 /// How many values of a column one key sealed (`key: None` counts plain values).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +163,7 @@ async fn pass(
             let Some(value) = sealer.read(column, text.clone(), old.as_deref())? else {
                 continue;
             };
-            let Stored::Sealed(bytes) = sealer.store(column, &value)? else {
+            let Kept::Sealed(bytes) = sealer.store(column, &value)? else {
                 return Err(RotateError::NoKey);
             };
             at.push(ctid);

@@ -17,7 +17,7 @@ use sqlx::postgres::PgArguments;
 use super::{Fenced, Lease, StepWrite, Store};
 use crate::RunId;
 use crate::model::{StepKind, StepStatus};
-use crate::seal::{STEP_OUTPUTS, Sealer, Stored};
+use crate::seal::{Kept, STEP_OUTPUTS, Sealer};
 
 impl Store {
     /// Writes a step row under the lease on any connection (the pool for plain steps,
@@ -271,12 +271,12 @@ fn bind_columns<'q, B: BindColumn<'q>>(
         .map_err(|err| sqlx::Error::Encode(Box::new(err)))?;
     let plain = outputs
         .iter()
-        .map(|o| o.as_ref().and_then(Stored::plain))
+        .map(|o| o.as_ref().and_then(Kept::plain))
         .collect();
     let sealed = outputs
         .into_iter()
         .map(|o| match o {
-            Some(Stored::Sealed(bytes)) => Some(bytes),
+            Some(Kept::Sealed(bytes)) => Some(bytes),
             _ => None,
         })
         .collect();

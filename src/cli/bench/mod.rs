@@ -263,6 +263,11 @@ struct InProcessWorker {
 
 impl InProcessWorker {
     fn start(pool: &PgPool, concurrency: usize) -> Self {
+        Self::start_sealed(pool, concurrency, cairn_runner::seal::Sealer::process())
+    }
+
+    /// A worker that seals step outputs with `sealer`.
+    fn start_sealed(pool: &PgPool, concurrency: usize, sealer: cairn_runner::seal::Sealer) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = Worker::new(
             pool.clone(),
@@ -272,7 +277,8 @@ impl InProcessWorker {
                 poll_interval: Duration::from_millis(100),
                 ..WorkerConfig::default()
             },
-        );
+        )
+        .with_sealer(sealer);
         let task = tokio::spawn(worker.run(async {
             let _ = stopped.await;
         }));

@@ -3,10 +3,12 @@
 //! insert a ledger row in their transaction; the per-step overhead is the gap between
 //! consecutive checkpoints as the server stamped them, less the step's own work. The
 //! baseline is a bare single-row INSERT commit loop on the same pool; a transactional
-//! step as a whole is also set against a bare transaction of the same INSERT.
+//! step as a whole is also set against a bare transaction of the same INSERT. The plain
+//! chain runs once more with its outputs sealed (encryption at rest), to price sealing.
 
 use std::time::{Duration, Instant};
 
+use cairn_runner::seal::{Keyring, Sealer};
 use cairn_runner::{Client, RunId, StartOptions};
 use cairn_workflows::ledger::{self, LedgerInput};
 use clap::Args;
@@ -76,6 +78,22 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
     let bare_tx = bare_commits(pool, steps..steps + third, true).await?;
     worker.stop().await?;
 
+    // The plain chain again, its outputs sealed with a key made for the bench, by a
+    // worker (and a client, which opens them to see the run end) given that key.
+    let key = Keyring::generate();
+    let sealer = Sealer::new(
+        Keyring::parse(&key, "the bench's key")
+            .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?,
+    );
+    let sealed_client = Client::new(pool.clone()).with_sealer(sealer.clone());
+    let worker = InProcessWorker::start_sealed(pool, 1, sealer);
+    chain(&sealed_client, 20, 0, timeout).await?;
+    eprintln!("bench steps: {} plain steps, outputs sealed", args.steps);
+    let sealed = chain(&sealed_client, args.steps, 0, timeout).await?;
+    eprintln!("bench steps: bare INSERT commits");
+    let after_sealed = bare_commits(pool, steps + third..steps + 2 * third, false).await?;
+    worker.stop().await?;
+
     let plain_p50 = percentile(&plain.gaps_ms, 50.0);
     let tx_p50 = percentile(&transactional.gaps_ms, 50.0);
     let ratio = share(
@@ -86,7 +104,13 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
         tx_p50,
         percentile(&[&between[..], &after[..]].concat(), 50.0),
     );
-    let bare = [before, between, after].concat();
+    let sealed_p50 = percentile(&sealed.gaps_ms, 50.0);
+    let sealed_ratio = share(
+        sealed_p50,
+        percentile(&[&after[..], &after_sealed[..]].concat(), 50.0),
+    );
+    let sealing_cost = share(sealed_ratio, ratio);
+    let bare = [before, between, after, after_sealed].concat();
     let bare_p50 = percentile(&bare, 50.0);
     let bare_tx_p50 = percentile(&bare_tx, 50.0);
     let tx_whole_p50 = percentile(&transactional.whole_ms, 50.0);
@@ -101,6 +125,11 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
             "one ledger row INSERT in the step's transaction",
         )
         .set("worker_concurrency", 1)
+        .set(
+            "sealed",
+            "the plain chain once more with CAIRN_ENCRYPTION_KEY-style sealing \
+             (XChaCha20-Poly1305) of every output",
+        )
         .set(
             "overhead",
             "gap between consecutive checkpoints as stamped by the server, minus the \
@@ -127,6 +156,10 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
         .add("transactional_step_p50", tx_whole_p50, "ms")
         .add("bare_transaction_commit_p50", bare_tx_p50, "ms")
         .add("transactional_ratio", tx_ratio, "x")
+        .add("sealed_steps_per_sec", sealed.steps_per_sec, "steps/s")
+        .add("sealed_overhead_p50", sealed_p50, "ms")
+        .add("sealed_ratio", sealed_ratio, "x")
+        .add("sealing_cost_ratio", sealing_cost, "x")
         .add(
             "transactional_step_to_bare_transaction_ratio",
             share(tx_whole_p50, bare_tx_p50),
@@ -156,6 +189,11 @@ pub(super) async fn run(db: &BenchDb, args: &StepsArgs) -> Result<Report, Failur
                 "transactional step overhead within 1.5x of a bare INSERT commit (p50 ratio)",
                 tx_ratio,
                 1.5,
+            ),
+            Target::at_most(
+                "sealing outputs adds at most 10% to a plain step (sealed ratio / plain ratio)",
+                sealing_cost,
+                1.10,
             ),
         ],
     })

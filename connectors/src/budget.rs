@@ -41,21 +41,11 @@ fn default_max_wait() -> f64 {
     10.0
 }
 
-/// The budget paces at this share of the configured limit. Requests reach the vendor
-/// with some jitter, and a vendor with a small burst answers a request that arrives a
-/// hair early with a 429 whose `Retry-After` (rounded up to whole seconds) costs far
-/// more than the headroom. Each process also keeps its own requests on a budget at
-/// least [`min_spacing`] apart as they actually leave, so a request that left late is
-/// never followed closely by one that leaves on time: the headroom is left for the way
-/// from this process to the vendor, and 2% is ample on any network we have measured
-/// (`cairn bench write`, `cairn bench ratelimit`: no 429 from a burst-1 vendor).
-const HEADROOM: f64 = 0.98;
-
-/// The least time between two requests of one process on a budget of `config`'s
-/// limit, as they leave: the budget's own pace.
-pub fn min_spacing(config: &RateLimitConfig) -> Duration {
-    Duration::from_secs_f64(1.0 / (config.requests_per_second * HEADROOM))
-}
+/// The budget paces at this share of the configured limit: requests leave on time by
+/// our clock but reach the vendor with some jitter, and a vendor with a small burst
+/// answers a request that arrives a hair early with a 429 whose `Retry-After` (rounded
+/// up to whole seconds) costs far more than the headroom.
+const HEADROOM: f64 = 0.957;
 /// The lowest the adaptive rate goes, as a share of the ceiling.
 const FLOOR: f64 = 0.1;
 /// The rate is multiplied by this on a 429 (once per pause).

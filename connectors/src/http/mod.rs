@@ -163,6 +163,8 @@ struct Inner {
     /// busy scheduler) must not be followed by one that leaves on time.
     last_sent: Arc<SendGate>,
     min_gap: Duration,
+    /// A request failed below HTTP: the next one will open a new connection.
+    reconnect: std::sync::atomic::AtomicBool,
 }
 
 type SendGate = tokio::sync::Mutex<Option<tokio::time::Instant>>;
@@ -284,10 +286,10 @@ impl HttpClient {
                 max_throttle_retries: 3,
                 signer: config.signer.clone(),
                 last_sent,
-                min_gap: config
-                    .rate_limit
-                    .as_ref()
-                    .map_or(Duration::ZERO, crate::budget::min_spacing),
+                min_gap: config.rate_limit.as_ref().map_or(Duration::ZERO, |l| {
+                    Duration::from_secs_f64(1.0 / l.requests_per_second)
+                }),
+                reconnect: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -378,13 +380,23 @@ impl HttpClient {
         let mut refreshed = false;
         let mut throttles = 0;
         loop {
-            self.take_token(method, &self.redact(target.as_str()))
+            let alone = self
+                .take_token(method, &self.redact(target.as_str()))
                 .await?;
+            let sent = self.send(&target, call).await;
+            if let Some(mut gate) = alone {
+                *gate = Some(tokio::time::Instant::now());
+            }
+            if let Err(err) = &sent
+                && matches!(err.category(), Category::Network | Category::Timeout)
+            {
+                inner.reconnect.store(true, Ordering::Relaxed);
+            }
             let Answer {
                 response,
                 shown,
                 own_origin,
-            } = self.send(&target, call).await?;
+            } = sent?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let telemetry = Telemetry::parse(&headers, Utc::now());
@@ -594,9 +606,18 @@ impl HttpClient {
             .map_or(Duration::ZERO, RateBudget::max_wait)
     }
 
-    async fn take_token(&self, method: &'static str, shown: &str) -> Result<(), HttpError> {
+    /// Waits for the budget's token and for the gap after this process's last request.
+    /// After a lost connection, the next request goes alone: it returns the gate still
+    /// held, and the caller sets it when the answer came. A request on a new connection
+    /// (a TCP, perhaps a TLS handshake) reaches the vendor late by an amount nobody
+    /// knows, and the one after it, on a warm connection, would arrive too close behind.
+    async fn take_token(
+        &self,
+        method: &'static str,
+        shown: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<Option<tokio::time::Instant>>>, HttpError> {
         let Some(budget) = &self.inner.budget else {
-            return Ok(());
+            return Ok(None);
         };
         let successes = self.inner.successes.swap(0, Ordering::Relaxed);
         let grant = budget.acquire(successes).await.map_err(|err| {
@@ -614,12 +635,15 @@ impl HttpClient {
                 if let Ok(wait) = (at - Utc::now()).to_std() {
                     tokio::time::sleep(wait).await;
                 }
-                let mut last = self.inner.last_sent.lock().await;
+                let mut last = Arc::clone(&self.inner.last_sent).lock_owned().await;
                 if let Some(previous) = *last {
                     tokio::time::sleep_until(previous + self.inner.min_gap).await;
                 }
                 *last = Some(tokio::time::Instant::now());
-                Ok(())
+                if self.inner.reconnect.swap(false, Ordering::Relaxed) {
+                    return Ok(Some(last));
+                }
+                Ok(None)
             }
             Grant::Refused(at) => Err(HttpError::request(
                 Category::Throttled,

@@ -263,17 +263,28 @@ struct InProcessWorker {
 
 impl InProcessWorker {
     fn start(pool: &PgPool, concurrency: usize) -> Self {
-        Self::start_sealed(pool, concurrency, cairn_runner::seal::Sealer::process())
+        Self::start_sealed(
+            pool,
+            concurrency,
+            cairn_runner::seal::Sealer::process(),
+            "default",
+        )
     }
 
-    /// A worker that seals step outputs with `sealer`.
-    fn start_sealed(pool: &PgPool, concurrency: usize, sealer: cairn_runner::seal::Sealer) -> Self {
+    /// A worker on `queue` that seals step outputs with `sealer`.
+    fn start_sealed(
+        pool: &PgPool,
+        concurrency: usize,
+        sealer: cairn_runner::seal::Sealer,
+        queue: &str,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = Worker::new(
             pool.clone(),
             registry(),
             WorkerConfig {
                 concurrency,
+                queue: queue.to_owned(),
                 poll_interval: Duration::from_millis(100),
                 ..WorkerConfig::default()
             },

@@ -176,24 +176,48 @@ async fn with_a_key_nothing_the_vendor_sent_is_readable_in_the_cairn_schema() {
         "{said}"
     );
 
-    // Rotation: the new key first, the old one still configured to open.
+    // Rotation while a worker runs: the workers get the new key first, the old one
+    // still configured to open, and a sync runs as the rotation goes.
     let second = Keyring::generate();
     let both = format!("{} {}", second.as_str(), first.as_str());
+    let worker =
+        WorkerProcess::spawn_with_env(&db.url(), &[], &[("CAIRN_ENCRYPTION_KEY", both.as_str())]);
+    vendor
+        .vendor()
+        .mutate(Stream::Contacts, Mutation::Update { count: 150 })
+        .unwrap();
+    let during = client
+        .start(sync::INCREMENTAL, &sync_input, &StartOptions::default())
+        .await
+        .unwrap();
     let rotated = json(&keys_cli(
         &db.url(),
         &both,
         &["keys", "rotate", "--batch", "7", "--json"],
     ));
+    let rotating_client = Client::new(db.pool().clone())
+        .with_sealer(Sealer::new(Keyring::parse(&both, "test").unwrap()));
+    let done = rotating_client
+        .wait(during.run_id, Some(Duration::from_secs(120)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(worker.terminate(), Some(0));
+    // What changed under the first pass is covered by the next.
+    json(&keys_cli(&db.url(), &both, &["keys", "rotate", "--json"]));
     let rewritten: u64 = rotated
         .as_array()
         .unwrap()
         .iter()
         .map(|r| r["rewritten"].as_u64().unwrap())
         .sum();
-    assert!(
-        rewritten as i64 >= sealed_steps + quarantined,
-        "{rotated}: {sealed_steps} sealed steps, {quarantined} quarantined"
-    );
+    // The running sync re-seals what it rewrites itself; the rotation does the rest.
+    assert!(rewritten >= 10, "{rotated}");
     let status = json(&keys_cli(&db.url(), &second, &["keys", "status", "--json"]));
     let current = status["current_key"].as_str().unwrap().to_owned();
     for value in status["values"].as_array().unwrap() {

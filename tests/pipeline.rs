@@ -56,6 +56,7 @@ fn faulty_destination() -> SandboxConfig {
             concurrent_edits: 0.2,
             conflict_share: 0.0,
             invalid_share: 0.01,
+            unusable_ids: 0.0,
         },
         ..SandboxConfig::default()
     }
@@ -166,4 +167,70 @@ async fn every_record_reaches_the_destination_once_despite_lost_answers_and_edit
     let contacts = dest.vendor().destination("contacts");
     assert!(contacts.duplicates.is_empty(), "{:?}", contacts.duplicates);
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_id_in_a_creation_answer_is_not_kept_and_raises_an_alert() {
+    let db = TestDb::new().await;
+    let source = start(SandboxConfig {
+        records_per_stream: 200,
+        only: Some(Stream::Contacts),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let dest = start(SandboxConfig {
+        records_per_stream: 0,
+        seed: 5,
+        writes: WriteFaults {
+            ack_loss: 0.05,
+            unusable_ids: 0.2,
+            ..WriteFaults::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    let worker = builtin_worker(db.pool().clone(), 4);
+    let report = run_pipeline(&db, &pipeline_input(&source, &dest, Stream::Contacts)).await;
+    worker.shutdown().await;
+
+    // Every record created once, with its fields, garbled answer or not.
+    let held = dest.vendor().destination("contacts");
+    assert!(held.duplicates.is_empty(), "{:?}", held.duplicates);
+    let sources = source.vendor().records(Stream::Contacts);
+    assert_eq!(held.records.len(), sources.len());
+    assert_eq!(report.applied as usize, sources.len());
+    // No id over the bound is kept; the records answered with one are known as written,
+    // their id there unknown, and said so.
+    let (longest, unknown): (i32, i64) = sqlx::query_as(
+        "SELECT coalesce(max(length(dest_id)), 0), count(*) FILTER (WHERE dest_id = '')
+           FROM cairn.destination_records WHERE stream = 'contacts'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(longest as usize <= cairn::connectors::destination::MAX_DEST_ID);
+    assert!(
+        unknown > 10,
+        "about a fifth of 200 answers were garbled: {unknown}"
+    );
+    let alert: String = sqlx::query_scalar(
+        "SELECT message FROM cairn.alerts
+          WHERE kind = 'destination_id_unusable' AND stream = 'contacts'
+            AND resolved_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(alert.contains("no id cairn can keep"), "{alert}");
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.destination_records WHERE stream = 'contacts'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded as usize,
+        sources.len(),
+        "every creation is recorded"
+    );
 }

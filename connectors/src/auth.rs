@@ -80,7 +80,7 @@ pub enum AuthConfig {
 }
 
 /// The most of a token endpoint's answer read: a token response is a few hundred bytes.
-const TOKEN_RESPONSE_BYTES: u64 = 64 * 1024;
+const TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
 
 fn default_margin() -> u64 {
     60
@@ -427,7 +427,7 @@ impl Authenticator {
                 ),
             ));
         }
-        let body = crate::http::body::read_within(response, TOKEN_RESPONSE_BYTES)
+        let body = crate::http::body::read_secret_within(response, TOKEN_RESPONSE_BYTES)
             .await
             .ok()
             .and_then(|body| serde_json::from_slice::<TokenResponse>(&body).ok())

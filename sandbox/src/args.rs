@@ -135,6 +135,11 @@ pub struct MockVendorArgs {
     #[arg(long, default_value_t = 0.0, value_name = "P")]
     pub write_invalid: f64,
 
+    /// Share (0 to 1) of /dest records whose creation is answered with an unusable id
+    /// (64 KiB, with control characters); the record is created all the same.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub unusable_ids: f64,
+
     /// Extra latency before every API response, in milliseconds.
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub latency_ms: u64,
@@ -291,6 +296,7 @@ impl MockVendorArgs {
                 concurrent_edits: self.concurrent_edits,
                 conflict_share: self.write_conflicts,
                 invalid_share: self.write_invalid,
+                unusable_ids: self.unusable_ids,
             },
             daily_quota: self.daily_quota,
             latency: Duration::from_millis(self.latency_ms),

@@ -267,16 +267,21 @@ pub struct WriteFaults {
     pub conflict_share: f64,
     /// Records refused with 422 on every attempt (the same records every time).
     pub invalid_share: f64,
+    /// Records whose creation (`POST`) is answered with an id no client should keep: 64
+    /// KiB long, with control characters (the same records every time). The record is
+    /// created all the same.
+    pub unusable_ids: f64,
 }
 
 impl WriteFaults {
-    fn rates(&self) -> [(&'static str, f64); 5] {
+    fn rates(&self) -> [(&'static str, f64); 6] {
         [
             ("ack_loss", self.ack_loss),
             ("unavailable", self.unavailable),
             ("concurrent_edits", self.concurrent_edits),
             ("conflict_share", self.conflict_share),
             ("invalid_share", self.invalid_share),
+            ("unusable_ids", self.unusable_ids),
         ]
     }
 }

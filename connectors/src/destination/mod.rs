@@ -24,4 +24,4 @@ mod config;
 mod write;
 
 pub use config::{ConflictPolicy, DestinationConfig, MAX_BATCH_SIZE, StreamPlan, WriteMode};
-pub use write::{Destination, Outcome, RecordWrite, idempotency_key};
+pub use write::{Destination, MAX_DEST_ID, Outcome, RecordWrite, idempotency_key};

@@ -160,10 +160,14 @@ impl Destination {
         let call = Call::json(Method::POST, &plan.path, body(&record)?)
             .header(HeaderName::from_static("idempotency-key"), key);
         refused_or(self.client.call(&call).await, |response| {
+            // The record was created whatever its answer says; an id that is missing or
+            // unfit to keep (too long, control characters) is recorded as unknown (empty),
+            // which the pipeline raises an alert for, rather than stored or trusted.
             let id = response
                 .json()
                 .ok()
                 .and_then(|body| body.get("id").and_then(id_text))
+                .filter(|id| usable_id(id))
                 .unwrap_or_default();
             let mut outcome = applied(id, &response);
             if let Outcome::Applied { repeated, .. } = &mut outcome {
@@ -397,6 +401,14 @@ fn truncated(text: &str) -> String {
 /// The record's id as text: a string as it is, a number as written.
 fn record_id(plan: &StreamPlan, record: &Value) -> Option<String> {
     plan.id_field.get(record).and_then(id_text)
+}
+
+/// The longest destination id cairn keeps: ids travel in URLs and rows.
+pub const MAX_DEST_ID: usize = 256;
+
+/// Whether an id a destination answered is fit to keep and to send back in a URL.
+fn usable_id(id: &str) -> bool {
+    id.len() <= MAX_DEST_ID && !id.chars().any(char::is_control)
 }
 
 fn id_text(value: &Value) -> Option<String> {

@@ -38,6 +38,32 @@ pub async fn read_within(mut response: reqwest::Response, limit: u64) -> Result<
     Ok(body.freeze())
 }
 
+/// A body that holds credentials (a token endpoint's answer), read within `limit` bytes
+/// into one buffer allocated up front for all of them, so that no reallocation leaves a
+/// copy behind, and wiped when dropped. The transport's own chunks are not ours to wipe.
+pub(crate) async fn read_secret_within(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, BodyError> {
+    let too_large = BodyError::TooLarge {
+        limit: limit as u64,
+    };
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(too_large);
+    }
+    let mut body = zeroize::Zeroizing::new(Vec::with_capacity(limit));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The first [`ERROR_BODY_BYTES`] of an error body as text, the rest left unread
 /// (a transport failure keeps what arrived).
 pub async fn error_text(mut response: reqwest::Response) -> String {

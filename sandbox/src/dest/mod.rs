@@ -87,6 +87,14 @@ fn stream_name(name: &str) -> Result<&str, ApiError> {
     }
 }
 
+/// A draw in [0, 1) fixed by the seed, `salt` and record `id`: the same records are
+/// picked on every attempt.
+fn roll(seed: u64, salt: &str, id: &str) -> f64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (seed, salt, id).hash(&mut hasher);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Whether record `id` is one the destination always refuses, and how: a share of
 /// records is refused whatever is sent, the same ones on every attempt.
 fn refused_record(
@@ -94,11 +102,7 @@ fn refused_record(
     seed: u64,
     id: &str,
 ) -> Option<(StatusCode, &'static str, &'static str)> {
-    let roll = |salt: &str| {
-        let mut hasher = std::hash::DefaultHasher::new();
-        (seed, salt, id).hash(&mut hasher);
-        (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let roll = |salt: &str| roll(seed, salt, id);
     if roll("409") < faults.conflict_share {
         return Some((
             StatusCode::CONFLICT,
@@ -159,11 +163,11 @@ fn lose_answer(
     response
 }
 
-fn answer(written: Result<Written, Refused>) -> Response {
+fn answer(written: Result<Written, Refused>, unusable_id: bool) -> Response {
     let (status, id, item) = match written {
         Ok(Written::Created { id, item }) => (StatusCode::CREATED, id, item),
         Ok(Written::Replayed { id, item }) => {
-            let mut response = answer(Ok(Written::Created { id, item }));
+            let mut response = answer(Ok(Written::Created { id, item }), unusable_id);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -172,7 +176,12 @@ fn answer(written: Result<Written, Refused>) -> Response {
         Ok(Written::Updated { id, item }) => (StatusCode::OK, id, item),
         Err(refused) => return refusal(refused),
     };
-    let mut response = (status, Json(item.to_json(&id))).into_response();
+    let shown = if unusable_id && status == StatusCode::CREATED {
+        format!("{id}\u{7}\n{}", "x".repeat(64 * 1024))
+    } else {
+        id
+    };
+    let mut response = (status, Json(item.to_json(&shown))).into_response();
     if let Ok(value) = HeaderValue::from_str(&item.etag()) {
         response.headers_mut().insert(header::ETAG, value);
     }
@@ -243,6 +252,10 @@ fn apply(
             other => other.to_string(),
         }),
     };
+    let unusable_id = matches!(write, Write::Post { .. })
+        && record_id
+            .as_deref()
+            .is_some_and(|id| roll(config.seed, "id", id) < config.writes.unusable_ids);
     if let Some((status, code, message)) = record_id
         .as_deref()
         .and_then(|id| refused_record(&config.writes, config.seed, id))
@@ -275,7 +288,12 @@ fn apply(
         collection.counts.stale += 1;
     }
     let applied = written.is_ok();
-    lose_answer(collection, applied && lose_ack, reset, answer(written))
+    lose_answer(
+        collection,
+        applied && lose_ack,
+        reset,
+        answer(written, unusable_id),
+    )
 }
 
 /// The body as JSON, or a 400 that says why not.
@@ -330,10 +348,13 @@ pub(crate) async fn get(
     let Some(item) = dest.get(stream).and_then(|c| c.get(&id)) else {
         return refusal(Refused::NotFound);
     };
-    answer(Ok(Written::Updated {
-        id,
-        item: item.clone(),
-    }))
+    answer(
+        Ok(Written::Updated {
+            id,
+            item: item.clone(),
+        }),
+        false,
+    )
 }
 
 /// `PUT /dest/{stream}/{id}`.

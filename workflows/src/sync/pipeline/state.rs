@@ -186,7 +186,14 @@ pub(crate) async fn settle(
         .await?;
     }
     let mut alerts = Vec::new();
+    let mut unusable: Vec<&str> = Vec::new();
     for s in settled {
+        if let Ack::Applied { dest_id, .. } = s.ack
+            && dest_id.is_empty()
+        {
+            unusable.push(s.record_id);
+            continue;
+        }
         let Ack::Refused {
             status,
             reason,
@@ -225,6 +232,22 @@ pub(crate) async fn settle(
         .bind(record.sealed())
         .execute(&mut *conn)
         .await?;
+    }
+    if let Some(last) = unusable.last() {
+        alerts.push(cairn_connectors::warehouse::NewAlert {
+            kind: "destination_id_unusable".to_owned(),
+            source: key.destination.clone(),
+            stream: key.dest_stream.clone(),
+            detail: "created without a usable id".to_owned(),
+            message: format!(
+                "the destination created {} record(s) of this page (the last: {last}) but \
+                 answered no id cairn can keep (missing, over {} bytes, or with control \
+                 characters); they are recorded as written, so they are not created again, \
+                 and their ids there are unknown",
+                unusable.len(),
+                cairn_connectors::destination::MAX_DEST_ID
+            ),
+        });
     }
     cairn_connectors::warehouse::raise_alerts(conn, &alerts)
         .await

@@ -13,7 +13,7 @@ use cairn::sandbox::{Mutation, SandboxConfig, Stream};
 use cairn::seal::{Keyring, Sealer};
 use cairn::workflows::sync;
 use cairn::{Client, Context, Error, Registry, RunStatus, StartOptions, Worker, WorkerConfig};
-use cairn_testkit::TestDb;
+use cairn_testkit::{TestDb, run_to_completion};
 use serde_json::Value;
 use support::vendor::{HUBSPOT, input, start};
 use support::{WorkerProcess, cairn};
@@ -90,21 +90,8 @@ async fn with_a_key_nothing_the_vendor_sent_is_readable_in_the_cairn_schema() {
                 )
                 .unwrap();
         }
-        let run = client
-            .start(sync::INCREMENTAL, &sync_input, &StartOptions::default())
-            .await
-            .unwrap();
-        let done = client
-            .wait(run.run_id, Some(Duration::from_secs(120)))
-            .await
-            .unwrap();
-        assert_eq!(
-            done.summary.status,
-            RunStatus::Completed,
-            "{:?}",
-            done.error
-        );
-        runs.push(run.run_id);
+        let done = run_to_completion(&client, sync::INCREMENTAL, &sync_input).await;
+        runs.push(done.summary.id);
     }
     assert_eq!(worker.terminate(), Some(0));
 

@@ -101,6 +101,16 @@ impl Setup {
             .unwrap()
     }
 
+    async fn completed(&self, run: RunId) {
+        let done = self.wait(run).await;
+        assert_eq!(
+            done.summary.status,
+            RunStatus::Completed,
+            "{:?}",
+            done.error
+        );
+    }
+
     /// The shared access token forgotten, as after a long idle period: the next run
     /// must refresh.
     async fn expire_access_token(&self) {
@@ -165,13 +175,7 @@ async fn rotating_refresh_tokens_survive_concurrency_a_sigkill_and_revocation() 
     // Three runs at once on two worker processes need a token: one refresh, shared.
     let workers = [s.worker(), s.worker()];
     for run in s.start_syncs(&Stream::ALL).await {
-        let done = s.wait(run).await;
-        assert_eq!(
-            done.summary.status,
-            RunStatus::Completed,
-            "{:?}",
-            done.error
-        );
+        s.completed(run).await;
     }
     let (stats, _) = s.vendor.vendor().refresh_stats();
     assert_eq!(
@@ -199,13 +203,7 @@ async fn rotating_refresh_tokens_survive_concurrency_a_sigkill_and_revocation() 
     worker.kill();
     s.vendor.vendor().set_token_stall(None);
     let worker = s.worker();
-    let done = s.wait(runs[0]).await;
-    assert_eq!(
-        done.summary.status,
-        RunStatus::Completed,
-        "{:?}",
-        done.error
-    );
+    s.completed(runs[0]).await;
     let (stats, _) = s.vendor.vendor().refresh_stats();
     assert_eq!(stats.reuse_detected, 0, "{stats:?}");
     assert_eq!(
@@ -253,13 +251,7 @@ async fn rotating_refresh_tokens_survive_concurrency_a_sigkill_and_revocation() 
     // A person authorizes again: the alert resolves and runs authenticate.
     s.authorize();
     let runs = s.start_syncs(&[Stream::Deals]).await;
-    let done = s.wait(runs[0]).await;
-    assert_eq!(
-        done.summary.status,
-        RunStatus::Completed,
-        "{:?}",
-        done.error
-    );
+    s.completed(runs[0]).await;
     let open: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM cairn.alerts WHERE kind = 'auth_refused' AND resolved_at IS NULL",
     )

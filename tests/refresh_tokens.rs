@@ -131,14 +131,14 @@ impl Setup {
     }
 }
 
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cairn-refresh-{}", std::process::id()));
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cairn-refresh-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn setup() -> Setup {
+async fn setup(name: &str) -> Setup {
     let db = TestDb::new().await;
     let vendor = start(SandboxConfig {
         records_per_stream: 150,
@@ -157,7 +157,7 @@ async fn setup() -> Setup {
         db,
         vendor,
         key,
-        dir: scratch(),
+        dir: scratch(name),
         client,
     };
     setup.authorize();
@@ -170,7 +170,7 @@ fn remove(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_refresh_tokens_survive_concurrency_a_sigkill_and_revocation() {
-    let s = setup().await;
+    let s = setup("rotation").await;
 
     // Three runs at once on two worker processes need a token: one refresh, shared.
     let workers = [s.worker(), s.worker()];
@@ -260,5 +260,66 @@ async fn rotating_refresh_tokens_survive_concurrency_a_sigkill_and_revocation() 
     .unwrap();
     assert_eq!(open, 0);
     assert_eq!(worker.terminate(), Some(0));
+    remove(&s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_sync_refuses_a_source_whose_refresh_token_is_missing_or_refused() {
+    let s = setup("check").await;
+    let file = s.dir.join("source.toml");
+    std::fs::write(&file, source_toml()).unwrap();
+    let sync = |s: &Setup| {
+        s.cli(&[
+            "sync",
+            file.to_str().unwrap(),
+            "--stream",
+            "contacts",
+            "--base-url",
+            s.vendor.base_url(),
+        ])
+    };
+    let runs = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM cairn.runs")
+            .fetch_one(s.db.pool())
+            .await
+            .unwrap()
+    };
+
+    // Never stored (forgotten here): refused before any run exists.
+    sqlx::query("DELETE FROM cairn.oauth_tokens")
+        .execute(s.db.pool())
+        .await
+        .unwrap();
+    let out = sync(&s);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("no OAuth refresh token is stored for sandbox-hubspot")
+            && said.contains("cairn auth set sandbox-hubspot --refresh-token-file F"),
+        "{said}"
+    );
+    assert_eq!(runs().await, 0);
+
+    // Refused by the vendor earlier: refused too, saying so.
+    s.authorize();
+    sqlx::query("UPDATE cairn.oauth_tokens SET refused_at = now(), refusal = 'invalid_grant'")
+        .execute(s.db.pool())
+        .await
+        .unwrap();
+    let out = sync(&s);
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("refused the stored refresh token"), "{said}");
+    assert_eq!(runs().await, 0);
+
+    // Stored and fine: the run starts.
+    s.authorize();
+    let out = sync(&s);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(runs().await, 1);
     remove(&s.dir);
 }

@@ -86,6 +86,20 @@ fn default_margin() -> u64 {
     60
 }
 
+impl AuthConfig {
+    /// The stored credential this auth needs (`cairn auth set`): a refresh-token grant's.
+    pub fn stored_credential(&self) -> Option<&str> {
+        match self {
+            AuthConfig::Oauth2 {
+                grant: OauthGrant::RefreshToken,
+                credential,
+                ..
+            } => credential.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// How an OAuth2 access token is bought.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -24,7 +24,11 @@ pub(crate) struct To<'a> {
 
 /// One pipeline input per source input, checked against the destination file before
 /// any run exists (exit 2 for a file, URL or stream that cannot be used).
-pub(crate) fn inputs(to: &To<'_>, sources: Vec<SyncInput>) -> Result<Vec<PipelineInput>, Failure> {
+/// The pipelines' inputs, and the stored credential the destination's auth needs.
+pub(crate) fn inputs(
+    to: &To<'_>,
+    sources: Vec<SyncInput>,
+) -> Result<(Vec<PipelineInput>, Option<String>), Failure> {
     let mut config =
         DestinationConfig::from_file(to.file).map_err(|err| Failure::usage(describe(&err)))?;
     if let Some(url) = to.base_url {
@@ -39,7 +43,8 @@ pub(crate) fn inputs(to: &To<'_>, sources: Vec<SyncInput>) -> Result<Vec<Pipelin
     }
     let text = std::fs::read_to_string(to.file)
         .map_err(|err| Failure::usage(format!("cannot read {}: {err}", to.file.display())))?;
-    sources
+    let credential = config.http().auth.stored_credential().map(str::to_owned);
+    let inputs = sources
         .into_iter()
         .map(|source| {
             let dest_stream = to.stream.unwrap_or(&source.stream).to_owned();
@@ -58,7 +63,8 @@ pub(crate) fn inputs(to: &To<'_>, sources: Vec<SyncInput>) -> Result<Vec<Pipelin
             input.destination_base_url = to.base_url.map(str::to_owned);
             Ok(input)
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok((inputs, credential))
 }
 
 /// Starts the pipelines; with `wait`, follows them and exits 1 unless every run
@@ -67,10 +73,13 @@ pub(crate) async fn run(
     url: Option<&str>,
     registry: Arc<Registry>,
     inputs: Vec<PipelineInput>,
-    wait: bool,
-    json: bool,
+    credentials: [Option<&str>; 2],
+    (wait, json): (bool, bool),
 ) -> Outcome {
     let pool = connect(url, 4).await?;
+    for credential in credentials {
+        super::sync::check_credential(&pool, credential).await?;
+    }
     let client = Client::new(pool).with_registry(registry);
     let mut runs = Vec::new();
     for input in &inputs {

@@ -197,6 +197,32 @@ fn toml_target(
     Ok((SyncTarget::of_config(&config), template))
 }
 
+/// Refuses (exit 2) to start runs that would fail at their first request: a
+/// refresh-token source whose token was never stored, or that the vendor refused.
+pub(crate) async fn check_credential(
+    pool: &sqlx::PgPool,
+    credential: Option<&str>,
+) -> Result<(), Failure> {
+    let Some(credential) = credential else {
+        return Ok(());
+    };
+    let status = cairn_connectors::tokens::TokenStore::new(pool.clone())
+        .status(credential)
+        .await
+        .map_err(|err| Failure::failed(err.to_string()))?;
+    let hint = cairn_connectors::tokens::reauthorize_hint(credential);
+    match status {
+        None => Err(Failure::usage(format!(
+            "no OAuth refresh token is stored for {credential}: {hint}"
+        ))),
+        Some(status) if status.refused_at.is_some() => Err(Failure::usage(format!(
+            "the vendor refused the stored refresh token of {credential} ({}): {hint}",
+            status.refusal.as_deref().unwrap_or("no reason given")
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Refuses (exit 2) to sync a stream into a table another source writes, naming both.
 pub(crate) async fn check_tables(
     pool: &sqlx::PgPool,
@@ -262,14 +288,23 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
             base_url: args.to_base_url.as_deref(),
             stream: args.to_stream.as_deref(),
         };
-        let pipelines = super::pipeline::inputs(&to, inputs)?;
-        return super::pipeline::run(url, registry, pipelines, args.wait, args.json).await;
+        let (pipelines, dest_credential) = super::pipeline::inputs(&to, inputs)?;
+        let credentials = [target.credential.as_deref(), dest_credential.as_deref()];
+        return super::pipeline::run(
+            url,
+            registry,
+            pipelines,
+            credentials,
+            (args.wait, args.json),
+        )
+        .await;
     }
     for input in &mut inputs {
         input.force = args.force;
     }
     let pool = connect(url, 4).await?;
     check_tables(&pool, &source, &target, &inputs).await?;
+    check_credential(&pool, target.credential.as_deref()).await?;
     let client = Client::new(pool).with_registry(registry);
     let mut runs = Vec::new();
     for input in &inputs {

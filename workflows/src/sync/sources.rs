@@ -146,6 +146,9 @@ pub struct SyncTarget {
     pub schema: String,
     /// Its streams' names.
     pub streams: Vec<String>,
+    /// The stored credential its auth needs (a refresh-token grant's), checked before a
+    /// run starts.
+    pub credential: Option<String>,
 }
 
 impl SyncTarget {
@@ -155,6 +158,7 @@ impl SyncTarget {
             source: config.name().to_owned(),
             schema: config.warehouse_schema().to_owned(),
             streams: config.stream_names().map(str::to_owned).collect(),
+            credential: config.http().auth.stored_credential().map(str::to_owned),
         }
     }
 
@@ -166,6 +170,7 @@ impl SyncTarget {
             source: name.to_owned(),
             schema: schema.map_or_else(|| derived_schema_name(name), str::to_owned),
             streams: streams.iter().map(|s| s.name.clone()).collect(),
+            credential: None,
         })
     }
 }

@@ -471,6 +471,10 @@ impl Authenticator {
 
 /// When to fetch the next token: `margin` before expiry, but never past half the
 /// token's life, so short-lived tokens are not refreshed on every request.
-fn refresh_at(now: DateTime<Utc>, lifetime: Duration, margin: Duration) -> DateTime<Utc> {
+pub(crate) fn refresh_at(
+    now: DateTime<Utc>,
+    lifetime: Duration,
+    margin: Duration,
+) -> DateTime<Utc> {
     now + lifetime - margin.min(lifetime / 2)
 }

@@ -15,6 +15,7 @@ use sqlx::PgPool;
 
 use cairn_runner::seal::{Column, Kept, KeyError, OpenError, Sealer};
 
+use crate::auth::refresh_at;
 use crate::error::{Category, HttpError};
 use crate::secret::Secret;
 
@@ -90,6 +91,9 @@ pub enum TokenError {
     /// The database failed.
     #[error("the token store (cairn.oauth_tokens): {0}")]
     Database(#[from] sqlx::Error),
+    /// The alert about a refused token could not be raised.
+    #[error("{0}")]
+    Alert(#[from] crate::warehouse::WarehouseError),
 }
 
 /// How to authorize again, named in errors and alerts.
@@ -244,7 +248,7 @@ impl TokenStore {
             let fresh = now + margin < expires;
             if fresh && rejected != Some(&token) {
                 tx.rollback().await.map_err(|e| failed(e.into()))?;
-                return Ok((token, refresh_at(now, expires, margin)));
+                return Ok((token, refresh_at(now, expires - now, margin)));
             }
         }
         let refresh = self
@@ -305,7 +309,7 @@ impl TokenStore {
             expires_in = grant.lifetime.num_seconds(),
             "refreshed an OAuth access token"
         );
-        Ok((grant.access_token, refresh_at(now, expires, margin)))
+        Ok((grant.access_token, refresh_at(now, grant.lifetime, margin)))
     }
 
     /// Marks the refresh token refused and raises the alert that says how to authorize
@@ -338,19 +342,10 @@ impl TokenStore {
                 reauthorize_hint(credential)
             ),
         };
-        crate::warehouse::raise_alerts(&mut tx, &[alert])
-            .await
-            .map_err(|err| sqlx::Error::Protocol(err.to_string()))?;
+        crate::warehouse::raise_alerts(&mut tx, &[alert]).await?;
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// When to refresh a token that expires at `expires`: `margin` before, but never past
-/// half its remaining life.
-fn refresh_at(now: DateTime<Utc>, expires: DateTime<Utc>, margin: Duration) -> DateTime<Utc> {
-    let life = expires - now;
-    expires - margin.min(life / 2)
 }
 
 fn refused_error(credential: &str, why: String) -> HttpError {
@@ -368,7 +363,7 @@ fn refused_error(credential: &str, why: String) -> HttpError {
 
 fn store_error(credential: &str, err: TokenError) -> HttpError {
     let category = match err {
-        TokenError::Database(_) => Category::Network,
+        TokenError::Database(_) | TokenError::Alert(_) => Category::Network,
         TokenError::Keys(_) | TokenError::Open(_) => Category::Config,
     };
     HttpError::request(

@@ -192,6 +192,11 @@ pub struct MockVendorArgs {
     /// Attack: the HubSpot listing's cursors loop or never end.
     #[arg(long, value_enum)]
     pub paging_attack: Option<PagingAttack>,
+
+    /// Attack: this many GraphQL answers drop their last node and say so only in
+    /// `errors`, with status 200.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub partial_graphql: u32,
 }
 
 impl MockVendorArgs {
@@ -319,6 +324,7 @@ impl MockVendorArgs {
                 trickle: self.trickle_ms.map(Duration::from_millis),
                 paging: self.paging_attack,
                 throttle: None,
+                partial_graphql: std::sync::Arc::new(self.partial_graphql.into()),
             },
             clock: Clock::system(),
         };

@@ -43,6 +43,10 @@ pub struct Hostile {
     pub paging: Option<PagingAttack>,
     /// The first API requests are answered 429 with these headers.
     pub throttle: Option<Throttle>,
+    /// GraphQL answers that drop their last node and carry an `errors` entry for it,
+    /// with status 200 (a resolver that failed): each answer takes one, until none are
+    /// left (shared by clones).
+    pub partial_graphql: Arc<AtomicU32>,
 }
 
 /// How a listing's cursors can keep a client paging forever.

@@ -26,6 +26,7 @@
 //! | `POST /crm/v3/objects/{stream}/search` | HubSpot search: `filterGroups` on `updatedAt`/`createdAt` (`GT`, `GTE`, `LT`, `LTE`) |
 //! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}` |
 //! | `GET /v1/{stream}?limit&starting_after&created[gte]` | Stripe: `{data, has_more}`, newest first |
+//! | `POST /graphql` | GraphQL: `{data.<stream>.nodes, pageInfo.endCursor, pageInfo.hasNextPage}` |
 //! | `GET /api/v1/{stream}?offset&limit` | offset paging with `total` |
 //! | `GET /rest/{stream}?limit&cursor&updated_since` | a bare array and `Link: <...>; rel="next"` |
 //! | `GET /ids/{stream}?limit&after` | `{ids, next_after}`, for delete reconciliation |

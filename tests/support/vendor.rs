@@ -14,6 +14,12 @@ pub const HUBSPOT: &str = include_str!("../../examples/sources/sandbox-hubspot.t
 /// The offset-paged profile with the vendor's `total` (lands in `sandbox_rest`).
 pub const REST: &str = include_str!("../../examples/sources/sandbox-rest.toml");
 
+/// HubSpot's search endpoint, a `POST` with a JSON body (lands in
+/// `sandbox_hubspot_search`).
+pub const HUBSPOT_SEARCH: &str = include_str!("../../examples/sources/sandbox-hubspot-search.toml");
+/// The GraphQL profile (lands in `sandbox_graphql`).
+pub const GRAPHQL: &str = include_str!("../../examples/sources/sandbox-graphql.toml");
+
 /// A sandbox on an ephemeral port of 127.0.0.1.
 pub async fn start(config: SandboxConfig) -> SandboxHandle {
     Sandbox::start(config, "127.0.0.1:0".parse().unwrap())

@@ -12,6 +12,7 @@
 //! | `Link: <url>; rel="next"` (GitHub, RFC 8288) | [`Paginator::LinkHeader`] | [`Position::Url`] |
 //! | Salesforce `nextRecordsUrl` | [`Paginator::NextUrl`] | [`Position::Url`] |
 //! | Stripe `starting_after` / `has_more` | [`Paginator::Stripe`] | [`Position::Token`] |
+//! | GraphQL `pageInfo.endCursor` / `hasNextPage` | [`Paginator::Connection`] | [`Position::Token`] |
 //!
 //! A cursor is plain serde data a workflow checkpoints; it never holds a
 //! credential ([`scrub_url`]). A [`Traversal`] is fed each page and refuses a

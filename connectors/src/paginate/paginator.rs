@@ -48,6 +48,17 @@ pub enum Paginator {
         /// Where a record's id is (for a listing of bare ids, the item itself).
         id_field: JsonPath,
     },
+    /// A GraphQL connection (Relay's cursor spec): `has_next_path` (`pageInfo.hasNextPage`)
+    /// says whether there is a next page, asked for with the token at `end_cursor_path`
+    /// (`pageInfo.endCursor`) in the variable `param`.
+    Connection {
+        /// Where the token goes back: a body path such as `variables.after`.
+        param: String,
+        /// Where the next token is in the body.
+        end_cursor_path: JsonPath,
+        /// Where the `hasNextPage` flag is in the body.
+        has_next_path: JsonPath,
+    },
 }
 
 /// What a paginator reads from one answered page.
@@ -76,7 +87,9 @@ impl Paginator {
     pub fn param(&self, position: &Position) -> Option<(String, String)> {
         match (self, position) {
             (
-                Paginator::Token { param, .. } | Paginator::Stripe { param, .. },
+                Paginator::Token { param, .. }
+                | Paginator::Stripe { param, .. }
+                | Paginator::Connection { param, .. },
                 Position::Token(token),
             ) => Some((param.clone(), token.clone())),
             (Paginator::Offset { param }, Position::Offset(offset)) => {
@@ -94,7 +107,9 @@ impl Paginator {
             (self, position),
             (_, Position::Start)
                 | (
-                    Paginator::Token { .. } | Paginator::Stripe { .. },
+                    Paginator::Token { .. }
+                        | Paginator::Stripe { .. }
+                        | Paginator::Connection { .. },
                     Position::Token(_)
                 )
                 | (Paginator::Offset { .. }, Position::Offset(_))
@@ -152,26 +167,33 @@ impl Paginator {
                     kind_of(other)
                 ))),
             },
+            Paginator::Connection {
+                end_cursor_path,
+                has_next_path,
+                ..
+            } => {
+                if !flag(page.body, has_next_path)? {
+                    return Ok(None);
+                }
+                if page.items == 0 {
+                    return Err(PaginationError::EmptyPageWithNext {
+                        position: current.clone(),
+                        next: format!("`{has_next_path}` = true"),
+                    });
+                }
+                match end_cursor_path.get(page.body).map(scalar_text) {
+                    Some(Some(token)) if !token.is_empty() => Ok(Some(Position::Token(token))),
+                    _ => Err(PaginationError::malformed(format!(
+                        "`{has_next_path}` is true but `{end_cursor_path}` holds no cursor to continue after"
+                    ))),
+                }
+            }
             Paginator::Stripe {
                 has_more_path,
                 id_field,
                 ..
             } => {
-                let has_more = match has_more_path.get(page.body) {
-                    Some(Value::Bool(flag)) => *flag,
-                    Some(other) => {
-                        return Err(PaginationError::malformed(format!(
-                            "`{has_more_path}` is {}, not true or false",
-                            kind_of(other)
-                        )));
-                    }
-                    None => {
-                        return Err(PaginationError::malformed(format!(
-                            "the body has no `{has_more_path}` flag"
-                        )));
-                    }
-                };
-                if !has_more {
+                if !flag(page.body, has_more_path)? {
                     return Ok(None);
                 }
                 if page.items == 0 {
@@ -201,6 +223,20 @@ impl Paginator {
 /// The next page's URL from one `Link` header value, if it has a `rel="next"`
 /// link (RFC 8288: comma-separated `<uri>; param=value` links; `rel` may list
 /// several relation types).
+/// The boolean at `path` of a page's body: whether it says there is a next page.
+fn flag(body: &Value, path: &JsonPath) -> Result<bool, PaginationError> {
+    match path.get(body) {
+        Some(Value::Bool(flag)) => Ok(*flag),
+        Some(other) => Err(PaginationError::malformed(format!(
+            "`{path}` is {}, not true or false",
+            kind_of(other)
+        ))),
+        None => Err(PaginationError::malformed(format!(
+            "the body has no `{path}` flag"
+        ))),
+    }
+}
+
 fn next_link(header: &str) -> Option<String> {
     let mut rest = header;
     while let Some(open) = rest.find('<') {

@@ -44,6 +44,31 @@ impl JsonPath {
             .map(Value::take)
     }
 
+    /// Puts `value` at this path in `body`, making the objects missing on the way: how a
+    /// request body gets its page token or watermark. `false` (and `body` unchanged)
+    /// when a value on the way is not an object, or the path is the root.
+    pub fn set(&self, body: &mut Value, value: Value) -> bool {
+        let Some((last, parents)) = self.0.split_last() else {
+            return false;
+        };
+        let mut at = body;
+        for key in parents {
+            let Some(object) = at.as_object_mut() else {
+                return false;
+            };
+            at = object
+                .entry(key.clone())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        }
+        match at.as_object_mut() {
+            Some(object) => {
+                object.insert(last.clone(), value);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Its keys, from the root.
     pub fn keys(&self) -> &[String] {
         &self.0
@@ -110,6 +135,25 @@ mod tests {
         assert_eq!(body["records"], json!(null));
         assert!("records.".parse::<JsonPath>().is_err());
         assert!("a..b".parse::<JsonPath>().is_err());
+    }
+
+    #[test]
+    fn set_makes_the_objects_on_the_way_and_refuses_to_overwrite_a_scalar() {
+        let mut body = json!({"variables": {"first": 100}, "limit": 5});
+        let after: JsonPath = "variables.after".parse().expect("a path");
+        assert!(after.set(&mut body, json!("42")));
+        assert_eq!(
+            body,
+            json!({"variables": {"first": 100, "after": "42"}, "limit": 5})
+        );
+        let deep: JsonPath = "a.b.c".parse().expect("a path");
+        assert!(deep.set(&mut body, json!(1)));
+        assert_eq!(body["a"], json!({"b": {"c": 1}}));
+        let through_scalar: JsonPath = "limit.after".parse().expect("a path");
+        let before = body.clone();
+        assert!(!through_scalar.set(&mut body, json!(1)));
+        assert!(!JsonPath::root().set(&mut body, json!(1)));
+        assert_eq!(body, before);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use toml::de::DeTable;
 
 use super::locate::{Document, line_column};
 use super::paginators::paginator;
-use super::schema::{ApiFile, IdsFile, IncrementalFile, SinceFormat, SourceFile, StreamFile};
+use super::schema::{
+    ApiFile, IdsFile, IncrementalFile, RequestMethod, SinceFormat, SourceFile, StreamFile,
+};
 use super::secrets::{field_on_line, literal_secret};
 use crate::auth::{AuthConfig, KeyLocation, OauthGrant};
 use crate::headers::{literal_credential_problem, looks_like_credential};
@@ -83,7 +85,10 @@ fn field_prefix(field: &str) -> String {
 #[derive(Clone, Debug)]
 pub(crate) struct Listing {
     pub(crate) path: String,
+    pub(crate) method: RequestMethod,
     pub(crate) query: Vec<(String, String)>,
+    /// A `POST` listing's JSON body (an object); `None` for `GET`.
+    pub(crate) body: Option<serde_json::Value>,
     pub(crate) items_path: JsonPath,
     pub(crate) total_path: Option<JsonPath>,
     pub(crate) paginator: Paginator,
@@ -94,6 +99,8 @@ pub(crate) struct Listing {
 pub(crate) struct Incremental {
     pub(crate) param: Option<String>,
     pub(crate) query: Vec<(String, String)>,
+    /// A `POST` listing's body when reading since a watermark, with `{since}` in it.
+    pub(crate) body: Option<serde_json::Value>,
     pub(crate) format: SinceFormat,
     pub(crate) client_filter: bool,
 }
@@ -526,16 +533,24 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         None => DEFAULT_MAX_FUTURE_SKEW_SECS,
     };
     let incremental = match stream.incremental {
-        Some(incremental) => Some(incremental_plan(name, incremental, cursor_field.is_some())?),
+        Some(incremental) => Some(incremental_plan(
+            name,
+            incremental,
+            cursor_field.is_some(),
+            stream.method,
+        )?),
         None => None,
     };
     let paginator = paginator(
         &stream.paginator,
         &["streams", name, "paginator"],
         &primary_key,
+        stream.method,
     )?;
     let listing = Listing {
         path: stream.path,
+        method: stream.method,
+        body: request_body(stream.method, stream.body, &at("body"))?,
         query: stream
             .query
             .into_iter()
@@ -568,6 +583,7 @@ fn incremental_plan(
     name: &str,
     incremental: IncrementalFile,
     has_cursor_field: bool,
+    method: RequestMethod,
 ) -> Result<Incremental, Problem> {
     let at = |field: &'static str| ["streams", name, "incremental", field];
     if !has_cursor_field {
@@ -576,22 +592,48 @@ fn incremental_plan(
             "incremental reads need the stream's `cursor_field`, the field the watermark is read from",
         ));
     }
-    if incremental.param.is_some() && incremental.query.is_some() {
+    let given = [
+        ("param", incremental.param.is_some()),
+        ("query", incremental.query.is_some()),
+        ("body", incremental.body.is_some()),
+    ];
+    let named: Vec<&'static str> = given
+        .iter()
+        .filter(|(_, given)| *given)
+        .map(|(field, _)| *field)
+        .collect();
+    if let Some(second) = named.get(1) {
         return Err(problem(
-            &at("query"),
-            "give either `param` (one parameter set to the watermark) or `query` (templates with {since}), not both",
+            &at(second),
+            "give one of `param` (one parameter set to the watermark), `query` or `body` \
+             (templates with {since}), not two",
         ));
     }
-    if incremental.param.is_none() && incremental.query.is_none() && !incremental.client_filter {
+    if given.iter().all(|(_, given)| !given) && !incremental.client_filter {
         return Err(problem(
             &["streams", name, "incremental"],
-            "say how to filter by the watermark: `param`, `query` (templates with {since}), or `client_filter = true` for a listing that cannot filter",
+            "say how to filter by the watermark: `param`, `query` or `body` (templates with {since}), or `client_filter = true` for a listing that cannot filter",
         ));
     }
-    if let Some(param) = &incremental.param
-        && param.is_empty()
+    if let Some(param) = &incremental.param {
+        if param.is_empty() {
+            return Err(problem(&at("param"), "the parameter name is empty"));
+        }
+        if method == RequestMethod::Post {
+            path(param, &at("param"))?;
+        }
+    }
+    let body = match incremental.body {
+        Some(body) => request_body(method, Some(body), &at("body"))?,
+        None => None,
+    };
+    if let Some(body) = &body
+        && !mentions(body, SINCE_PLACEHOLDER)
     {
-        return Err(problem(&at("param"), "the parameter name is empty"));
+        return Err(problem(
+            &at("body"),
+            "no string in the body contains {since}, where the watermark goes",
+        ));
     }
     let query: Vec<(String, String)> = incremental.query.unwrap_or_default().into_iter().collect();
     if !query.is_empty()
@@ -607,6 +649,7 @@ fn incremental_plan(
     Ok(Incremental {
         param: incremental.param,
         query,
+        body,
         format: incremental.format,
         client_filter: incremental.client_filter,
     })
@@ -626,9 +669,12 @@ fn ids_plan(name: &str, ids: IdsFile) -> Result<(Listing, Option<JsonPath>), Pro
         &ids.paginator,
         &["streams", name, "ids", "paginator"],
         &id_field.clone().unwrap_or_default(),
+        ids.method,
     )?;
     let listing = Listing {
         path: ids.path,
+        method: ids.method,
+        body: request_body(ids.method, ids.body, &at("body"))?,
         query: ids
             .query
             .into_iter()
@@ -642,4 +688,56 @@ fn ids_plan(name: &str, ids: IdsFile) -> Result<(Listing, Option<JsonPath>), Pro
         paginator,
     };
     Ok((listing, id_field))
+}
+
+/// A listing's checked body: an object for `POST` (an empty one when the file gives
+/// none), nothing for `GET`. TOML dates have no JSON form, so they are refused.
+fn request_body(
+    method: RequestMethod,
+    body: Option<serde_json::Value>,
+    at: &[&str],
+) -> Result<Option<serde_json::Value>, Problem> {
+    match (method, body) {
+        (RequestMethod::Get, None) => Ok(None),
+        (RequestMethod::Get, Some(_)) => Err(problem(
+            at,
+            "a `GET` listing sends no body: set `method = \"post\"` on the listing",
+        )),
+        (RequestMethod::Post, None) => Ok(Some(serde_json::Value::Object(Default::default()))),
+        (RequestMethod::Post, Some(body)) => {
+            if !body.is_object() {
+                return Err(problem(at, "the body is a table (a JSON object)"));
+            }
+            if mentions_key(&body, TOML_DATE_KEY) {
+                return Err(problem(
+                    at,
+                    "JSON has no dates: write the date as a string, e.g. \"2026-01-01T00:00:00Z\"",
+                ));
+            }
+            Ok(Some(body))
+        }
+    }
+}
+
+/// The key the TOML reader gives a date read into a JSON value.
+const TOML_DATE_KEY: &str = "$__toml_private_datetime";
+
+/// Whether some string in `value` contains `needle`.
+pub(crate) fn mentions(value: &serde_json::Value, needle: &str) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains(needle),
+        serde_json::Value::Array(items) => items.iter().any(|item| mentions(item, needle)),
+        serde_json::Value::Object(fields) => fields.values().any(|item| mentions(item, needle)),
+        _ => false,
+    }
+}
+
+fn mentions_key(value: &serde_json::Value, key: &str) -> bool {
+    match value {
+        serde_json::Value::Array(items) => items.iter().any(|item| mentions_key(item, key)),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(name, item)| name == key || mentions_key(item, key)),
+        _ => false,
+    }
 }

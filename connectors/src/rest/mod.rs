@@ -67,10 +67,14 @@
 //! total_path = "total"                  # optional: the vendor's total, checked against the count
 //!
 //! max_pages = 100000                    # optional: the most pages one run reads of it
+//! # method = "post"                     # optional: get (the default) | post, for a search
+//! # body = { limit = 100 }              # endpoint or GraphQL: the JSON body of a post listing,
+//!                                       # where `param`s are dotted body paths
 //!
 //! [streams.contacts.incremental]        # optional: read only what changed (needs cursor_field)
 //! param = "updated_since"               # a parameter set to the watermark, or
 //! # query = { q = "SELECT ... WHERE LastModifiedDate >= {since}" }  # templates replacing `query` ones
+//! # body = { filters = [{ field = "updated_at", op = "GTE", value = "{since}" }] }  # a post listing's
 //! format = "raw"                        # raw | rfc3339 | unix_seconds | unix_millis
 //! client_filter = false                 # true: drop records before the watermark client side
 //!                                       # (alone, for listings that cannot filter)
@@ -104,6 +108,27 @@
 //! | `link_header` | — | `Link: <url>; rel="next"` |
 //! | `next_url` | `next_path` (required) | a URL in the body (Salesforce `nextRecordsUrl`) |
 //! | `stripe` | `param` = `"starting_after"`, `has_more_path` = `"has_more"`, `id_field` = the primary key | the last record's id while `has_more` |
+//! | `graphql` | `param` = `"variables.after"`, `next_path` (the end cursor), `has_more_path` (both required) | `pageInfo.endCursor` while `pageInfo.hasNextPage` |
+//!
+//! A `post` listing sends its `body` as JSON; a paginator's `param` and an incremental
+//! `param` are dotted paths into it (an offset goes as a number, a token as a string),
+//! and it cannot page by next URLs. GraphQL is a `post` listing:
+//!
+//! ```toml
+//! [streams.contacts]
+//! path = "/graphql"
+//! method = "post"
+//! body = { query = "query($first: Int, $after: String) { contacts(first: $first, after: $after) { nodes { id email updated_at } pageInfo { endCursor hasNextPage } } }", variables = { first = 100 } }
+//! records_path = "data.contacts.nodes"
+//! primary_key = "id"
+//! [streams.contacts.paginator]
+//! kind = "graphql"
+//! next_path = "data.contacts.pageInfo.endCursor"
+//! has_more_path = "data.contacts.pageInfo.hasNextPage"
+//! ```
+//!
+//! A successful answer whose body has a non-empty top-level `errors` array (GraphQL's
+//! partial data) is refused as malformed rather than landed as a whole page.
 //!
 //! # Incremental semantics
 //!
@@ -130,6 +155,7 @@ mod paginators;
 pub(crate) mod schema;
 mod secrets;
 mod source;
+mod template;
 
 pub use config::{ConfigError, RestConfig};
 pub use schema::SinceFormat;

@@ -2,15 +2,17 @@
 //! required ones present and no field it does not read.
 
 use super::config::{Problem, path, problem};
-use super::schema::{PaginatorFile, PaginatorKind};
+use super::schema::{PaginatorFile, PaginatorKind, RequestMethod};
 use crate::paginate::{JsonPath, Paginator};
 
 /// The paginator of one listing, with its kind's required fields present and
-/// no field its kind does not read.
+/// no field its kind does not read. A `POST` listing's `param` is a path in its body,
+/// and it cannot follow next URLs (they are fetched with `GET`, without the body).
 pub(super) fn paginator(
     file: &PaginatorFile,
     at: &[&str],
     id_field: &JsonPath,
+    method: RequestMethod,
 ) -> Result<Paginator, Problem> {
     let kind = file.kind;
     let field_at = |field: &'static str| -> Vec<&str> {
@@ -24,7 +26,23 @@ pub(super) fn paginator(
         PaginatorKind::Offset => &["param"],
         PaginatorKind::NextUrl => &["next_path"],
         PaginatorKind::Stripe => &["param", "has_more_path", "id_field"],
+        PaginatorKind::Graphql => &["param", "next_path", "has_more_path"],
     };
+    if method == RequestMethod::Post {
+        if matches!(kind, PaginatorKind::LinkHeader | PaginatorKind::NextUrl) {
+            return Err(problem(
+                &field_at("kind"),
+                format!(
+                    "a `{}` paginator follows URLs the vendor gives, which a `POST` listing \
+                     cannot (the next page would lose its body); page it by a token or an offset",
+                    kind.name()
+                ),
+            ));
+        }
+        if let Some(param) = &file.param {
+            path(param, &field_at("param"))?;
+        }
+    }
     for (field, present) in [
         ("param", file.param.is_some()),
         ("next_path", file.next_path.is_some()),
@@ -101,6 +119,25 @@ pub(super) fn paginator(
                 next_path: path(&next, &field_at("next_path"))?,
             }
         }
+        PaginatorKind::Graphql => Paginator::Connection {
+            param: param("variables.after"),
+            end_cursor_path: path(
+                &required(
+                    &file.next_path,
+                    "next_path",
+                    "where the end cursor is, e.g. \"data.contacts.pageInfo.endCursor\"",
+                )?,
+                &field_at("next_path"),
+            )?,
+            has_next_path: path(
+                &required(
+                    &file.has_more_path,
+                    "has_more_path",
+                    "where the next-page flag is, e.g. \"data.contacts.pageInfo.hasNextPage\"",
+                )?,
+                &field_at("has_more_path"),
+            )?,
+        },
         PaginatorKind::Stripe => Paginator::Stripe {
             param: param("starting_after"),
             has_more_path: path(

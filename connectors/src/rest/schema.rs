@@ -64,7 +64,11 @@ pub(crate) struct WarehouseFile {
 pub(crate) struct StreamFile {
     pub(crate) path: String,
     #[serde(default)]
+    pub(crate) method: RequestMethod,
+    #[serde(default)]
     pub(crate) query: BTreeMap<String, QueryValue>,
+    #[serde(default)]
+    pub(crate) body: Option<serde_json::Value>,
     pub(crate) records_path: String,
     pub(crate) primary_key: String,
     #[serde(default)]
@@ -88,6 +92,16 @@ pub(crate) struct StreamFile {
 /// kind, and the fields that kind reads. Kept flat rather than as a tagged
 /// enum so that a field missing for its kind is reported, by `config`, at
 /// its exact place.
+/// How a listing is asked for: `GET` with its parameters in the query, or `POST` with
+/// a JSON body (a search endpoint, a GraphQL query), where parameters are body paths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RequestMethod {
+    #[default]
+    Get,
+    Post,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PaginatorFile {
@@ -113,6 +127,7 @@ pub(crate) enum PaginatorKind {
     LinkHeader,
     NextUrl,
     Stripe,
+    Graphql,
 }
 
 impl PaginatorKind {
@@ -125,6 +140,7 @@ impl PaginatorKind {
             PaginatorKind::LinkHeader => "link_header",
             PaginatorKind::NextUrl => "next_url",
             PaginatorKind::Stripe => "stripe",
+            PaginatorKind::Graphql => "graphql",
         }
     }
 }
@@ -137,6 +153,8 @@ pub(crate) struct IncrementalFile {
     pub(crate) param: Option<String>,
     #[serde(default)]
     pub(crate) query: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub(crate) body: Option<serde_json::Value>,
     #[serde(default)]
     pub(crate) format: SinceFormat,
     #[serde(default)]
@@ -165,7 +183,11 @@ pub enum SinceFormat {
 pub(crate) struct IdsFile {
     pub(crate) path: String,
     #[serde(default)]
+    pub(crate) method: RequestMethod,
+    #[serde(default)]
     pub(crate) query: BTreeMap<String, QueryValue>,
+    #[serde(default)]
+    pub(crate) body: Option<serde_json::Value>,
     pub(crate) ids_path: String,
     #[serde(default)]
     pub(crate) id_field: Option<String>,

@@ -11,8 +11,10 @@ use url::Url;
 
 use super::config::{Listing, RestConfig, SINCE_PLACEHOLDER, StreamPlan};
 use super::incremental::render;
+use super::schema::RequestMethod;
+use super::template::{fill, fill_text};
 use crate::error::HttpError;
-use crate::http::HttpClient;
+use crate::http::{Call, HttpClient};
 use crate::paginate::{
     JsonPath, PageCursor, PageView, PaginationError, Position, check_page, kind_of,
 };
@@ -28,6 +30,18 @@ use crate::source::{IdPage, Page, Source, StreamInfo, compare_watermarks, pagina
 pub struct RestSource {
     config: RestConfig,
     client: HttpClient,
+}
+
+/// What reading since a watermark adds to a request, replacing the listing's own.
+#[derive(Default)]
+struct Since {
+    /// Query parameters.
+    query: Vec<(String, String)>,
+    /// The one parameter set to the watermark: a query parameter of a `GET`, a body
+    /// path of a `POST`.
+    param: Option<(String, String)>,
+    /// A `POST` listing's whole body.
+    body: Option<Value>,
 }
 
 /// One listing page as served, before it becomes records or ids.
@@ -95,15 +109,14 @@ impl RestSource {
         pagination_error(&self.config.name, stream, url, error)
     }
 
-    /// Fetches one page of `listing` at `position`; `since` holds the
-    /// incremental parameters of a first-page or token request, which replace
-    /// the listing's own of the same name.
+    /// Fetches one page of `listing` at `position`; `since` holds what a first-page or
+    /// token request reads since a watermark, replacing the listing's own of the same name.
     async fn serve(
         &self,
         stream: &str,
         listing: &Listing,
         position: &Position,
-        since: Vec<(String, String)>,
+        since: Since,
     ) -> Result<Served, HttpError> {
         if !listing.paginator.accepts(position) {
             return Err(self.paging_error(
@@ -120,15 +133,32 @@ impl RestSource {
                 self.client.get(url, &[]).await?
             }
             _ => {
+                let replaced = |name: &String| {
+                    since.query.iter().any(|(query, _)| query == name)
+                        || (listing.method == RequestMethod::Get
+                            && since.param.iter().any(|(param, _)| param == name))
+                };
                 let mut query: Vec<(String, String)> = listing
                     .query
                     .iter()
-                    .filter(|(name, _)| !since.iter().any(|(replaced, _)| replaced == name))
+                    .filter(|(name, _)| !replaced(name))
                     .cloned()
                     .collect();
-                query.extend(since);
-                query.extend(listing.paginator.param(position));
-                self.client.get(&listing.path, &query).await?
+                query.extend(since.query);
+                match listing.method {
+                    RequestMethod::Get => {
+                        query.extend(since.param);
+                        query.extend(listing.paginator.param(position));
+                        self.client.get(&listing.path, &query).await?
+                    }
+                    RequestMethod::Post => {
+                        let body =
+                            self.request_body(stream, listing, position, since.body, since.param)?;
+                        let mut call = Call::json(reqwest::Method::POST, &listing.path, body);
+                        call.query = &query;
+                        self.client.call(&call).await?
+                    }
+                }
             }
         };
         let shown = std::mem::take(&mut response.url);
@@ -137,6 +167,9 @@ impl RestSource {
         };
         let body = listing::read(&response.body, &listing.items_path)
             .map_err(|err| malformed(format!("the body cannot be read: {err}")))?;
+        if let Some(problem) = partial_answer(&body.envelope) {
+            return Err(malformed(problem));
+        }
         let total = match listing
             .total_path
             .as_ref()
@@ -210,15 +243,58 @@ impl RestSource {
         })
     }
 
-    /// The incremental parameters for a request at `cursor`.
+    /// The JSON body of a `POST` listing's request at `position`: the listing's body (or
+    /// the incremental one), with the watermark and the page token at their paths.
+    fn request_body(
+        &self,
+        stream: &str,
+        listing: &Listing,
+        position: &Position,
+        since_body: Option<Value>,
+        since_param: Option<(String, String)>,
+    ) -> Result<bytes::Bytes, HttpError> {
+        let mut body = since_body
+            .or_else(|| listing.body.clone())
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        let token = listing.paginator.param(position).map(|(param, token)| {
+            let value = match position {
+                Position::Offset(offset) => Value::from(*offset),
+                _ => Value::from(token),
+            };
+            (param, value)
+        });
+        let params = since_param
+            .map(|(param, value)| (param, Value::from(value)))
+            .into_iter()
+            .chain(token);
+        for (param, value) in params {
+            let placed = param
+                .parse::<JsonPath>()
+                .is_ok_and(|path| path.set(&mut body, value));
+            if !placed {
+                return Err(HttpError::config(format!(
+                    "{}/{stream}: the body of {} has no place for `{param}` (a value on its \
+                     path is not a table)",
+                    self.config.name, listing.path
+                )));
+            }
+        }
+        serde_json::to_vec(&body)
+            .map(bytes::Bytes::from)
+            .map_err(|error| {
+                HttpError::config(format!("{}/{stream}: the body: {error}", self.config.name))
+            })
+    }
+
+    /// What a request at `cursor` sends to read since its watermark.
     fn since_params(
         &self,
         name: &str,
         stream: &StreamPlan,
         cursor: &PageCursor,
-    ) -> Result<Vec<(String, String)>, HttpError> {
+    ) -> Result<Since, HttpError> {
         let Some(since) = &cursor.since else {
-            return Ok(Vec::new());
+            return Ok(Since::default());
         };
         let Some(incremental) = &stream.incremental else {
             return Err(HttpError::config(format!(
@@ -227,20 +303,24 @@ impl RestSource {
             )));
         };
         if matches!(cursor.position, Position::Url(_)) {
-            return Ok(Vec::new());
+            return Ok(Since::default());
         }
         let value = render(since, incremental.format).map_err(|message| {
             HttpError::config(format!("{}/{name}: {message}", self.config.name))
         })?;
-        let mut params: Vec<(String, String)> = incremental
-            .query
-            .iter()
-            .map(|(param, template)| (param.clone(), template.replace(SINCE_PLACEHOLDER, &value)))
-            .collect();
-        if let Some(param) = &incremental.param {
-            params.push((param.clone(), value));
-        }
-        Ok(params)
+        let placed = [(SINCE_PLACEHOLDER, value.as_str())];
+        Ok(Since {
+            query: incremental
+                .query
+                .iter()
+                .map(|(param, template)| (param.clone(), fill_text(template, &placed)))
+                .collect(),
+            param: incremental
+                .param
+                .clone()
+                .map(|param| (param, value.clone())),
+            body: incremental.body.as_ref().map(|body| fill(body, &placed)),
+        })
     }
 
     async fn page(&self, name: &str, cursor: &PageCursor) -> Result<Page, HttpError> {
@@ -310,7 +390,7 @@ impl RestSource {
             None => (&stream.listing, Some(&stream.primary_key)),
         };
         let served = self
-            .serve(name, listing, &cursor.position, Vec::new())
+            .serve(name, listing, &cursor.position, Since::default())
             .await?;
         if let Some(bad) = served.unreadable.first() {
             return Err(HttpError::malformed(
@@ -348,6 +428,33 @@ impl RestSource {
             total: served.total,
         })
     }
+}
+
+/// Why a page answered with success is not a whole answer: a top-level `errors` array
+/// that is not empty is how GraphQL (and some REST APIs) say that part of the data is
+/// missing, and a partial page taken as whole is a silent gap.
+fn partial_answer(envelope: &Value) -> Option<String> {
+    let errors = envelope
+        .get("errors")?
+        .as_array()
+        .filter(|errors| !errors.is_empty())?;
+    let first = errors.first().map(|error| match error.get("message") {
+        Some(Value::String(message)) => message.clone(),
+        _ => error.to_string(),
+    });
+    let mut first = first.unwrap_or_default();
+    if first.len() > 200 {
+        let mut end = 200;
+        while !first.is_char_boundary(end) {
+            end -= 1;
+        }
+        first.truncate(end);
+        first.push('…');
+    }
+    Some(format!(
+        "the answer carries {} error(s) beside its data, so its page may be partial: {first:?}",
+        errors.len()
+    ))
 }
 
 /// A listing's items path, for messages.

@@ -10,11 +10,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 /// The ready profiles in `examples/sources/`.
-pub const PROFILES: [&str; 4] = [
+pub const PROFILES: [&str; 6] = [
     "sandbox-hubspot",
     "sandbox-salesforce",
     "sandbox-stripe",
     "sandbox-rest",
+    "sandbox-hubspot-search",
+    "sandbox-graphql",
 ];
 
 /// The instant test data ends at, and manual clocks start at.

@@ -244,3 +244,93 @@ fn an_unreadable_file_is_named() {
         .unwrap_err();
     assert!(error.to_string().contains("valid.toml"), "{error}");
 }
+
+/// The 1-based line of `text` where `needle` first is.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text.find(needle).expect("the needle is in the text");
+    text[..at].lines().count() + usize::from(text[..at].ends_with('\n'))
+}
+
+#[test]
+fn request_bodies_are_checked_where_written() {
+    let post = VALID.replace(
+        "records_path = \"results\"",
+        "method = \"post\"\nbody = { limit = 100 }\nrecords_path = \"results\"",
+    );
+    assert!(
+        RestConfig::parse(&post, "post.toml").is_ok(),
+        "a post listing with a body loads"
+    );
+    let cases: [(&str, String, &str, &str, &str); 6] = [
+        (
+            "get-body",
+            VALID.replace(
+                "records_path = \"results\"",
+                "body = { limit = 100 }\nrecords_path = \"results\"",
+            ),
+            "body = {",
+            "streams.contacts.body",
+            "sends no body",
+        ),
+        (
+            "post-link",
+            post.replace(
+                "kind = \"cursor\"\nparam = \"after\"\nnext_path = \"paging.next.after\"",
+                "kind = \"link_header\"",
+            ),
+            "kind = \"link_header\"",
+            "streams.contacts.paginator.kind",
+            "lose its body",
+        ),
+        (
+            "two-filters",
+            post.replace(
+                "client_filter = true",
+                "param = \"since\"\nbody = { q = \"{since}\" }",
+            ),
+            "body = { q",
+            "streams.contacts.incremental.body",
+            "not two",
+        ),
+        (
+            "no-since",
+            post.replace("client_filter = true", "body = { q = \"all\" }"),
+            "body = { q",
+            "streams.contacts.incremental.body",
+            "contains {since}",
+        ),
+        (
+            "date",
+            post.replace(
+                "body = { limit = 100 }",
+                "body = { from = 2026-01-01T00:00:00Z }",
+            ),
+            "body = { from",
+            "streams.contacts.body",
+            "JSON has no dates",
+        ),
+        (
+            "graphql",
+            post.replace(
+                "kind = \"cursor\"\nparam = \"after\"\nnext_path = \"paging.next.after\"",
+                "kind = \"graphql\"\nnext_path = \"data.c.pageInfo.endCursor\"",
+            ),
+            "kind = \"graphql\"",
+            "streams.contacts.paginator.has_more_path",
+            "needs `has_more_path`",
+        ),
+    ];
+    for (case, text, needle, field, words) in cases {
+        let error = load(case, &text);
+        let ConfigError::Invalid { line, .. } = &error else {
+            panic!("{case}: {error}");
+        };
+        // A missing field is named at its table, which starts on the line above.
+        let expected = line_of(&text, needle);
+        assert!(
+            *line == expected || *line + 1 == expected,
+            "{case}: {error} (expected line {expected})"
+        );
+        assert_at(&error, case, (*line, 1), field, words);
+    }
+}

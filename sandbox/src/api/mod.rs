@@ -1,6 +1,7 @@
 //! The HTTP surface: one router, the same records behind every API style.
 
 mod admin;
+mod graphql;
 mod hubspot;
 mod ids;
 mod offset;
@@ -61,6 +62,7 @@ fn api_routes() -> Router<Vendor> {
             get(salesforce::more),
         )
         .route("/v1/{stream}", get(stripe::list))
+        .route("/graphql", post(graphql::query))
         .route("/api/v1/{stream}", get(offset::offset))
         .route("/rest/{stream}", get(offset::linked))
         .route("/ids/{stream}", get(ids::list))

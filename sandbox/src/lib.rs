@@ -23,8 +23,10 @@
 //! | route | style |
 //! | --- | --- |
 //! | `GET /crm/v3/objects/{stream}?limit&after` | HubSpot: `{results, paging.next.after}` |
-//! | `POST /crm/v3/objects/{stream}/search` | HubSpot search: `filterGroups` on `updatedAt`/`createdAt` (`GT`, `GTE`, `LT`, `LTE`) |
-//! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}` |
+//! | `POST /crm/v3/objects/{stream}/search` | HubSpot search: `filterGroups` on `updatedAt`/`createdAt` (`GT`, `GTE`, `LT`, `LTE`) and `email` (`EQ`) |
+//! | `GET /crm/v3/objects/{stream}/{id}`, `GET /v1/{stream}/{id}` | one record, or 404 |
+//! | `GET /v1/{stream}/search?query=email:'...'&page` | Stripe search: `{data, has_more, next_page}` |
+//! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}`; `WHERE Email = '...'` finds a person |
 //! | `GET /v1/{stream}?limit&starting_after&created[gte]` | Stripe: `{data, has_more}`, newest first |
 //! | `POST /graphql` | GraphQL: `{data.<stream>.nodes, pageInfo.endCursor, pageInfo.hasNextPage}` |
 //! | `GET /api/v1/{stream}?offset&limit` | offset paging with `total` |

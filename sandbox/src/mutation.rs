@@ -87,6 +87,16 @@ pub enum Mutation {
         #[serde(default)]
         count: Option<usize>,
     },
+    /// Sets a top-level field of the records with these ids (those that exist) to a
+    /// value, bumping their change time: how a test plants one person's records.
+    Assign {
+        /// The field.
+        field: String,
+        /// Its new value.
+        value: Value,
+        /// The records' ids.
+        ids: Vec<String>,
+    },
     /// Gives `count` random records `fields` more fields each (`extra_0`, `extra_1`,
     /// ...), bumping their change time.
     AddFields {
@@ -151,7 +161,7 @@ pub enum MutationError {
     InvalidJson(String),
 }
 
-const SYSTEM_FIELDS: [&str; 3] = ["id", "created_at", "updated_at"];
+pub(crate) const SYSTEM_FIELDS: [&str; 3] = ["id", "created_at", "updated_at"];
 
 /// A schema change, kept per stream so records created later have the same
 /// shape as the ones already changed.

@@ -67,16 +67,24 @@ impl Bounds {
     }
 }
 
-/// Which records a listing returns, by their timestamps.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TimeFilter {
+/// Which records a listing returns: by their timestamps, and (a search) by e-mail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RecordFilter {
     pub(crate) created: Bounds,
     pub(crate) updated: Bounds,
+    /// Records whose `email` is this address, compared without regard to case.
+    pub(crate) email: Option<String>,
 }
 
-impl TimeFilter {
+impl RecordFilter {
     fn matches(&self, record: &StoredRecord) -> bool {
-        self.created.contains(record.created * 1000) && self.updated.contains(record.updated * 1000)
+        self.created.contains(record.created * 1000)
+            && self.updated.contains(record.updated * 1000)
+            && self.email.as_ref().is_none_or(|email| {
+                record
+                    .text("email")
+                    .is_some_and(|held| held.trim().eq_ignore_ascii_case(email.trim()))
+            })
     }
 }
 
@@ -170,7 +178,7 @@ impl StreamData {
         &self,
         after: Option<u64>,
         descending: bool,
-        filter: &TimeFilter,
+        filter: &RecordFilter,
         limit: usize,
     ) -> Page {
         let matching = |(_, record): &(&u64, &StoredRecord)| filter.matches(record);
@@ -235,8 +243,13 @@ impl StreamData {
         }
     }
 
+    /// The record with id `id`, as served.
+    pub(crate) fn get(&self, id: u64) -> Option<Bytes> {
+        self.records.get(&id).map(|record| record.json.clone())
+    }
+
     /// How many records match `filter`.
-    pub(crate) fn count(&self, filter: &TimeFilter) -> usize {
+    pub(crate) fn count(&self, filter: &RecordFilter) -> usize {
         self.records.values().filter(|r| filter.matches(r)).count()
     }
 
@@ -425,6 +438,23 @@ impl StreamData {
             .values()
             .map(|r| Value::Object(r.view()))
             .collect()
+    }
+
+    /// Sets top-level `field` to `value` on the records `ids` that exist, bumping their
+    /// change time; returns those.
+    pub(crate) fn assign(&mut self, field: &str, value: &Value, ids: &[u64], now: i64) -> Vec<u64> {
+        let stamp = self.stamp(now);
+        let mut changed = Vec::new();
+        for id in ids {
+            if let Some(record) = self.records.get_mut(id) {
+                record.raw_fields.retain(|(name, _)| name != field);
+                record.fields.insert(field.to_owned(), value.clone());
+                record.touch(stamp);
+                record.refresh(self.quirks.omit_nulls);
+                changed.push(*id);
+            }
+        }
+        changed
     }
 
     /// Serves `field` of `count` random records (every record when `count` is `None`)

@@ -58,6 +58,18 @@ impl StoredRecord {
         self.json = Bytes::from(json);
     }
 
+    /// The text of string field `field`, whether set plainly or as raw JSON.
+    pub(crate) fn text(&self, field: &str) -> Option<String> {
+        if let Some(Value::String(text)) = self.fields.get(field) {
+            return Some(text.clone());
+        }
+        let (_, raw) = self.raw_fields.iter().find(|(name, _)| name == field)?;
+        match serde_json::from_str(raw.get()) {
+            Ok(Value::String(text)) => Some(text),
+            _ => None,
+        }
+    }
+
     /// Bumps `updated_at` to `stamp`; a cursor value set by hand goes.
     pub(crate) fn touch(&mut self, stamp: i64) {
         self.updated = stamp;

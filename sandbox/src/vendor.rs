@@ -209,6 +209,13 @@ impl Vendor {
                 data.set_raw(&field, &raw, count, now)
             }
             Mutation::AddFields { count, fields } => data.widen(count, fields, now),
+            Mutation::Assign { field, value, ids } => {
+                if field.is_empty() || crate::mutation::SYSTEM_FIELDS.contains(&field.as_str()) {
+                    return Err(MutationError::SystemField(field));
+                }
+                let ids: Vec<u64> = ids.iter().filter_map(|id| id.parse().ok()).collect();
+                data.assign(&field, &value, &ids, now)
+            }
         };
         Ok(MutationOutcome {
             ids: ids.into_iter().map(|id| id.to_string()).collect(),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
 use super::locate::{Document, line_column};
+use super::lookups::{IdentityKind, Lookup, identity_fields, lookup_plan};
 use super::paginators::paginator;
 use super::schema::{
     ApiFile, IdsFile, IncrementalFile, RequestMethod, SinceFormat, SourceFile, StreamFile,
@@ -92,6 +93,9 @@ pub(crate) struct Listing {
     pub(crate) items_path: JsonPath,
     pub(crate) total_path: Option<JsonPath>,
     pub(crate) paginator: Paginator,
+    /// Whether a body that is one object (at the root records path) is one record, as a
+    /// lookup by id may answer.
+    pub(crate) one_record: bool,
 }
 
 /// How a stream reads only what changed.
@@ -119,6 +123,10 @@ pub(crate) struct StreamPlan {
     /// The ids-only listing and where an id is in its items (`None`: the items
     /// are the ids); absent, ids come from the records listing.
     pub(crate) ids: Option<(Listing, Option<JsonPath>)>,
+    /// Where a record holds a person's e-mail address.
+    pub(crate) identity_emails: Vec<JsonPath>,
+    /// Searches for one person's records: by e-mail, by id.
+    pub(crate) lookups: Vec<Lookup>,
 }
 
 /// A validated declarative REST source, loaded from a TOML file (see the
@@ -562,11 +570,21 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
             .map(|total| path(&total, &at("total_path")))
             .transpose()?,
         paginator,
+        one_record: false,
     };
     let ids = match stream.ids {
         Some(ids) => Some(ids_plan(name, ids)?),
         None => None,
     };
+    let identity_emails = identity_fields(name, stream.identity)?;
+    let lookups = [
+        (IdentityKind::Email, stream.lookup),
+        (IdentityKind::Id, stream.lookup_by_id),
+    ]
+    .into_iter()
+    .filter_map(|(kind, file)| Some((kind, file?)))
+    .map(|(kind, file)| lookup_plan(name, kind, file, &identity_emails, &primary_key))
+    .collect::<Result<_, _>>()?;
     Ok(StreamPlan {
         listing,
         primary_key,
@@ -576,6 +594,8 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         incremental,
         max_pages: stream.max_pages,
         ids,
+        identity_emails,
+        lookups,
     })
 }
 
@@ -686,13 +706,14 @@ fn ids_plan(name: &str, ids: IdsFile) -> Result<(Listing, Option<JsonPath>), Pro
             .map(|total| path(&total, &at("total_path")))
             .transpose()?,
         paginator,
+        one_record: false,
     };
     Ok((listing, id_field))
 }
 
 /// A listing's checked body: an object for `POST` (an empty one when the file gives
 /// none), nothing for `GET`. TOML dates have no JSON form, so they are refused.
-fn request_body(
+pub(crate) fn request_body(
     method: RequestMethod,
     body: Option<serde_json::Value>,
     at: &[&str],

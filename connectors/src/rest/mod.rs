@@ -96,6 +96,35 @@
 //! next_path = "next_after"
 //! ```
 //!
+//! A stream can say how one person's records are found there, for privacy requests
+//! (`cairn dsr`): where its records hold an e-mail address, and a search by e-mail
+//! (`lookup`) or by id (`lookup_by_id`). A lookup is a listing of its own (`path`,
+//! `method`, `query`, `body`, `records_path`, `total_path`, an optional `paginator`,
+//! single page by default) with `{email}` or `{id}` where the value goes:
+//! percent-encoded in the path, as it is in query values unless `escape = "soql"` (a
+//! value inside a SOQL string literal), and inside its JSON string in a body. What the
+//! vendor answers is kept only where the record holds the value (an identity field equal
+//! to the address without regard to case; the primary key equal to the id), so a fuzzy
+//! search never hands over someone else's record; see [`RestSource::lookup`].
+//!
+//! ```toml
+//! [streams.contacts.identity]
+//! email = ["email", "properties.email"]  # dotted fields; needed by a lookup by e-mail
+//!
+//! [streams.contacts.lookup]
+//! path = "/services/data/v59.0/query"
+//! query = { q = "SELECT Id FROM Contact WHERE Email = '{email}'" }
+//! escape = "soql"
+//! records_path = "records"
+//! [streams.contacts.lookup.paginator]
+//! kind = "next_url"
+//! next_path = "nextRecordsUrl"
+//!
+//! [streams.contacts.lookup_by_id]       # a 404 means "no such record"
+//! path = "/v1/customers/{id}"
+//! records_path = ""                      # the body is the record
+//! ```
+//!
 //! Paginator kinds and the fields each reads (a field another kind reads is
 //! an error, so a typo cannot be silently ignored):
 //!
@@ -151,6 +180,8 @@
 pub(crate) mod config;
 mod incremental;
 mod locate;
+mod lookup;
+mod lookups;
 mod paginators;
 pub(crate) mod schema;
 mod secrets;
@@ -158,5 +189,7 @@ mod source;
 mod template;
 
 pub use config::{ConfigError, RestConfig};
-pub use schema::SinceFormat;
+pub use lookup::{Found, LookupPage};
+pub use lookups::IdentityKind;
+pub use schema::{Escape, SinceFormat};
 pub use source::RestSource;

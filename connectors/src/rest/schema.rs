@@ -86,6 +86,54 @@ pub(crate) struct StreamFile {
     pub(crate) ids: Option<IdsFile>,
     #[serde(default)]
     pub(crate) max_pages: Option<u64>,
+    #[serde(default)]
+    pub(crate) identity: Option<IdentityFile>,
+    #[serde(default)]
+    pub(crate) lookup: Option<LookupFile>,
+    #[serde(default)]
+    pub(crate) lookup_by_id: Option<LookupFile>,
+}
+
+/// `[streams.<name>.identity]`: where a record holds a person's identifiers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IdentityFile {
+    #[serde(default)]
+    pub(crate) email: Vec<String>,
+}
+
+/// `[streams.<name>.lookup]` and `[streams.<name>.lookup_by_id]`: a search for one
+/// person's records, with `{email}` or `{id}` in its path, query or body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LookupFile {
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) method: RequestMethod,
+    #[serde(default)]
+    pub(crate) query: BTreeMap<String, QueryValue>,
+    #[serde(default)]
+    pub(crate) body: Option<serde_json::Value>,
+    pub(crate) records_path: String,
+    #[serde(default)]
+    pub(crate) total_path: Option<String>,
+    #[serde(default)]
+    pub(crate) paginator: Option<PaginatorFile>,
+    #[serde(default)]
+    pub(crate) escape: Escape,
+}
+
+/// How an identifier is escaped before it fills a query template: a value inside a
+/// query language's string literal (Salesforce's SOQL `q=`) needs that language's escape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Escape {
+    /// As it is: for JSON bodies (where a value stays inside its string) and plain
+    /// query parameters.
+    #[default]
+    None,
+    /// SOQL string literals: `\` and `'` get a backslash.
+    Soql,
 }
 
 /// `[streams.<name>.paginator]` (and `[streams.<name>.ids.paginator]`): the

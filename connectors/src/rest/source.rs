@@ -34,7 +34,7 @@ pub struct RestSource {
 
 /// What reading since a watermark adds to a request, replacing the listing's own.
 #[derive(Default)]
-struct Since {
+pub(super) struct Since {
     /// Query parameters.
     query: Vec<(String, String)>,
     /// The one parameter set to the watermark: a query parameter of a `GET`, a body
@@ -45,13 +45,13 @@ struct Since {
 }
 
 /// One listing page as served, before it becomes records or ids.
-struct Served {
+pub(super) struct Served {
     /// The items that could be read, in the order served.
-    items: Vec<Record>,
+    pub(super) items: Vec<Record>,
     /// The items that could not.
-    unreadable: Vec<Unreadable>,
-    next: Option<Position>,
-    total: Option<u64>,
+    pub(super) unreadable: Vec<Unreadable>,
+    pub(super) next: Option<Position>,
+    pub(super) total: Option<u64>,
 }
 
 impl RestSource {
@@ -74,7 +74,7 @@ impl RestSource {
         &self.client
     }
 
-    fn stream(&self, name: &str) -> Result<&StreamPlan, HttpError> {
+    pub(super) fn stream(&self, name: &str) -> Result<&StreamPlan, HttpError> {
         self.config.streams.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.config.stream_names().collect();
             HttpError::config(format!(
@@ -111,7 +111,7 @@ impl RestSource {
 
     /// Fetches one page of `listing` at `position`; `since` holds what a first-page or
     /// token request reads since a watermark, replacing the listing's own of the same name.
-    async fn serve(
+    pub(super) async fn serve(
         &self,
         stream: &str,
         listing: &Listing,
@@ -185,6 +185,17 @@ impl RestSource {
         };
         let served = match body.items {
             Items::Found(items) => items,
+            // A lookup by id may answer with the record itself.
+            Items::NotArray("an object") if listing.one_record => {
+                let text = response
+                    .body
+                    .strip_prefix(b"\xEF\xBB\xBF")
+                    .unwrap_or(&response.body);
+                vec![
+                    serde_json::from_slice(text)
+                        .map_err(|err| malformed(format!("the record cannot be read: {err}")))?,
+                ]
+            }
             Items::NotArray(kind) => {
                 return Err(malformed(format!(
                     "{} is {kind}, not an array",

@@ -334,3 +334,50 @@ fn request_bodies_are_checked_where_written() {
         assert_at(&error, case, (*line, 1), field, words);
     }
 }
+
+#[test]
+fn lookups_are_checked_where_written() {
+    let lookup = "\n[streams.contacts.lookup]\npath = \"/search\"\nquery = { email = \"{email}\" }\nrecords_path = \"results\"\n";
+    let identity = "\n[streams.contacts.identity]\nemail = [\"email\"]\n";
+    let valid = format!("{VALID}{identity}{lookup}");
+    assert!(RestConfig::parse(&valid, "lookup.toml").is_ok());
+    let cases = [
+        (
+            "no-identity",
+            format!("{VALID}{lookup}"),
+            "streams.contacts.lookup",
+            "needs [streams.contacts.identity]",
+        ),
+        (
+            "no-placeholder",
+            valid.replace("{ email = \"{email}\" }", "{ email = \"x\" }"),
+            "streams.contacts.lookup",
+            "put {email} in the lookup's path",
+        ),
+        (
+            "wrong-placeholder",
+            valid.replace("path = \"/search\"", "path = \"/search/{id}\""),
+            "streams.contacts.lookup",
+            "cannot use {id}",
+        ),
+        (
+            "root-identity",
+            valid.replace("email = [\"email\"]", "email = [\"\"]"),
+            "streams.contacts.identity.email",
+            "holds an e-mail address",
+        ),
+    ];
+    for (case, text, field, words) in cases {
+        let error = load(case, &text);
+        let ConfigError::Invalid {
+            field: named,
+            message,
+            ..
+        } = &error
+        else {
+            panic!("{case}: {error}");
+        };
+        assert_eq!(named, field, "{case}: {error}");
+        assert!(message.contains(words), "{case}: {error}");
+    }
+}

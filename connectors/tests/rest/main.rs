@@ -8,4 +8,5 @@ mod common;
 mod fake;
 mod files;
 mod incremental;
+mod lookup;
 mod paging;

@@ -3,7 +3,8 @@
 //! after: $after) { nodes { id } pageInfo { endCursor hasNextPage } } }`, answering
 //! `{data: {<stream>: {totalCount, nodes, pageInfo: {endCursor, hasNextPage}}}}` in id
 //! order. Variables: `first` (page size), `after` (the end cursor of the previous page),
-//! `updatedSince` (RFC 3339 or epoch milliseconds, inclusive). Every node is served
+//! `updatedSince` (RFC 3339 or epoch milliseconds, inclusive), `email` (records with
+//! that address, without regard to case). Every node is served
 //! whole, whatever the selection asks for.
 //!
 //! [`Hostile::partial_graphql`](crate::Hostile::partial_graphql) makes answers drop their
@@ -19,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{ApiError, id, json_page, limit, parse_instant, quoted};
-use crate::store::{Behind, TimeFilter};
+use crate::store::{Behind, RecordFilter};
 use crate::stream::Stream;
 use crate::vendor::Vendor;
 
@@ -80,7 +81,10 @@ pub(crate) async fn query(
         ),
     };
     let limit = limit(first, 10, vendor.inner().config.max_page_size);
-    let mut filter = TimeFilter::default();
+    let mut filter = RecordFilter {
+        email: text(variables, "email")?,
+        ..RecordFilter::default()
+    };
     if let Some(since) = text(variables, "updatedSince")? {
         let instant =
             parse_instant(&since).ok_or_else(|| bad(&format!("{since:?} is not an instant")))?;

@@ -1,6 +1,7 @@
 //! HubSpot-like: `GET /crm/v3/objects/{stream}?limit&after` answering
 //! `{results, paging.next.after}`, and `POST .../search` filtering on
-//! `updatedAt`/`createdAt`.
+//! `updatedAt`/`createdAt` and on `email` (`EQ`, without regard to case), and
+//! `GET .../{id}` for one record.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -10,7 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{ApiError, id, json_page, limit, parse_instant, quoted, stream};
-use crate::store::{Behind, Bounds, TimeFilter};
+use crate::store::{Behind, Bounds, RecordFilter};
+use crate::stream::Stream;
 use crate::vendor::Vendor;
 
 /// HubSpot's default page size.
@@ -55,7 +57,7 @@ pub(crate) async fn list(
     vendor.before_page(stream, after.map(Behind::UpTo));
     let page = vendor
         .read(stream)
-        .page(after, false, &TimeFilter::default(), limit);
+        .page(after, false, &RecordFilter::default(), limit);
     let next = page.last_id.filter(|_| page.has_more);
     Ok(json_page(
         "{\"results\":[",
@@ -90,14 +92,21 @@ fn bad(message: &str) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
 }
 
-fn filter(request: &SearchRequest) -> Result<TimeFilter, ApiError> {
-    let mut filter = TimeFilter::default();
+fn filter(request: &SearchRequest) -> Result<RecordFilter, ApiError> {
+    let mut filter = RecordFilter::default();
     let group = match request.filter_groups.as_slice() {
         [] => return Ok(filter),
         [group] => group,
         _ => return Err(bad("the sandbox supports one filter group")),
     };
     for condition in &group.filters {
+        if condition.property_name == "email" {
+            match (&condition.operator[..], &condition.value) {
+                ("EQ", Value::String(email)) => filter.email = Some(email.clone()),
+                _ => return Err(bad("email is searched with EQ and a string")),
+            }
+            continue;
+        }
         let bounds: &mut Bounds = match condition.property_name.as_str() {
             "updatedAt" | "hs_lastmodifieddate" | "lastmodifieddate" => &mut filter.updated,
             "createdAt" | "createdate" => &mut filter.created,
@@ -119,6 +128,33 @@ fn filter(request: &SearchRequest) -> Result<TimeFilter, ApiError> {
         }
     }
     Ok(filter)
+}
+
+/// `GET /crm/v3/objects/{stream}/{id}`: one record, or 404.
+pub(crate) async fn get_one(
+    State(vendor): State<Vendor>,
+    Path((name, record)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let stream = stream(&name)?;
+    one_record(&vendor, stream, &record)
+}
+
+/// The record `record` of `stream` as its own body, or a 404 naming it.
+pub(crate) fn one_record(
+    vendor: &Vendor,
+    stream: Stream,
+    record: &str,
+) -> Result<Response, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "OBJECT_NOT_FOUND",
+            format!("no {} with id {record:?}", stream.name()),
+        )
+    };
+    let id: u64 = record.parse().map_err(|_| missing())?;
+    let json = vendor.read(stream).get(id).ok_or_else(missing)?;
+    Ok(json_page("", &[json], ""))
 }
 
 /// `POST /crm/v3/objects/{stream}/search`: records matching the filters, in

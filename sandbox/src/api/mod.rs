@@ -56,12 +56,15 @@ fn api_routes() -> Router<Vendor> {
     Router::new()
         .route("/crm/v3/objects/{stream}", get(hubspot::list))
         .route("/crm/v3/objects/{stream}/search", post(hubspot::search))
+        .route("/crm/v3/objects/{stream}/{id}", get(hubspot::get_one))
         .route("/services/data/v59.0/query", get(salesforce::query))
         .route(
             "/services/data/v59.0/query/{locator}",
             get(salesforce::more),
         )
         .route("/v1/{stream}", get(stripe::list))
+        .route("/v1/{stream}/search", get(stripe::search))
+        .route("/v1/{stream}/{id}", get(stripe::retrieve))
         .route("/graphql", post(graphql::query))
         .route("/api/v1/{stream}", get(offset::offset))
         .route("/rest/{stream}", get(offset::linked))

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiError, id, json_page, limit, stream};
-use crate::store::{Behind, TimeFilter};
+use crate::store::{Behind, RecordFilter};
 use crate::vendor::Vendor;
 
 #[derive(Deserialize)]
@@ -57,7 +57,7 @@ pub(crate) async fn linked(
     let after = id("cursor", query.cursor.as_deref())?;
     let max = vendor.inner().config.max_page_size;
     let limit = limit(query.limit, max, max);
-    let mut filter = TimeFilter::default();
+    let mut filter = RecordFilter::default();
     if let Some(since) = query.updated_since {
         filter.updated.above(since.saturating_mul(1000), true);
     }

@@ -5,7 +5,8 @@
 //! The SOQL understood is `SELECT <fields> FROM <stream> [WHERE <cond> [AND
 //! <cond>]...] [ORDER BY ...] [LIMIT n]`, where a condition compares
 //! `LastModifiedDate`/`SystemModstamp` or `CreatedDate` with `>`, `>=`, `<`,
-//! `<=` to a datetime literal. Whatever the select list, whole records come
+//! `<=` to a datetime literal, or `Email` with `=` to a string literal
+//! (`'o\\'brien@example.com'`, compared without regard to case). Whatever the select list, whole records come
 //! back (the same data as every other style), in id order. Page size is
 //! `Sforce-Query-Options: batchSize=N`, clamped to the maximum page size.
 //! Like Salesforce's, query locators are server-side cursors.
@@ -20,17 +21,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, json_page, parse_instant, quoted};
-use crate::store::{Behind, Bounds, TimeFilter};
+use crate::store::{Behind, Bounds, RecordFilter};
 use crate::stream::Stream;
 use crate::vendor::Vendor;
 
 const QUERY_PATH: &str = "/services/data/v59.0/query";
 
 /// A parsed query, kept for its locator.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 struct Soql {
     stream: Stream,
-    filter: TimeFilter,
+    filter: RecordFilter,
     limit: Option<usize>,
 }
 
@@ -47,7 +48,7 @@ impl QueryStore {
 
     fn get(&self, index: usize) -> Option<Soql> {
         let queries = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        queries.get(index).copied()
+        queries.get(index).cloned()
     }
 }
 
@@ -70,7 +71,23 @@ fn tokens(query: &str) -> Vec<String> {
     let mut tokens = Vec::new();
     let mut current = String::new();
     let mut operator = false;
-    for c in query.chars() {
+    let mut chars = query.chars();
+    while let Some(c) = chars.next() {
+        // A string literal is one token, spaces and escaped quotes included.
+        if c == '\'' && current.is_empty() {
+            current.push(c);
+            while let Some(c) = chars.next() {
+                current.push(c);
+                match c {
+                    '\\' => current.extend(chars.next()),
+                    '\'' => break,
+                    _ => {}
+                }
+            }
+            tokens.push(std::mem::take(&mut current));
+            operator = false;
+            continue;
+        }
         let is_operator = matches!(c, '<' | '>' | '=');
         let boundary = c.is_whitespace() || c == ',' || is_operator != operator;
         if boundary && !current.is_empty() {
@@ -112,7 +129,7 @@ fn parse(query: &str) -> Result<Soql, ApiError> {
     })?;
     let mut query = Soql {
         stream,
-        filter: TimeFilter::default(),
+        filter: RecordFilter::default(),
         limit: None,
     };
     let mut i = from + 2;
@@ -124,6 +141,18 @@ fn parse(query: &str) -> Result<Soql, ApiError> {
             else {
                 return Err(malformed("a condition reads <field> <operator> <datetime>"));
             };
+            if field.eq_ignore_ascii_case("email") {
+                if op != "=" {
+                    return Err(malformed("Email is compared with ="));
+                }
+                query.filter.email = Some(string_literal(value)?);
+                i += 3;
+                if keyword(i, "AND") {
+                    i += 1;
+                    continue;
+                }
+                break;
+            }
             let bounds: &mut Bounds = match field.to_ascii_lowercase().as_str() {
                 "lastmodifieddate" | "systemmodstamp" => &mut query.filter.updated,
                 "createddate" => &mut query.filter.created,
@@ -164,6 +193,28 @@ fn parse(query: &str) -> Result<Soql, ApiError> {
         return Err(malformed(&format!("unexpected token {extra}")));
     }
     Ok(query)
+}
+
+/// The text of a SOQL string literal: `'...'` with `\\'` and `\\\\` escapes; an
+/// unescaped quote inside is refused, as Salesforce refuses it.
+fn string_literal(token: &str) -> Result<String, ApiError> {
+    let inner = token
+        .strip_prefix('\'')
+        .and_then(|rest| rest.strip_suffix('\''))
+        .ok_or_else(|| malformed(&format!("{token} is not a string literal")))?;
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(escaped @ ('\'' | '\\')) => text.push(escaped),
+                _ => return Err(malformed("invalid escape in a string literal")),
+            },
+            '\'' => return Err(malformed(&format!("unexpected quote in {token}"))),
+            other => text.push(other),
+        }
+    }
+    Ok(text)
 }
 
 fn batch_size(vendor: &Vendor, headers: &HeaderMap) -> usize {
@@ -227,7 +278,7 @@ pub(crate) async fn query(
         .ok_or_else(|| malformed("the q parameter is required"))?;
     let query = parse(&text)?;
     vendor.before_page(query.stream, None);
-    let locator = vendor.queries().open(query);
+    let locator = vendor.queries().open(query.clone());
     Ok(respond(
         &vendor,
         locator,

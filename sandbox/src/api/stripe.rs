@@ -9,8 +9,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{ApiError, id, json_page, limit, quoted, stream};
-use crate::store::{Behind, Bounds, TimeFilter};
+use crate::store::{Behind, Bounds, RecordFilter};
 use crate::vendor::Vendor;
+use axum::http::StatusCode;
 
 #[derive(Deserialize)]
 pub(crate) struct ListQuery {
@@ -62,7 +63,7 @@ pub(crate) async fn list(
     let stream = stream(&name)?;
     let after = id("starting_after", query.starting_after.as_deref())?;
     let limit = limit(query.limit, 10, vendor.inner().config.max_page_size);
-    let filter = TimeFilter {
+    let filter = RecordFilter {
         created: bounds(
             query.created_gt,
             query.created_gte,
@@ -75,6 +76,7 @@ pub(crate) async fn list(
             query.updated_lt,
             query.updated_lte,
         ),
+        email: None,
     };
     vendor.before_page(stream, after.map(Behind::From));
     let page = vendor.read(stream).page(after, true, &filter, limit);
@@ -84,4 +86,77 @@ pub(crate) async fn list(
         &page.records,
         &format!("],\"has_more\":{}}}", page.has_more),
     ))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct SearchQuery {
+    query: String,
+    limit: Option<usize>,
+    page: Option<String>,
+}
+
+/// The address of a Stripe search query `email:'...'` (the one clause the sandbox
+/// understands), with `\'` and `\\` unescaped.
+fn searched_email(query: &str) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("the sandbox searches by `email:'...'` only, got {query:?}"),
+        )
+    };
+    let quoted = query
+        .trim()
+        .strip_prefix("email:'")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .ok_or_else(invalid)?;
+    let mut email = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => email.push(chars.next().ok_or_else(invalid)?),
+            '\'' => return Err(invalid()),
+            other => email.push(other),
+        }
+    }
+    Ok(email)
+}
+
+/// `GET /v1/{stream}/search?query=email:'...'&page`: Stripe's search, answering
+/// `{object: "search_result", data, has_more, next_page}` in id order; `page` is the
+/// `next_page` of the previous answer.
+pub(crate) async fn search(
+    State(vendor): State<Vendor>,
+    Path(name): Path<String>,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, ApiError> {
+    let stream = stream(&name)?;
+    let filter = RecordFilter {
+        email: Some(searched_email(&query.query)?),
+        ..RecordFilter::default()
+    };
+    let after = id("page", query.page.as_deref())?;
+    let limit = limit(query.limit, 10, vendor.inner().config.max_page_size);
+    let data = vendor.read(stream);
+    let total = data.count(&filter);
+    let page = data.page(after, false, &filter, limit);
+    drop(data);
+    let next = match page.last_id.filter(|_| page.has_more) {
+        Some(last) => quoted(&last.to_string()),
+        None => "null".to_owned(),
+    };
+    Ok(json_page(
+        &format!("{{\"object\":\"search_result\",\"total_count\":{total},\"data\":["),
+        &page.records,
+        &format!("],\"has_more\":{},\"next_page\":{next}}}", page.has_more),
+    ))
+}
+
+/// `GET /v1/{stream}/{id}`: one record, or 404.
+pub(crate) async fn retrieve(
+    State(vendor): State<Vendor>,
+    Path((name, record)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let stream = stream(&name)?;
+    super::hubspot::one_record(&vendor, stream, &record)
 }

@@ -8,6 +8,7 @@ mod auth;
 mod bench;
 mod demo;
 mod dlq;
+mod dsr;
 mod keys;
 mod pipeline;
 mod print;
@@ -146,6 +147,12 @@ enum Command {
     Auth {
         #[command(subcommand)]
         command: auth::AuthCommand,
+    },
+    /// Privacy requests: open (access, erasure), list, show, extend, export the
+    /// report, verify the audit trail.
+    Dsr {
+        #[command(subcommand)]
+        command: dsr::DsrCommand,
     },
     /// Records the warehouse could not hold as they came: list, show, retry, discard.
     Quarantine {
@@ -512,6 +519,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Purge(args) => purge::run(url, args).await,
         Command::Keys { command } => keys::run(url, command).await,
         Command::Auth { command } => auth::run(url, command).await,
+        Command::Dsr { command } => dsr::run(url, command).await,
         Command::Demo => demo::run(url, registry).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,

@@ -10,12 +10,15 @@
 //!   branches, a durable sleep, children, a published value, an awaited event).
 //! - [`ledger`]: a configurable chain of steps that leaves one ledger row per step
 //!   execution, so tests and benchmarks can count exactly what ran.
+//! - [`dsr`]: privacy requests (access, erasure) across every source, on the legal
+//!   clock, with a hash-chained audit trail.
 //! - [`sync`]: incremental sync, backfill and delete reconciliation of a vendor's
 //!   streams into a Postgres warehouse.
 //!
 //! [`register_builtin`] registers them all under their stable names.
 
 pub mod compose;
+pub mod dsr;
 pub mod ledger;
 pub mod sync;
 pub mod tour;
@@ -39,6 +42,8 @@ pub fn sealed_columns() -> Vec<Column> {
     columns.push(QUARANTINED_RECORDS);
     columns.extend_from_slice(cairn_connectors::SEALED_COLUMNS);
     columns.push(sync::pipeline::DESTINATION_REJECTS);
+    columns.push(dsr::request::SUBJECTS);
+    columns.push(dsr::request::REPORTS);
     columns
 }
 
@@ -63,6 +68,8 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         sync::RECONCILE => sync::reconcile,
         sync::FILL => sync::fill,
         sync::PIPELINE => sync::pipeline,
+        dsr::REQUEST => dsr::discover::request,
+        dsr::CLOCK => dsr::clock::clock,
     }
     let set_aside = registry.provided_mut::<cairn_runner::SetAside>();
     set_aside.add(

@@ -61,6 +61,18 @@ fn source(toml: &str, file: &str, sandbox: &SandboxHandle) -> RequestSource {
     }
 }
 
+fn worker(db: &TestDb) -> TestWorker {
+    TestWorker::start(
+        db.pool().clone(),
+        registry(),
+        WorkerConfig {
+            concurrency: 8,
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
     let db = TestDb::new().await;
@@ -81,15 +93,7 @@ async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
     plant(&stripe, &SUBJECT.to_lowercase(), &["7"]);
     // Record 3 at the Stripe-like vendor holds an old address: found by its id only.
     plant(&stripe, "g.s@old.example", &["3"]);
-    let worker = TestWorker::start(
-        db.pool().clone(),
-        registry(),
-        WorkerConfig {
-            concurrency: 8,
-            poll_interval: Duration::from_millis(100),
-            ..WorkerConfig::default()
-        },
-    );
+    let worker = worker(&db);
     // The HubSpot-like contacts are in the warehouse too (as they were before the change
     // below): the warehouse search finds rows the vendor no longer ties to the person.
     let client = Client::new(db.pool().clone()).with_registry(registry());
@@ -197,4 +201,158 @@ async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
         "{verified:?}"
     );
     assert_eq!(verified.entries, 3);
+}
+
+fn ids_of(sandbox: &SandboxHandle) -> BTreeSet<String> {
+    sandbox
+        .vendor()
+        .records(Stream::Contacts)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn warehouse_ids(db: &TestDb) -> BTreeSet<String> {
+    sqlx::query_scalar::<_, String>("SELECT _raw->>'id' FROM sandbox_hubspot.contacts")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_letter_list() {
+    let db = TestDb::new().await;
+    let config = || SandboxConfig {
+        records_per_stream: 100,
+        max_page_size: 25,
+        ..SandboxConfig::default()
+    };
+    let (hubspot, salesforce, stripe) = (
+        start(config()).await,
+        start(config()).await,
+        start(config()).await,
+    );
+    plant(&hubspot, SUBJECT, &["5", "9"]);
+    plant(&hubspot, "x.grace.subject@example.com", &["6"]);
+    plant(&salesforce, SUBJECT, &["12"]);
+    plant(&stripe, SUBJECT, &["7"]);
+    plant(&stripe, "g.s@old.example", &["3"]);
+    let worker = worker(&db);
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    run_to_completion(
+        &client,
+        sync::BACKFILL,
+        &input(HUBSPOT, &hubspot, Stream::Contacts),
+    )
+    .await;
+    plant(&hubspot, "someone.else@example.com", &["9"]);
+    plant(&hubspot, SUBJECT, &["11"]);
+    let before = (ids_of(&hubspot), ids_of(&stripe), warehouse_ids(&db).await);
+    // Stripe's record 7 is under a legal hold; HubSpot's first two writes are raced by
+    // a change just before them (their If-Match fails, and the erasure reads again).
+    stripe.vendor().hold_records(Stream::Contacts, &[7]);
+    hubspot.vendor().race_writes(2);
+
+    let opened = request::open(
+        db.pool(),
+        &cairn::seal::Sealer::plain(),
+        &key(),
+        OpenRequest {
+            subject: Subject {
+                email: SUBJECT.to_owned(),
+                ids: vec![("sandbox-stripe".to_owned(), "3".to_owned())],
+            },
+            kind: Kind::Erasure,
+            regulation: Regulation::Ccpa,
+            sources: vec![
+                source(HUBSPOT, "hubspot.toml", &hubspot),
+                source(SALESFORCE, "salesforce.toml", &salesforce),
+                source(STRIPE, "stripe.toml", &stripe),
+            ],
+            alerts: vec![0.5, 0.8, 1.0],
+            retention: TimeDelta::days(30),
+        },
+    )
+    .await
+    .unwrap();
+    let done = client
+        .wait(opened.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+
+    // Erased everywhere but the held record, and nothing of anyone else.
+    let gone = |before: &BTreeSet<String>, now: BTreeSet<String>| -> BTreeSet<String> {
+        before.difference(&now).cloned().collect()
+    };
+    let set = |ids: &[&str]| -> BTreeSet<String> { ids.iter().map(|i| (*i).to_owned()).collect() };
+    assert_eq!(gone(&before.0, ids_of(&hubspot)), set(&["5", "11"]));
+    assert_eq!(
+        hubspot
+            .vendor()
+            .requests("DELETE /crm/v3/objects/{stream}/{id}", "412"),
+        2,
+        "both raced deletes were refused on their stale If-Match, and read again"
+    );
+    assert_eq!(gone(&before.1, ids_of(&stripe)), set(&["3"]));
+    assert_eq!(gone(&before.2, warehouse_ids(&db).await), set(&["5", "9"]));
+    let anonymised = salesforce.vendor().records(Stream::Contacts);
+    let twelve = anonymised.iter().find(|r| r["id"] == "12").unwrap();
+    assert_eq!(twelve["email"], "erased@invalid.example");
+    assert_eq!(twelve["last_name"], "erased");
+    assert_eq!(anonymised.len(), 100, "anonymised, not deleted");
+    let detail = request::show(db.pool(), &opened.id).await.unwrap();
+    assert_eq!(detail.summary.phase.as_str(), "fulfilling");
+    assert_eq!(detail.summary.outcome.as_deref(), Some("partial"));
+    assert_eq!((detail.summary.erased, detail.summary.unerased), (5, 1));
+
+    // The held record's erasure is a dead letter naming the request's deadline.
+    let letters = cairn::DeadLetters::new(db.pool().clone());
+    let list = letters.list(50).await.unwrap();
+    let dead = list
+        .runs
+        .iter()
+        .find(|run| run.workflow == "dsr.erase")
+        .expect("the held record's erasure is on the dead-letter list");
+    let message = dead.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("legal hold") && message.contains(&detail.summary.deadline.to_rfc3339()),
+        "{message}"
+    );
+    assert_eq!(dead.category.as_deref(), Some("erasure"));
+
+    // Once the hold is lifted, a retry erases it and closes the request.
+    stripe.vendor().release_records();
+    letters.retry(dead.run_id).await.unwrap();
+    let retried = client
+        .wait(dead.run_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        retried.error
+    );
+    assert_eq!(gone(&before.1, ids_of(&stripe)), set(&["3", "7"]));
+    let detail = request::show(db.pool(), &opened.id).await.unwrap();
+    assert_eq!(detail.summary.phase.as_str(), "done");
+    assert_eq!(detail.summary.outcome.as_deref(), Some("fulfilled"));
+    assert_eq!((detail.summary.erased, detail.summary.unerased), (6, 0));
+    let clock = client
+        .wait(opened.clock_run_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(clock.summary.status, RunStatus::Completed);
+    worker.shutdown().await;
+    let mut conn = db.pool().acquire().await.unwrap();
+    let verified = audit::verify(&mut conn, &key()).await.unwrap();
+    assert!(verified.broken.is_none(), "{verified:?}");
 }

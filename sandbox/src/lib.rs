@@ -24,7 +24,7 @@
 //! | --- | --- |
 //! | `GET /crm/v3/objects/{stream}?limit&after` | HubSpot: `{results, paging.next.after}` |
 //! | `POST /crm/v3/objects/{stream}/search` | HubSpot search: `filterGroups` on `updatedAt`/`createdAt` (`GT`, `GTE`, `LT`, `LTE`) and `email` (`EQ`) |
-//! | `GET /crm/v3/objects/{stream}/{id}`, `GET /v1/{stream}/{id}` | one record, or 404 |
+//! | `GET`/`PATCH`/`DELETE` `/crm/v3/objects/{stream}/{id}`, `/v1/{stream}/{id}`, `/services/data/v59.0/sobjects/{stream}/{id}` | one record with its `ETag`; writes honour `If-Match` (412), legal holds answer 409 |
 //! | `GET /v1/{stream}/search?query=email:'...'&page` | Stripe search: `{data, has_more, next_page}` |
 //! | `GET /services/data/v59.0/query?q=SOQL` | Salesforce: `{totalSize, done, nextRecordsUrl, records}`; `WHERE Email = '...'` finds a person |
 //! | `GET /v1/{stream}?limit&starting_after&created[gte]` | Stripe: `{data, has_more}`, newest first |

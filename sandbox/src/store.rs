@@ -354,6 +354,33 @@ impl StreamData {
         ids
     }
 
+    /// Removes record `id`; whether it was there.
+    pub(crate) fn remove(&mut self, id: u64) -> bool {
+        self.records.remove(&id).is_some()
+    }
+
+    /// Sets top-level `fields` (system fields excepted) of record `id` and bumps its
+    /// change time; the record as served after, if it exists.
+    pub(crate) fn merge(
+        &mut self,
+        id: u64,
+        fields: &serde_json::Map<String, Value>,
+        now: i64,
+    ) -> Option<Bytes> {
+        let stamp = self.stamp(now);
+        let omit_nulls = self.quirks.omit_nulls;
+        let record = self.records.get_mut(&id)?;
+        for (field, value) in fields {
+            if !crate::mutation::SYSTEM_FIELDS.contains(&field.as_str()) {
+                record.raw_fields.retain(|(name, _)| name != field);
+                record.fields.insert(field.clone(), value.clone());
+            }
+        }
+        record.touch(stamp);
+        record.refresh(omit_nulls);
+        Some(record.json.clone())
+    }
+
     pub(crate) fn delete(&mut self, count: usize) -> Vec<u64> {
         let all = self.records.keys().copied().collect();
         let ids = self.choose(all, count);

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use fastrand::Rng;
-use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, watch};
 
 use super::api::QueryStore;
@@ -43,6 +43,10 @@ pub(crate) struct Inner {
     hostile: Mutex<Hostile>,
     hold: watch::Sender<bool>,
     waiting: watch::Sender<usize>,
+    /// Records under a legal hold, which refuse changes.
+    held: Mutex<std::collections::HashSet<(Stream, u64)>>,
+    /// One-record writes still to be raced by a change just before them.
+    races: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +99,8 @@ impl Vendor {
                 fault_rng: Mutex::new(Rng::with_seed(config.seed ^ 0xfa17)),
                 hold: watch::Sender::new(false),
                 waiting: watch::Sender::new(0),
+                held: Mutex::default(),
+                races: std::sync::atomic::AtomicU32::new(0),
                 base_url,
                 config,
             }),
@@ -220,6 +226,59 @@ impl Vendor {
         Ok(MutationOutcome {
             ids: ids.into_iter().map(|id| id.to_string()).collect(),
         })
+    }
+
+    /// Puts records `ids` of `stream` under a legal hold: `PATCH` and `DELETE` of them
+    /// answer `409` until [`release_records`](Self::release_records).
+    pub fn hold_records(&self, stream: Stream, ids: &[u64]) {
+        lock(&self.inner.held).extend(ids.iter().map(|id| (stream, *id)));
+    }
+
+    /// Lifts every legal hold.
+    pub fn release_records(&self) {
+        lock(&self.inner.held).clear();
+    }
+
+    pub(crate) fn is_held(&self, stream: Stream, id: u64) -> bool {
+        lock(&self.inner.held).contains(&(stream, id))
+    }
+
+    /// The next `count` one-record writes (`PATCH`, `DELETE`) each find their record
+    /// changed just before they apply: a client's `If-Match` from before then fails.
+    pub fn race_writes(&self, count: u32) {
+        self.inner
+            .races
+            .store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn take_race(&self) -> bool {
+        self.inner
+            .races
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |left| left.checked_sub(1),
+            )
+            .is_ok()
+    }
+
+    pub(crate) fn touch_record(&self, stream: Stream, id: u64) {
+        let now = self.now_secs();
+        self.write(stream).merge(id, &Map::new(), now);
+    }
+
+    pub(crate) fn remove_record(&self, stream: Stream, id: u64) -> bool {
+        self.write(stream).remove(id)
+    }
+
+    pub(crate) fn merge_record(
+        &self,
+        stream: Stream,
+        id: u64,
+        fields: &Map<String, Value>,
+    ) -> Option<bytes::Bytes> {
+        let now = self.now_secs();
+        self.write(stream).merge(id, fields, now)
     }
 
     /// Every live record of `stream`, in id order (numeric).

@@ -26,6 +26,8 @@ CREATE TABLE cairn.dsr_requests (
     -- The access report (JSON), sealed when keys are configured; purged after retention.
     report text,
     report_sealed bytea,
+    -- How long the report is kept once the request closes.
+    retention_secs bigint NOT NULL,
     report_purge_after timestamptz,
     report_purged_at timestamptz,
     CONSTRAINT dsr_subject_once CHECK (subject IS NULL OR subject_sealed IS NULL),

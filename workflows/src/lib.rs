@@ -70,6 +70,7 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         sync::PIPELINE => sync::pipeline,
         dsr::REQUEST => dsr::discover::request,
         dsr::CLOCK => dsr::clock::clock,
+        dsr::erase::ERASE => dsr::erase::erase,
     }
     let set_aside = registry.provided_mut::<cairn_runner::SetAside>();
     set_aside.add(

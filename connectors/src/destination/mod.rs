@@ -13,6 +13,9 @@
 //!   it already holds this write (its answer was lost) the write is done; otherwise the
 //!   stream's [`ConflictPolicy`] decides.
 //!
+//! Erasure ([`erase`]) is a write too: a person's record deleted or anonymised, only
+//! while it still holds their identifier, with `If-Match` where the vendor has ETags.
+//!
 //! A `409` or `422` refuses one record, not the page: it comes back as
 //! [`Outcome::Rejected`], for the record's dead letter. Writes take tokens from the
 //! vendor's rate budget like reads (shared with any reads of the same vendor and
@@ -21,7 +24,9 @@
 //! who sends it again under the same key.
 
 mod config;
+mod erase;
 mod write;
 
 pub use config::{ConflictPolicy, DestinationConfig, MAX_BATCH_SIZE, StreamPlan, WriteMode};
+pub use erase::{EraseMode, ErasePlan, Erased, erase};
 pub use write::{Destination, MAX_DEST_ID, Outcome, RecordWrite, idempotency_key};

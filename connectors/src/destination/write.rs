@@ -387,7 +387,7 @@ const MAX_ETAG: usize = 256;
 
 /// An `ETag` header's value when it is one a client can send back: visible ASCII of a
 /// sane length (a vendor's value is otherwise not trusted to travel in `If-Match`).
-fn usable_etag(value: &HeaderValue) -> Option<String> {
+pub(super) fn usable_etag(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
     (!text.is_empty() && text.len() <= MAX_ETAG && text.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| text.to_owned())
@@ -434,14 +434,14 @@ fn record_url(plan: &StreamPlan, id: &str) -> String {
     format!("{}/{segment}", plan.path.trim_end_matches('/'))
 }
 
-fn body(value: &Value) -> Result<Bytes, HttpError> {
+pub(super) fn body(value: &Value) -> Result<Bytes, HttpError> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(|err| HttpError::config(format!("a record cannot be written as JSON: {err}")))
 }
 
 /// Whether `current` already holds every field `record` sets.
-fn holds(current: &Value, record: &Value) -> bool {
+pub(super) fn holds(current: &Value, record: &Value) -> bool {
     match record.as_object() {
         Some(fields) => fields
             .iter()

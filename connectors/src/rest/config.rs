@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use toml::de::DeTable;
 
 use super::locate::{Document, line_column};
-use super::lookups::{IdentityKind, Lookup, identity_fields, lookup_plan};
+use super::lookups::{IdentityKind, Lookup, erase_plan, identity_fields, lookup_plan};
 use super::paginators::paginator;
 use super::schema::{
     ApiFile, IdsFile, IncrementalFile, RequestMethod, SinceFormat, SourceFile, StreamFile,
@@ -127,6 +127,8 @@ pub(crate) struct StreamPlan {
     pub(crate) identity_emails: Vec<JsonPath>,
     /// Searches for one person's records: by e-mail, by id.
     pub(crate) lookups: Vec<Lookup>,
+    /// How one of a person's records is erased.
+    pub(crate) erase: Option<crate::destination::ErasePlan>,
 }
 
 /// A validated declarative REST source, loaded from a TOML file (see the
@@ -585,6 +587,10 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
     .filter_map(|(kind, file)| Some((kind, file?)))
     .map(|(kind, file)| lookup_plan(name, kind, file, &identity_emails, &primary_key))
     .collect::<Result<_, _>>()?;
+    let erase = stream
+        .erase
+        .map(|file| erase_plan(name, file))
+        .transpose()?;
     Ok(StreamPlan {
         listing,
         primary_key,
@@ -596,6 +602,7 @@ fn stream_plan(name: &str, stream: StreamFile) -> Result<StreamPlan, Problem> {
         ids,
         identity_emails,
         lookups,
+        erase,
     })
 }
 

@@ -9,6 +9,7 @@ use super::lookups::{IdentityKind, Lookup};
 use super::schema::Escape;
 use super::source::{RestSource, Since};
 use super::template::{fill, fill_text};
+use crate::destination::{self, Erased};
 use crate::error::{Category, HttpError};
 use crate::paginate::{JsonPath, PageCursor, Paged};
 use crate::record::Record;
@@ -173,6 +174,50 @@ impl RestSource {
             fetched,
             total,
         })
+    }
+}
+
+impl RestSource {
+    /// Whether `stream` declares how a person's record is erased.
+    pub fn erases(&self, stream: &str) -> bool {
+        self.config()
+            .streams
+            .get(stream)
+            .is_some_and(|plan| plan.erase.is_some())
+    }
+
+    /// Erases record `id` of `stream` as its `[streams.<name>.erase]` says, while it
+    /// still holds the person's identifier: `email` in an identity field, or an id in
+    /// `ids` as its primary key. Through the source's own client: its credentials and
+    /// its rate budget.
+    pub async fn erase(
+        &self,
+        stream: &str,
+        id: &str,
+        email: &str,
+        ids: &[String],
+    ) -> Result<Erased, HttpError> {
+        let plan = self.stream(stream)?;
+        let erase = plan.erase.as_ref().ok_or_else(|| {
+            HttpError::config(format!(
+                "{}/{stream}: no [streams.{stream}.erase] in {}",
+                self.config().name,
+                self.config().file
+            ))
+        })?;
+        let url = fill_text(
+            &erase.path,
+            &[("{id}", &utf8_percent_encode(id, SEGMENT).to_string())],
+        );
+        let wanted = normalized(email);
+        let theirs = |current: &serde_json::Value| {
+            let record = Record::from_value(current.clone());
+            holds_email(&record, &plan.identity_emails, &wanted)
+                || record
+                    .text_at(&plan.primary_key)
+                    .is_some_and(|key| key == id && ids.iter().any(|wanted| wanted == id))
+        };
+        destination::erase(self.client(), &url, &erase.mode, theirs).await
     }
 }
 

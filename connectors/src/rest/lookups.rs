@@ -1,10 +1,14 @@
-//! The `[streams.<name>.lookup]` and `[streams.<name>.lookup_by_id]` tables of a source
-//! file, and its `[streams.<name>.identity]`: how one person's records are searched
-//! for, and how a record found is proven to be theirs.
+//! The `[streams.<name>.lookup]`, `[streams.<name>.lookup_by_id]` and
+//! `[streams.<name>.erase]` tables of a source file, and its
+//! `[streams.<name>.identity]`: how one person's records are searched for, how a record
+//! found is proven to be theirs, and how it is erased.
 
 use super::config::{Listing, Problem, mentions, path, problem, request_body};
 use super::paginators::paginator;
-use super::schema::{Escape, IdentityFile, LookupFile, PaginatorFile, PaginatorKind};
+use super::schema::{
+    EraseFile, EraseModeFile, Escape, IdentityFile, LookupFile, PaginatorFile, PaginatorKind,
+};
+use crate::destination::{EraseMode, ErasePlan};
 use crate::paginate::JsonPath;
 
 /// What a lookup searches by.
@@ -159,5 +163,41 @@ pub(crate) fn lookup_plan(
                 .transpose()?,
             paginator,
         },
+    })
+}
+
+/// Checks an erase table and makes its plan.
+pub(crate) fn erase_plan(stream: &str, file: EraseFile) -> Result<ErasePlan, Problem> {
+    let at = |field: &'static str| ["streams", stream, "erase", field];
+    if !file.path.contains("{id}") {
+        return Err(problem(
+            &at("path"),
+            "put {id} in the erase path: where the record's id goes, e.g. \"/v3/contacts/{id}\"",
+        ));
+    }
+    let mode = match (file.mode, file.anonymize) {
+        (EraseModeFile::Delete, None) => EraseMode::Delete,
+        (EraseModeFile::Delete, Some(_)) => {
+            return Err(problem(
+                &at("anonymize"),
+                "`anonymize` is what mode = \"anonymize\" writes; a delete writes nothing",
+            ));
+        }
+        (EraseModeFile::Anonymize, Some(fields))
+            if fields.as_object().is_some_and(|f| !f.is_empty()) =>
+        {
+            EraseMode::Anonymize(fields)
+        }
+        (EraseModeFile::Anonymize, _) => {
+            return Err(problem(
+                &at("anonymize"),
+                "mode = \"anonymize\" needs `anonymize = { field = value, ... }`: the values that \
+                 replace the person's",
+            ));
+        }
+    };
+    Ok(ErasePlan {
+        path: file.path,
+        mode,
     })
 }

@@ -92,6 +92,25 @@ pub(crate) struct StreamFile {
     pub(crate) lookup: Option<LookupFile>,
     #[serde(default)]
     pub(crate) lookup_by_id: Option<LookupFile>,
+    #[serde(default)]
+    pub(crate) erase: Option<EraseFile>,
+}
+
+/// `[streams.<name>.erase]`: how one of a person's records is erased.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EraseFile {
+    pub(crate) path: String,
+    pub(crate) mode: EraseModeFile,
+    #[serde(default)]
+    pub(crate) anonymize: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum EraseModeFile {
+    Delete,
+    Anonymize,
 }
 
 /// `[streams.<name>.identity]`: where a record holds a person's identifiers.

@@ -1,7 +1,6 @@
 //! HubSpot-like: `GET /crm/v3/objects/{stream}?limit&after` answering
 //! `{results, paging.next.after}`, and `POST .../search` filtering on
-//! `updatedAt`/`createdAt` and on `email` (`EQ`, without regard to case), and
-//! `GET .../{id}` for one record.
+//! `updatedAt`/`createdAt` and on `email` (`EQ`, without regard to case).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -12,7 +11,6 @@ use serde_json::Value;
 
 use super::{ApiError, id, json_page, limit, parse_instant, quoted, stream};
 use crate::store::{Behind, Bounds, RecordFilter};
-use crate::stream::Stream;
 use crate::vendor::Vendor;
 
 /// HubSpot's default page size.
@@ -128,33 +126,6 @@ fn filter(request: &SearchRequest) -> Result<RecordFilter, ApiError> {
         }
     }
     Ok(filter)
-}
-
-/// `GET /crm/v3/objects/{stream}/{id}`: one record, or 404.
-pub(crate) async fn get_one(
-    State(vendor): State<Vendor>,
-    Path((name, record)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let stream = stream(&name)?;
-    one_record(&vendor, stream, &record)
-}
-
-/// The record `record` of `stream` as its own body, or a 404 naming it.
-pub(crate) fn one_record(
-    vendor: &Vendor,
-    stream: Stream,
-    record: &str,
-) -> Result<Response, ApiError> {
-    let missing = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "OBJECT_NOT_FOUND",
-            format!("no {} with id {record:?}", stream.name()),
-        )
-    };
-    let id: u64 = record.parse().map_err(|_| missing())?;
-    let json = vendor.read(stream).get(id).ok_or_else(missing)?;
-    Ok(json_page("", &[json], ""))
 }
 
 /// `POST /crm/v3/objects/{stream}/search`: records matching the filters, in

@@ -5,6 +5,7 @@ mod graphql;
 mod hubspot;
 mod ids;
 mod offset;
+mod records;
 mod salesforce;
 mod stripe;
 
@@ -56,7 +57,12 @@ fn api_routes() -> Router<Vendor> {
     Router::new()
         .route("/crm/v3/objects/{stream}", get(hubspot::list))
         .route("/crm/v3/objects/{stream}/search", post(hubspot::search))
-        .route("/crm/v3/objects/{stream}/{id}", get(hubspot::get_one))
+        .route(
+            "/crm/v3/objects/{stream}/{id}",
+            get(records::get)
+                .patch(records::patch)
+                .delete(records::delete),
+        )
         .route("/services/data/v59.0/query", get(salesforce::query))
         .route(
             "/services/data/v59.0/query/{locator}",
@@ -64,7 +70,18 @@ fn api_routes() -> Router<Vendor> {
         )
         .route("/v1/{stream}", get(stripe::list))
         .route("/v1/{stream}/search", get(stripe::search))
-        .route("/v1/{stream}/{id}", get(stripe::retrieve))
+        .route(
+            "/v1/{stream}/{id}",
+            get(records::get)
+                .patch(records::patch)
+                .delete(records::delete),
+        )
+        .route(
+            "/services/data/v59.0/sobjects/{stream}/{id}",
+            get(records::get)
+                .patch(records::patch)
+                .delete(records::delete),
+        )
         .route("/graphql", post(graphql::query))
         .route("/api/v1/{stream}", get(offset::offset))
         .route("/rest/{stream}", get(offset::linked))

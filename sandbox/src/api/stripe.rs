@@ -151,12 +151,3 @@ pub(crate) async fn search(
         &format!("],\"has_more\":{},\"next_page\":{next}}}", page.has_more),
     ))
 }
-
-/// `GET /v1/{stream}/{id}`: one record, or 404.
-pub(crate) async fn retrieve(
-    State(vendor): State<Vendor>,
-    Path((name, record)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let stream = stream(&name)?;
-    super::hubspot::one_record(&vendor, stream, &record)
-}

@@ -7,18 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cairn_connectors::paginate::{PageCursor, Paged, Traversal};
 use cairn_connectors::rest::{IdentityKind, RestConfig, RestSource};
 use cairn_connectors::source::Source;
-use cairn_connectors::warehouse::ident::quote_ident;
-use cairn_runner::{Context, Error};
-use chrono::{DateTime, TimeDelta, Utc};
+use cairn_runner::{ChildOptions, Context, Error};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use super::audit::{self, AuditKey, Event};
 use super::report::{Finding, LookupLog, Report};
 use super::request::{self, RequestInput};
-use super::{Kind, Phase};
+use super::warehouse::PersonRows;
+use super::{Kind, Phase, erase};
 
 /// Records found, as (id, the record's JSON text).
 type Records = Vec<(String, Box<RawValue>)>;
@@ -155,7 +154,7 @@ pub async fn request(ctx: Context, input: RequestInput) -> Result<Value, Error> 
     }
     let total = planned.len();
     let done = Arc::new(AtomicUsize::new(0));
-    let logs: Vec<(LookupLog, Records)> = ctx
+    let logs: Vec<(LookupLog, Records, Option<Error>)> = ctx
         .parallel(BRANCHES, planned, |branch, plan| {
             let (opened, key, done) = (opened.clone(), key.clone(), done.clone());
             let ctx = ctx.clone();
@@ -173,37 +172,28 @@ pub async fn request(ctx: Context, input: RequestInput) -> Result<Value, Error> 
         .collect::<Result<_, Error>>()?;
     let mut findings: Vec<Finding> = Vec::new();
     let mut lookups = Vec::with_capacity(logs.len());
-    for (log, found) in logs {
+    let mut failed = None;
+    for (log, found, failure) in logs {
         for (record_id, record) in found {
             findings.push(Finding::vendor(&log.source, &log.stream, record_id, record));
         }
         lookups.push(log);
+        failed = failed.or(failure);
     }
     for source in opened.iter() {
         for stream in source.source.streams() {
-            let fields = source.source.identity_fields(&stream.name);
-            let ids: Vec<String> = subject
-                .ids
-                .iter()
-                .filter(|(at, _)| *at == source.name)
-                .map(|(_, value)| value.clone())
-                .collect();
-            if fields.is_empty() && ids.is_empty() {
-                continue;
-            }
-            let rows = search_warehouse(
-                &ctx,
-                &key,
-                id,
-                source,
+            let Some(rows) = PersonRows::new(
+                &source.name,
+                &source.schema,
+                &source.source,
                 &stream.name,
-                &stream.primary_key,
-                &fields,
-                &subject.email,
-                &ids,
-            )
-            .await?;
-            for (record_id, record) in rows {
+                &subject,
+            ) else {
+                continue;
+            };
+            for (record_id, record) in
+                search_warehouse(&ctx, &key, id, source, &rows, &stream.name).await?
+            {
                 findings.push(Finding::warehouse(
                     &source.name,
                     &stream.name,
@@ -215,33 +205,153 @@ pub async fn request(ctx: Context, input: RequestInput) -> Result<Value, Error> 
     }
     let report = Report::compile(id, input.kind, &subject, lookups, findings);
     let found = report.records.len();
-    let complete = report.complete();
-    compile(&ctx, &key, id, &report).await?;
+    // A search that could not finish leaves the report partial and the request open:
+    // the run fails at the lookup, and a retry from the dead-letter list resumes it.
+    compile(&ctx, &key, id, &report, failed.is_none()).await?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
     if input.kind == Kind::Erasure {
         set_phase(&ctx, &key, id, Phase::Fulfilling).await?;
+        fulfil(&ctx, &key, id, &input, &report, &opened, &subject).await?;
     }
-    let outcome = if complete { "fulfilled" } else { "partial" };
-    close(
-        &ctx,
-        &key,
-        id,
-        outcome,
-        TimeDelta::seconds(input.retention_secs),
-    )
-    .await?;
-    Ok(json!({"request": id, "found": found, "complete": complete}))
+    let key = &key;
+    let clock = ctx
+        .transaction("close", |tx| async move {
+            let mut conn = tx.conn().await?;
+            request::close(&mut conn, key, id).await
+        })
+        .await?;
+    if let Some(clock) = clock {
+        tell_clock(&ctx, clock).await?;
+    }
+    Ok(json!({"request": id, "found": found}))
+}
+
+/// Tells request's clock run that the request changed (closed, extended).
+pub(crate) async fn tell_clock(ctx: &Context, clock: uuid::Uuid) -> Result<(), Error> {
+    ctx.step("tell the clock", || async move {
+        cairn_runner::Client::new(ctx.pool().clone())
+            .send_event(clock.into(), "changed", &json!({}))
+            .await
+            .map_err(|e| Error::transient(e.to_string()))
+    })
+    .await
+}
+
+/// An erasure: each source's vendor records erased by a child run of its own (which
+/// deletes their warehouse rows as it goes); rows found only in the warehouse deleted
+/// here. A child that fails is on the dead-letter list; the request stays open.
+async fn fulfil(
+    ctx: &Context,
+    key: &AuditKey,
+    id: &str,
+    input: &RequestInput,
+    report: &Report,
+    opened: &[Opened],
+    subject: &super::Subject,
+) -> Result<(), Error> {
+    let deadline: DateTime<Utc> = ctx
+        .step("read the deadline", || async move {
+            Ok(
+                sqlx::query_scalar("SELECT deadline FROM cairn.dsr_requests WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(ctx.pool())
+                    .await?,
+            )
+        })
+        .await?;
+    let mut children = Vec::new();
+    for (index, source) in opened.iter().enumerate() {
+        let records: Vec<(String, String)> = report
+            .records
+            .iter()
+            .filter(|r| r.source == source.name && r.at_vendor)
+            .map(|r| (r.stream.clone(), r.id.clone()))
+            .collect();
+        let only_here: Vec<(String, String)> = report
+            .records
+            .iter()
+            .filter(|r| r.source == source.name && !r.at_vendor)
+            .map(|r| (r.stream.clone(), r.id.clone()))
+            .collect();
+        if !only_here.is_empty() {
+            let only_here = &only_here;
+            ctx.transaction(
+                format!("erase warehouse rows of {}", source.name),
+                |tx| async move {
+                    let mut conn = tx.conn().await?;
+                    let mut rows = 0;
+                    for (stream, record) in only_here {
+                        if let Some(person) = PersonRows::new(
+                            &source.name,
+                            &source.schema,
+                            &source.source,
+                            stream,
+                            subject,
+                        ) {
+                            rows += person.delete(&mut conn, record).await?;
+                        }
+                    }
+                    sqlx::query("UPDATE cairn.dsr_requests SET erased = erased + $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(i32::try_from(only_here.len()).unwrap_or(i32::MAX))
+                        .execute(&mut *conn)
+                        .await?;
+                    audit::append(
+                        &mut conn,
+                        key,
+                        Event {
+                            request: id,
+                            action: "erase_warehouse",
+                            source: &source.name,
+                            outcome: "erased",
+                            detail: json!({"records": only_here.len(), "rows_deleted": rows}),
+                        },
+                    )
+                    .await?;
+                    Ok(())
+                },
+            )
+            .await?;
+        }
+        if !records.is_empty() {
+            children.push(erase::EraseInput {
+                request: id.to_owned(),
+                source: input.sources[index].clone(),
+                records,
+                deadline,
+            });
+        }
+    }
+    let options = ChildOptions {
+        priority: Some(super::PRIORITY),
+        cancel_with_parent: false,
+        ..ChildOptions::default()
+    };
+    let options = &options;
+    let ended = ctx
+        .parallel(BRANCHES, children, |branch, child| async move {
+            let run = branch.start_child(erase::ERASE, &child, options).await?;
+            Ok::<_, Error>(branch.child_result::<Value>(run).await.is_ok())
+        })
+        .await;
+    for ended in ended {
+        ended?;
+    }
+    Ok(())
 }
 
 /// Runs one lookup page by page; each page is one transactional step whose audit entry
-/// commits with its checkpoint. A lookup that fails is audited and reported, and the
-/// others go on.
+/// commits with its checkpoint. A lookup that fails is audited and reported (its error
+/// comes back beside what it found), and the others go on.
 async fn look_up(
     ctx: &Context,
     key: &AuditKey,
     id: &str,
     source: &Opened,
     plan: &Planned,
-) -> Result<(LookupLog, Records), Error> {
+) -> Result<(LookupLog, Records, Option<Error>), Error> {
     let identifier = key.identifier(plan.kind.as_str(), &plan.value);
     let mut log = LookupLog {
         source: source.name.clone(),
@@ -313,18 +423,21 @@ async fn look_up(
             .await;
         let page = match result {
             Ok(page) => page,
-            Err(error) => break Some(error.to_string()),
+            Err(error) => break Some(error),
         };
         if let Err(error) = traversal.advance(&page) {
-            break Some(format!("{}/{}: {error}", source.name, plan.stream));
+            break Some(
+                Error::permanent(format!("{}/{}: {error}", source.name, plan.stream))
+                    .with_category("pagination"),
+            );
         }
         log.pages += 1;
         log.found += page.found.len();
         log.rejected += page.rejected;
         found.extend(page.found);
     };
-    if let Some(error) = failure {
-        let message = cairn_runner::redact::redact(&error).into_owned();
+    if let Some(error) = &failure {
+        let message = cairn_runner::redact::redact(&error.to_string()).into_owned();
         let identifier = &identifier;
         let audited = &message;
         ctx.transaction(
@@ -354,101 +467,47 @@ async fn look_up(
         .await?;
         log.error = Some(message);
     }
-    Ok((log, found))
+    Ok((log, found, failure))
 }
 
-/// Searches `source`'s warehouse table of `stream` for rows holding the address in an
-/// identity field, or one of the ids as primary key; deleted rows count (they still hold
-/// the data). One transactional step, audited.
-#[allow(clippy::too_many_arguments)]
+/// Searches `source`'s warehouse table of `stream` for the person's rows, in one
+/// transactional step, audited.
 async fn search_warehouse(
     ctx: &Context,
     key: &AuditKey,
     id: &str,
     source: &Opened,
+    rows: &PersonRows<'_>,
     stream: &str,
-    primary_key: &str,
-    fields: &[String],
-    email: &str,
-    ids: &[String],
 ) -> Result<Records, Error> {
-    let rows: Vec<(String, String)> = ctx
-        .transaction(format!("search warehouse {}/{stream}", source.name), |tx| async move {
-            let mut conn = tx.conn().await?;
-            let table: Option<String> = sqlx::query_scalar(
-                "SELECT table_name FROM cairn.warehouse_tables
-                  WHERE schema_name = $1 AND stream = $2 AND source = $3",
-            )
-            .bind(&source.schema)
-            .bind(stream)
-            .bind(&source.name)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let mut rows: Vec<(String, String)> = Vec::new();
-            if let Some(table) = &table {
-                let table = format!(
-                    "{}.{}",
-                    quote_ident(&source.schema).map_err(Error::permanent)?,
-                    quote_ident(table).map_err(Error::permanent)?
-                );
-                let path = |dotted: &str| -> Vec<String> {
-                    dotted.split('.').map(str::to_owned).collect()
-                };
-                let pk = path(primary_key);
-                let mut conditions: Vec<(Vec<String>, Vec<String>)> = fields
-                    .iter()
-                    .map(|field| (path(field), vec![email.trim().to_lowercase()]))
-                    .collect();
-                if !ids.is_empty() {
-                    conditions.push((pk.clone(), ids.to_vec()));
-                }
-                for (at, values) in conditions {
-                    let is_email = at != pk;
-                    let sql = if is_email {
-                        format!(
-                            "SELECT _raw #>> $1, _raw::text FROM {table}
-                              WHERE lower(btrim(_raw #>> $2)) = ANY($3)"
-                        )
-                    } else {
-                        format!(
-                            "SELECT _raw #>> $1, _raw::text FROM {table} WHERE (_raw #>> $2) = ANY($3)"
-                        )
-                    };
-                    let found: Vec<(Option<String>, String)> =
-                        sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                            .bind(&pk)
-                            .bind(&at)
-                            .bind(&values)
-                            .fetch_all(&mut *conn)
-                            .await?;
-                    for (record_id, raw) in found {
-                        let record_id = record_id.unwrap_or_default();
-                        if !rows.iter().any(|(known, _)| *known == record_id) {
-                            rows.push((record_id, raw));
-                        }
-                    }
-                }
-            }
-            audit::append(
-                &mut conn,
-                key,
-                Event {
-                    request: id,
-                    action: "warehouse_search",
-                    source: &source.name,
-                    outcome: "ok",
-                    detail: json!({
-                        "stream": stream,
-                        "table": table.is_some(),
-                        "found": rows.len(),
-                    }),
-                },
-            )
-            .await?;
-            Ok(rows)
-        })
+    let found: Vec<(String, String)> = ctx
+        .transaction(
+            format!("search warehouse {}/{stream}", source.name),
+            |tx| async move {
+                let mut conn = tx.conn().await?;
+                let found = rows.find(&mut conn).await?;
+                audit::append(
+                    &mut conn,
+                    key,
+                    Event {
+                        request: id,
+                        action: "warehouse_search",
+                        source: &source.name,
+                        outcome: "ok",
+                        detail: json!({
+                            "stream": stream,
+                            "table": found.is_some(),
+                            "found": found.as_ref().map_or(0, Vec::len),
+                        }),
+                    },
+                )
+                .await?;
+                Ok(found.unwrap_or_default())
+            },
+        )
         .await?;
-    rows.into_iter()
+    found
+        .into_iter()
         .map(|(record_id, raw)| {
             RawValue::from_string(raw)
                 .map(|raw| (record_id, raw))
@@ -458,7 +517,13 @@ async fn search_warehouse(
 }
 
 /// Stores the report (sealed when keys are configured) and moves to `compiled`.
-async fn compile(ctx: &Context, key: &AuditKey, id: &str, report: &Report) -> Result<(), Error> {
+async fn compile(
+    ctx: &Context,
+    key: &AuditKey,
+    id: &str,
+    report: &Report,
+    complete: bool,
+) -> Result<(), Error> {
     let text = serde_json::to_string(report)?;
     let (text, sealer) = (&text, ctx.sealer());
     ctx.transaction("compile report", |tx| async move {
@@ -467,13 +532,14 @@ async fn compile(ctx: &Context, key: &AuditKey, id: &str, report: &Report) -> Re
             .map_err(|e| Error::permanent(e).with_category("config"))?;
         let mut conn = tx.conn().await?;
         sqlx::query(
-            "UPDATE cairn.dsr_requests SET phase = 'compiled', report = $2, report_sealed = $3, found = $4
+            "UPDATE cairn.dsr_requests SET phase = $5, report = $2, report_sealed = $3, found = $4
               WHERE id = $1",
         )
         .bind(id)
         .bind(kept.plain())
         .bind(kept.sealed())
         .bind(i32::try_from(report.records.len()).unwrap_or(i32::MAX))
+        .bind(if complete { "compiled" } else { "failed" })
         .execute(&mut *conn)
         .await?;
         audit::append(
@@ -483,10 +549,10 @@ async fn compile(ctx: &Context, key: &AuditKey, id: &str, report: &Report) -> Re
                 request: id,
                 action: "phase",
                 source: "",
-                outcome: "compiled",
+                outcome: if complete { "compiled" } else { "failed" },
                 detail: json!({
                     "records": report.records.len(),
-                    "complete": report.complete(),
+                    "complete": complete,
                 }),
             },
         )
@@ -494,55 +560,4 @@ async fn compile(ctx: &Context, key: &AuditKey, id: &str, report: &Report) -> Re
         Ok(())
     })
     .await
-}
-
-/// Closes the request with `outcome` and tells its clock.
-async fn close(
-    ctx: &Context,
-    key: &AuditKey,
-    id: &str,
-    outcome: &str,
-    retention: TimeDelta,
-) -> Result<(), Error> {
-    let clock: Option<uuid::Uuid> = ctx
-        .transaction("close", |tx| async move {
-            let mut conn = tx.conn().await?;
-            let closed_at: DateTime<Utc> = Utc::now();
-            let clock: Option<uuid::Uuid> = sqlx::query(
-                "UPDATE cairn.dsr_requests SET phase = 'done', outcome = $2, closed_at = $3,
-                        report_purge_after = $4
-                  WHERE id = $1 RETURNING clock_run_id",
-            )
-            .bind(id)
-            .bind(outcome)
-            .bind(closed_at)
-            .bind(closed_at + retention)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get("clock_run_id")?;
-            audit::append(
-                &mut conn,
-                key,
-                Event {
-                    request: id,
-                    action: "phase",
-                    source: "",
-                    outcome: "done",
-                    detail: json!({"outcome": outcome}),
-                },
-            )
-            .await?;
-            Ok(clock)
-        })
-        .await?;
-    if let Some(clock) = clock {
-        ctx.step("tell the clock", || async move {
-            cairn_runner::Client::new(ctx.pool().clone())
-                .send_event(clock.into(), "changed", &json!({"closed": true}))
-                .await
-                .map_err(|e| Error::transient(e.to_string()))
-        })
-        .await?;
-    }
-    Ok(())
 }

@@ -21,8 +21,10 @@
 pub mod audit;
 pub mod clock;
 pub mod discover;
+pub mod erase;
 pub mod report;
 pub mod request;
+mod warehouse;
 
 use chrono::{DateTime, Months, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};

@@ -11,6 +11,7 @@ use cairn_runner::{Client, RunId, StartOptions};
 
 use super::audit::{self, AuditKey, Event};
 use super::{CLOCK, Kind, PRIORITY, Phase, REQUEST, Regulation, RequestSource, Subject};
+use cairn_connectors::warehouse::alerts::{NewAlert, raise_alerts, resolve_alerts};
 
 /// The subject's identifiers, sealed when keys are configured.
 pub const SUBJECTS: Column = Column {
@@ -77,8 +78,6 @@ pub struct RequestInput {
     pub kind: Kind,
     /// The sources to search.
     pub sources: Vec<RequestSource>,
-    /// How long the report is kept after the request closes, in seconds.
-    pub retention_secs: i64,
 }
 
 /// The input of a [`CLOCK`] run.
@@ -139,8 +138,9 @@ pub async fn open(
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO cairn.dsr_requests
-            (id, kind, regulation, window_days, received_at, deadline, phase, subject_hash, subject, subject_sealed)
-         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $8, $9)",
+            (id, kind, regulation, window_days, received_at, deadline, phase, subject_hash, subject,
+             subject_sealed, retention_secs)
+         VALUES ($1, $2, $3, $4, $5, $6, 'received', $7, $8, $9, $10)",
     )
     .bind(&id)
     .bind(request.kind.as_str())
@@ -151,6 +151,7 @@ pub async fn open(
     .bind(key.identifier("email", &request.subject.email))
     .bind(kept.plain())
     .bind(kept.sealed())
+    .bind(request.retention.num_seconds())
     .execute(&mut *tx)
     .await?;
     let ids: Vec<String> = request
@@ -192,7 +193,6 @@ pub async fn open(
                 request: id.clone(),
                 kind: request.kind,
                 sources: request.sources,
-                retention_secs: request.retention.num_seconds(),
             },
             &options(REQUEST),
         )
@@ -512,4 +512,99 @@ pub async fn report(pool: &PgPool, sealer: &Sealer, id: &str) -> Result<String, 
         )
         .map_err(|e| DsrError::Seal(e.to_string()))?
         .ok_or_else(|| DsrError::Invalid(format!("{id}'s report is not compiled yet")))
+}
+
+/// Closes request `id` in `conn`'s transaction when nothing is left to erase (phase
+/// `done`, outcome `fulfilled`, its report kept for its retention), and returns its
+/// clock run to tell; otherwise leaves it open in `fulfilling` with outcome `partial`
+/// and a `dsr_unerased` alert, its clock still running.
+pub async fn close(
+    conn: &mut sqlx::PgConnection,
+    key: &AuditKey,
+    id: &str,
+) -> Result<Option<uuid::Uuid>, cairn_runner::Error> {
+    let row = sqlx::query(
+        "UPDATE cairn.dsr_requests SET
+                phase = CASE WHEN unerased = 0 THEN 'done' ELSE 'fulfilling' END,
+                outcome = CASE WHEN unerased = 0 THEN 'fulfilled' ELSE 'partial' END,
+                closed_at = CASE WHEN unerased = 0 THEN now() END,
+                report_purge_after = CASE WHEN unerased = 0
+                    THEN now() + make_interval(secs => retention_secs) END
+          WHERE id = $1
+          RETURNING unerased, clock_run_id, deadline",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let unerased: i32 = row.try_get("unerased")?;
+    let deadline: DateTime<Utc> = row.try_get("deadline")?;
+    if unerased > 0 {
+        raise_alerts(
+            conn,
+            &[NewAlert {
+                kind: "dsr_unerased".to_owned(),
+                source: "dsr".to_owned(),
+                stream: id.to_owned(),
+                detail: String::new(),
+                message: format!(
+                    "privacy request {id}: {unerased} record(s) could not be erased; they are \
+                     on the dead-letter list (cairn dlq list), and the request is due {}",
+                    deadline.to_rfc3339()
+                ),
+            }],
+        )
+        .await
+        .map_err(|e| cairn_runner::Error::transient(e.to_string()))?;
+    } else {
+        resolve_alerts(conn, "dsr_unerased", "dsr", id)
+            .await
+            .map_err(|e| cairn_runner::Error::transient(e.to_string()))?;
+    }
+    let outcome = if unerased == 0 { "done" } else { "partial" };
+    audit::append(
+        conn,
+        key,
+        Event {
+            request: id,
+            action: "phase",
+            source: "",
+            outcome: if unerased == 0 { "done" } else { "fulfilling" },
+            detail: json!({"outcome": outcome, "unerased": unerased}),
+        },
+    )
+    .await?;
+    Ok(if unerased == 0 {
+        row.try_get("clock_run_id")?
+    } else {
+        None
+    })
+}
+
+/// After an erasure child finished: closes the request if its run already ended with
+/// records left (`partial`) and none is left now, telling its clock.
+pub async fn settle(
+    ctx: &cairn_runner::Context,
+    key: &AuditKey,
+    id: &str,
+) -> Result<(), cairn_runner::Error> {
+    let clock = ctx
+        .transaction("settle the request", |tx| async move {
+            let mut conn = tx.conn().await?;
+            let waiting: Option<i32> = sqlx::query_scalar(
+                "SELECT unerased FROM cairn.dsr_requests
+                  WHERE id = $1 AND outcome = 'partial' AND closed_at IS NULL FOR UPDATE",
+            )
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match waiting {
+                Some(0) => close(&mut conn, key, id).await,
+                _ => Ok(None),
+            }
+        })
+        .await?;
+    if let Some(clock) = clock {
+        super::discover::tell_clock(ctx, clock).await?;
+    }
+    Ok(())
 }

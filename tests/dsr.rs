@@ -356,3 +356,94 @@ async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_l
     let verified = audit::verify(&mut conn, &key()).await.unwrap();
     assert!(verified.broken.is_none(), "{verified:?}");
 }
+
+/// `profile` with a shared rate budget of `rate` requests per second.
+fn rate_limited(profile: &str, rate: u32) -> String {
+    profile.replacen(
+        "[auth]\nkind = \"none\"\n",
+        &format!(
+            "[auth]\nkind = \"none\"\n\n[rate_limit]\nrequests_per_second = {rate}\nburst = 1\n"
+        ),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requests_lookups_overtake_backfills_of_the_same_vendor() {
+    let db = TestDb::new().await;
+    let hubspot = start(SandboxConfig {
+        records_per_stream: 2_000,
+        max_page_size: 25,
+        rate_limit: Some(cairn::sandbox::RateLimit::new(5.0, 1)),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let planted: Vec<String> = (1..=200).map(|n| (n * 7).to_string()).collect();
+    let planted: Vec<&str> = planted.iter().map(String::as_str).collect();
+    plant(&hubspot, SUBJECT, &planted);
+    let profile = rate_limited(HUBSPOT, 5);
+    let worker = worker(&db);
+    let client = Client::new(db.pool().clone()).with_registry(registry());
+    let mut backfills = Vec::new();
+    for stream in [Stream::Companies, Stream::Deals] {
+        let started = client
+            .start(
+                sync::BACKFILL,
+                &input(&profile, &hubspot, stream),
+                &cairn::StartOptions::default(),
+            )
+            .await
+            .unwrap();
+        backfills.push(started.run_id);
+    }
+    let listing = "GET /crm/v3/objects/{stream}";
+    while hubspot.vendor().requests(listing, "200") < 10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = hubspot.vendor().requests(listing, "200");
+    let opened = request::open(
+        db.pool(),
+        &cairn::seal::Sealer::plain(),
+        &key(),
+        OpenRequest {
+            subject: Subject {
+                email: SUBJECT.to_owned(),
+                ids: Vec::new(),
+            },
+            kind: Kind::Access,
+            regulation: Regulation::Gdpr,
+            sources: vec![source(&profile, "hubspot.toml", &hubspot)],
+            alerts: vec![1.0],
+            retention: TimeDelta::days(30),
+        },
+    )
+    .await
+    .unwrap();
+    let done = client
+        .wait(opened.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    let during = hubspot.vendor().requests(listing, "200") - before;
+    let searches = hubspot
+        .vendor()
+        .requests("POST /crm/v3/objects/{stream}/search", "200");
+    assert_eq!(searches, 8, "200 records in pages of 25");
+    assert!(
+        during <= 3,
+        "the backfills sent {during} requests while the request's 8 lookup pages went: \
+         only those already reserved may go first"
+    );
+    assert_eq!(hubspot.vendor().requests(listing, "429"), 0);
+    let detail = request::show(db.pool(), &opened.id).await.unwrap();
+    assert_eq!(detail.summary.found, 200);
+    for run in backfills {
+        client.cancel(run).await.unwrap();
+    }
+    worker.shutdown().await;
+}

@@ -54,6 +54,8 @@ const DECREASE: f64 = 0.9;
 const INCREASE: f64 = 0.05;
 /// A stretch of success is this many seconds' worth of requests at the current rate.
 const STRETCH_SECS: f64 = 2.0;
+/// After each urgent request, other callers wait this long for the next one.
+const PRIORITY_HOLD_SECS: f64 = 2.0;
 
 /// A shared token bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -71,6 +73,8 @@ pub enum Grant {
     /// The budget is paused or queued past the caller's patience; the token was given
     /// back. Try again at this instant.
     Refused(DateTime<Utc>),
+    /// Urgent traffic has the budget: no token was taken. Ask again at this instant.
+    Yield(DateTime<Utc>),
 }
 
 /// A budget snapshot, for reports and benchmarks.
@@ -129,33 +133,54 @@ impl RateBudget {
 
     /// Takes a token, reporting `successes` responses since the last call (they drive
     /// the rate back up). Returns how long to wait before sending.
-    pub async fn acquire(&self, successes: u32) -> Result<Grant, sqlx::Error> {
+    ///
+    /// An `urgent` caller (a privacy request's lookup) goes ahead of the others: each of
+    /// its grants holds the budget for it a moment longer, and meanwhile the others are
+    /// told to [`Grant::Yield`] without taking a token. Their reservations already made
+    /// (one per caller at most, since each waits for its own) are the only requests
+    /// that go before it.
+    pub async fn acquire(&self, successes: u32, urgent: bool) -> Result<Grant, sqlx::Error> {
         // The answer is an instant, not a delay: how long the query itself took must not
         // shift the request, or consecutive requests would bunch up and trip the vendor.
-        let send_at: DateTime<Utc> = sqlx::query_scalar(
-            "WITH t AS (SELECT clock_timestamp() AS now)
-             UPDATE cairn.rate_budgets b
-                SET tokens = least(b.burst, b.tokens + b.rate *
-                                 greatest(0, extract(epoch FROM t.now - b.refilled_at)::float8)) - 1,
-                    refilled_at = greatest(b.refilled_at, t.now),
-                    granted = b.granted + 1,
-                    throttle_streak = CASE WHEN $2 > 0 THEN 0 ELSE b.throttle_streak END,
-                    rate = CASE WHEN b.successes + $2 >= b.rate * $3
-                                THEN least(b.ceiling, b.rate + b.ceiling * $4) ELSE b.rate END,
-                    successes = CASE WHEN b.successes + $2 >= b.rate * $3
-                                     THEN 0 ELSE b.successes + $2 END,
-                    updated_at = t.now
-               FROM t
-              WHERE b.key = $1
-             RETURNING b.refilled_at
-                       + make_interval(secs => greatest(0, -b.tokens) / b.rate)",
-        )
-        .bind(&self.key)
-        .bind(i64::from(successes))
-        .bind(STRETCH_SECS)
-        .bind(INCREASE)
-        .fetch_one(&self.pool)
-        .await?;
+        let (took, send_at, priority_until): (bool, DateTime<Utc>, DateTime<Utc>) =
+            sqlx::query_as(
+                "WITH t AS (SELECT clock_timestamp() AS now),
+                 o AS (SELECT b.key, $5 OR b.priority_until <= t.now AS takes
+                         FROM cairn.rate_budgets b, t WHERE b.key = $1)
+                 UPDATE cairn.rate_budgets b
+                    SET tokens = CASE WHEN o.takes
+                                 THEN least(b.burst, b.tokens + b.rate *
+                                      greatest(0, extract(epoch FROM t.now - b.refilled_at)::float8)) - 1
+                                 ELSE b.tokens END,
+                        refilled_at = CASE WHEN o.takes THEN greatest(b.refilled_at, t.now)
+                                      ELSE b.refilled_at END,
+                        granted = b.granted + CASE WHEN o.takes THEN 1 ELSE 0 END,
+                        priority_until = CASE WHEN $5
+                                         THEN greatest(b.priority_until, t.now + make_interval(secs => $6))
+                                         ELSE b.priority_until END,
+                        throttle_streak = CASE WHEN $2 > 0 THEN 0 ELSE b.throttle_streak END,
+                        rate = CASE WHEN b.successes + $2 >= b.rate * $3
+                                    THEN least(b.ceiling, b.rate + b.ceiling * $4) ELSE b.rate END,
+                        successes = CASE WHEN b.successes + $2 >= b.rate * $3
+                                         THEN 0 ELSE b.successes + $2 END,
+                        updated_at = t.now
+                   FROM t, o
+                  WHERE b.key = o.key
+                 RETURNING o.takes,
+                           b.refilled_at + make_interval(secs => greatest(0, -b.tokens) / b.rate),
+                           greatest(b.priority_until, t.now)",
+            )
+            .bind(&self.key)
+            .bind(i64::from(successes))
+            .bind(STRETCH_SECS)
+            .bind(INCREASE)
+            .bind(urgent)
+            .bind(PRIORITY_HOLD_SECS)
+            .fetch_one(&self.pool)
+            .await?;
+        if !took {
+            return Ok(Grant::Yield(priority_until));
+        }
         let wait = (send_at - Utc::now()).to_std().unwrap_or_default();
         if wait <= self.max_wait {
             return Ok(Grant::At(send_at));
@@ -234,7 +259,9 @@ impl RateBudget {
     /// The budget as it stands.
     pub async fn state(&self) -> Result<BudgetState, sqlx::Error> {
         sqlx::query_as(
-            "SELECT ceiling, rate, granted, throttled, paused_until
+            // A budget never paused holds -infinity, which has no chrono form.
+            "SELECT ceiling, rate, granted, throttled,
+                    greatest(paused_until, 'epoch'::timestamptz) AS paused_until
                FROM cairn.rate_budgets WHERE key = $1",
         )
         .bind(&self.key)

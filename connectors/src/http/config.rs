@@ -33,6 +33,11 @@ pub struct HttpConfig {
     pub waits: Waits,
     /// Signs every request to the source's origin, when the vendor wants signatures.
     pub signer: Option<SignerHandle>,
+    /// Its requests go ahead of others' on the shared rate budget (a privacy request's
+    /// lookups overtake a backfill of the same vendor); see [`RateBudget::acquire`].
+    ///
+    /// [`RateBudget::acquire`]: crate::budget::RateBudget::acquire
+    pub urgent: bool,
 }
 
 impl HttpConfig {
@@ -49,6 +54,7 @@ impl HttpConfig {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             waits: Waits::default(),
             signer: None,
+            urgent: false,
         }
     }
 

@@ -165,6 +165,8 @@ struct Inner {
     min_gap: Duration,
     /// A request failed below HTTP: the next one will open a new connection.
     reconnect: std::sync::atomic::AtomicBool,
+    /// Its requests go ahead of others' on the shared budget.
+    urgent: bool,
 }
 
 type SendGate = tokio::sync::Mutex<Option<tokio::time::Instant>>;
@@ -290,6 +292,7 @@ impl HttpClient {
                     Duration::from_secs_f64(1.0 / l.requests_per_second)
                 }),
                 reconnect: std::sync::atomic::AtomicBool::new(false),
+                urgent: config.urgent,
             }),
         })
     }
@@ -619,8 +622,7 @@ impl HttpClient {
         let Some(budget) = &self.inner.budget else {
             return Ok(None);
         };
-        let successes = self.inner.successes.swap(0, Ordering::Relaxed);
-        let grant = budget.acquire(successes).await.map_err(|err| {
+        let unreachable = |err: sqlx::Error| {
             HttpError::request(
                 Category::Network,
                 method,
@@ -629,7 +631,27 @@ impl HttpClient {
                 "the rate budget is unreachable",
             )
             .caused_by(err)
-        })?;
+        };
+        let started = tokio::time::Instant::now();
+        let grant = loop {
+            let successes = self.inner.successes.swap(0, Ordering::Relaxed);
+            match budget
+                .acquire(successes, self.inner.urgent)
+                .await
+                .map_err(unreachable)?
+            {
+                // Urgent traffic has the budget: wait for it here while the wait is
+                // short, and park the run once it is not.
+                Grant::Yield(at) => {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    if started.elapsed() + wait > budget.max_wait() {
+                        break Grant::Refused(at);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                grant => break grant,
+            }
+        };
         match grant {
             Grant::At(at) => {
                 if let Ok(wait) = (at - Utc::now()).to_std() {
@@ -645,12 +667,12 @@ impl HttpClient {
                 }
                 Ok(None)
             }
-            Grant::Refused(at) => Err(HttpError::request(
+            Grant::Refused(at) | Grant::Yield(at) => Err(HttpError::request(
                 Category::Throttled,
                 method,
                 shown,
                 None,
-                "the shared rate budget is paused",
+                "the shared rate budget is paused, or taken by urgent requests",
             )
             .retry_at(at)),
         }

@@ -186,6 +186,14 @@ impl RestConfig {
         Ok(self)
     }
 
+    /// The same source whose requests go ahead of others' on its shared rate budget: a
+    /// privacy request's lookups overtake running syncs of the same vendor.
+    #[must_use]
+    pub fn urgent(mut self) -> Self {
+        self.http.urgent = true;
+        self
+    }
+
     /// The warehouse schema its tables land in: `[warehouse] schema`, or else one
     /// derived from its name (see [`derived_schema_name`]).
     pub fn warehouse_schema(&self) -> &str {
@@ -444,6 +452,7 @@ pub(crate) fn connection<S>(source: &ApiFile<S>, what: &str) -> Result<Connectio
                 .unwrap_or(crate::http::DEFAULT_MAX_RESPONSE_BYTES),
             waits,
             signer: None,
+            urgent: false,
         },
         secret_params,
     })

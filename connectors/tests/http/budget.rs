@@ -144,7 +144,7 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
         state.rate
     );
 
-    match budget.acquire(0).await.unwrap() {
+    match budget.acquire(0, false).await.unwrap() {
         Grant::At(at) => {
             let wait = (at - Utc::now()).to_std().unwrap_or_default();
             assert!(
@@ -152,10 +152,10 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
                 "{wait:?}"
             )
         }
-        other @ Grant::Refused(_) => panic!("a short pause is waited out: {other:?}"),
+        other => panic!("a short pause is waited out: {other:?}"),
     }
     // Two seconds' worth of successes at the current rate earn one step back up.
-    budget.acquire(40).await.unwrap();
+    budget.acquire(40, false).await.unwrap();
     let state = budget.state().await.unwrap();
     assert!(
         (state.rate - ceiling * 0.95).abs() < 1e-9,
@@ -163,7 +163,7 @@ async fn throttling_is_multiplicative_decrease_and_success_additive_increase() {
         state.rate
     );
     for _ in 0..20 {
-        budget.acquire(1_000).await.unwrap();
+        budget.acquire(1_000, false).await.unwrap();
     }
     assert!(
         (budget.state().await.unwrap().rate - ceiling).abs() < 1e-9,
@@ -202,5 +202,48 @@ async fn a_long_pause_is_refused_with_its_end() {
             .count("GET /crm/v3/objects/{stream}", "200"),
         0,
         "nothing was sent"
+    );
+}
+
+/// Urgent requests go ahead: while they keep coming, the others are told to yield and
+/// take no token; once they stop, the others take tokens again.
+#[tokio::test]
+async fn urgent_requests_hold_the_budget_while_they_keep_coming() {
+    let db = TestDb::new().await;
+    let budget = RateBudget::open(db.pool().clone(), "urgent", &limit(100.0, "urgent"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        budget.acquire(0, false).await.unwrap(),
+        Grant::At(_)
+    ));
+    assert!(matches!(
+        budget.acquire(0, true).await.unwrap(),
+        Grant::At(_)
+    ));
+    let granted = budget.state().await.unwrap().granted;
+    let Grant::Yield(until) = budget.acquire(0, false).await.unwrap() else {
+        panic!("a non-urgent caller yields to urgent traffic");
+    };
+    assert!(
+        until > Utc::now() + chrono::Duration::milliseconds(1_500),
+        "{until}"
+    );
+    assert_eq!(
+        budget.state().await.unwrap().granted,
+        granted,
+        "a caller that yields takes no token"
+    );
+    assert!(
+        matches!(budget.acquire(0, true).await.unwrap(), Grant::At(_)),
+        "urgent callers go on"
+    );
+    sqlx::query("UPDATE cairn.rate_budgets SET priority_until = now() - interval '1 second' WHERE key = 'urgent'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert!(
+        matches!(budget.acquire(0, false).await.unwrap(), Grant::At(_)),
+        "once urgent traffic stops, the others go"
     );
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_connectors::paginate::{PageCursor, Paged, Traversal};
-use cairn_connectors::rest::{IdentityKind, RestConfig, RestSource};
+use cairn_connectors::rest::{IdentityKind, RestSource};
 use cairn_connectors::source::Source;
 use cairn_runner::{ChildOptions, Context, Error};
 use chrono::{DateTime, Utc};
@@ -116,15 +116,7 @@ pub async fn request(ctx: Context, input: RequestInput) -> Result<Value, Error> 
     set_phase(&ctx, &key, id, Phase::Discovering).await?;
     let mut opened = Vec::with_capacity(input.sources.len());
     for source in &input.sources {
-        let config_error =
-            |e: cairn_connectors::rest::ConfigError| Error::permanent(e).with_category("config");
-        let mut config = RestConfig::parse(&source.toml, &source.file).map_err(config_error)?;
-        if let Some(url) = &source.base_url {
-            config = config.with_base_url(url).map_err(config_error)?;
-        }
-        let name = config.name().to_owned();
-        let schema = config.warehouse_schema().to_owned();
-        let source = RestSource::new(config, Some(ctx.pool().clone())).await?;
+        let (name, schema, source) = super::open_source(&ctx, source).await?;
         opened.push(Opened {
             name,
             schema,

@@ -18,7 +18,7 @@
 //! with the next backfill, as that person's.
 
 use cairn_connectors::destination::Erased;
-use cairn_connectors::rest::{RestConfig, RestSource};
+use cairn_connectors::rest::RestSource;
 use cairn_runner::{Context, Error};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -140,26 +140,6 @@ struct Opened {
     source: RestSource,
 }
 
-/// Opens a request's source as its run's input carries it.
-pub(crate) async fn open_source(
-    ctx: &Context,
-    source: &RequestSource,
-) -> Result<(String, String, RestSource), Error> {
-    let config_error =
-        |e: cairn_connectors::rest::ConfigError| Error::permanent(e).with_category("config");
-    let mut config = RestConfig::parse(&source.toml, &source.file).map_err(config_error)?;
-    if let Some(url) = &source.base_url {
-        config = config.with_base_url(url).map_err(config_error)?;
-    }
-    let name = config.name().to_owned();
-    let schema = config.warehouse_schema().to_owned();
-    Ok((
-        name,
-        schema,
-        RestSource::new(config, Some(ctx.pool().clone())).await?,
-    ))
-}
-
 /// The erasure workflow.
 pub async fn erase(ctx: Context, input: EraseInput) -> Result<Value, Error> {
     let key = &audit_key(&ctx)?;
@@ -170,7 +150,7 @@ pub async fn erase(ctx: Context, input: EraseInput) -> Result<Value, Error> {
             .await
             .map_err(|e| Error::permanent(e.to_string()).with_category("config"))?
     };
-    let (name, schema, source) = open_source(&ctx, &input.source).await?;
+    let (name, schema, source) = super::open_source(&ctx, &input.source).await?;
     let opened = &Opened {
         name,
         schema,

@@ -246,3 +246,25 @@ pub struct RequestSource {
     #[serde(default)]
     pub base_url: Option<String>,
 }
+
+/// Opens a request's source as its run's input carries it, as (name, warehouse schema,
+/// source). Its requests are urgent: they go ahead of syncs on the vendor's shared rate
+/// budget.
+pub(crate) async fn open_source(
+    ctx: &cairn_runner::Context,
+    source: &RequestSource,
+) -> Result<(String, String, cairn_connectors::rest::RestSource), cairn_runner::Error> {
+    let config_error = |e: cairn_connectors::rest::ConfigError| {
+        cairn_runner::Error::permanent(e).with_category("config")
+    };
+    let mut config = cairn_connectors::rest::RestConfig::parse(&source.toml, &source.file)
+        .map_err(config_error)?
+        .urgent();
+    if let Some(url) = &source.base_url {
+        config = config.with_base_url(url).map_err(config_error)?;
+    }
+    let name = config.name().to_owned();
+    let schema = config.warehouse_schema().to_owned();
+    let source = cairn_connectors::rest::RestSource::new(config, Some(ctx.pool().clone())).await?;
+    Ok((name, schema, source))
+}

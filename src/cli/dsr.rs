@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn_runner::seal::Sealer;
+use cairn_workflows::dsr::metrics::{self, MetricsError};
 use cairn_workflows::dsr::report::Report;
 use cairn_workflows::dsr::request::{self, DEFAULT_ALERTS, DsrError, OpenRequest};
 use cairn_workflows::dsr::{AuditKey, Kind, Regulation, RequestSource, Subject, audit};
@@ -60,6 +61,23 @@ pub(crate) enum DsrCommand {
         /// json, html or md; by default from the file's extension.
         #[arg(long)]
         format: Option<String>,
+    },
+    /// Release compliance metrics (requests by kind, regulation and outcome; on-time
+    /// share; median days to close) with differential privacy, spending `--epsilon` of
+    /// the month's privacy budget; refused once the budget is spent.
+    Metrics {
+        /// The privacy cost of this release (smaller: more private, noisier).
+        #[arg(long)]
+        epsilon: f64,
+        /// The month whose budget pays (YYYY-MM); the current one by default.
+        #[arg(long)]
+        period: Option<String>,
+        /// The month's budget, set by its first release.
+        #[arg(long, default_value_t = metrics::DEFAULT_BUDGET)]
+        budget: f64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// The audit trail.
     Audit {
@@ -254,6 +272,77 @@ pub(crate) async fn run(url: Option<&str>, command: DsrCommand) -> Outcome {
             };
             write_private(&out, rendered.as_bytes())?;
             outln!("wrote {id}'s report to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        DsrCommand::Metrics {
+            epsilon,
+            period,
+            budget,
+            json,
+        } => {
+            let period = period.unwrap_or_else(metrics::current_period);
+            let valid = period.len() == 7
+                && period.as_bytes()[4] == b'-'
+                && period
+                    .chars()
+                    .enumerate()
+                    .all(|(i, c)| i == 4 || c.is_ascii_digit());
+            if !valid {
+                return Err(Failure::usage(format!(
+                    "--period {period:?}: write a month as YYYY-MM"
+                )));
+            }
+            let pool = connect(url, 2).await?;
+            let release = metrics::release(&pool, &period, epsilon, budget)
+                .await
+                .map_err(|err| match err {
+                    MetricsError::Invalid(message) => Failure::usage(message),
+                    other => Failure::failed(other.to_string()),
+                })?;
+            if json {
+                print::json(&release)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            outln!(
+                "privacy requests, {} (epsilon {}; budget {} of {} left)",
+                release.period,
+                release.epsilon,
+                release.budget_left,
+                release.budget_total
+            );
+            outln!(
+                "every count carries discrete Laplace noise of scale {:.1}: within ±{} with 95% probability",
+                release.noise_scale,
+                release.error_95
+            );
+            outln!(
+                "{:<8} {:<10} {:<10} {:>6}",
+                "KIND",
+                "REGULATION",
+                "OUTCOME",
+                "COUNT"
+            );
+            for cell in &release.requests {
+                outln!(
+                    "{:<8} {:<10} {:<10} {:>6}",
+                    cell.kind,
+                    cell.regulation,
+                    cell.outcome,
+                    cell.count
+                );
+            }
+            outln!(
+                "closed {}, on time {}{}",
+                release.closed,
+                release.closed_on_time,
+                release
+                    .on_time_share
+                    .map(|share| format!(" ({:.0}%)", share * 100.0))
+                    .unwrap_or_default()
+            );
+            if let Some(days) = release.median_days_to_close {
+                outln!("median days to close: {days}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         DsrCommand::Audit {

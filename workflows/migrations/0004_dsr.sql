@@ -69,10 +69,11 @@ CREATE TRIGGER dsr_audit_append_only BEFORE UPDATE OR DELETE ON cairn.dsr_audit
 CREATE TRIGGER dsr_audit_no_truncate BEFORE TRUNCATE ON cairn.dsr_audit
     FOR EACH STATEMENT EXECUTE FUNCTION cairn.dsr_audit_append_only();
 
--- Differential privacy: the epsilon each period's metric releases spent.
+-- Differential privacy: each period's budget and the epsilon its metric releases spent,
+-- in millionths (exact arithmetic).
 CREATE TABLE cairn.dsr_privacy_budget (
     period text PRIMARY KEY,
-    budget double precision NOT NULL,
-    spent double precision NOT NULL DEFAULT 0 CHECK (spent >= 0),
+    budget_micro bigint NOT NULL CHECK (budget_micro > 0),
+    spent_micro bigint NOT NULL DEFAULT 0 CHECK (spent_micro >= 0 AND spent_micro <= budget_micro),
     releases integer NOT NULL DEFAULT 0
 );

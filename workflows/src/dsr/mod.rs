@@ -22,6 +22,7 @@ pub mod audit;
 pub mod clock;
 pub mod discover;
 pub mod erase;
+pub mod metrics;
 pub mod report;
 pub mod request;
 mod warehouse;

@@ -84,6 +84,21 @@ pub fn register_builtin(registry: &mut Registry) -> &mut Registry {
         }),
     );
     set_aside.add(
+        "dsr_reports",
+        std::sync::Arc::new(|pool, _before| {
+            // Each request's report has its own retention, set when it closed.
+            // A worker without the audit key (a deployment without privacy requests)
+            // has nothing to purge; one with reports due needs it.
+            Box::pin(async move {
+                match dsr::AuditKey::from_env() {
+                    Ok(key) => Ok(dsr::request::purge_reports(&pool, &key).await?),
+                    Err(_) if dsr::request::reports_due(&pool).await? == 0 => Ok(0),
+                    Err(missing) => Err(missing.into()),
+                }
+            })
+        }),
+    );
+    set_aside.add(
         "destination_rejects",
         std::sync::Arc::new(|pool, before| {
             Box::pin(async move {

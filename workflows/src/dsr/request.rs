@@ -608,3 +608,45 @@ pub async fn settle(
     }
     Ok(())
 }
+
+/// Purges the reports (and the subjects' identifiers) of closed requests whose
+/// retention has passed, auditing each; how many went. What stays is the request's
+/// row without personal values: its kind, dates, counts, outcome and the keyed hash.
+pub async fn purge_reports(pool: &PgPool, key: &AuditKey) -> Result<u64, DsrError> {
+    let mut tx = pool.begin().await?;
+    let purged: Vec<String> = sqlx::query_scalar(
+        "UPDATE cairn.dsr_requests
+            SET report = NULL, report_sealed = NULL, subject = NULL, subject_sealed = NULL,
+                report_purged_at = now()
+          WHERE report_purge_after < now() AND report_purged_at IS NULL
+          RETURNING id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    for id in &purged {
+        audit::append(
+            &mut tx,
+            key,
+            Event {
+                request: id,
+                action: "report_purged",
+                source: "",
+                outcome: "ok",
+                detail: json!({}),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(purged.len() as u64)
+}
+
+/// How many closed requests' reports are past their retention and not purged yet.
+pub async fn reports_due(pool: &PgPool) -> Result<i64, DsrError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.dsr_requests
+          WHERE report_purge_after < now() AND report_purged_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?)
+}

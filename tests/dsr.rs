@@ -447,3 +447,130 @@ async fn a_requests_lookups_overtake_backfills_of_the_same_vendor() {
     }
     worker.shutdown().await;
 }
+
+/// The open deadline alerts of `request`, by share.
+async fn deadline_alerts(db: &TestDb, request: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT detail FROM cairn.alerts WHERE kind = 'dsr_deadline' AND stream = $1 ORDER BY first_seen",
+    )
+    .bind(request)
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_alerts_at_each_share_from_durable_timers_and_follows_an_extension() {
+    let db = TestDb::new().await;
+    let vendor = start(SandboxConfig {
+        records_per_stream: 50,
+        ..SandboxConfig::default()
+    })
+    .await;
+    // The vendor holds every request: discovery cannot finish while the clock runs.
+    let hold = vendor.vendor().hold();
+    let clock = cairn::Clock::skippable();
+    let worker = TestWorker::start(
+        db.pool().clone(),
+        registry(),
+        WorkerConfig {
+            concurrency: 4,
+            poll_interval: Duration::from_millis(50),
+            clock: clock.clone(),
+            ..WorkerConfig::default()
+        },
+    );
+    let client = Client::new(db.pool().clone())
+        .with_registry(registry())
+        .with_clock(clock.clone());
+    let opened = request::open(
+        db.pool(),
+        &cairn::seal::Sealer::plain(),
+        &key(),
+        OpenRequest {
+            subject: Subject {
+                email: SUBJECT.to_owned(),
+                ids: Vec::new(),
+            },
+            kind: Kind::Access,
+            regulation: Regulation::Days(10),
+            sources: vec![source(HUBSPOT, "hubspot.toml", &vendor)],
+            alerts: vec![0.5, 0.8, 1.0],
+            retention: TimeDelta::days(30),
+        },
+    )
+    .await
+    .unwrap();
+    hold.until_waiting(1).await;
+    let detail = request::show(db.pool(), &opened.id).await.unwrap();
+    let received = detail.summary.received_at;
+    let share_at = |days: f64, share: f64| {
+        received + TimeDelta::milliseconds((days * 86_400_000.0 * share) as i64)
+    };
+    let close = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (a - b).num_milliseconds().abs() < 1_000
+    };
+    // The clock sleeps, parked, until half the window has gone: once its run waits
+    // that far ahead (and not for a step about to run), the clock is moved there.
+    let wake = async || loop {
+        if let Some(at) = client.next_wake().await.unwrap()
+            && at > clock.now() + TimeDelta::hours(1)
+        {
+            clock.advance_to(at);
+            return at;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let until_alerts = async |count: usize| loop {
+        let alerts = deadline_alerts(&db, &opened.id).await;
+        if alerts.len() >= count {
+            return alerts;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let at = wake().await;
+    assert!(close(at, share_at(10.0, 0.5)), "{at}");
+    assert_eq!(until_alerts(1).await, ["50%"]);
+    // Extended by 10 days: the 80% timer moves to 80% of the 20-day window.
+    let extended = request::extend(db.pool(), &key(), &opened.id, 10, "the vendor is migrating")
+        .await
+        .unwrap();
+    assert!(close(extended, received + TimeDelta::days(20)));
+    let at = wake().await;
+    let at = if close(at, share_at(10.0, 0.8)) {
+        // The clock had already armed the old timer when the extension came: it wakes,
+        // reads the new deadline and sleeps again.
+        wake().await
+    } else {
+        at
+    };
+    assert!(close(at, share_at(20.0, 0.8)), "{at}");
+    assert_eq!(until_alerts(2).await, ["50%", "80%"]);
+    let at = wake().await;
+    assert!(close(at, share_at(20.0, 1.0)), "{at}");
+    assert_eq!(until_alerts(3).await, ["50%", "80%", "100%"]);
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM cairn.dsr_audit WHERE request_id = $1 AND action = 'deadline_alert' ORDER BY seq",
+    )
+    .bind(&opened.id)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(actions, ["warned", "warned", "overdue"]);
+    let clock_run = client
+        .wait(opened.clock_run_id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(clock_run.summary.status, RunStatus::Completed);
+    // Past its deadline, an open request is listed as overdue.
+    sqlx::query("UPDATE cairn.dsr_requests SET deadline = now() - interval '1 hour' WHERE id = $1")
+        .bind(&opened.id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let overdue = request::list(db.pool(), true).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].phase.as_str(), "overdue");
+    drop(hold);
+    worker.shutdown().await;
+}

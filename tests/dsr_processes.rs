@@ -367,3 +367,80 @@ async fn three_vendors_one_person_found_and_erased_through_kills_429s_and_token_
     .unwrap();
     assert!(sealed, "reports and subjects are sealed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_a_usage_error_that_says_what_and_where() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let dir = std::env::temp_dir().join(format!("cairn-dsr-usage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = write(&dir, "stripe.toml", STRIPE);
+    let source = source.to_str().unwrap();
+    let audit = key();
+    let keyed = [("CAIRN_AUDIT_KEY", audit.clone())];
+    let open = |email: &str, regulation: &str| {
+        vec![
+            "open",
+            "--email",
+            email,
+            "--kind",
+            "access",
+            "--regulation",
+            regulation,
+            "--source",
+            source,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    type Env = Vec<(&'static str, String)>;
+    let cases: Vec<(Env, Vec<String>, &str)> = vec![
+        (Vec::new(), open("a@example.com", "gdpr"), "CAIRN_AUDIT_KEY"),
+        (
+            keyed.to_vec(),
+            open("not an address", "gdpr"),
+            "is not an e-mail address",
+        ),
+        (
+            keyed.to_vec(),
+            open("a@example.com", "hipaa"),
+            "is not a regulation",
+        ),
+        (
+            keyed.to_vec(),
+            [
+                open("a@example.com", "ccpa"),
+                vec!["--id".into(), "nosuch:1".into()],
+            ]
+            .concat(),
+            "is not one of the sources given",
+        ),
+        (
+            keyed.to_vec(),
+            ["show", "dsr_nothing"].map(str::to_owned).to_vec(),
+            "no privacy request",
+        ),
+        (
+            keyed.to_vec(),
+            ["metrics", "--epsilon", "0"].map(str::to_owned).to_vec(),
+            "epsilon 0 is not usable",
+        ),
+        (
+            keyed.to_vec(),
+            ["extend", "dsr_nothing", "--days", "5", "--reason", " "]
+                .map(str::to_owned)
+                .to_vec(),
+            "needs --reason",
+        ),
+    ];
+    for (env, args, words) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = dsr(&url, &env, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(words), "{args:?}: {stderr}");
+    }
+    let listed = json(&dsr(&url, &keyed, &["list", "--json"]));
+    assert_eq!(listed, json!([]), "nothing was opened");
+}

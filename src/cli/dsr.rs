@@ -132,7 +132,7 @@ pub(crate) struct OpenArgs {
 
 fn failure(error: DsrError) -> Failure {
     match error {
-        DsrError::Invalid(message) | DsrError::NotFound(message) => Failure::usage(message),
+        DsrError::Invalid(_) | DsrError::NotFound(_) => Failure::usage(error.to_string()),
         other => Failure::failed(other.to_string()),
     }
 }

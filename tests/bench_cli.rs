@@ -157,6 +157,15 @@ fn reconcile_reports_seconds_and_ids_per_second_at_each_size() {
 }
 
 #[test]
+fn dsr_finds_every_planted_record_and_times_discovery_against_bare_lookups() {
+    let doc = bench(&["dsr", "--records", "30", "--rate", "20"]);
+    assert_eq!(figure(&doc, "records_found"), 91.0, "{doc}");
+    assert_eq!(figure(&doc, "bare_records_found"), 91.0, "{doc}");
+    assert!(figure(&doc, "discovery_seconds") > 0.0, "{doc}");
+    assert!(doc["ratio"].as_f64().is_some_and(|r| r > 0.0), "{doc}");
+}
+
+#[test]
 fn bad_options_are_usage_errors() {
     let out = support::run(&database_url(), &["bench", "steps", "--steps", "1"]);
     assert_eq!(out.status.code(), Some(2));

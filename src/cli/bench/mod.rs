@@ -7,6 +7,7 @@
 //! in-process too, except in `crash`, which SIGKILLs `cairn worker` child processes.
 
 mod crash;
+mod dsr;
 mod ratelimit;
 mod reconcile;
 mod report;
@@ -65,6 +66,10 @@ enum Scenario {
     /// A pipeline writing records by POST to a destination limited to 20 requests a
     /// second that loses some answers: writes/s against the limit, 429s, duplicates.
     Write(write::WriteArgs),
+    /// Discovery for one person across three vendors limited to 5 requests a second
+    /// each: wall time from opening the request to its compiled report, against the same
+    /// lookups by bare source clients.
+    Dsr(dsr::DsrArgs),
 }
 
 /// Runs one scenario and prints its report.
@@ -110,6 +115,12 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
             args.check()?;
             let db = BenchDb::create(url, 8).await?;
             let outcome = interruptible(write::run(&db, &args)).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Dsr(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 12).await?;
+            let outcome = interruptible(dsr::run(&db, &args)).await;
             db.finish(outcome).await?
         }
     };
@@ -255,6 +266,15 @@ fn registry() -> Arc<Registry> {
     Arc::new(registry)
 }
 
+/// The built-in workflows with an audit key for privacy requests (a benchmark's
+/// database, and its trail, go with it).
+fn registry_with_key(key: cairn_workflows::dsr::AuditKey) -> Arc<Registry> {
+    let mut registry = Registry::new();
+    cairn_workflows::register_builtin(&mut registry);
+    registry.provide(key);
+    Arc::new(registry)
+}
+
 /// A worker running in this process until [`InProcessWorker::stop`].
 struct InProcessWorker {
     stop: oneshot::Sender<()>,
@@ -271,6 +291,21 @@ impl InProcessWorker {
         )
     }
 
+    /// A worker that answers privacy requests, auditing them under `key`.
+    fn start_with_key(
+        pool: &PgPool,
+        concurrency: usize,
+        key: cairn_workflows::dsr::AuditKey,
+    ) -> Self {
+        Self::spawn(
+            pool,
+            concurrency,
+            cairn_runner::seal::Sealer::process(),
+            "default",
+            registry_with_key(key),
+        )
+    }
+
     /// A worker on `queue` that seals step outputs with `sealer`.
     fn start_sealed(
         pool: &PgPool,
@@ -278,10 +313,20 @@ impl InProcessWorker {
         sealer: cairn_runner::seal::Sealer,
         queue: &str,
     ) -> Self {
+        Self::spawn(pool, concurrency, sealer, queue, registry())
+    }
+
+    fn spawn(
+        pool: &PgPool,
+        concurrency: usize,
+        sealer: cairn_runner::seal::Sealer,
+        queue: &str,
+        registry: Arc<Registry>,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = Worker::new(
             pool.clone(),
-            registry(),
+            registry,
             WorkerConfig {
                 concurrency,
                 queue: queue.to_owned(),

@@ -68,6 +68,13 @@ impl AuditKey {
         Ok(Self(zeroize::Zeroizing::new(key)))
     }
 
+    /// A random key for a trail that lives no longer than the process: a throwaway
+    /// database's (a demo, a benchmark).
+    pub fn ephemeral() -> Self {
+        use rand::Rng as _;
+        Self(zeroize::Zeroizing::new(rand::rng().random()))
+    }
+
     /// The process's key, from `CAIRN_AUDIT_KEY` or `CAIRN_AUDIT_KEY_FILE`.
     pub fn from_env() -> Result<Self, AuditKeyError> {
         if let Ok(text) = std::env::var("CAIRN_AUDIT_KEY") {

@@ -444,3 +444,38 @@ async fn bad_input_is_a_usage_error_that_says_what_and_where() {
     let listed = json(&dsr(&url, &keyed, &["list", "--json"]));
     assert_eq!(listed, json!([]), "nothing was opened");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_finds_and_erases_the_person_and_leaves_nothing() {
+    let db = TestDb::new().await;
+    // The demo works in a throwaway database of its own (named as the benches' are).
+    let scratch = "SELECT count(*) FROM pg_database WHERE datname LIKE 'cairn\\_bench\\_%'";
+    let before: i64 = sqlx::query_scalar(scratch)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    let output = cairn()
+        .env("DATABASE_URL", db.url())
+        .args(["demo", "dsr"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for said in [
+        "report: 49 records (sandbox-hubspot 12, sandbox-salesforce 16, sandbox-stripe 21)",
+        "vendors now hold 0 of her records",
+        "audit chain verified",
+        "every record of hers was found and erased, and nobody else's was touched",
+    ] {
+        assert!(stdout.contains(said), "{said:?} in:\n{stdout}");
+    }
+    let after: i64 = sqlx::query_scalar(scratch)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(after, before, "the demo's database is dropped");
+}

@@ -7,6 +7,7 @@ mod output;
 mod auth;
 mod bench;
 mod demo;
+mod demo_dsr;
 mod dlq;
 mod dsr;
 mod keys;
@@ -46,6 +47,13 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// The demos besides the sync one.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DemoKind {
+    /// Privacy requests: one person found and erased across three vendors.
+    Dsr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +170,11 @@ enum Command {
     /// One command: start the sandbox vendor (a rate-limited CRM) and a worker in this
     /// process, backfill three streams into PostgreSQL, let the vendor change, sync
     /// incrementally, reconcile deletes and check the warehouse against the vendor.
-    Demo,
+    /// `cairn demo dsr`: one person's data found and erased across three CRMs.
+    Demo {
+        /// `dsr` for the privacy-request demo.
+        which: Option<DemoKind>,
+    },
     /// Start sync runs for a source's streams: incremental (default), backfill or
     /// reconcile. The source is a TOML file (see examples/sources/). `cairn sync status`
     /// shows where each stream stands; `cairn sync reset` forgets a stream's state.
@@ -366,7 +378,7 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Worker { .. } | Command::MockVendor(_) => "info,sqlx=warn",
-        Command::Demo => "error",
+        Command::Demo { .. } => "error",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -520,7 +532,10 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Keys { command } => keys::run(url, command).await,
         Command::Auth { command } => auth::run(url, command).await,
         Command::Dsr { command } => dsr::run(url, command).await,
-        Command::Demo => demo::run(url, registry).await,
+        Command::Demo { which: None } => demo::run(url, registry).await,
+        Command::Demo {
+            which: Some(DemoKind::Dsr),
+        } => demo_dsr::run(url).await,
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,
         Command::Bench(args) => bench::run(url, args).await,

@@ -154,7 +154,7 @@ pub(crate) struct BenchDb {
 impl BenchDb {
     /// Creates and migrates a fresh database on the server `url` names, with a pool of
     /// `max_connections` on it.
-    async fn create(url: Option<&str>, max_connections: u32) -> Result<Self, Failure> {
+    pub(crate) async fn create(url: Option<&str>, max_connections: u32) -> Result<Self, Failure> {
         // `connect` says clearly what is wrong with an unset or unreachable server; the
         // admin pool itself is quiet, as a DROP DATABASE is slow by nature.
         connect(url, 1).await?.close().await;
@@ -209,7 +209,7 @@ impl BenchDb {
     }
 
     /// The pool on the bench database.
-    fn pool(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
@@ -224,7 +224,7 @@ impl BenchDb {
         outcome
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         self.pool.close().await;
         drop_database(&self.admin, &self.name).await;
         self.admin.close().await;

@@ -61,6 +61,34 @@ fn source(toml: &str, file: &str, sandbox: &SandboxHandle) -> RequestSource {
     }
 }
 
+/// Opens a request about the subject (known by `ids` besides the address) over `sources`.
+async fn open(
+    db: &TestDb,
+    kind: Kind,
+    regulation: Regulation,
+    sources: Vec<RequestSource>,
+    ids: Vec<(String, String)>,
+) -> request::Opened {
+    request::open(
+        db.pool(),
+        &cairn::seal::Sealer::plain(),
+        &key(),
+        OpenRequest {
+            subject: Subject {
+                email: SUBJECT.to_owned(),
+                ids,
+            },
+            kind,
+            regulation,
+            sources,
+            alerts: vec![0.5, 0.8, 1.0],
+            retention: TimeDelta::days(30),
+        },
+    )
+    .await
+    .unwrap()
+}
+
 fn worker(db: &TestDb) -> TestWorker {
     TestWorker::start(
         db.pool().clone(),
@@ -106,28 +134,18 @@ async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
     plant(&hubspot, "someone.else@example.com", &["9"]);
     plant(&hubspot, SUBJECT, &["11"]);
 
-    let opened = request::open(
-        db.pool(),
-        &cairn::seal::Sealer::plain(),
-        &key(),
-        OpenRequest {
-            subject: Subject {
-                email: SUBJECT.to_owned(),
-                ids: vec![("sandbox-stripe".to_owned(), "3".to_owned())],
-            },
-            kind: Kind::Access,
-            regulation: Regulation::Gdpr,
-            sources: vec![
-                source(HUBSPOT, "hubspot.toml", &hubspot),
-                source(SALESFORCE, "salesforce.toml", &salesforce),
-                source(STRIPE, "stripe.toml", &stripe),
-            ],
-            alerts: vec![0.5, 0.8, 1.0],
-            retention: TimeDelta::days(30),
-        },
+    let opened = open(
+        &db,
+        Kind::Access,
+        Regulation::Gdpr,
+        vec![
+            source(HUBSPOT, "hubspot.toml", &hubspot),
+            source(SALESFORCE, "salesforce.toml", &salesforce),
+            source(STRIPE, "stripe.toml", &stripe),
+        ],
+        vec![("sandbox-stripe".to_owned(), "3".to_owned())],
     )
-    .await
-    .unwrap();
+    .await;
     let done = client
         .wait(opened.run_id, Some(Duration::from_secs(60)))
         .await
@@ -255,28 +273,18 @@ async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_l
     stripe.vendor().hold_records(Stream::Contacts, &[7]);
     hubspot.vendor().race_writes(2);
 
-    let opened = request::open(
-        db.pool(),
-        &cairn::seal::Sealer::plain(),
-        &key(),
-        OpenRequest {
-            subject: Subject {
-                email: SUBJECT.to_owned(),
-                ids: vec![("sandbox-stripe".to_owned(), "3".to_owned())],
-            },
-            kind: Kind::Erasure,
-            regulation: Regulation::Ccpa,
-            sources: vec![
-                source(HUBSPOT, "hubspot.toml", &hubspot),
-                source(SALESFORCE, "salesforce.toml", &salesforce),
-                source(STRIPE, "stripe.toml", &stripe),
-            ],
-            alerts: vec![0.5, 0.8, 1.0],
-            retention: TimeDelta::days(30),
-        },
+    let opened = open(
+        &db,
+        Kind::Erasure,
+        Regulation::Ccpa,
+        vec![
+            source(HUBSPOT, "hubspot.toml", &hubspot),
+            source(SALESFORCE, "salesforce.toml", &salesforce),
+            source(STRIPE, "stripe.toml", &stripe),
+        ],
+        vec![("sandbox-stripe".to_owned(), "3".to_owned())],
     )
-    .await
-    .unwrap();
+    .await;
     let done = client
         .wait(opened.run_id, Some(Duration::from_secs(60)))
         .await
@@ -352,9 +360,45 @@ async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_l
         .unwrap();
     assert_eq!(clock.summary.status, RunStatus::Completed);
     worker.shutdown().await;
+
+    // Past its retention, the report and the subject go; the purge is audited.
+    sqlx::query("UPDATE cairn.dsr_requests SET report_purge_after = now() - interval '1 minute'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(request::reports_due(db.pool()).await.unwrap(), 1);
+    assert_eq!(request::purge_reports(db.pool(), &key()).await.unwrap(), 1);
+    let purged = request::report(db.pool(), &cairn::seal::Sealer::plain(), &opened.id)
+        .await
+        .unwrap_err();
+    assert!(purged.to_string().contains("was purged"), "{purged}");
+    let kept: (bool, i32) = sqlx::query_as(
+        "SELECT subject IS NULL AND subject_sealed IS NULL, erased FROM cairn.dsr_requests",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(kept, (true, 6), "the row keeps its counts, not the person");
     let mut conn = db.pool().acquire().await.unwrap();
     let verified = audit::verify(&mut conn, &key()).await.unwrap();
     assert!(verified.broken.is_none(), "{verified:?}");
+    // An entry removed (by someone who got past the trigger) is named.
+    sqlx::query("ALTER TABLE cairn.dsr_audit DISABLE TRIGGER dsr_audit_append_only")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM cairn.dsr_audit WHERE seq = 5")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let verified = audit::verify(&mut conn, &key()).await.unwrap();
+    let broken = verified.broken.expect("a removed entry breaks the chain");
+    assert_eq!(broken.seq, 6);
+    assert!(
+        broken.problem.contains("entry 5 is missing"),
+        "{}",
+        broken.problem
+    );
 }
 
 /// `profile` with a shared rate budget of `rate` requests per second.
@@ -401,24 +445,14 @@ async fn a_requests_lookups_overtake_backfills_of_the_same_vendor() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let before = hubspot.vendor().requests(listing, "200");
-    let opened = request::open(
-        db.pool(),
-        &cairn::seal::Sealer::plain(),
-        &key(),
-        OpenRequest {
-            subject: Subject {
-                email: SUBJECT.to_owned(),
-                ids: Vec::new(),
-            },
-            kind: Kind::Access,
-            regulation: Regulation::Gdpr,
-            sources: vec![source(&profile, "hubspot.toml", &hubspot)],
-            alerts: vec![1.0],
-            retention: TimeDelta::days(30),
-        },
+    let opened = open(
+        &db,
+        Kind::Access,
+        Regulation::Gdpr,
+        vec![source(&profile, "hubspot.toml", &hubspot)],
+        Vec::new(),
     )
-    .await
-    .unwrap();
+    .await;
     let done = client
         .wait(opened.run_id, Some(Duration::from_secs(60)))
         .await
@@ -483,24 +517,14 @@ async fn the_clock_alerts_at_each_share_from_durable_timers_and_follows_an_exten
     let client = Client::new(db.pool().clone())
         .with_registry(registry())
         .with_clock(clock.clone());
-    let opened = request::open(
-        db.pool(),
-        &cairn::seal::Sealer::plain(),
-        &key(),
-        OpenRequest {
-            subject: Subject {
-                email: SUBJECT.to_owned(),
-                ids: Vec::new(),
-            },
-            kind: Kind::Access,
-            regulation: Regulation::Days(10),
-            sources: vec![source(HUBSPOT, "hubspot.toml", &vendor)],
-            alerts: vec![0.5, 0.8, 1.0],
-            retention: TimeDelta::days(30),
-        },
+    let opened = open(
+        &db,
+        Kind::Access,
+        Regulation::Days(10),
+        vec![source(HUBSPOT, "hubspot.toml", &vendor)],
+        Vec::new(),
     )
-    .await
-    .unwrap();
+    .await;
     hold.until_waiting(1).await;
     let detail = request::show(db.pool(), &opened.id).await.unwrap();
     let received = detail.summary.received_at;

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cairn::sandbox::{
-    AuthConfig, Mutation, OAuthConfig, RateLimit, SandboxConfig, SandboxHandle, Stream,
+    AuthConfig, Hostile, Mutation, OAuthConfig, RateLimit, SandboxConfig, SandboxHandle, Stream,
+    Throttle,
 };
 use cairn_testkit::TestDb;
 use serde_json::{Value, json};
@@ -132,9 +133,18 @@ async fn three_vendors_one_person_found_and_erased_through_kills_429s_and_token_
         max_page_size: 10,
         ..config
     };
-    // 429-heavy: the vendor allows 3 requests/s, the source is told 20.
+    // 429-heavy: the vendor allows 3 requests/s, the source is told 20, and the first
+    // requests (discovery's) are refused outright.
     let hubspot = start(small(SandboxConfig {
         rate_limit: Some(RateLimit::new(3.0, 1)),
+        hostile: Hostile {
+            throttle: Some(Throttle {
+                count: 3,
+                retry_after: Some("1".to_owned()),
+                ..Throttle::default()
+            }),
+            ..Hostile::default()
+        },
         ..SandboxConfig::default()
     }))
     .await;
@@ -285,8 +295,8 @@ async fn three_vendors_one_person_found_and_erased_through_kills_429s_and_token_
         hubspot
             .vendor()
             .requests("POST /crm/v3/objects/{stream}/search", "429")
-            > 0,
-        "the vendor pushed back"
+            >= 3,
+        "the vendor pushed back during discovery"
     );
     let html = dir.join("report.html");
     ok(&dsr(

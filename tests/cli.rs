@@ -589,3 +589,65 @@ async fn start_wait_says_when_no_worker_serves_the_run() {
     );
     assert!(notice.contains("cairn worker --queue nightly"), "{notice}");
 }
+
+/// The first log lines a `cairn worker` writes to a pipe, with `args` before `worker`.
+fn worker_log(url: &str, args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    // Without NO_COLOR: a pipe alone must keep the colours out.
+    let mut child = cairn()
+        .env_remove("NO_COLOR")
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .args(args)
+        .args(["worker", "--poll", "0.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let started = line.contains("worker started");
+        lines.push(line);
+        if started {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_json_when_asked_and_never_coloured_into_a_pipe() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    let pretty = worker_log(&url, &[], &[]);
+    assert!(
+        pretty.iter().any(|l| l.contains("worker started")),
+        "{pretty:?}"
+    );
+    assert!(
+        pretty.iter().all(|l| !l.contains('\u{1b}')),
+        "no escape codes in a pipe: {pretty:?}"
+    );
+    for lines in [
+        worker_log(&url, &["--log-format", "json"], &[]),
+        worker_log(&url, &[], &[("CAIRN_LOG_FORMAT", "json")]),
+    ] {
+        let parsed: Vec<Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect();
+        let started = parsed
+            .iter()
+            .find(|l| l["fields"]["message"] == "worker started")
+            .expect("the start is logged");
+        assert_eq!(started["level"], "INFO");
+        assert!(started["timestamp"].is_string());
+    }
+    let bad = run(&url, &["--log-format", "xml", "dsr", "list"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -45,8 +45,22 @@ struct Cli {
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 
+    /// How logs are written to standard error: `pretty` for people (coloured only on a
+    /// terminal, and never with NO_COLOR set), `json` for machines (one object a line).
+    #[arg(long, env = "CAIRN_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people; ANSI colours only when standard error is a terminal.
+    Pretty,
+    /// One JSON object per line (timestamp, level, target, fields).
+    Json,
 }
 
 /// The demos besides the sync one.
@@ -358,7 +372,7 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    init_tracing(&cli.command);
+    init_tracing(&cli.command, cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -375,7 +389,7 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
     }
 }
 
-fn init_tracing(command: &Command) {
+fn init_tracing(command: &Command, format: LogFormat) {
     let default = match command {
         Command::Worker { .. } | Command::MockVendor(_) => "info,sqlx=warn",
         Command::Demo { .. } => "error",
@@ -383,10 +397,18 @@ fn init_tracing(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(output::MaskedStderr)
-        .init();
+        .with_writer(output::MaskedStderr);
+    match format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Pretty => {
+            // Escape codes belong on a terminal, not in a log file or a pipe.
+            let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+            logs.with_ansi(colour).init();
+        }
+    }
 }
 
 async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {

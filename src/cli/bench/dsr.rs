@@ -154,15 +154,11 @@ pub(super) async fn run(db: &BenchDb, args: &DsrArgs) -> Result<Report, Failure>
                 .map_err(|err| Failure::failed(format!("bench dsr: {err}")))?,
         );
     }
-    let [hubspot, salesforce, stripe] = &bare[..] else {
-        unreachable!("three profiles make three sources");
-    };
-    let (a, b, c) = tokio::join!(
-        bare_lookups(hubspot, by_id),
-        bare_lookups(salesforce, by_id),
-        bare_lookups(stripe, by_id)
-    );
-    let bare_found = a? + b? + c?;
+    let bare_found =
+        futures::future::join_all(bare.iter().map(|source| bare_lookups(source, by_id)))
+            .await
+            .into_iter()
+            .sum::<Result<usize, Failure>>()?;
     let bare_seconds = started.elapsed().as_secs_f64();
     // The vendors' buckets refill before cairn's turn.
     tokio::time::sleep(Duration::from_secs(2)).await;

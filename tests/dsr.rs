@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use cairn::sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
+use cairn::sandbox::{SandboxConfig, SandboxHandle, Stream};
 use cairn::workflows::dsr::report::Report;
 use cairn::workflows::dsr::request::{self, OpenRequest};
 use cairn::workflows::dsr::{AuditKey, Kind, Regulation, RequestSource, Subject, audit};
@@ -18,8 +18,7 @@ use cairn::workflows::sync;
 use cairn::{Client, Registry, RunStatus, WorkerConfig};
 use cairn_testkit::{TestDb, TestWorker, run_to_completion};
 use chrono::TimeDelta;
-use serde_json::json;
-use support::vendor::{HUBSPOT, STRIPE, input, start};
+use support::vendor::{HUBSPOT, STRIPE, input, plant, start};
 
 const SALESFORCE: &str = include_str!("../examples/sources/sandbox-salesforce.toml");
 const SUBJECT: &str = "Grace.Subject@Example.com";
@@ -37,20 +36,6 @@ fn registry() -> Arc<Registry> {
     cairn::workflows::register_builtin(&mut registry);
     registry.provide(key());
     Arc::new(registry)
-}
-
-fn plant(sandbox: &SandboxHandle, email: &str, ids: &[&str]) {
-    sandbox
-        .vendor()
-        .mutate(
-            Stream::Contacts,
-            Mutation::Assign {
-                field: "email".to_owned(),
-                value: json!(email),
-                ids: ids.iter().map(|id| (*id).to_owned()).collect(),
-            },
-        )
-        .unwrap();
 }
 
 fn source(toml: &str, file: &str, sandbox: &SandboxHandle) -> RequestSource {
@@ -114,13 +99,13 @@ async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
         start(config()).await,
         start(config()).await,
     );
-    plant(&hubspot, SUBJECT, &["5", "9"]);
-    plant(&hubspot, "x.grace.subject@example.com", &["6"]);
-    plant(&salesforce, &SUBJECT.to_uppercase(), &["12"]);
-    plant(&salesforce, "grace.subject@example.com.evil", &["13"]);
-    plant(&stripe, &SUBJECT.to_lowercase(), &["7"]);
+    plant(&hubspot, SUBJECT, ["5", "9"]);
+    plant(&hubspot, "x.grace.subject@example.com", ["6"]);
+    plant(&salesforce, &SUBJECT.to_uppercase(), ["12"]);
+    plant(&salesforce, "grace.subject@example.com.evil", ["13"]);
+    plant(&stripe, &SUBJECT.to_lowercase(), ["7"]);
     // Record 3 at the Stripe-like vendor holds an old address: found by its id only.
-    plant(&stripe, "g.s@old.example", &["3"]);
+    plant(&stripe, "g.s@old.example", ["3"]);
     let worker = worker(&db);
     // The HubSpot-like contacts are in the warehouse too (as they were before the change
     // below): the warehouse search finds rows the vendor no longer ties to the person.
@@ -131,8 +116,8 @@ async fn an_access_request_finds_the_person_everywhere_and_nobody_else() {
         &input(HUBSPOT, &hubspot, Stream::Contacts),
     )
     .await;
-    plant(&hubspot, "someone.else@example.com", &["9"]);
-    plant(&hubspot, SUBJECT, &["11"]);
+    plant(&hubspot, "someone.else@example.com", ["9"]);
+    plant(&hubspot, SUBJECT, ["11"]);
 
     let opened = open(
         &db,
@@ -252,11 +237,11 @@ async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_l
         start(config()).await,
         start(config()).await,
     );
-    plant(&hubspot, SUBJECT, &["5", "9"]);
-    plant(&hubspot, "x.grace.subject@example.com", &["6"]);
-    plant(&salesforce, SUBJECT, &["12"]);
-    plant(&stripe, SUBJECT, &["7"]);
-    plant(&stripe, "g.s@old.example", &["3"]);
+    plant(&hubspot, SUBJECT, ["5", "9"]);
+    plant(&hubspot, "x.grace.subject@example.com", ["6"]);
+    plant(&salesforce, SUBJECT, ["12"]);
+    plant(&stripe, SUBJECT, ["7"]);
+    plant(&stripe, "g.s@old.example", ["3"]);
     let worker = worker(&db);
     let client = Client::new(db.pool().clone()).with_registry(registry());
     run_to_completion(
@@ -265,8 +250,8 @@ async fn an_erasure_erases_at_every_vendor_and_a_held_record_waits_on_the_dead_l
         &input(HUBSPOT, &hubspot, Stream::Contacts),
     )
     .await;
-    plant(&hubspot, "someone.else@example.com", &["9"]);
-    plant(&hubspot, SUBJECT, &["11"]);
+    plant(&hubspot, "someone.else@example.com", ["9"]);
+    plant(&hubspot, SUBJECT, ["11"]);
     let before = (ids_of(&hubspot), ids_of(&stripe), warehouse_ids(&db).await);
     // Stripe's record 7 is under a legal hold; HubSpot's first two writes are raced by
     // a change just before them (their If-Match fails, and the erasure reads again).

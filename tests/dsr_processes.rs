@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use cairn::sandbox::{
-    AuthConfig, Hostile, Mutation, OAuthConfig, RateLimit, SandboxConfig, SandboxHandle, Stream,
-    Throttle,
+    AuthConfig, Hostile, OAuthConfig, RateLimit, SandboxConfig, SandboxHandle, Stream, Throttle,
 };
 use cairn_testkit::TestDb;
 use serde_json::{Value, json};
-use support::vendor::{HUBSPOT, STRIPE, start};
+use support::vendor::{HUBSPOT, STRIPE, plant, start};
 use support::{WorkerProcess, cairn};
 
 const SALESFORCE: &str = include_str!("../examples/sources/sandbox-salesforce.toml");
@@ -62,20 +61,6 @@ fn ok(output: &std::process::Output) {
 fn json(output: &std::process::Output) -> Value {
     ok(output);
     serde_json::from_slice(&output.stdout).unwrap()
-}
-
-fn plant(sandbox: &SandboxHandle, email: &str, ids: impl IntoIterator<Item = u64>) {
-    sandbox
-        .vendor()
-        .mutate(
-            Stream::Contacts,
-            Mutation::Assign {
-                field: "email".to_owned(),
-                value: json!(email),
-                ids: ids.into_iter().map(|id| id.to_string()).collect(),
-            },
-        )
-        .unwrap();
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

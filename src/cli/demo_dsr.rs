@@ -81,22 +81,6 @@ fn held(vendor: &SandboxHandle) -> usize {
         .count()
 }
 
-/// A file only its owner reads, holding `text`.
-fn private_file(path: &Path, text: &str) -> Result<(), Failure> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    options
-        .open(path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .map_err(|err| failed("writing a credential file")(err.to_string()))
-}
-
 pub(crate) async fn run(url: Option<&str>) -> Outcome {
     outln!("cairn demo dsr: one person's data, found and erased across three CRMs\n");
     let db = BenchDb::create(url, 12).await?;
@@ -163,9 +147,9 @@ async fn scenario(db: &BenchDb) -> Outcome {
     );
 
     let secret_file = dir.join("client_secret");
-    private_file(&secret_file, CLIENT_SECRET)?;
+    super::dsr::write_private(&secret_file, CLIENT_SECRET.as_bytes())?;
     let id_file = dir.join("client_id");
-    private_file(&id_file, CLIENT_ID)?;
+    super::dsr::write_private(&id_file, CLIENT_ID.as_bytes())?;
     let sources: Vec<RequestSource> = PROFILES
         .iter()
         .zip(&vendors)

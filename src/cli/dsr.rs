@@ -392,8 +392,9 @@ fn time_left(secs: i64) -> String {
     }
 }
 
-/// Writes a file only its owner can read: a report holds a person's data.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
+/// Writes a file only its owner can read: a report (or a credential) holds what others
+/// must not read.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

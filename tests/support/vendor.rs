@@ -38,6 +38,21 @@ pub fn input(profile: &str, sandbox: &SandboxHandle, stream: Stream) -> SyncInpu
     input
 }
 
+/// Sets `email` on the contacts `ids` of `sandbox`: how a test plants one person.
+pub fn plant<I: ToString>(sandbox: &SandboxHandle, email: &str, ids: impl IntoIterator<Item = I>) {
+    sandbox
+        .vendor()
+        .mutate(
+            Stream::Contacts,
+            cairn::sandbox::Mutation::Assign {
+                field: "email".to_owned(),
+                value: serde_json::json!(email),
+                ids: ids.into_iter().map(|id| id.to_string()).collect(),
+            },
+        )
+        .unwrap();
+}
+
 /// The checksum of the live rows of `schema.<stream>`, written by `source`.
 pub async fn landed(db: &TestDb, source: &str, schema: &str, stream: Stream) -> String {
     let mut conn = db.pool().acquire().await.unwrap();

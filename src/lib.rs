@@ -25,6 +25,7 @@
 //! - [`connectors`]: talking to vendors.
 //! - [`sandbox`]: the sandbox vendor (`cairn mock-vendor`).
 //! - [`workflows`]: the built-in workflows.
+//! - [`ui`]: the dashboard and `/metrics` (`cairn ui`).
 
 pub mod cli;
 
@@ -41,6 +42,7 @@ pub use cairn_sandbox as sandbox;
 /// tests depend on `cairn-testkit` itself, as a dev-dependency.
 #[cfg(feature = "testkit")]
 pub use cairn_testkit as testkit;
+pub use cairn_ui as ui;
 pub use cairn_workflows as workflows;
 
 /// Creates or upgrades the whole `cairn` schema: the engine's tables, then the

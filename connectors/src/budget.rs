@@ -14,6 +14,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::telemetry::Quota;
+
 /// The `[rate_limit]` table of a source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +58,9 @@ const INCREASE: f64 = 0.05;
 const STRETCH_SECS: f64 = 2.0;
 /// After each urgent request, other callers wait this long for the next one.
 const PRIORITY_HOLD_SECS: f64 = 2.0;
+/// A budget unused this long has nothing in flight: whoever held tokens has answered,
+/// or ended without saying so.
+const QUIET_SECS: f64 = 30.0;
 
 /// A shared token bucket. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -75,6 +80,17 @@ pub enum Grant {
     Refused(DateTime<Utc>),
     /// Urgent traffic has the budget: no token was taken. Ask again at this instant.
     Yield(DateTime<Utc>),
+}
+
+/// What a caller saw since its last token request, reported with the next one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Since {
+    /// Successful responses (they drive the rate back up).
+    pub successes: u32,
+    /// Answers of any kind, and requests that got none: no longer in flight.
+    pub answered: u32,
+    /// The vendor's daily quota as its latest response reported it.
+    pub quota: Option<Quota>,
 }
 
 /// A budget snapshot, for reports and benchmarks.
@@ -140,6 +156,21 @@ impl RateBudget {
     /// (one per caller at most, since each waits for its own) are the only requests
     /// that go before it.
     pub async fn acquire(&self, successes: u32, urgent: bool) -> Result<Grant, sqlx::Error> {
+        let since = Since {
+            successes,
+            ..Since::default()
+        };
+        self.acquire_reporting(&since, urgent).await
+    }
+
+    /// [`RateBudget::acquire`], also reporting what this caller saw since its last
+    /// request: answers received (so the budget knows how many requests are still out)
+    /// and the vendor's daily quota, for people watching the credential.
+    pub async fn acquire_reporting(
+        &self,
+        since: &Since,
+        urgent: bool,
+    ) -> Result<Grant, sqlx::Error> {
         // The answer is an instant, not a delay: how long the query itself took must not
         // shift the request, or consecutive requests would bunch up and trip the vendor.
         let (took, send_at, priority_until): (bool, DateTime<Utc>, DateTime<Utc>) =
@@ -163,6 +194,13 @@ impl RateBudget {
                                     THEN least(b.ceiling, b.rate + b.ceiling * $4) ELSE b.rate END,
                         successes = CASE WHEN b.successes + $2 >= b.rate * $3
                                          THEN 0 ELSE b.successes + $2 END,
+                        in_flight = CASE WHEN t.now - b.updated_at > make_interval(secs => $9)
+                                    THEN 0
+                                    ELSE greatest(0, b.in_flight - $7) END
+                                    + CASE WHEN o.takes THEN 1 ELSE 0 END,
+                        quota_used = coalesce(($8::int8[])[1], b.quota_used),
+                        quota_total = coalesce(($8::int8[])[2], b.quota_total),
+                        quota_at = CASE WHEN $8::int8[] IS NULL THEN b.quota_at ELSE t.now END,
                         updated_at = t.now
                    FROM t, o
                   WHERE b.key = o.key
@@ -171,11 +209,18 @@ impl RateBudget {
                            greatest(b.priority_until, t.now)",
             )
             .bind(&self.key)
-            .bind(i64::from(successes))
+            .bind(i64::from(since.successes))
             .bind(STRETCH_SECS)
             .bind(INCREASE)
             .bind(urgent)
             .bind(PRIORITY_HOLD_SECS)
+            .bind(i64::from(since.answered))
+            .bind(since.quota.map(|q| {
+                [q.used, q.total]
+                    .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+                    .to_vec()
+            }))
+            .bind(QUIET_SECS)
             .fetch_one(&self.pool)
             .await?;
         if !took {
@@ -268,6 +313,23 @@ impl RateBudget {
         .fetch_one(&self.pool)
         .await
     }
+}
+
+/// Counts a 429 from a credential that has no configured rate limit, so every 429 a
+/// vendor answers is on record (the dashboard, `/metrics` and `cairn sync` show them):
+/// its row has an infinite ceiling and paces nothing. Giving the source a `[rate_limit]`
+/// later turns the same row into a real budget.
+pub async fn count_throttle(pool: &PgPool, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cairn.rate_budgets (key, ceiling, rate, burst, tokens, throttled)
+         VALUES ($1, 'Infinity', 'Infinity', 1, 1, 1)
+         ON CONFLICT (key) DO UPDATE
+            SET throttled = cairn.rate_budgets.throttled + 1, updated_at = clock_timestamp()",
+    )
+    .bind(key)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// The 429s (and other throttles) recorded across every credential's budget so far:

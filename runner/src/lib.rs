@@ -88,6 +88,7 @@ mod lookup;
 pub mod migrate;
 pub mod model;
 mod new_run;
+pub mod observe;
 mod parallel;
 mod presence;
 pub mod redact;

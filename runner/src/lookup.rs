@@ -23,6 +23,9 @@ pub struct RunFilter {
     pub parent: Option<RunId>,
     /// Runs started with this idempotency key.
     pub idempotency_key: Option<String>,
+    /// Runs listed after this one (its creation instant and id) newest first: the next
+    /// page of a listing that ended there.
+    pub after: Option<(DateTime<Utc>, RunId)>,
     /// At most this many, newest first.
     pub limit: i64,
 }
@@ -36,6 +39,7 @@ impl Default for RunFilter {
             created_before: None,
             parent: None,
             idempotency_key: None,
+            after: None,
             limit: 100,
         }
     }
@@ -54,6 +58,7 @@ impl Client {
                 AND ($4::timestamptz IS NULL OR created_at < $4)
                 AND ($5::uuid IS NULL OR parent_id = $5)
                 AND ($6::text IS NULL OR idempotency_key = $6)
+                AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9))
               ORDER BY created_at DESC, id DESC
               LIMIT $7",
         )
@@ -64,6 +69,8 @@ impl Client {
         .bind(filter.parent)
         .bind(filter.idempotency_key.as_deref())
         .bind(filter.limit.max(0))
+        .bind(filter.after.map(|(at, _)| at))
+        .bind(filter.after.map(|(_, id)| id))
         .fetch_all(self.pool())
         .await
         .map_err(EngineError::db)

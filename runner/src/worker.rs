@@ -295,6 +295,7 @@ impl Worker {
                 }
             };
             let got = claimed.len();
+            crate::observe::claimed(got);
             for run in claimed {
                 let permit = permits.pop().expect("one permit per claimed run");
                 let key = keys.take(run.concurrency_key.clone());
@@ -508,6 +509,7 @@ async fn record(
         }
         Ending::Halted(Halt::Lost) => {
             warn!("lease lost; another worker owns this run now");
+            crate::observe::lease_lost();
             return;
         }
     };
@@ -525,6 +527,7 @@ async fn record(
         Ok(Fenced::Held(())) => info!(%status, "run finished"),
         Ok(Fenced::Lost) => {
             warn!("lease lost before the run's end was recorded; it will be replayed");
+            crate::observe::lease_lost();
         }
         Err(DbFailure::Outlasted(err) | DbFailure::Refused(err)) => {
             error!(error = %err, "could not record the run's end; it will be replayed");

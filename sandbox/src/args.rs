@@ -173,6 +173,10 @@ pub struct MockVendorArgs {
     #[arg(long)]
     pub echo_credentials: bool,
 
+    /// Attack: answer API requests 400 with this text as the body (markup, say).
+    #[arg(long, value_name = "TEXT")]
+    pub error_body: Option<String>,
+
     /// Attack: the token endpoint answers 401 invalid_client echoing the secret sent.
     #[arg(long)]
     pub refuse_clients: bool,
@@ -317,6 +321,7 @@ impl MockVendorArgs {
                 redirect_to: self.redirect_to.clone(),
                 redirect_hops: self.redirect_hops,
                 echo_credentials: self.echo_credentials,
+                error_body: self.error_body.clone(),
                 refuse_clients: self.refuse_clients,
                 reject_tokens: false,
                 huge_body: self.huge_body,

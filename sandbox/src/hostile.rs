@@ -28,6 +28,9 @@ pub struct Hostile {
     /// API requests are answered 400 with a body that echoes every credential the
     /// request carried (and the OAuth client secret).
     pub echo_credentials: bool,
+    /// API requests are answered 400 with this text as the body: an error message a
+    /// client will show somewhere (a test puts markup in it).
+    pub error_body: Option<String>,
     /// The token endpoint answers 401 `invalid_client`, echoing the client secret sent.
     pub refuse_clients: bool,
     /// The API answers 401 to every token, even one just issued (credentials revoked
@@ -113,6 +116,9 @@ pub(crate) async fn attack(State(vendor): State<Vendor>, request: Request, next:
     }
     if hostile.echo_credentials {
         return echo(&vendor, &request);
+    }
+    if let Some(body) = &hostile.error_body {
+        return (StatusCode::BAD_REQUEST, body.clone()).into_response();
     }
     if let Some(size) = hostile.huge_body {
         return streamed(huge(size), None);

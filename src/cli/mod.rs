@@ -18,6 +18,7 @@ mod quarantine;
 mod schedule;
 mod sync;
 mod sync_status;
+mod ui;
 
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -108,6 +109,10 @@ enum Command {
         /// `never` keeps them.
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         retain_set_aside: String,
+        /// Also serve the dashboard and `/metrics` (with this worker's step counters) on
+        /// this address, e.g. 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
     },
     /// Start a run of a workflow.
     Start {
@@ -198,6 +203,14 @@ enum Command {
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the dashboard: runs and their steps, syncs, schedules, rate budgets, dead
+    /// letters, quarantine and alerts, live; Prometheus metrics at /metrics. Actions
+    /// (cancel, retry, pause, resume) need the token in CAIRN_UI_TOKEN.
+    Ui {
+        /// The address to listen on; loopback unless you say otherwise.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: String,
     },
     /// Serve the sandbox vendor: a rate-limited CRM-like API on 127.0.0.1 for demos,
     /// tests and benchmarks. No auth, no limits and no faults unless asked for.
@@ -391,7 +404,7 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
 
 fn init_tracing(command: &Command, format: LogFormat) {
     let default = match command {
-        Command::Worker { .. } | Command::MockVendor(_) => "info,sqlx=warn",
+        Command::Worker { .. } | Command::MockVendor(_) | Command::Ui { .. } => "info,sqlx=warn",
         Command::Demo { .. } => "error",
         _ => "warn",
     };
@@ -430,6 +443,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             retain,
             retain_dead_letters,
             retain_set_aside,
+            http,
         } => {
             if concurrency == 0 {
                 return Err(Failure::usage("--concurrency must be at least 1"));
@@ -458,9 +472,38 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 }),
                 ..WorkerConfig::default()
             };
+            let Some(bind) = http else {
+                Worker::new(pool, registry, config)
+                    .run(shutdown_signal())
+                    .await?;
+                return Ok(ExitCode::SUCCESS);
+            };
+            // One signal stops both: the dashboard's live streams end, the worker
+            // finishes its steps.
+            let options = ui::options()?;
+            let listener = ui::listen(&bind, &options).await?;
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let signal = shutdown_signal();
+            tokio::spawn(async move {
+                signal.await;
+                let _ = stop.send(true);
+            });
+            let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let dashboard = tokio::spawn(ui::serve(
+                connect(url, 3).await?,
+                options,
+                listener,
+                until(stopped.clone()),
+            ));
             Worker::new(pool, registry, config)
-                .run(shutdown_signal())
+                .run(until(stopped))
                 .await?;
+            match dashboard.await {
+                Ok(served) => served?,
+                Err(err) => return Err(Failure::failed(format!("the dashboard failed: {err}"))),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Start {
@@ -561,6 +604,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,
         Command::Bench(args) => bench::run(url, args).await,
+        Command::Ui { bind } => ui::run(url, &bind).await,
         Command::Alerts { json } => {
             let pool = connect(url, 2).await?;
             let alerts = cairn_connectors::warehouse::list_alerts(&pool)

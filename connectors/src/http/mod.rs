@@ -21,10 +21,10 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::{debug, warn};
 
 use crate::auth::Authenticator;
-use crate::budget::{Grant, RateBudget};
+use crate::budget::{Grant, RateBudget, Since};
 use crate::error::{Category, HttpError};
 use crate::paginate::scrub_url;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Quota, Telemetry};
 pub use config::{DEFAULT_MAX_RESPONSE_BYTES, HttpConfig, Timeouts};
 pub(crate) use failure::transport_error;
 use failure::{MAX_SHOWN_URL, body_error, snippet};
@@ -151,10 +151,16 @@ struct Inner {
     secret_params: Vec<String>,
     auth: Authenticator,
     budget: Option<RateBudget>,
+    /// Where 429s are counted when there is no budget.
+    tally: Option<(PgPool, String)>,
     max_response_bytes: u64,
     waits: Waits,
     /// Successes not yet reported to the budget.
     successes: AtomicU32,
+    /// Answers (of any kind) to budgeted requests not yet reported to the budget.
+    answered: AtomicU32,
+    /// The vendor's daily quota as last reported, not yet passed to the budget.
+    quota: std::sync::Mutex<Option<Quota>>,
     /// 429s retried inside one `get` before giving the wait to the engine.
     max_throttle_retries: u32,
     signer: Option<sign::SignerHandle>,
@@ -242,6 +248,17 @@ impl HttpClient {
         if let Some(param) = auth.secret_query_param() {
             secret_params.push(param.to_owned());
         }
+        let default_key = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or("local"),
+            auth.identity()
+        );
+        // Without a limit of its own, a credential's 429s are still counted, under the
+        // key a limit would get.
+        let tally = match (&config.rate_limit, &pool) {
+            (None, Some(pool)) => Some((pool.clone(), default_key.clone())),
+            _ => None,
+        };
         let budget = match (&config.rate_limit, pool) {
             (None, _) => None,
             (Some(limit), Some(pool)) => {
@@ -250,13 +267,7 @@ impl HttpClient {
                         "rate_limit.requests_per_second must be a positive number",
                     ));
                 }
-                let key = limit.key.clone().unwrap_or_else(|| {
-                    format!(
-                        "{}:{}",
-                        parsed.host_str().unwrap_or("local"),
-                        auth.identity()
-                    )
-                });
+                let key = limit.key.clone().unwrap_or(default_key);
                 let budget = RateBudget::open(pool, &key, limit).await.map_err(|err| {
                     HttpError::config(format!("cannot open the rate budget `{key}`: {err}"))
                         .caused_by(err)
@@ -282,9 +293,12 @@ impl HttpClient {
                 secret_params,
                 auth,
                 budget,
+                tally,
                 max_response_bytes: config.max_response_bytes,
                 waits: config.waits,
                 successes: AtomicU32::new(0),
+                answered: AtomicU32::new(0),
+                quota: std::sync::Mutex::new(None),
                 max_throttle_retries: 3,
                 signer: config.signer.clone(),
                 last_sent,
@@ -387,6 +401,9 @@ impl HttpClient {
                 .take_token(method, &self.redact(target.as_str()))
                 .await?;
             let sent = self.send(&target, call).await;
+            if self.inner.budget.is_some() {
+                self.inner.answered.fetch_add(1, Ordering::Relaxed);
+            }
             if let Some(mut gate) = alone {
                 *gate = Some(tokio::time::Instant::now());
             }
@@ -403,6 +420,11 @@ impl HttpClient {
             let status = response.status().as_u16();
             let headers = response.headers().clone();
             let telemetry = Telemetry::parse(&headers, Utc::now());
+            if let Some(quota) = telemetry.quota
+                && let Ok(mut seen) = self.inner.quota.lock()
+            {
+                *seen = Some(quota);
+            }
             if let Some(absurd) = &telemetry.absurd {
                 warn!(url = %shown, "{absurd}");
             }
@@ -634,9 +656,13 @@ impl HttpClient {
         };
         let started = tokio::time::Instant::now();
         let grant = loop {
-            let successes = self.inner.successes.swap(0, Ordering::Relaxed);
+            let since = Since {
+                successes: self.inner.successes.swap(0, Ordering::Relaxed),
+                answered: self.inner.answered.swap(0, Ordering::Relaxed),
+                quota: self.inner.quota.lock().ok().and_then(|mut q| q.take()),
+            };
             match budget
-                .acquire(successes, self.inner.urgent)
+                .acquire_reporting(&since, self.inner.urgent)
                 .await
                 .map_err(unreachable)?
             {
@@ -720,7 +746,14 @@ impl HttpClient {
                     capped.unwrap_or_else(|| self.inner.waits.backoff(&self.backoff_key()))
                 }
             },
-            None => capped.unwrap_or_else(|| self.inner.waits.backoff(&self.backoff_key())),
+            None => {
+                if let Some((pool, key)) = &self.inner.tally
+                    && let Err(err) = crate::budget::count_throttle(pool, key).await
+                {
+                    warn!(error = %err, "cannot count a 429");
+                }
+                capped.unwrap_or_else(|| self.inner.waits.backoff(&self.backoff_key()))
+            }
         };
         (until, asked.filter(|at| Some(*at) != capped))
     }

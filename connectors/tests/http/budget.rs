@@ -247,3 +247,80 @@ async fn urgent_requests_hold_the_budget_while_they_keep_coming() {
         "once urgent traffic stops, the others go"
     );
 }
+
+/// What the dashboard shows of a credential rides on the token requests: the vendor's
+/// daily quota as `Sforce-Limit-Info` last said, and requests not yet answered.
+#[tokio::test]
+async fn the_daily_quota_and_requests_in_flight_are_on_record() {
+    let db = TestDb::new().await;
+    let vendor = sandbox(SandboxConfig {
+        daily_quota: Some(1_000),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut cfg = config(vendor.base_url());
+    cfg.rate_limit = Some(limit(50.0, "sandbox-quota"));
+    let client = HttpClient::new(cfg, Some(db.pool().clone())).await.unwrap();
+    for _ in 0..3 {
+        client
+            .get(crate::CONTACTS_PATH, &crate::page())
+            .await
+            .unwrap();
+    }
+    let row = || async {
+        sqlx::query_as::<_, (Option<i64>, Option<i64>, i32)>(
+            "SELECT quota_used, quota_total, in_flight FROM cairn.rate_budgets WHERE key = $1",
+        )
+        .bind("sandbox-quota")
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    // The third request reported what the second saw: two used, one out.
+    assert_eq!(row().await, (Some(2), Some(1_000), 1));
+    client
+        .get(crate::CONTACTS_PATH, &crate::page())
+        .await
+        .unwrap();
+    assert_eq!(row().await, (Some(3), Some(1_000), 1));
+}
+
+/// A credential without a `[rate_limit]` is not paced, but its 429s are still counted,
+/// so a sync can say how often the vendor pushed back.
+#[tokio::test]
+async fn the_429s_of_a_credential_without_a_limit_are_counted() {
+    let db = TestDb::new().await;
+    let vendor = sandbox(SandboxConfig {
+        rate_limit: Some(RateLimit::new(1.0, 1)),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let client = HttpClient::new(config(vendor.base_url()), Some(db.pool().clone()))
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for _ in 0..4 {
+        if client
+            .get(crate::CONTACTS_PATH, &crate::page())
+            .await
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused >= 2,
+        "the vendor allows one request a second: {refused}"
+    );
+    let served = vendor.vendor().stats().rate_limited;
+    assert_eq!(served, refused, "each refusal was a 429");
+    let counted = cairn_connectors::budget::throttled_total(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, served, "every 429 the vendor served is counted");
+    let ceiling: f64 = sqlx::query_scalar("SELECT ceiling FROM cairn.rate_budgets")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(ceiling.is_infinite(), "a counting row paces nothing");
+}

@@ -15,6 +15,7 @@ use super::{Context, Halt, RunStatus, Slot, StoredFailure};
 use crate::db_retry::{DbFailure, retry_db};
 use crate::error::panic_message;
 use crate::model::{StepKind, StepRecord, StepStatus};
+use crate::observe;
 use crate::store::{Fenced, StepWrite, already_completed};
 use crate::waits::Park;
 use crate::{CrashPoint, Error, RetryPolicy, Stored};
@@ -65,6 +66,7 @@ impl Context {
         loop {
             self.boundary().await;
             progress.attempts += 1;
+            observe::step_started(self.workflow(), StepKind::Step);
             let started = Instant::now();
             let result = within(timeout, unpanicked(f()))
                 .instrument(span.clone())
@@ -102,6 +104,7 @@ impl Context {
                 self.progress_written(&report);
                 self.note_cancel(cancel);
                 debug!(parent: &span, attempts = progress.attempts, ?elapsed, "step completed");
+                observe::step_completed(self.workflow(), StepKind::Step, elapsed);
                 self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
                 Ok(value)
             }
@@ -157,6 +160,7 @@ impl Context {
         loop {
             self.boundary().await;
             progress.attempts += 1;
+            observe::step_started(self.workflow(), StepKind::Transaction);
             let started = Instant::now();
             let outcome = self
                 .attempt_transaction(
@@ -172,6 +176,7 @@ impl Context {
             match outcome {
                 TxOutcome::Committed(value) => {
                     debug!(parent: &span, attempts = progress.attempts, ?elapsed, "transaction committed");
+                    observe::step_completed(self.workflow(), StepKind::Transaction, elapsed);
                     self.crash_point(&name, CrashPoint::AfterCheckpoint).await;
                     return Ok(value);
                 }
@@ -347,6 +352,7 @@ impl Context {
                 write.attempts = progress.attempts;
                 write.throttled = progress.throttled;
                 warn!(%until, error = %message, "rate limited; waiting");
+                observe::step_failed(self.workflow(), kind, "parked", elapsed);
                 self.write_retrying(name, &write).await;
                 self.wait_until(position, until, RunStatus::Parked, &write, true)
                     .await;
@@ -355,6 +361,7 @@ impl Context {
             crate::ErrorClass::Transient if progress.attempts < policy.max_attempts as i32 => {
                 let delay = policy.delay(progress.attempts as u32);
                 warn!(attempt = progress.attempts, ?delay, error = %message, "step failed; retrying");
+                observe::step_failed(self.workflow(), kind, "retry", elapsed);
                 self.write_retrying(name, &write).await;
                 if delay > self.run.settings.inline_backoff {
                     let at =
@@ -368,6 +375,7 @@ impl Context {
             }
             _ => {
                 warn!(attempts = progress.attempts, error = %message, "step failed for good");
+                observe::step_failed(self.workflow(), kind, "failed", elapsed);
                 write.status = StepStatus::Failed;
                 let group_commit = &self.run.settings.group_commit;
                 let lease = self.run.lease;

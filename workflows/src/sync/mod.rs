@@ -20,6 +20,7 @@
 //! written in Rust, registered in every worker under that name with [`add_source`].
 
 mod backfill;
+pub mod eta;
 mod fill;
 mod incremental;
 mod landing;
@@ -47,7 +48,9 @@ pub use reconcile::reconcile;
 pub use schedule::{SyncCadence, schedule_name, sync_schedules};
 pub use sources::{Opening, Sources, SyncTarget, add_source, base_url_problem};
 pub use state::{History, Resume};
-pub use status::{LastRun, Reset, StreamStatus, forget_schema, reset_stream, stream_status};
+pub use status::{
+    LastRun, Reset, StreamStatus, forget_schema, reset_stream, stream_status, synced_targets,
+};
 
 /// The registered name of the incremental sync.
 pub const INCREMENTAL: &str = "sync.incremental";

@@ -122,6 +122,26 @@ pub async fn stream_status(pool: &PgPool, target: &SyncTarget) -> Result<Vec<Str
     Ok(statuses)
 }
 
+/// Every source and schema that has synced, with the streams it has synced: what the
+/// dashboard shows without the sources' files.
+pub async fn synced_targets(pool: &PgPool) -> Result<Vec<SyncTarget>, Error> {
+    let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(
+        "SELECT source, schema_name, array_agg(stream ORDER BY stream)
+           FROM cairn.sync_cursors GROUP BY source, schema_name ORDER BY source, schema_name",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(source, schema, streams)| SyncTarget {
+            source,
+            schema,
+            streams,
+            credential: None,
+        })
+        .collect())
+}
+
 /// Live and deleted rows of `schema.stream`, zero when it has no table yet.
 async fn rows(
     conn: &mut sqlx::PgConnection,

@@ -1,10 +1,11 @@
 //! `/metrics` in Prometheus' text format.
 //!
 //! Two kinds of series. What a worker counts as it goes (steps started, completed and
-//! failed, step latency, lease losses, claims; see [`cairn_runner::observe`]) is this
-//! process's own, so each `cairn worker --http` exposes its share and Prometheus adds them
-//! up. What the database knows (runs by state, queue depth, rate budgets, records synced,
-//! dead letters) is read at each scrape, the same from every process.
+//! failed, step latency, lease losses, claims; see [`cairn_runner::observe`]; records
+//! synced per stream, [`cairn_workflows::sync::RECORDS_SYNCED`]) is this process's own, so
+//! each `cairn worker --http` exposes its share and Prometheus adds them up. What the
+//! database knows (runs by state, queue depth, rate budgets, dead letters) is read at each
+//! scrape, the same from every process.
 
 use std::sync::{Arc, OnceLock};
 
@@ -35,8 +36,6 @@ pub const BUDGET_THROTTLED: &str = "cairn_budget_throttled_total";
 pub const BUDGET_IN_FLIGHT: &str = "cairn_budget_in_flight";
 /// Share of the vendor's daily quota used, as its headers last said.
 pub const BUDGET_QUOTA_USED_RATIO: &str = "cairn_budget_quota_used_ratio";
-/// Records landed per source, schema and stream, in all.
-pub const RECORDS_SYNCED: &str = "cairn_records_synced_total";
 /// Failed runs on the dead-letter list.
 pub const DEAD_LETTERS: &str = "cairn_dead_letters";
 /// Age of the oldest dead letter.
@@ -65,6 +64,12 @@ impl Metrics {
                     .set_buckets_for_metric(Matcher::Full(STEP_SECONDS.to_owned()), &STEP_BUCKETS)
                     .map_err(|err| err.to_string())?
                     .install_recorder()
+                    .inspect(|_| {
+                        // Counters that may stay at zero are shown from the start, so a
+                        // rate over them is 0 rather than absent.
+                        metrics::counter!(cairn_runner::observe::LEASE_LOSSES).absolute(0);
+                        metrics::counter!(cairn_runner::observe::CLAIMS).absolute(0);
+                    })
                     .map(Arc::new)
                     .map_err(|err| format!("cannot install the metrics recorder: {err}"))
             })
@@ -150,15 +155,6 @@ async fn from_database(pool: &PgPool) -> Result<(), sqlx::Error> {
         if let Some(ratio) = budget.quota_ratio() {
             gauge!(BUDGET_QUOTA_USED_RATIO, "credential" => credential).set(ratio);
         }
-    }
-
-    let streams: Vec<(String, String, String, i64)> =
-        sqlx::query_as("SELECT source, schema_name, stream, records FROM cairn.sync_cursors")
-            .fetch_all(pool)
-            .await?;
-    for (source, schema, stream, records) in streams {
-        counter!(RECORDS_SYNCED, "source" => source, "schema" => schema, "stream" => stream)
-            .absolute(records.max(0) as u64);
     }
 
     let (dead, oldest): (i64, f64) = sqlx::query_as(

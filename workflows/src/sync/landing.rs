@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::traverse::{Batch, Ending, Job, Keeps};
-use super::{Progress, Sync, state};
+use super::{Progress, RECORDS_SYNCED, Sync, state};
 
 /// Landings running at once while the next pages are fetched.
 pub(super) const LANDINGS_IN_FLIGHT: usize = 2;
@@ -176,8 +176,12 @@ impl Sync {
             format!("land pages {first}-{last}")
         };
         let records = Arc::new((batch.records, batch.unreadable));
+        // Set only when the landing runs here, not when a replay returns it stored: the
+        // records-synced counter counts each landing once.
+        let executed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let report = ctx
             .transaction(name, |tx| {
+                executed.store(true, std::sync::atomic::Ordering::Relaxed);
                 let warehouse = self.warehouse.clone();
                 let spec = self.spec.clone();
                 let key = self.key();
@@ -200,6 +204,14 @@ impl Sync {
                 })
             })
             .await?;
+        if executed.load(std::sync::atomic::Ordering::Relaxed) {
+            metrics::counter!(
+                RECORDS_SYNCED,
+                "source" => self.source_name.clone(),
+                "stream" => self.stream.name.clone()
+            )
+            .increment(count);
+        }
         Ok((report, count, pages))
     }
 }

@@ -207,6 +207,10 @@ pub struct Progress {
     pub remaining: Option<u64>,
 }
 
+/// Records landed by this process's sync runs, per source and stream (a Prometheus
+/// counter, exported where a process installs a recorder: `cairn worker --http`).
+pub const RECORDS_SYNCED: &str = "cairn_records_synced_total";
+
 /// One sync's source, stream and warehouse, rebuilt on every execution of a run (it is
 /// configuration, not state: everything a run has done lives in its checkpoints).
 pub(crate) struct Sync {

@@ -1,6 +1,6 @@
 //! cairn's dashboard: server-rendered pages of what the engine and the syncs are doing
 //! (runs and their steps, schedules, rate budgets, dead letters, quarantine, alerts,
-//! syncs), updated live, and Prometheus metrics at `/metrics`.
+//! syncs), redrawn as the database changes, and Prometheus metrics at `/metrics`.
 //!
 //! `cairn ui` serves it alone; `cairn worker --http ADDR` mounts it beside a worker, whose
 //! own step counters then appear in `/metrics` too. Pages only read. The few actions
@@ -24,7 +24,6 @@ use axum::http::{HeaderValue, header};
 use axum::routing::{get, post};
 use cairn_runner::{Client, DeadLetters, Schedules};
 use sqlx::PgPool;
-use tokio::sync::watch;
 
 pub use auth::{Auth, TokenError};
 pub use metrics::Metrics;
@@ -46,20 +45,16 @@ pub(crate) struct App {
     pub(crate) schedules: Schedules,
     pub(crate) auth: Auth,
     pub(crate) metrics: Metrics,
-    /// Turns true when the server stops, so live streams end and shutdown is not held up.
-    pub(crate) stopping: watch::Receiver<bool>,
 }
 
-/// A dashboard ready to serve: its routes and the switch that ends its live streams.
+/// A dashboard ready to serve.
 pub struct Dashboard {
     router: Router,
-    stop: watch::Sender<bool>,
 }
 
 impl Dashboard {
     /// The dashboard of the cairn database behind `pool`.
     pub fn new(pool: PgPool, options: Options) -> Self {
-        let (stop, stopping) = watch::channel(false);
         let app = Arc::new(App {
             client: Client::new(pool.clone()),
             dead_letters: DeadLetters::new(pool.clone()),
@@ -67,11 +62,9 @@ impl Dashboard {
             pool,
             auth: options.auth,
             metrics: options.metrics,
-            stopping,
         });
         Self {
             router: routes(app),
-            stop,
         }
     }
 
@@ -80,22 +73,18 @@ impl Dashboard {
         self.router.clone()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then ends live streams and lets
-    /// requests under way finish.
+    /// Serves on `listener` until `shutdown` resolves, then lets requests under way
+    /// finish.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let stop = self.stop;
         let app = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
+            .with_graceful_shutdown(shutdown)
             .await
     }
 }
@@ -117,7 +106,7 @@ fn routes(app: Arc<App>) -> Router {
         .route("/syncs", get(pages::syncs::list))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
-        .route("/live", get(live::stream))
+        .route("/live", get(live::position))
         .route("/metrics", get(metrics::scrape))
         .route("/assets/{file}", get(assets::serve))
         .fallback(pages::not_found)
@@ -127,7 +116,9 @@ fn routes(app: Arc<App>) -> Router {
 
 /// Headers every answer carries: scripts and styles only from the dashboard itself (an
 /// escaped string could never run anyway; this is the second wall), no framing (a
-/// button cannot be clicked through another site's page), no referrer leaving.
+/// button cannot be clicked through another site's page), no referrer leaving. The
+/// referrer policy is `same-origin`, not `no-referrer`: under the latter a browser sends
+/// `Origin: null` with every form post, and the origin check would refuse them all.
 async fn guard_headers(mut response: axum::response::Response) -> axum::response::Response {
     let headers = response.headers_mut();
     headers.insert(
@@ -144,7 +135,7 @@ async fn guard_headers(mut response: axum::response::Response) -> axum::response
     );
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers
         .entry(header::CACHE_CONTROL)

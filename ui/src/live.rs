@@ -1,55 +1,28 @@
-//! `/live`: server-sent events telling open pages that the database changed, so they
-//! redraw. One cheap look a second (the write-ahead log's position moves with every
-//! commit), and a message only when it moved.
+//! `/live`: where the database's write-ahead log stands, which moves with every commit.
+//! Each open page asks every two seconds (while it is visible) and redraws when the answer
+//! changes.
+//!
+//! Polling rather than a held stream: a browser keeps at most six connections to one host
+//! over HTTP/1.1, and a stream per open tab (or per page still in the back-forward cache)
+//! would use them up and leave the next page waiting. A look costs one indexed-free
+//! function call.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::App;
 
-/// How often the database is looked at for each open page.
-const LOOK_EVERY: Duration = Duration::from_secs(1);
-
-/// The event stream; it ends when the server stops.
-pub(crate) async fn stream(
-    State(app): State<Arc<App>>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let state = (app, None::<String>);
-    let events = futures::stream::unfold(state, |(app, mut seen)| async move {
-        let mut stopping = app.stopping.clone();
-        loop {
-            if *stopping.borrow() {
-                return None;
-            }
-            tokio::select! {
-                _ = stopping.changed() => return None,
-                () = tokio::time::sleep(LOOK_EVERY) => {}
-            }
-            let Some(position) = position(&app).await else {
-                continue;
-            };
-            let moved = seen.as_ref().is_some_and(|before| *before != position);
-            let first = seen.is_none();
-            seen = Some(position.clone());
-            if moved || first {
-                let event = Event::default().data(position);
-                return Some((Ok(event), (app, seen)));
-            }
-        }
-    });
-    Sse::new(events).keep_alive(KeepAlive::default())
-}
-
-/// Where the database's write-ahead log is; `None` when it cannot be read (a standby, a
-/// hiccup), and the page then waits for the next look.
-async fn position(app: &App) -> Option<String> {
-    sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+/// `GET /live`: the log's position as text; 503 when it cannot be read (a standby, a
+/// hiccup), and the page then simply asks again.
+pub(crate) async fn position(State(app): State<Arc<App>>) -> Response {
+    match sqlx::query_scalar::<_, String>("SELECT pg_current_wal_lsn()::text")
         .fetch_one(&app.pool)
         .await
-        .ok()
+    {
+        Ok(position) => position.into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }

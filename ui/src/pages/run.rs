@@ -134,7 +134,7 @@ fn facts(run: &RunDetail, extra: &Extra, now: DateTime<Utc>) -> Markup {
     let summary = &run.summary;
     html! {
         dl.facts {
-            dt { "Status" } dd { (status(summary.status.as_str())) @if run.cancel_requested { " (cancel requested)" } }
+            dt { "Status" } dd { (status(summary.status.as_str())) @if run.cancel_requested && !summary.status.is_terminal() { " (cancel requested)" } }
             dt { "Run id" } dd.mono { (summary.id) }
             dt { "Workflow" } dd { a href={ "/runs?workflow=" (summary.workflow) } { (summary.workflow) } }
             dt { "Queue" } dd { (summary.queue) " · priority " (summary.priority) }

@@ -212,7 +212,9 @@ pub(crate) async fn list(
     Ok(page("Runs", Nav::Runs, &viewer, body))
 }
 
-/// A run id's first block, enough to tell runs apart on a page.
+/// A run id's last eight digits, enough to tell runs apart on a page: ids are UUIDv7,
+/// whose first digits are the time they were made, so runs started together share them.
 pub(crate) fn short(id: RunId) -> String {
-    id.to_string().chars().take(8).collect()
+    let text = id.to_string();
+    text[text.len() - 8..].to_owned()
 }

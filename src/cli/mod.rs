@@ -8,9 +8,11 @@ mod auth;
 mod bench;
 mod demo;
 mod demo_dsr;
+mod dev;
 mod dlq;
 mod dsr;
 mod keys;
+mod local_pg;
 mod pipeline;
 mod print;
 mod purge;
@@ -203,6 +205,13 @@ enum Command {
         /// Print one JSON document.
         #[arg(long)]
         json: bool,
+    },
+    /// A PostgreSQL of your own for local work, from the machine's PostgreSQL programs:
+    /// started (or found running) and its URL printed; `--stop` stops it, keeping its data.
+    Dev {
+        /// Stop the dev server.
+        #[arg(long)]
+        stop: bool,
     },
     /// Serve the dashboard: runs and their steps, syncs, schedules, rate budgets, dead
     /// letters, quarantine and alerts, live; Prometheus metrics at /metrics. Actions
@@ -597,10 +606,8 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
         Command::Keys { command } => keys::run(url, command).await,
         Command::Auth { command } => auth::run(url, command).await,
         Command::Dsr { command } => dsr::run(url, command).await,
-        Command::Demo { which: None } => demo::run(url, registry).await,
-        Command::Demo {
-            which: Some(DemoKind::Dsr),
-        } => demo_dsr::run(url).await,
+        Command::Demo { which } => demo(url, which, registry).await,
+        Command::Dev { stop } => dev::run(stop),
         Command::MockVendor(args) => mock_vendor(args).await,
         Command::Sync(args) => sync::run(url, registry, args).await,
         Command::Bench(args) => bench::run(url, args).await,
@@ -616,6 +623,46 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                 print::alerts(&alerts);
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `cairn demo`: on the server `DATABASE_URL` names, else on a private one started for
+/// the demo and removed after it, also when the demo is interrupted.
+async fn demo(url: Option<&str>, which: Option<DemoKind>, registry: Arc<Registry>) -> Outcome {
+    let run = |url: Option<&str>| {
+        let url = url.map(str::to_owned);
+        async move {
+            match which {
+                None => demo::run(url.as_deref(), registry).await,
+                Some(DemoKind::Dsr) => demo_dsr::run(url.as_deref()).await,
+            }
+        }
+    };
+    if url.is_some() {
+        return run(url).await;
+    }
+    let interrupted = shutdown_signal();
+    let server = local_pg::Private::start("demo").await?;
+    let outcome = tokio::select! {
+        outcome = run(Some(server.url())) => Some(outcome),
+        () = interrupted => None,
+    };
+    let stopped = server.stop().await;
+    match outcome {
+        None => {
+            stopped?;
+            eprintln!("interrupted; the private PostgreSQL was stopped and removed");
+            Ok(ExitCode::from(130))
+        }
+        Some(outcome) => {
+            let code = outcome?;
+            stopped?;
+            outln!(
+                "(The demo's PostgreSQL was private and is gone now: `cairn dev` starts one \
+                 that stays, and prints its DATABASE_URL.)"
+            );
+            Ok(code)
         }
     }
 }

@@ -63,80 +63,13 @@ pub struct TestDb {
     pool: PgPool,
     /// The test's own server, when it runs in a container (dropping it stops it).
     #[cfg(feature = "containers")]
-    container: Option<containers::Server>,
+    container: Option<containers::Container>,
 }
 
+/// A PostgreSQL server in a container, for tests (when `DATABASE_URL` is unset) and for
+/// `cairn demo` on a machine without PostgreSQL's programs.
 #[cfg(feature = "containers")]
-mod containers {
-    use std::time::Duration;
-
-    use sqlx::ConnectOptions;
-    use sqlx::postgres::PgConnectOptions;
-    use testcontainers::core::{IntoContainerPort, WaitFor};
-    use testcontainers::runners::AsyncRunner;
-    use testcontainers::{ContainerAsync, GenericImage, ImageExt};
-
-    /// The image to run, `name:tag`: `CAIRN_TEST_POSTGRES_IMAGE`, else Docker Hub's.
-    fn image() -> (String, String) {
-        let image = std::env::var("CAIRN_TEST_POSTGRES_IMAGE")
-            .unwrap_or_else(|_| "docker.io/library/postgres:17".to_owned());
-        match image.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
-            Some((name, tag)) => (name.to_owned(), tag.to_owned()),
-            None => (image, "latest".to_owned()),
-        }
-    }
-
-    /// A PostgreSQL container, stopped and removed when dropped.
-    pub(crate) struct Server {
-        _container: ContainerAsync<GenericImage>,
-    }
-
-    /// Starts a server and returns it with the URL of its `postgres` database, once it
-    /// answers.
-    pub(crate) async fn start() -> (Server, String) {
-        let (name, tag) = image();
-        // The host port is chosen here rather than read back from the engine: podman
-        // reports its bindings with an empty host IP, which testcontainers cannot read.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .expect("a free local port");
-        let container = GenericImage::new(name.as_str(), tag.as_str())
-            .with_exposed_port(5432.tcp())
-            .with_wait_for(WaitFor::message_on_stderr(
-                "database system is ready to accept connections",
-            ))
-            // The official image needs a password or this; a cairn test server trusts all.
-            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
-            .with_mapped_port(port, 5432.tcp())
-            .start()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "DATABASE_URL is not set and no PostgreSQL container could be started \
-                     from {name}:{tag} ({e}); set DATABASE_URL=postgres://user@host:5432/postgres, \
-                     or start a Docker-compatible engine (DOCKER_HOST) and, without a \
-                     registry, name a local image in CAIRN_TEST_POSTGRES_IMAGE"
-                )
-            });
-        let host = container.get_host().await.expect("the container's host");
-        let url = format!("postgres://postgres@{host}:{port}/postgres");
-        // An image may log readiness during its own setup, before it listens on TCP.
-        let options: PgConnectOptions = url.parse().expect("a container URL");
-        for _ in 0..150 {
-            if options.connect().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        (
-            Server {
-                _container: container,
-            },
-            url,
-        )
-    }
-}
+pub mod containers;
 
 impl TestDb {
     /// Creates a fresh database with the cairn schema migrated.
@@ -190,8 +123,18 @@ impl TestDb {
         let (container, url) = match std::env::var("DATABASE_URL") {
             Ok(url) => (None, url),
             Err(_) => {
-                let (server, url) = containers::start().await;
-                (Some(server), url)
+                let container = containers::Container::start("CAIRN_TEST_POSTGRES_IMAGE")
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "DATABASE_URL is not set and {e}; set \
+                             DATABASE_URL=postgres://user@host:5432/postgres, or start a \
+                             Docker-compatible engine (DOCKER_HOST) and, without a registry, \
+                             name a local image in CAIRN_TEST_POSTGRES_IMAGE"
+                        )
+                    });
+                let url = container.url().to_owned();
+                (Some(container), url)
             }
         };
         #[cfg(not(feature = "containers"))]

@@ -447,7 +447,7 @@ pub(crate) async fn change(
 }
 
 /// Creates the schema (under a lock per schema, as concurrent `CREATE SCHEMA IF NOT
-/// EXISTS` can still collide) and the table with the warehouse's own columns, and
+/// EXISTS` can collide) and the table with the warehouse's own columns, and
 /// registers the table with its primary key. Keys compare as bytes (`COLLATE "C"`):
 /// the index needs no locale and sorts as the checksum does.
 async fn create_table(
@@ -466,12 +466,24 @@ async fn create_table(
         .execute(&mut *conn)
         .await
         .map_err(db("locking the schema"))?;
-    sqlx::query(AssertSqlSafe(format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted_schema}"
-    )))
-    .execute(&mut *conn)
+    // Asked of the catalog table, not left to `IF NOT EXISTS`: that looks in this
+    // session's catalog cache, which may still say "no such schema" from before the
+    // lock was granted (a transaction takes in other sessions' catalog changes only at
+    // some lock requests, not an advisory one), and two first landings then both create
+    // it. A query reads the committed catalog.
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .bind(schema)
+    .fetch_one(&mut *conn)
     .await
-    .map_err(db("creating the schema"))?;
+    .map_err(db("looking for the schema"))?;
+    if !exists {
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {quoted_schema}")))
+            .execute(&mut *conn)
+            .await
+            .map_err(db("creating the schema"))?;
+    }
     sqlx::query(AssertSqlSafe(format!(
         "CREATE TABLE IF NOT EXISTS {table} (
              {pk_column} text COLLATE \"C\" PRIMARY KEY,

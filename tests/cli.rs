@@ -651,3 +651,81 @@ async fn logs_are_json_when_asked_and_never_coloured_into_a_pipe() {
     let bad = run(&url, &["--log-format", "xml", "dsr", "list"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `cairn sync --wait` says how many 429s the vendor answered, and the count is the
+/// vendor's own, for a source with no `[rate_limit]` of its own (whose 429s went
+/// uncounted before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_counts_the_429s_the_vendor_served() {
+    use cairn::sandbox::{RateLimit, Sandbox, SandboxConfig};
+
+    let db = TestDb::new().await;
+    let url = db.url();
+    let sandbox = Sandbox::start(
+        SandboxConfig {
+            records_per_stream: 600,
+            rate_limit: Some(RateLimit::new(20.0, 2)),
+            ..SandboxConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let worker = WorkerProcess::spawn(&url, &[]);
+    let source = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sources/sandbox-stripe.toml"
+    );
+    let synced = run(
+        &url,
+        &["sync", source, "--base-url", sandbox.base_url(), "--wait"],
+    );
+    worker.kill();
+    let served = sandbox.vendor().stats().rate_limited;
+    sandbox.shutdown().await;
+
+    assert_eq!(synced.status.code(), Some(0), "{}", stderr(&synced));
+    let stdout = String::from_utf8_lossy(&synced.stdout);
+    assert!(
+        served > 0,
+        "three streams at once overrun 20 requests a second"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "the vendor answered 429 (too many requests) {served} times"
+        )),
+        "the vendor served {served} 429s:\n{stdout}"
+    );
+}
+
+/// `cairn runs list` filters by workflow and age and stops at the limit; a bad `--since`
+/// is bad input.
+#[tokio::test]
+async fn runs_list_filters_by_workflow_since_and_limit() {
+    let db = TestDb::new().await;
+    let url = db.url();
+    for workflow in ["tour", "tour", "ledger"] {
+        let started = run(&url, &["start", workflow, "--queue", "nobody"]);
+        assert_eq!(started.status.code(), Some(0), "{}", stderr(&started));
+    }
+    let list = |args: &[&str]| {
+        let mut all = vec!["runs", "list", "--json"];
+        all.extend_from_slice(args);
+        let output = run(&url, &all);
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        let runs: Value = serde_json::from_slice(&output.stdout).unwrap();
+        runs.as_array().unwrap().len()
+    };
+    assert_eq!(list(&[]), 3);
+    assert_eq!(list(&["--workflow", "tour"]), 2);
+    assert_eq!(list(&["--workflow", "tour", "--since", "1h"]), 2);
+    assert_eq!(list(&["--since", "2999-01-01T00:00:00Z"]), 0);
+    assert_eq!(
+        list(&["--since", "2000-01-01T00:00:00Z", "--limit", "1"]),
+        1
+    );
+    let bad = run(&url, &["runs", "list", "--since", "yesterday"]);
+    assert_clean_error(&bad, 2, "--since \"yesterday\" is neither a duration");
+    let zero = run(&url, &["runs", "list", "--limit", "0"]);
+    assert_clean_error(&zero, 2, "--limit must be at least 1");
+}

@@ -12,7 +12,7 @@ use cairn_sandbox::{Mutation, RateLimit, Sandbox, SandboxConfig, Stream};
 use cairn_workflows::sync::SyncInput;
 use tokio::sync::oneshot;
 
-use super::sync::{Mode, follow, summarise};
+use super::sync::{Mode, follow, say_throttled, summarise};
 use super::{Failure, Outcome, connect};
 
 /// The Stripe-style profile, built in so the demo runs from any directory.
@@ -175,8 +175,10 @@ async fn phase(client: &Client, base_url: &str, mode: Mode, title: &str) -> Resu
             .await?;
         runs.push((stream.name().to_owned(), started.run_id));
     }
-    let ended: Vec<RunDetail> = follow(client, &runs, std::io::stderr().is_terminal()).await?;
+    let followed = follow(client, &runs, std::io::stderr().is_terminal()).await?;
+    let ended: Vec<RunDetail> = followed.runs;
     summarise(&ended);
+    say_throttled(followed.throttled);
     outln!();
     if ended
         .iter()
@@ -211,8 +213,8 @@ async fn fills(client: &Client) -> Result<(), Failure> {
         return Ok(());
     }
     outln!("3b. column fill: the new column reaches rows the incremental did not re-read");
-    let ended = follow(client, &fills, std::io::stderr().is_terminal()).await?;
-    summarise(&ended);
+    let followed = follow(client, &fills, std::io::stderr().is_terminal()).await?;
+    summarise(&followed.runs);
     outln!();
     Ok(())
 }

@@ -240,6 +240,10 @@ enum RunsCommand {
         /// Only runs of this workflow.
         #[arg(long)]
         workflow: Option<String>,
+        /// Only runs started within this long (`90s`, `15m`, `12h`, `30d`) or since this
+        /// instant (RFC 3339).
+        #[arg(long, value_name = "DURATION|INSTANT")]
+        since: Option<String>,
         /// Only children of this run.
         #[arg(long, value_name = "RUN_ID")]
         parent: Option<String>,
@@ -672,6 +676,7 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
         RunsCommand::List {
             status,
             workflow,
+            since,
             parent,
             idempotency_key,
             limit,
@@ -682,6 +687,10 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
                 .transpose()
                 .map_err(|err| Failure::usage(format!("--status: {err}")))?;
             let parent = parent.as_deref().map(parse_run_id).transpose()?;
+            let created_after = since.as_deref().map(parse_since).transpose()?;
+            if limit < 1 {
+                return Err(Failure::usage("--limit must be at least 1"));
+            }
             let client = Client::new(connect(url, 2).await?);
             let filter = RunFilter {
                 workflow,
@@ -689,6 +698,7 @@ async fn runs(url: Option<&str>, command: RunsCommand) -> Outcome {
                 parent,
                 idempotency_key,
                 limit,
+                created_after,
                 ..RunFilter::default()
             };
             let runs = client.runs(&filter).await?;
@@ -770,6 +780,20 @@ async fn mock_vendor(args: MockVendorArgs) -> Outcome {
     stop.await;
     sandbox.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--since`: a duration back from now, or an RFC 3339 instant.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, Failure> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    let secs = parse_duration(text).map_err(|_| {
+        Failure::usage(format!(
+            "--since {text:?} is neither a duration (90s, 15m, 12h, 30d) nor an RFC 3339 \
+             instant (2026-12-01T09:00:00Z)"
+        ))
+    })?;
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
 }
 
 fn parse_run_id(raw: &str) -> Result<RunId, Failure> {

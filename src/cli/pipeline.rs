@@ -103,7 +103,7 @@ pub(crate) async fn run(
         return Ok(ExitCode::SUCCESS);
     }
     let live = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let ended = super::sync::follow(&client, &runs, live).await?;
+    let ended = super::sync::follow(&client, &runs, live).await?.runs;
     if json {
         print::json(&ended)?;
     } else {

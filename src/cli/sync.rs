@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cairn_connectors::rest::RestConfig;
 use cairn_connectors::warehouse::ident::schema_name_problem;
 use cairn_runner::{Client, Registry, RunDetail, RunId, RunStatus, StartOptions};
+use cairn_workflows::sync::eta::Eta;
 use cairn_workflows::sync::{self, Sources, SyncInput, SyncTarget};
 use clap::ValueEnum;
 use serde_json::Value;
@@ -327,7 +328,10 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let ended = follow(
+    let Followed {
+        runs: ended,
+        throttled,
+    } = follow(
         &client,
         &runs,
         !args.json && std::io::stderr().is_terminal(),
@@ -337,6 +341,7 @@ pub(crate) async fn run(url: Option<&str>, registry: Arc<Registry>, args: SyncAr
         print::json(&ended)?;
     } else {
         summarise(&ended);
+        say_throttled(throttled);
     }
     let all_completed = ended
         .iter()
@@ -365,17 +370,31 @@ pub(crate) fn print_started(runs: &[(String, RunId)]) -> Result<(), Failure> {
     print::json(&doc)
 }
 
-/// Waits for every run to end, drawing one progress line on a terminal.
+/// What following runs saw: the runs as they ended, and the 429s vendors answered
+/// meanwhile (counted on every credential's budget, with or without a rate limit).
+pub(crate) struct Followed {
+    /// The runs, ended.
+    pub(crate) runs: Vec<RunDetail>,
+    /// 429s answered while they ran.
+    pub(crate) throttled: u64,
+}
+
+/// How far back the current rate looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Waits for every run to end, drawing one progress line on a terminal: records, the
+/// current rate, an ETA from the vendor's total where every run has one, and the 429s.
 pub(crate) async fn follow(
     client: &Client,
     runs: &[(String, RunId)],
     live: bool,
-) -> Result<Vec<RunDetail>, Failure> {
+) -> Result<Followed, Failure> {
     let pool = client.pool();
     let throttled_at_start = throttled(pool).await;
     let started = Instant::now();
     let mut warned_idle = false;
     let mut outage = Outage::default();
+    let mut recent: std::collections::VecDeque<(Instant, u64)> = Default::default();
     loop {
         // Only statuses and progress while waiting: a run's steps grow with every page.
         let mut states = Vec::with_capacity(runs.len());
@@ -384,24 +403,47 @@ pub(crate) async fn follow(
         }
         let done = states.iter().filter(|(s, _)| s.is_terminal()).count();
         if live {
-            let (records, pages, total) = states.iter().fold((0, 0, 0), |acc, (_, p)| {
-                let p = p.as_ref();
-                let get = |key: &str| {
-                    p.and_then(|p| p.get(key))
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0)
-                };
-                (
-                    acc.0 + get("records"),
-                    acc.1 + get("pages"),
-                    acc.2 + get("total"),
-                )
-            });
-            let rate = records as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let number =
+                |p: Option<&Value>, key: &str| p.and_then(|p| p.get(key)).and_then(Value::as_u64);
+            let records: u64 = states
+                .iter()
+                .map(|(_, p)| number(p.as_ref(), "records").unwrap_or(0))
+                .sum();
+            let pages: u64 = states
+                .iter()
+                .map(|(_, p)| number(p.as_ref(), "pages").unwrap_or(0))
+                .sum();
+            // A total for all of them, or none: a partial sum would promise too early.
+            let total: Option<u64> = states
+                .iter()
+                .map(|(status, p)| match number(p.as_ref(), "total") {
+                    Some(total) => Some(total),
+                    None if status.is_terminal() => number(p.as_ref(), "records").or(Some(0)),
+                    None => None,
+                })
+                .sum();
+            let now = Instant::now();
+            recent.push_back((now, records));
+            while recent
+                .front()
+                .is_some_and(|(at, _)| now - *at > RATE_WINDOW)
+            {
+                recent.pop_front();
+            }
+            let rate = match recent.front() {
+                Some((at, before)) if now - *at > Duration::from_millis(500) => {
+                    records.saturating_sub(*before) as f64 / (now - *at).as_secs_f64()
+                }
+                _ => records as f64 / started.elapsed().as_secs_f64().max(0.001),
+            };
+            let eta = Eta::estimate(records, rate, total, None).map_or_else(
+                || "no vendor total, no ETA".to_owned(),
+                |eta| eta.describe(),
+            );
             let throttles = throttled(pool).await.saturating_sub(throttled_at_start);
-            let bar = bar(records, total);
+            let bar = bar(records, total.unwrap_or(0));
             eprint!(
-                "\r{bar} {records} records  {pages} pages  {rate:.0} rec/s  {throttles} 429s  {done}/{} runs   ",
+                "\r{bar} {records} records  {pages} pages  {rate:.0} rec/s  {eta}  {throttles} 429s  {done}/{} runs   ",
                 runs.len()
             );
             let _ = std::io::stderr().flush();
@@ -414,7 +456,10 @@ pub(crate) async fn follow(
             for (_, id) in runs {
                 details.push(riding_out(&mut outage, || client.show(*id)).await?);
             }
-            return Ok(details);
+            return Ok(Followed {
+                runs: details,
+                throttled: throttled(pool).await.saturating_sub(throttled_at_start),
+            });
         }
         if !warned_idle
             && started.elapsed() > Duration::from_secs(5)
@@ -428,6 +473,11 @@ pub(crate) async fn follow(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The line saying how often the vendors pushed back.
+pub(crate) fn say_throttled(throttled: u64) {
+    outln!("the vendor answered 429 (too many requests) {throttled} times while these runs ran");
 }
 
 /// How long a follower waits for an unreachable database before it gives up: a server

@@ -28,6 +28,7 @@
 //! - [`ui`]: the dashboard and `/metrics` (`cairn ui`).
 
 pub mod cli;
+pub mod telemetry;
 
 /// The README's examples, compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -159,3 +159,32 @@ async fn cairn_dev_keeps_a_server_until_stopped() {
     assert!(twice.contains("no dev PostgreSQL runs"), "{twice}");
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+/// With neither PostgreSQL's programs nor a container engine, the demo says how to get
+/// one, a line per platform, and exits 2 having started nothing.
+#[test]
+fn without_postgres_or_containers_the_demo_says_how_to_get_one() {
+    let tmp = scratch("none");
+    let output = demo(&tmp)
+        .env("CAIRN_PG_BIN", tmp.join("no-programs-here"))
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", tmp.join("no-engine.sock").display()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for platform in [
+        "Debian, Ubuntu:",
+        "Fedora, RHEL:",
+        "macOS:",
+        "Windows:",
+        "Docker or Podman",
+        "DATABASE_URL=",
+    ] {
+        assert!(stderr.contains(platform), "{platform} in:\n{stderr}");
+    }
+    assert_nothing_left(&tmp);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

@@ -306,7 +306,6 @@ impl Worker {
                     &settings,
                     &active,
                     &next_wake,
-                    &span,
                 );
             }
             drop(permits);
@@ -365,11 +364,17 @@ impl Worker {
         settings: &RunSettings,
         active: &Active,
         next_wake: &Arc<Mutex<Option<Instant>>>,
-        worker_span: &tracing::Span,
     ) {
         let run_id = run.lease.run_id;
-        let span =
-            info_span!(parent: worker_span, "run", run_id = %run_id, workflow = %run.workflow);
+        // Each run is a trace of its own, not a child of the worker's long-lived span:
+        // a trace spanning a worker's uptime would be unreadable.
+        let span = info_span!(
+            parent: None,
+            "run",
+            run_id = %run_id,
+            workflow = %run.workflow,
+            worker = %self.id,
+        );
         let store = self.store.clone();
         let registry = Arc::clone(&self.registry);
         let ctx = Context::new(

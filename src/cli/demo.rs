@@ -147,10 +147,15 @@ async fn scenario(
         );
     }
     outln!();
-    outln!(
-        "Look around:  psql \"$DATABASE_URL\" -c 'SELECT id, email, loyalty_tier, _deleted_at FROM {SCHEMA}.contacts LIMIT 5'"
-    );
-    outln!("              cairn runs list    cairn runs show <run-id>    cairn alerts");
+    // On a private server (no DATABASE_URL) there is nothing left to look around in.
+    if std::env::var_os("DATABASE_URL").is_some() {
+        outln!(
+            "Look around:  psql \"$DATABASE_URL\" -c 'SELECT id, email, loyalty_tier, _deleted_at FROM {SCHEMA}.contacts LIMIT 5'"
+        );
+        outln!(
+            "              cairn ui    cairn runs list    cairn runs show <run-id>    cairn alerts"
+        );
+    }
     Ok(if all_equal {
         ExitCode::SUCCESS
     } else {

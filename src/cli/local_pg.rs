@@ -378,21 +378,23 @@ impl Private {
             Self::Local(mut server) => tokio::task::spawn_blocking(move || server.stop())
                 .await
                 .map_err(|err| Failure::failed(format!("stopping PostgreSQL failed: {err}")))?,
-            Self::Container(container) => {
-                drop(container);
-                Ok(())
-            }
+            Self::Container(container) => container.remove().await.map_err(Failure::failed),
         }
     }
 }
 
-/// Whether a Docker-compatible engine might answer: `DOCKER_HOST`, or a socket where
-/// Docker or rootful podman keep theirs.
+/// Whether a Docker-compatible engine might answer: `DOCKER_HOST` (a TCP address, or a
+/// socket that exists), else a socket where Docker or rootful podman keep theirs.
 fn container_engine() -> bool {
-    std::env::var_os("DOCKER_HOST").is_some()
-        || ["/var/run/docker.sock", "/run/podman/podman.sock"]
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) => match host.strip_prefix("unix://") {
+            Some(socket) => Path::new(socket).exists(),
+            None => !host.trim().is_empty(),
+        },
+        Err(_) => ["/var/run/docker.sock", "/run/podman/podman.sock"]
             .iter()
-            .any(|socket| Path::new(socket).exists())
+            .any(|socket| Path::new(socket).exists()),
+    }
 }
 
 #[cfg(test)]

@@ -398,7 +398,13 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
-    init_tracing(&cli.command, cli.log_format);
+    let telemetry = match init_tracing(&cli.command, cli.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -406,16 +412,30 @@ pub fn main_as(mut registry: Registry, name: &'static str, version: &'static str
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli, Arc::new(registry))) {
+    let code = match runtime.block_on(dispatch(cli, Arc::new(registry))) {
         Ok(code) => code,
         Err(failure) => {
             eprintln!("error: {}", cairn_runner::redact::redact(&failure.message));
             ExitCode::from(failure.code)
         }
+    };
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
     }
+    code
 }
 
-fn init_tracing(command: &Command, format: LogFormat) {
+/// Logs to standard error, and traces to an OTLP collector when the standard variables
+/// name one (see [`crate::telemetry`]). The returned exporter must be shut down at the end
+/// so its last spans are sent.
+fn init_tracing(
+    command: &Command,
+    format: LogFormat,
+) -> Result<Option<crate::telemetry::Telemetry>, String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let default = match command {
         Command::Worker { .. } | Command::MockVendor(_) | Command::Ui { .. } => "info,sqlx=warn",
         Command::Demo { .. } => "error",
@@ -423,18 +443,23 @@ fn init_tracing(command: &Command, format: LogFormat) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(output::MaskedStderr);
-    match format {
-        LogFormat::Json => logs.json().init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(output::MaskedStderr);
+    let logs = match format {
+        LogFormat::Json => logs.json().with_filter(filter).boxed(),
         LogFormat::Pretty => {
             // Escape codes belong on a terminal, not in a log file or a pipe.
             let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-            logs.with_ansi(colour).init();
+            logs.with_ansi(colour).with_filter(filter).boxed()
         }
-    }
+    };
+    let telemetry = crate::telemetry::Telemetry::from_env()?;
+    let traces = telemetry.as_ref().map(|t| t.layer());
+    tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .init();
+    Ok(telemetry)
 }
 
 async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {

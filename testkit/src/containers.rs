@@ -14,7 +14,7 @@ pub const DEFAULT_IMAGE: &str = "docker.io/library/postgres:17";
 
 /// A running server, stopped and removed when dropped.
 pub struct Container {
-    _container: ContainerAsync<GenericImage>,
+    container: ContainerAsync<GenericImage>,
     url: String,
 }
 
@@ -65,14 +65,19 @@ impl Container {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(Self {
-            _container: container,
-            url,
-        })
+        Ok(Self { container, url })
     }
 
     /// The URL of its `postgres` database.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Stops and removes it, waiting until the engine has (dropping it only starts that).
+    pub async fn remove(self) -> Result<(), String> {
+        self.container
+            .rm()
+            .await
+            .map_err(|e| format!("the PostgreSQL container could not be removed: {e}"))
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::auth::Authenticator;
 use crate::budget::{Grant, RateBudget, Since};
@@ -400,7 +400,17 @@ impl HttpClient {
             let alone = self
                 .take_token(method, &self.redact(target.as_str()))
                 .await?;
-            let sent = self.send(&target, call).await;
+            // One span per exchange (a retried 429 is another), the step's child when
+            // traced: what OpenTelemetry shows of the vendor.
+            let span = tracing::info_span!(
+                "vendor request",
+                vendor = %inner.origin,
+                method,
+                url = tracing::field::Empty,
+                status = tracing::field::Empty,
+                retry_after_s = tracing::field::Empty,
+            );
+            let sent = self.send(&target, call).instrument(span.clone()).await;
             if self.inner.budget.is_some() {
                 self.inner.answered.fetch_add(1, Ordering::Relaxed);
             }
@@ -418,6 +428,8 @@ impl HttpClient {
                 own_origin,
             } = sent?;
             let status = response.status().as_u16();
+            span.record("status", status);
+            span.record("url", shown.as_str());
             let headers = response.headers().clone();
             let telemetry = Telemetry::parse(&headers, Utc::now());
             if let Some(quota) = telemetry.quota
@@ -471,6 +483,7 @@ impl HttpClient {
                 let (until, asked) = self.on_throttle(&telemetry).await;
                 throttles += 1;
                 let wait = (until - Utc::now()).to_std().unwrap_or_default();
+                span.record("retry_after_s", wait.as_secs_f64());
                 if throttles <= inner.max_throttle_retries
                     && inner.budget.is_some()
                     && wait <= self.max_wait()

@@ -57,15 +57,17 @@ impl Context {
             seq,
             stored,
         } = self.next_slot();
-        let span = info_span!("step", step = %name, position);
         let mut progress = match self.replay(position, stored, &name, StepKind::Step).await {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
+        // Only steps that execute get a span: a replay does no work worth tracing.
+        let span = self.step_span(&name, position, StepKind::Step);
         let _active = self.run.waits.active();
         loop {
             self.boundary().await;
             progress.attempts += 1;
+            span.record("attempt", progress.attempts);
             observe::step_started(self.workflow(), StepKind::Step);
             let started = Instant::now();
             let result = within(timeout, unpanicked(f()))
@@ -114,6 +116,7 @@ impl Context {
                 Err(err) => err,
             };
             let kind = StepKind::Step;
+            span.record("category", err.category().unwrap_or("uncategorised"));
             let failed = self
                 .after_failure(
                     (position, seq),
@@ -148,7 +151,6 @@ impl Context {
             seq,
             stored,
         } = self.next_slot();
-        let span = info_span!("step", step = %name, position, transactional = true);
         let mut progress = match self
             .replay(position, stored, &name, StepKind::Transaction)
             .await
@@ -156,10 +158,12 @@ impl Context {
             Replay::Settled(result) => return result,
             Replay::Resume(progress) => progress,
         };
+        let span = self.step_span(&name, position, StepKind::Transaction);
         let _active = self.run.waits.active();
         loop {
             self.boundary().await;
             progress.attempts += 1;
+            span.record("attempt", progress.attempts);
             observe::step_started(self.workflow(), StepKind::Transaction);
             let started = Instant::now();
             let outcome = self
@@ -182,6 +186,7 @@ impl Context {
                 }
                 TxOutcome::Failed(err) => {
                     let kind = StepKind::Transaction;
+                    span.record("category", err.category().unwrap_or("uncategorised"));
                     if let Some(err) = self
                         .after_failure(
                             (position, seq),
@@ -291,6 +296,22 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// The span of an executing step: what OpenTelemetry exports of it (the run's span is
+    /// its parent; its vendor requests are its children). `attempt` is the latest
+    /// attempt's number, `category` the latest failure's.
+    fn step_span(&self, name: &str, position: i32, kind: StepKind) -> tracing::Span {
+        info_span!(
+            "step",
+            step = %name,
+            position,
+            kind = kind.as_str(),
+            workflow = %self.workflow(),
+            run_id = %self.run_id(),
+            attempt = tracing::field::Empty,
+            category = tracing::field::Empty,
+        )
     }
 
     /// Decides what a failed attempt leads to. Returns the final error, or `None` when

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use cairn::sandbox::{Hostile, Mutation, SandboxConfig, Stream};
+use cairn::sandbox::{Mutation, SandboxConfig, Stream};
 use cairn::ui::{Auth, Dashboard, Metrics, Options};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
@@ -15,7 +15,7 @@ use cairn_testkit::{TestDb, run_to_end};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use support::builtin_worker;
-use support::vendor::{STRIPE, input, start};
+use support::vendor::{STRIPE, input, refusing, start};
 
 const TOKEN: &str = "dashboard-test-token-0123";
 const FIELD: &str = "<script>window.pwnedByField=1</script>";
@@ -111,15 +111,7 @@ async fn vendor_markup_is_text_and_actions_need_the_token_from_this_site() {
     assert!(incremental.summary.status.is_terminal());
 
     // A vendor that answers every request 400 with markup in the body.
-    let hostile = start(SandboxConfig {
-        records_per_stream: 10,
-        hostile: Hostile {
-            error_body: Some(ERROR_BODY.to_owned()),
-            ..Hostile::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
+    let hostile = refusing(ERROR_BODY).await;
     let failed = run_to_end(
         &client,
         sync::BACKFILL,

@@ -6,13 +6,13 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use cairn::sandbox::{Hostile, SandboxConfig, Stream, Throttle};
+use cairn::sandbox::Stream;
 use cairn::ui::{Auth, Dashboard, Metrics, Options};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus, StartOptions};
 use cairn_testkit::{TestDb, run_to_end};
 use support::builtin_worker;
-use support::vendor::{STRIPE, input, start};
+use support::vendor::{STRIPE, input, rate_limited, refusing, throttling};
 
 /// One sample: its labels and value.
 type Sample = (BTreeMap<String, String>, f64);
@@ -108,26 +108,8 @@ async fn the_scrape_parses_and_holds_every_series_with_true_values() {
     let worker = builtin_worker(db.pool().clone(), 4);
 
     // A rate-limited credential whose vendor answers its first two requests 429.
-    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let vendor = start(SandboxConfig {
-        records_per_stream: 250,
-        hostile: Hostile {
-            throttle: Some(Throttle {
-                count: 2,
-                retry_after: Some("1".to_owned()),
-                refused: refused.clone(),
-                ..Throttle::default()
-            }),
-            ..Hostile::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
-    let profile = STRIPE.replacen(
-        "[auth]",
-        "[rate_limit]\nrequests_per_second = 50\nkey = \"metrics-credential\"\n\n[auth]",
-        1,
-    );
+    let (vendor, refused) = throttling(250, 2).await;
+    let profile = rate_limited(STRIPE, 50, "key = \"metrics-credential\"");
     let backfill = run_to_end(
         &client,
         sync::BACKFILL,
@@ -140,14 +122,7 @@ async fn the_scrape_parses_and_holds_every_series_with_true_values() {
     assert_eq!(served_429, 2);
 
     // A run that fails, and one queued where no worker looks.
-    let failing = start(SandboxConfig {
-        hostile: Hostile {
-            error_body: Some("no".to_owned()),
-            ..Hostile::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
+    let failing = refusing("no").await;
     let failed = run_to_end(
         &client,
         sync::BACKFILL,

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use cairn::sandbox::{Hostile, SandboxConfig, Stream, Throttle};
+use cairn::sandbox::Stream;
 use cairn::telemetry::{Encoding, Telemetry};
 use cairn::workflows::sync;
 use cairn::{Client, RunStatus};
 use cairn_testkit::{TestDb, run_to_end};
 use serde_json::Value;
 use support::builtin_worker;
-use support::vendor::{STRIPE, input, start};
+use support::vendor::{STRIPE, input, rate_limited, refusing, throttling};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -96,24 +96,8 @@ async fn runs_steps_and_vendor_requests_arrive_as_one_tree() {
     let worker = builtin_worker(db.pool().clone(), 4);
     // A rate-limited source whose vendor answers its first request 429: the client
     // waits out the `Retry-After` inside the step and asks again.
-    let throttled = start(SandboxConfig {
-        records_per_stream: 150,
-        hostile: Hostile {
-            throttle: Some(Throttle {
-                count: 1,
-                retry_after: Some("1".to_owned()),
-                ..Throttle::default()
-            }),
-            ..Hostile::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
-    let profile = STRIPE.replacen(
-        "[auth]",
-        "[rate_limit]\nrequests_per_second = 20\n\n[auth]",
-        1,
-    );
+    let (throttled, _) = throttling(150, 1).await;
+    let profile = rate_limited(STRIPE, 20, "");
     let synced = run_to_end(
         &client,
         sync::BACKFILL,
@@ -121,14 +105,7 @@ async fn runs_steps_and_vendor_requests_arrive_as_one_tree() {
     )
     .await;
     assert_eq!(synced.summary.status, RunStatus::Completed);
-    let refusing = start(SandboxConfig {
-        hostile: Hostile {
-            error_body: Some("no".to_owned()),
-            ..Hostile::default()
-        },
-        ..SandboxConfig::default()
-    })
-    .await;
+    let refusing = refusing("no").await;
     let failed = run_to_end(
         &client,
         sync::BACKFILL,

@@ -85,3 +85,50 @@ pub fn assert_holds(held: &Value, source: &Value, what: &str) {
         }
     }
 }
+
+/// A vendor that answers every API request 400 with `body` (markup, say).
+pub async fn refusing(body: &str) -> SandboxHandle {
+    start(SandboxConfig {
+        records_per_stream: 10,
+        hostile: cairn::sandbox::Hostile {
+            error_body: Some(body.to_owned()),
+            ..cairn::sandbox::Hostile::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await
+}
+
+/// A vendor of `records` per stream whose first `count` API requests are answered 429
+/// with `Retry-After: 1`, and the count of requests that knob saw (the first `count` of
+/// them refused).
+pub async fn throttling(
+    records: usize,
+    count: u32,
+) -> (SandboxHandle, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let sandbox = start(SandboxConfig {
+        records_per_stream: records,
+        hostile: cairn::sandbox::Hostile {
+            throttle: Some(cairn::sandbox::Throttle {
+                count,
+                retry_after: Some("1".to_owned()),
+                refused: seen.clone(),
+                ..cairn::sandbox::Throttle::default()
+            }),
+            ..cairn::sandbox::Hostile::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await;
+    (sandbox, seen)
+}
+
+/// `profile` with a `[rate_limit]` of `per_second` requests (and `extra` lines in it).
+pub fn rate_limited(profile: &str, per_second: u32, extra: &str) -> String {
+    profile.replacen(
+        "[auth]",
+        &format!("[rate_limit]\nrequests_per_second = {per_second}\n{extra}\n[auth]"),
+        1,
+    )
+}

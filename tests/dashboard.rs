@@ -15,7 +15,7 @@ use cairn_testkit::{TestDb, run_to_end};
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use support::builtin_worker;
-use support::vendor::{STRIPE, input, refusing, start};
+use support::vendor::{STRIPE, input, landed, refusing, start};
 
 const TOKEN: &str = "dashboard-test-token-0123";
 const FIELD: &str = "<script>window.pwnedByField=1</script>";
@@ -108,7 +108,12 @@ async fn vendor_markup_is_text_and_actions_need_the_token_from_this_site() {
         &input(STRIPE, &vendor, Stream::Contacts),
     )
     .await;
-    assert!(incremental.summary.status.is_terminal());
+    assert_eq!(incremental.summary.status, RunStatus::Completed);
+    // The field named with markup landed like any other: the warehouse equals the vendor.
+    assert_eq!(
+        landed(&db, "sandbox-stripe", "sandbox_stripe", Stream::Contacts).await,
+        vendor.vendor().checksum(Stream::Contacts)
+    );
 
     // A vendor that answers every request 400 with markup in the body.
     let hostile = refusing(ERROR_BODY).await;

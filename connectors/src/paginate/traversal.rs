@@ -106,6 +106,31 @@ impl Traversal {
         self.cursor.as_ref()
     }
 
+    /// The cursor [`advance`](Self::advance) would move to after `page`, when it
+    /// would take the page in and move on to a position not visited yet: what a reader
+    /// may request ahead while it is still storing `page`, without ever asking a vendor
+    /// for a page its pagination would refuse.
+    pub fn next_after<'p>(&self, page: &'p impl Paged) -> Option<&'p PageCursor> {
+        let current = self.cursor.as_ref()?;
+        let next = page.next()?;
+        check_page(&current.position, page.fetched(), Some(&next.position)).ok()?;
+        if self.total_moved(current, page).is_some()
+            || self.visited.contains(&fingerprint(&next.position))
+        {
+            return None;
+        }
+        Some(next)
+    }
+
+    /// The vendor's total before and on `page`, when it moved during offset paging.
+    fn total_moved(&self, current: &PageCursor, page: &impl Paged) -> Option<(u64, u64)> {
+        let after = page.total()?;
+        let before = self.total?;
+        let offsets = matches!(current.position, Position::Offset(_))
+            || matches!(page.next().map(|c| &c.position), Some(Position::Offset(_)));
+        (before != after && offsets).then_some((before, after))
+    }
+
     /// Takes in the page fetched at [`cursor`](Self::cursor) and moves to the
     /// next one, or fails if the vendor's pagination cannot be trusted.
     pub fn advance(&mut self, page: &impl Paged) -> Result<(), PaginationError> {
@@ -122,15 +147,10 @@ impl Traversal {
                 other => other,
             },
         )?;
+        if let Some((before, after)) = self.total_moved(current, page) {
+            return Err(PaginationError::TotalChanged { before, after });
+        }
         if let Some(after) = page.total() {
-            let offsets = matches!(current.position, Position::Offset(_))
-                || matches!(next.map(|c| &c.position), Some(Position::Offset(_)));
-            if let Some(before) = self.total
-                && before != after
-                && offsets
-            {
-                return Err(PaginationError::TotalChanged { before, after });
-            }
             self.total = Some(after);
         }
         self.pages += 1;
@@ -331,5 +351,44 @@ mod tests {
             resumed.advance(&page(2, token("a"), None)),
             Err(PaginationError::RepeatedCursor { .. })
         ));
+    }
+    #[test]
+    fn only_a_page_it_would_move_on_to_is_named_ahead() {
+        let mut traversal = Traversal::new(PageCursor::start());
+        let first = page(2, token("a"), Some(6));
+        assert_eq!(
+            traversal.next_after(&first).map(|c| &c.position),
+            token("a").as_ref()
+        );
+        traversal.advance(&first).expect("page 1");
+        // The one before, this one, an empty page naming another, and the last page.
+        assert_eq!(traversal.next_after(&page(2, token("a"), None)), None);
+        assert_eq!(
+            traversal.next_after(&page(2, Some(Position::Start), None)),
+            None,
+            "the start was visited"
+        );
+        assert_eq!(traversal.next_after(&page(0, token("b"), None)), None);
+        assert_eq!(traversal.next_after(&page(2, None, None)), None);
+        assert!(
+            traversal
+                .next_after(&page(2, token("b"), Some(6)))
+                .is_some()
+        );
+
+        let mut offsets = Traversal::new(PageCursor::start());
+        offsets
+            .advance(&page(2, Some(Position::Offset(2)), Some(5)))
+            .expect("page 1");
+        assert_eq!(
+            offsets.next_after(&page(2, Some(Position::Offset(4)), Some(4))),
+            None,
+            "a total that moved under offsets"
+        );
+        assert!(
+            offsets
+                .next_after(&page(2, Some(Position::Offset(4)), Some(5)))
+                .is_some()
+        );
     }
 }

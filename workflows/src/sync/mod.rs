@@ -25,6 +25,7 @@ mod fill;
 mod incremental;
 mod landing;
 pub mod pipeline;
+mod read_ahead;
 mod reconcile;
 mod schedule;
 mod sources;
@@ -225,6 +226,8 @@ pub(crate) struct Sync {
     pub(crate) pace: Option<std::time::Duration>,
     /// When this run last sent a request.
     pub(crate) last_request: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The page requested ahead of its fetch step.
+    pub(crate) ahead: read_ahead::ReadAhead,
 }
 
 impl Sync {
@@ -262,6 +265,7 @@ impl Sync {
             warehouse,
             pace: None,
             last_request: std::sync::Mutex::new(None),
+            ahead: read_ahead::ReadAhead::default(),
         })
     }
 

@@ -124,7 +124,7 @@ impl Sync {
         };
         let (pages_before, records_before) = (traversal.pages(), traversal.fetched());
         let mut batch = Batch::starting(&first, pages_before, records_before);
-        let mut page = self.fetch(ctx, pages_before, &first).await?;
+        let mut page = self.fetch(ctx, &traversal).await?;
         // The distinct ids read, counted once the vendor reports a total to hold them to.
         let mut seen = SeenIds::default();
         let key: JsonPath = self.stream.primary_key.parse().unwrap_or_default();
@@ -201,8 +201,8 @@ impl Sync {
                     return Ok(read);
                 }
             }
-            match traversal.cursor().cloned() {
-                Some(cursor) => page = self.fetch(ctx, number + 1, &cursor).await?,
+            match traversal.cursor() {
+                Some(_) => page = self.fetch(ctx, &traversal).await?,
                 None => {
                     read.repeated = seen.repeated();
                     read.total = traversal.total();
@@ -212,25 +212,51 @@ impl Sync {
         }
     }
 
-    /// Fetches one page as a checkpointed step: a fetched page is never fetched again.
+    /// Fetches the page at the traversal's cursor as a checkpointed step: a fetched
+    /// page is never fetched again.
     ///
     /// The request and the parsing of its body run on a task of their own: the run's
     /// task also prepares landings, and a page waiting behind that work would hold up
-    /// the whole chain of fetches. A failure an operator must hear about (credentials
-    /// refused, a vendor that blocks the source past the wait cap) raises an alert.
-    async fn fetch(&self, ctx: &Context, number: u64, cursor: &PageCursor) -> Result<Page, Error> {
+    /// the whole chain of fetches. Once the page is read, the next one is requested
+    /// while this one is checkpointed (see [`read_ahead`](super::read_ahead)), unless
+    /// the run is paced. A failure an operator must hear about (credentials refused, a
+    /// vendor that blocks the source past the wait cap) raises an alert.
+    async fn fetch(&self, ctx: &Context, traversal: &Traversal) -> Result<Page, Error> {
+        let number = traversal.pages();
+        let cursor = traversal
+            .cursor()
+            .cloned()
+            .ok_or_else(|| Error::permanent("a finished traversal has no page to fetch"))?;
+        let span = tracing::Span::current();
         ctx.step(format!("fetch page {number}"), || {
             let source = Arc::clone(&self.source);
             let stream = self.stream.name.clone();
             let cursor = cursor.clone();
+            let span = span.clone();
             async move {
-                self.paced().await;
-                let fetched = Detached::spawn("page fetch", async move {
-                    Ok(source.fetch_page(&stream, &cursor).await)
-                })
-                .await?;
+                let fetched = match self.ahead.take(&cursor) {
+                    Some(pending) => pending.await?,
+                    None => {
+                        self.paced().await;
+                        let at = cursor.clone();
+                        Detached::spawn("page fetch", async move {
+                            Ok(source.fetch_page(&stream, &at).await)
+                        })
+                        .await?
+                    }
+                };
                 match fetched {
-                    Ok(page) => Ok(page),
+                    Ok(page) => {
+                        if self.pace.is_none()
+                            && let Some(next) = traversal.next_after(&page)
+                        {
+                            let span =
+                                tracing::info_span!(parent: &span, "read ahead", page = number + 1);
+                            self.ahead
+                                .start(&self.source, &self.stream.name, next, span);
+                        }
+                        Ok(page)
+                    }
                     Err(err) => {
                         super::vendor_alerts::raise(ctx, &self.key(), &err).await;
                         Err(err.into())

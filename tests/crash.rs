@@ -1,5 +1,6 @@
 //! A `cairn worker` process SIGKILLed mid-workflow: another worker process takes the run
-//! over once the lease expires and continues after its last completed step.
+//! over once the lease expires and continues after its last completed step; a worker
+//! restarted under its lasting identity takes it back at once.
 
 mod support;
 
@@ -113,4 +114,82 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
         repeated <= 1,
         "only the step in flight at the kill may run twice"
     );
+}
+
+/// Completed steps of `run`.
+async fn completed_steps(db: &TestDb, run: cairn::RunId) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM cairn.steps WHERE run_id = $1 AND status = 'completed'",
+    )
+    .bind(run)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_restarted_under_its_identity_takes_its_run_back_before_the_lease_ends() {
+    const LEASE: &str = "120";
+    let db = TestDb::new().await;
+    let client = Client::new(db.pool().clone());
+    let input = json!({ "steps": 30, "step_ms": 40, "transactional_every": 3 });
+    let run = client
+        .start("ledger", &input, &StartOptions::default())
+        .await
+        .unwrap();
+    let first = WorkerProcess::spawn(&db.url(), &["--id", "ledger-1", "--lease", LEASE]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while completed_steps(&db, run.run_id).await < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // While it lives, no second worker may take its name: it waits a lease's length
+    // (here 1 s) for the name, then says why it gives up.
+    let twin = support::run(&db.url(), &["worker", "--id", "ledger-1", "--lease", "1"]);
+    assert_eq!(twin.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&twin.stderr);
+    assert!(
+        said.contains("\"ledger-1\" is held by another live worker"),
+        "{said}"
+    );
+    let bad = support::run(&db.url(), &["worker", "--id", "a\nb"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a name with a newline is a usage error"
+    );
+
+    first.kill();
+    let before = client.show(run.run_id).await.unwrap();
+    assert_eq!(before.summary.status, RunStatus::Running, "killed mid-run");
+    // Restarted under its name, the worker takes the run back although its lease has
+    // two minutes to go; nobody else could have taken it before then.
+    let restarted = WorkerProcess::spawn(&db.url(), &["--id", "ledger-1", "--lease", LEASE]);
+    let done = client
+        .wait(run.run_id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(
+        done.summary.status,
+        RunStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    assert_eq!(done.summary.claims, 2, "claimed, then taken back once");
+    // Steps checkpointed before the kill ran once: transactional ones took effect once.
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT step FROM public.cairn_ledger
+                                WHERE run_id = $1 AND kind = 'transaction'
+                                GROUP BY step HAVING count(*) > 1) t",
+    )
+    .bind(run.run_id.as_uuid())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(twice, 0);
+    assert_eq!(restarted.terminate(), Some(0));
 }

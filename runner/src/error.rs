@@ -353,6 +353,9 @@ pub enum EngineError {
     /// A sealed value could not be opened (no key, another key, or altered).
     #[error("{0}")]
     Sealed(#[from] crate::seal::OpenError),
+    /// A worker's identity is not a usable name, or another live worker holds it.
+    #[error("{0}")]
+    Identity(String),
 }
 
 impl EngineError {

@@ -82,6 +82,7 @@ mod events;
 mod fencing_tests;
 mod group_commit;
 pub mod handle;
+pub mod identity;
 mod ids;
 mod keys;
 mod lookup;

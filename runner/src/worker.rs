@@ -64,6 +64,11 @@ pub struct WorkerConfig {
     /// How long the finished runs of the workflows this worker serves keep their step
     /// outputs, purged by the worker as their windows pass; `None` purges nothing.
     pub retention: Option<Retention>,
+    /// A name this worker keeps across restarts (a pod's, a unit's), recorded as the
+    /// owner of the runs it leases. A worker restarted under the same name takes those
+    /// runs back at once rather than after their leases; no two live workers can hold
+    /// one name (see [`crate::identity`]). `None`: a name of its own per process.
+    pub identity: Option<String>,
 }
 
 /// The windows a worker purges finished runs' step outputs by (see
@@ -109,6 +114,7 @@ impl Default for WorkerConfig {
             crash: CrashPlan::none(),
             key_limits: KeyLimits::default(),
             retention: Some(Retention::default()),
+            identity: None,
         }
     }
 }
@@ -147,11 +153,13 @@ impl Worker {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "host".to_owned());
-        let id = format!(
-            "{host}:{}:{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
+        let id = config.identity.clone().unwrap_or_else(|| {
+            format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            )
+        });
         Self {
             store: Store::new(pool),
             registry,
@@ -184,6 +192,11 @@ impl Worker {
             .keys()
             .map_err(crate::seal::OpenError::from)?;
         let config = self.config.clone();
+        // Held until the worker returns: the session's end frees the name.
+        let identity = match &config.identity {
+            Some(name) => Some(crate::identity::hold(self.store.pool(), name, config.lease).await?),
+            None => None,
+        };
         let concurrency = config.concurrency.max(1);
         let workflows = self.registry.names();
         let span = info_span!("worker", worker = %self.id, queue = %config.queue);
@@ -252,6 +265,10 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut runs = JoinSet::new();
         let mut claim_failures = 0u32;
+        // A restarted worker's runs are its own again at once: its first claim takes
+        // them whatever their leases say (the identity's lock proved its predecessor
+        // gone).
+        let mut take_back = identity.is_some();
         tokio::pin!(shutdown);
 
         'claiming: loop {
@@ -274,11 +291,13 @@ impl Worker {
                     lease: config.lease,
                     clock_ahead_ms: config.clock.ahead_ms(),
                     keys: &keys.room(&config.key_limits),
+                    own_leases: take_back,
                 })
                 .await
             {
                 Ok(claimed) => {
                     claim_failures = 0;
+                    take_back = false;
                     claimed
                 }
                 Err(err) => {

@@ -115,6 +115,11 @@ enum Command {
         /// this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// A name this worker keeps across restarts (a pod's or a unit's): restarted
+        /// under it, the worker takes the runs it held back at once instead of after
+        /// their leases. A second live worker under the same name is refused.
+        #[arg(long, value_name = "NAME")]
+        id: Option<String>,
     },
     /// Start a run of a workflow.
     Start {
@@ -482,9 +487,14 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             retain_dead_letters,
             retain_set_aside,
             http,
+            id,
         } => {
             if concurrency == 0 {
                 return Err(Failure::usage("--concurrency must be at least 1"));
+            }
+            if let Some(id) = &id {
+                cairn_runner::identity::check(id)
+                    .map_err(|err| Failure::usage(format!("--id: {err}")))?;
             }
             let retain = window("--retain", &retain)?;
             let dead_letters = window("--retain-dead-letters", &retain_dead_letters)?;
@@ -508,6 +518,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
                     set_aside,
                     ..cairn_runner::Retention::default()
                 }),
+                identity: id,
                 ..WorkerConfig::default()
             };
             let Some(bind) = http else {

@@ -29,6 +29,7 @@ impl Store {
             lease,
             clock_ahead_ms: 0,
             keys: &KeyRoom::default(),
+            own_leases: false,
         })
         .await
     }
@@ -55,6 +56,7 @@ impl Store {
             lease,
             clock_ahead_ms,
             keys,
+            own_leases,
         }: &Claim<'_>,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
         let rows: Vec<ClaimRow> = sqlx::query_as(
@@ -66,7 +68,8 @@ impl Store {
                    ORDER BY priority DESC, wake_at LIMIT $3 * $11)
                  UNION ALL
                  (SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
-                   WHERE queue = $1 AND status = 'running' AND lease_expires_at <= now()
+                   WHERE queue = $1 AND status = 'running'
+                     AND (lease_expires_at <= now() OR ($12 AND lease_owner = $4))
                      AND workflow = ANY($2)
                      AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
                    LIMIT $3)
@@ -86,7 +89,8 @@ impl Store {
                  SELECT r.id FROM cairn.runs r JOIN picked USING (id)
                   WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying')
                          AND r.wake_at <= now() + make_interval(secs => $6))
-                     OR (r.status = 'running' AND r.lease_expires_at <= now())
+                     OR (r.status = 'running'
+                         AND (r.lease_expires_at <= now() OR ($12 AND r.lease_owner = $4)))
                   FOR UPDATE OF r SKIP LOCKED
              )
              UPDATE cairn.runs r
@@ -109,6 +113,7 @@ impl Store {
         .bind(keys.default_free)
         // Runs of a key at its limit are left out as they are picked: look further.
         .bind(if keys.is_unlimited() { 1i64 } else { 4 })
+        .bind(own_leases)
         .fetch_all(&self.pool)
         .await?;
 
@@ -246,6 +251,10 @@ pub(crate) struct Claim<'a> {
     /// How far the worker's clock is ahead of the database's.
     pub(crate) clock_ahead_ms: i64,
     pub(crate) keys: &'a KeyRoom,
+    /// Also the runs leased to `owner` whatever their lease: the first claim of a
+    /// worker that holds a lasting identity, taking back what it held before it
+    /// restarted (see [`crate::identity`]).
+    pub(crate) own_leases: bool,
 }
 
 /// How many more runs of each concurrency key a worker may take: keys with no room,

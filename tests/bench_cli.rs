@@ -80,6 +80,22 @@ fn steps_reports_overhead_against_bare_commits() {
 }
 
 #[test]
+fn steps_beside_a_preloaded_history_compare_with_an_empty_database() {
+    let doc = bench(&["steps", "--steps", "30", "--preload", "2000"]);
+    assert_eq!(doc["conditions"]["preloaded_steps"], 2000);
+    assert_eq!(doc["conditions"]["preloaded_runs"], 200);
+    for figure_name in [
+        "empty_step_overhead_p50",
+        "preloaded_step_overhead_p50",
+        "empty_claim_p50",
+        "preloaded_claim_p50",
+    ] {
+        assert!(figure(&doc, figure_name) > 0.0, "{figure_name}");
+    }
+    assert!(figure(&doc, "claim_ratio") > 0.0);
+}
+
+#[test]
 fn throughput_completes_every_workflow() {
     let doc = bench(&["throughput", "--runs", "40", "--concurrency", "8"]);
     assert_eq!(doc["conditions"]["workflows"], 40);
@@ -97,15 +113,28 @@ fn sync_lands_every_record_and_the_incremental_run_reads_the_updates() {
         "20",
         "--page-size",
         "100",
+        "--small-page-size",
+        "50",
     ]);
     assert_eq!(figure(&doc, "warehouse_equals_vendor"), 1.0);
+    // Each page was asked for once, although the next is requested while one is stored.
     assert_eq!(
         figure(&doc, "full_sync_requests"),
         5.0,
         "500 records, pages of 100"
     );
     assert!(figure(&doc, "incremental_records") >= 20.0);
-    assert!(figure(&doc, "worker_peak_rss") > 0.0);
+    assert!(figure(&doc, "small_pages_records_per_sec") > 0.0);
+    assert!(figure(&doc, "worker_peak_rss") >= figure(&doc, "worker_rss_at_a_tenth"));
+    // The baseline copied every row the sync landed, each way.
+    assert_eq!(figure(&doc, "bulk_insert_rows"), 500.0);
+    for way in [
+        "bulk_copy_one_connection",
+        "bulk_copy_parallel",
+        "bulk_staged_merge",
+    ] {
+        assert!(figure(&doc, way) > 0.0, "{way}");
+    }
 }
 
 #[test]
@@ -140,7 +169,9 @@ fn crash_resumes_after_each_kill_and_ends_equal_to_the_vendor() {
         doc["figures"]
     );
     assert_eq!(doc["conditions"]["kills_done"], 2);
-    assert!(figure(&doc, "resume_max") > 0.0);
+    // One kill is taken over by a standby, the other taken back by a restart.
+    assert!(figure(&doc, "takeover_max") > 0.0);
+    assert!(figure(&doc, "restart_max") > 0.0);
 }
 
 #[test]
@@ -166,10 +197,56 @@ fn dsr_finds_every_planted_record_and_times_discovery_against_bare_lookups() {
 }
 
 #[test]
+fn scale_runs_each_process_count_and_reads_their_claims() {
+    let doc = bench(&[
+        "scale",
+        "--processes",
+        "1,2",
+        "--runs",
+        "300",
+        "--syncs",
+        "3",
+        "--records",
+        "300",
+        "--concurrency",
+        "8",
+    ]);
+    assert_eq!(
+        figure(&doc, "workflows_claims_per_sec_1"),
+        figure(&doc, "workflows_per_sec_1")
+    );
+    for processes in [1, 2] {
+        assert!(figure(&doc, &format!("workflows_per_sec_{processes}")) > 0.0);
+        assert!(figure(&doc, &format!("syncs_per_sec_{processes}")) > 0.0);
+        // Every run was claimed through a statement the workers counted.
+        assert!(figure(&doc, &format!("workflows_claim_queries_{processes}")) >= 1.0);
+        assert_eq!(
+            figure(&doc, &format!("workflows_claim_errors_{processes}")),
+            0.0
+        );
+        let cpu = figure(&doc, &format!("workflows_machine_cpu_{processes}"));
+        assert!((0.0..=1.0).contains(&cpu), "{cpu}");
+    }
+    let equal = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().contains("equals the vendor"))
+        .unwrap();
+    assert_eq!(equal["met"], true, "{equal}");
+}
+
+#[test]
 fn bad_options_are_usage_errors() {
     let out = support::run(&database_url(), &["bench", "steps", "--steps", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--steps must be at least 2"));
     let out = support::run(&database_url(), &["bench", "nosuch"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = support::run(&database_url(), &["bench", "scale", "--processes", "1,0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--processes takes counts"));
+    let out = support::run(&database_url(), &["worker", "--connections", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--connections must be at least 4"));
 }

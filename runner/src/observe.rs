@@ -20,6 +20,10 @@ pub const STEP_SECONDS: &str = "cairn_step_duration_seconds";
 pub const LEASE_LOSSES: &str = "cairn_lease_losses_total";
 /// Runs claimed by this worker.
 pub const CLAIMS: &str = "cairn_runs_claimed_total";
+/// Claim statements this worker ran, by `result`: `runs` (it took at least one),
+/// `empty` (nothing it could take: nothing was due, or other workers had locked every
+/// candidate) and `error`. Empty claims while runs wait are workers contending.
+pub const CLAIM_QUERIES: &str = "cairn_claim_queries_total";
 
 pub(crate) fn step_started(workflow: &str, kind: StepKind) {
     metrics::counter!(STEPS_STARTED, "workflow" => workflow.to_owned(), "kind" => kind.as_str())
@@ -47,6 +51,14 @@ pub(crate) fn lease_lost() {
     metrics::counter!(LEASE_LOSSES).increment(1);
 }
 
+/// A claim statement that took `runs` runs.
 pub(crate) fn claimed(runs: usize) {
+    let result = if runs == 0 { "empty" } else { "runs" };
+    metrics::counter!(CLAIM_QUERIES, "result" => result).increment(1);
     metrics::counter!(CLAIMS).increment(runs as u64);
+}
+
+/// A claim statement that failed.
+pub(crate) fn claim_failed() {
+    metrics::counter!(CLAIM_QUERIES, "result" => "error").increment(1);
 }

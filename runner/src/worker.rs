@@ -301,6 +301,7 @@ impl Worker {
                     claimed
                 }
                 Err(err) => {
+                    crate::observe::claim_failed();
                     claim_failures += 1;
                     let delay = RetryPolicy::default()
                         .backoff(Duration::from_millis(100), Duration::from_secs(5))

@@ -115,6 +115,12 @@ enum Command {
         /// this address, e.g. 127.0.0.1:9464.
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
+        /// Database connections of this worker (default: one per run it executes,
+        /// plus 4). Fewer let more workers share a server's `max_connections`: plain
+        /// steps' checkpoints are written in batches and need none of their own, while a
+        /// transactional step holds one while it runs. At least 4.
+        #[arg(long, value_name = "N")]
+        connections: Option<u32>,
         /// A name this worker keeps across restarts (a pod's or a unit's): restarted
         /// under it, the worker takes the runs it held back at once instead of after
         /// their leases. A second live worker under the same name is refused.
@@ -487,6 +493,7 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             retain_dead_letters,
             retain_set_aside,
             http,
+            connections,
             id,
         } => {
             if concurrency == 0 {
@@ -501,7 +508,11 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             let set_aside = window("--retain-set-aside", &retain_set_aside)?;
             let lease = seconds("--lease", lease)?;
             let poll = seconds("--poll", poll)?;
-            let pool = connect(url, concurrency as u32 + 4).await?;
+            let connections = connections.unwrap_or(concurrency as u32 + 4);
+            if connections < 4 {
+                return Err(Failure::usage("--connections must be at least 4"));
+            }
+            let pool = connect(url, connections).await?;
             crate::migrate(&pool).await?;
             let config = WorkerConfig {
                 queue,
@@ -540,8 +551,10 @@ async fn dispatch(cli: Cli, registry: Arc<Registry>) -> Outcome {
             let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
+            // The dashboard shares the worker's pool: a scrape or a page takes one of its
+            // spare connections for a moment, and a worker costs the server no more.
             let dashboard = tokio::spawn(ui::serve(
-                connect(url, 3).await?,
+                pool.clone(),
                 options,
                 listener,
                 until(stopped.clone()),

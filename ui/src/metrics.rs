@@ -69,6 +69,10 @@ impl Metrics {
                         // rate over them is 0 rather than absent.
                         metrics::counter!(cairn_runner::observe::LEASE_LOSSES).absolute(0);
                         metrics::counter!(cairn_runner::observe::CLAIMS).absolute(0);
+                        for result in ["runs", "empty", "error"] {
+                            metrics::counter!(cairn_runner::observe::CLAIM_QUERIES, "result" => result)
+                                .absolute(0);
+                        }
                     })
                     .map(Arc::new)
                     .map_err(|err| format!("cannot install the metrics recorder: {err}"))

@@ -60,19 +60,23 @@ impl Store {
         }: &Claim<'_>,
     ) -> Result<Vec<ClaimedRun>, sqlx::Error> {
         let rows: Vec<ClaimRow> = sqlx::query_as(
-            "WITH due AS (
-                 (SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
-                   WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
-                     AND wake_at <= now() + make_interval(secs => $6) AND workflow = ANY($2)
-                     AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
-                   ORDER BY priority DESC, wake_at LIMIT $3 * $11)
-                 UNION ALL
-                 (SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
-                   WHERE queue = $1 AND status = 'running'
-                     AND (lease_expires_at <= now() OR ($12 AND lease_owner = $4))
-                     AND workflow = ANY($2)
-                     AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
-                   LIMIT $3)
+            "WITH ready AS (
+                 SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
+                  WHERE queue = $1 AND status IN ('pending', 'sleeping', 'parked', 'retrying')
+                    AND wake_at <= now() + make_interval(secs => $6) AND workflow = ANY($2)
+                    AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
+                  ORDER BY priority DESC, wake_at LIMIT $3 * $11
+                    FOR NO KEY UPDATE SKIP LOCKED
+             ), lapsed AS (
+                 SELECT id, priority, wake_at, concurrency_key FROM cairn.runs
+                  WHERE queue = $1 AND status = 'running'
+                    AND (lease_expires_at <= now() OR ($12 AND lease_owner = $4))
+                    AND workflow = ANY($2)
+                    AND (concurrency_key IS NULL OR concurrency_key <> ALL($7))
+                  LIMIT $3
+                    FOR NO KEY UPDATE SKIP LOCKED
+             ), due AS (
+                 SELECT * FROM ready UNION ALL SELECT * FROM lapsed
              ), ranked AS (
                  SELECT due.*, row_number() OVER (
                             PARTITION BY concurrency_key ORDER BY priority DESC, wake_at) AS nth
@@ -85,19 +89,12 @@ impl Store {
                      OR ranked.nth <= coalesce(room.free, $10, 2147483647)
                   ORDER BY priority DESC, wake_at
                   LIMIT $3
-             ), locked AS (
-                 SELECT r.id FROM cairn.runs r JOIN picked USING (id)
-                  WHERE (r.status IN ('pending', 'sleeping', 'parked', 'retrying')
-                         AND r.wake_at <= now() + make_interval(secs => $6))
-                     OR (r.status = 'running'
-                         AND (r.lease_expires_at <= now() OR ($12 AND r.lease_owner = $4)))
-                  FOR UPDATE OF r SKIP LOCKED
              )
              UPDATE cairn.runs r
                 SET status = 'running', lease_epoch = r.lease_epoch + 1, lease_owner = $4,
                     lease_expires_at = now() + make_interval(secs => $5), claims = r.claims + 1,
                     started_at = coalesce(r.started_at, now()), updated_at = now()
-               FROM locked WHERE r.id = locked.id
+               FROM picked WHERE r.id = picked.id
              RETURNING r.id, r.lease_epoch, r.workflow, r.input, r.cancel_requested, r.claims,
                        r.deadline, r.priority, r.concurrency_key",
         )

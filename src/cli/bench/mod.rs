@@ -6,11 +6,15 @@
 //! never sees stale state. The sandbox vendor runs in-process on 127.0.0.1; workers run
 //! in-process too, except in `crash`, which SIGKILLs `cairn worker` child processes.
 
+mod bulk;
+mod cpu;
 mod crash;
 mod dsr;
+mod preload;
 mod ratelimit;
 mod reconcile;
 mod report;
+mod scale;
 mod steps;
 mod sync;
 mod throughput;
@@ -70,11 +74,29 @@ enum Scenario {
     /// each: wall time from opening the request to its compiled report, against the same
     /// lookups by bare source clients.
     Dsr(dsr::DsrArgs),
+    /// 1, 2, 4 and 8 `cairn worker` processes against one PostgreSQL, for three-step
+    /// workflows and for many syncs at once: throughput, claims/s and empty claims per
+    /// process count, and the CPU PostgreSQL took, against one process's throughput.
+    Scale(scale::ScaleArgs),
 }
 
 /// Runs one scenario and prints its report.
 pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
     let report = match args.scenario {
+        Scenario::Steps(args) if args.preload > 0 => {
+            args.check()?;
+            let loaded = BenchDb::create(url, 8).await?;
+            let empty = match BenchDb::create(url, 8).await {
+                Ok(empty) => empty,
+                Err(failure) => {
+                    loaded.drop().await;
+                    return Err(failure);
+                }
+            };
+            let outcome = interruptible(preload::run(&loaded, &empty, &args, args.preload)).await;
+            let outcome = empty.finish(outcome).await;
+            loaded.finish(outcome).await?
+        }
         Scenario::Steps(args) => {
             args.check()?;
             let db = BenchDb::create(url, 8).await?;
@@ -121,6 +143,12 @@ pub(crate) async fn run(url: Option<&str>, args: BenchArgs) -> Outcome {
             args.check()?;
             let db = BenchDb::create(url, 12).await?;
             let outcome = interruptible(dsr::run(&db, &args)).await;
+            db.finish(outcome).await?
+        }
+        Scenario::Scale(args) => {
+            args.check()?;
+            let db = BenchDb::create(url, 6).await?;
+            let outcome = interruptible(scale::run(&db, &args)).await;
             db.finish(outcome).await?
         }
     };
@@ -357,21 +385,40 @@ impl InProcessWorker {
 /// when dropped.
 struct WorkerProcess(Child);
 
-/// The `application_name` of a bench worker's database sessions, so that a bench can
-/// tell when a killed worker's sessions are gone.
+/// The `application_name` of a bench worker's database sessions (followed by its
+/// identity, when it has one), so that a bench can tell when a killed worker's sessions
+/// are gone.
 const WORKER_APPLICATION: &str = "cairn-bench-worker";
 
 impl WorkerProcess {
     fn spawn(db: &BenchDb, concurrency: usize, lease: f64) -> Result<Self, Failure> {
+        Self::spawn_as(db, concurrency, lease, None, &[])
+    }
+
+    /// A worker under the lasting identity `id` (`cairn worker --id`), when given, and
+    /// with `extra` arguments.
+    fn spawn_as(
+        db: &BenchDb,
+        concurrency: usize,
+        lease: f64,
+        id: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Self, Failure> {
         let exe = std::env::current_exe()
             .map_err(|err| Failure::failed(format!("bench: cannot find this executable: {err}")))?;
-        Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .env("DATABASE_URL", db.url())
-            .env("PGAPPNAME", WORKER_APPLICATION)
+            .env("PGAPPNAME", worker_application(id))
             .env("RUST_LOG", "error")
             .args(["worker", "--poll", "0.1"])
             .args(["--concurrency", &concurrency.to_string()])
-            .args(["--lease", &lease.to_string()])
+            .args(["--lease", &lease.to_string()]);
+        if let Some(id) = id {
+            command.args(["--id", id]);
+        }
+        command.args(extra);
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -402,6 +449,14 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The `application_name` of the sessions of the bench worker under identity `id`.
+fn worker_application(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{WORKER_APPLICATION} {id}"),
+        None => WORKER_APPLICATION.to_owned(),
     }
 }
 

@@ -23,10 +23,15 @@ use crate::cli::Failure;
 pub(crate) struct StepsArgs {
     /// Sequential steps in each measured workflow.
     #[arg(long, default_value_t = 1_000)]
-    steps: u32,
+    pub(super) steps: u32,
     /// Give up after this many seconds per phase.
     #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    pub(super) timeout: u64,
+    /// Instead, measure a step's overhead and a claim's latency beside this many
+    /// completed steps (of a tenth as many finished runs) against an empty database's,
+    /// in alternating rounds.
+    #[arg(long, value_name = "STEPS", default_value_t = 0)]
+    pub(super) preload: u64,
 }
 
 impl StepsArgs {
@@ -37,10 +42,10 @@ impl StepsArgs {
 }
 
 /// Per-step figures of one run.
-struct Chain {
+pub(super) struct Chain {
     steps_per_sec: f64,
     /// Gaps between consecutive checkpoints less the step's own work: the overhead.
-    gaps_ms: Vec<f64>,
+    pub(super) gaps_ms: Vec<f64>,
     /// Gaps between consecutive checkpoints: the whole step.
     whole_ms: Vec<f64>,
 }
@@ -217,7 +222,7 @@ const SEALED_QUEUE: &str = "bench-sealed";
 const SEALING_ROUNDS: u32 = 4;
 
 /// Runs one `ledger` chain of `steps` and measures the gaps between its checkpoints.
-async fn chain(
+pub(super) async fn chain(
     client: &Client,
     steps: u32,
     transactional_every: u32,
@@ -284,7 +289,7 @@ async fn checkpoints(client: &Client, run: RunId) -> Result<Vec<(f64, f64)>, Fai
 
 /// Single-row INSERT commits of `ids`, each alone or in an explicit transaction; the
 /// milliseconds each took.
-async fn bare_commits(
+pub(super) async fn bare_commits(
     pool: &sqlx::PgPool,
     ids: std::ops::Range<i64>,
     transaction: bool,

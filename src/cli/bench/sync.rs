@@ -14,6 +14,7 @@ use cairn_sandbox::{Mutation, SandboxConfig, SandboxHandle, Stream};
 use cairn_workflows::sync::{INCREMENTAL, SyncInput};
 use clap::Args;
 
+use super::bulk::{CONNECTIONS, ROWS_PER_COMMIT, bulk_insert};
 use super::report::{Baseline, Machine, Named, Report, Target, share};
 use super::{BenchDb, WorkerProcess, at_least, completed, db_failure, sandbox};
 use crate::cli::Failure;
@@ -31,11 +32,14 @@ pub(crate) struct SyncArgs {
     /// Records updated before the incremental run.
     #[arg(long, default_value_t = 1_000)]
     updates: usize,
-    /// Records per page (the sandbox's largest page and the source's `limit`). With
-    /// limits off the sandbox serves pages as large as a bulk API's (Salesforce serves
-    /// 2,000); pass 100 to see Stripe's and HubSpot's largest page.
+    /// Records per page of the main sync (the source's `limit`). With limits off the
+    /// sandbox serves pages as large as a bulk API's (Salesforce serves 2,000).
     #[arg(long, default_value_t = 1000)]
     page_size: usize,
+    /// Records per page of the second full sync, into a table of its own: Stripe's and
+    /// HubSpot's largest page, where each page's checkpoint counts.
+    #[arg(long, default_value_t = 100)]
+    small_page_size: usize,
     /// Give up after this many seconds per run.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
@@ -45,6 +49,7 @@ impl SyncArgs {
     pub(super) fn check(&self) -> Result<(), Failure> {
         at_least("--records", self.records as u64, 1)?;
         at_least("--page-size", self.page_size as u64, 1)?;
+        at_least("--small-page-size", self.small_page_size as u64, 1)?;
         at_least("--timeout", self.timeout, 1)
     }
 }
@@ -87,6 +92,13 @@ pub(super) fn run_records(run: &RunDetail) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Where the Stripe profile lands by default: its source's name, and the schema derived
+/// from it.
+const SCHEMA: &str = "sandbox_stripe";
+
+/// Where the sync of small pages lands, beside it.
+const SMALL_PAGES_SCHEMA: &str = "sandbox_stripe_small_pages";
+
 /// Whether the warehouse table of `stream` holds exactly the vendor's live records.
 pub(super) async fn warehouse_matches(
     db: &BenchDb,
@@ -94,9 +106,17 @@ pub(super) async fn warehouse_matches(
     stream: Stream,
     what: &str,
 ) -> Result<bool, Failure> {
-    // Where the Stripe profile lands: its source's name, and the schema derived from it.
-    let warehouse =
-        Warehouse::new("sandbox-stripe", "sandbox_stripe").expect("the schema name is valid");
+    schema_matches(db, sandbox, (SCHEMA, stream), what).await
+}
+
+/// Whether the table of `stream` in `schema` holds exactly the vendor's live records.
+pub(super) async fn schema_matches(
+    db: &BenchDb,
+    sandbox: &SandboxHandle,
+    (schema, stream): (&str, Stream),
+    what: &str,
+) -> Result<bool, Failure> {
+    let warehouse = Warehouse::new("sandbox-stripe", schema).expect("the schema name is valid");
     let mut conn = db.pool().acquire().await.map_err(db_failure(what))?;
     let ours = warehouse
         .checksum(&mut conn, stream.name())
@@ -104,6 +124,9 @@ pub(super) async fn warehouse_matches(
         .map_err(|err| Failure::failed(format!("bench {what}: warehouse checksum: {err}")))?;
     Ok(ours == sandbox.vendor().checksum(stream))
 }
+
+/// Rows the bare bulk insert copies at most: its rate does not depend on more.
+const BULK_ROWS: usize = 200_000;
 
 pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure> {
     let what = "sync";
@@ -114,7 +137,7 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         what,
         SandboxConfig {
             records_per_stream: args.records,
-            max_page_size: args.page_size,
+            max_page_size: args.page_size.max(args.small_page_size),
             // Only the synced stream: a million records of the others would cost the
             // vendor gigabytes and change nothing measured.
             only: Some(Stream::Contacts),
@@ -132,12 +155,11 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
     // sync's alone and not the in-process sandbox's records.
     let worker = WorkerProcess::spawn(db, 4, 30.0)?;
     let served_before = served(&sandbox);
-    eprintln!("bench sync: full sync of {} records", args.records);
-    let started = client
-        .start(INCREMENTAL, &input, &StartOptions::default())
-        .await
-        .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
-    let full = completed(&client, what, started.run_id, timeout).await?;
+    eprintln!(
+        "bench sync: full sync of {} records, {} per page",
+        args.records, args.page_size
+    );
+    let (full, early_rss) = full_sync(&client, &worker, &input, args.records, timeout).await?;
     let breakdown = breakdown(db, &full).await?;
     let full_requests = served(&sandbox) - served_before;
 
@@ -152,38 +174,69 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         .map_err(|err| Failure::failed(format!("bench {what}: updating records: {err}")))?;
     let served_before = served(&sandbox);
     eprintln!("bench sync: incremental run after {} updates", args.updates);
-    let started = client
-        .start(INCREMENTAL, &input, &StartOptions::default())
-        .await
-        .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
-    let incremental = completed(&client, what, started.run_id, timeout).await?;
+    let incremental = started(&client, &input, timeout).await?;
     let incremental_requests = served(&sandbox) - served_before;
+
+    eprintln!(
+        "bench sync: full sync of {} records, {} per page, into a table of its own",
+        args.records, args.small_page_size
+    );
+    let mut small = self::input(
+        sandbox.base_url(),
+        Stream::Contacts,
+        args.small_page_size,
+        "",
+    );
+    small.warehouse_schema = Some(SMALL_PAGES_SCHEMA.to_owned());
+    let small = started(&client, &small, timeout).await?;
     let peak = worker.peak_rss_mb().ok_or_else(|| {
         Failure::failed("bench sync: the worker process ended before its memory was read")
     })?;
     worker.kill();
-    let matches = warehouse_matches(db, &sandbox, Stream::Contacts, what).await?;
+    let matches = warehouse_matches(db, &sandbox, Stream::Contacts, what).await?
+        && schema_matches(db, &sandbox, (SMALL_PAGES_SCHEMA, Stream::Contacts), what).await?;
     sandbox.shutdown().await;
+
+    eprintln!("bench sync: baseline, the same rows inserted by bare COPY");
+    let bulk = bulk_insert(pool, &format!("{SCHEMA}.contacts"), BULK_ROWS).await?;
 
     let full_secs = run_secs(&full);
     let records_per_sec = share(run_records(&full), full_secs);
+    let small_per_sec = share(run_records(&small), run_secs(&small));
     let mut conditions = Named::default();
     conditions
         .set("records", args.records as u64)
         .set("updates", args.updates as u64)
         .set("page_size", args.page_size as u64)
+        .set("small_page_size", args.small_page_size as u64)
         .set("source", STRIPE_FILE)
         .set("workflow", INCREMENTAL)
         .set("rate_limit", "off")
         .set("worker_concurrency", 4)
         .set("worker", "a cairn worker child process")
-        .set("memory", "peak RSS (VmHWM) of the worker process");
+        .set("memory", "peak RSS (VmHWM) of the worker process")
+        .set(
+            "bulk_insert",
+            format!(
+                "the main sync's rows (up to {BULK_ROWS}) by COPY into a table LIKE its own, \
+                 {ROWS_PER_COMMIT} rows per commit, on 1 and on {CONNECTIONS} connections (the \
+                 better is the baseline); then staged by COPY and merged, on {CONNECTIONS}"
+            ),
+        );
     let mut figures = Named::default();
     figures
         .add("records_per_sec", records_per_sec, "records/s")
+        .add("small_pages_records_per_sec", small_per_sec, "records/s")
+        .add("bulk_insert_rows_per_sec", bulk.rows_per_sec(), "rows/s")
+        .add("bulk_copy_one_connection", bulk.one_connection, "rows/s")
+        .add("bulk_copy_parallel", bulk.parallel, "rows/s")
+        .add("bulk_staged_merge", bulk.staged, "rows/s")
+        .add("bulk_insert_rows", bulk.rows as f64, "rows")
         .add("full_sync", full_secs, "s")
         .add("full_sync_requests", full_requests as f64, "requests")
         .add("worker_peak_rss", peak, "MB")
+        .add("worker_rss_at_a_tenth", early_rss, "MB")
+        .add("rss_growth", share(peak, early_rss), "x")
         .add("fetch_step_mean", breakdown.fetch_ms, "ms/page")
         .add("landings", breakdown.landings as f64, "steps")
         .add("land_step_mean", breakdown.land_ms, "ms/landing")
@@ -213,23 +266,34 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
         conditions,
         figures,
         baseline: Baseline {
-            name: "the sandbox's serving rate through the same REST source, nothing stored"
+            name: "the same rows inserted by bare COPY, a commit per 1,000, the better of \
+                   1 and 2 connections"
                 .to_owned(),
-            value: serve_rate,
-            unit: "records/s",
-            ratio_of: "sync records/s / serving records/s".to_owned(),
+            value: bulk.rows_per_sec(),
+            unit: "rows/s",
+            ratio_of: "sync records/s / bulk insert rows/s".to_owned(),
         },
-        ratio: share(records_per_sec, serve_rate),
+        ratio: share(records_per_sec, bulk.rows_per_sec()),
         targets: vec![
             Target::at_least(
-                "at least 40,000 records/s end to end into a typed warehouse table",
-                records_per_sec,
+                "at least 0.6 of the bare bulk insert's rate end to end, at the main page size",
+                share(records_per_sec, bulk.rows_per_sec()),
+                0.6,
+            ),
+            Target::at_least(
+                "at least 40,000 records/s at the small page size",
+                small_per_sec,
                 40_000.0,
             ),
             Target::at_most(
                 "peak RSS of the syncing worker under 150 MB (stated for 1,000,000 records)",
                 peak,
                 150.0,
+            ),
+            Target::at_most(
+                "flat memory: the peak at most 1.2x the peak after a tenth of the records",
+                share(peak, early_rss),
+                1.2,
             ),
             Target::at_least(
                 "warehouse equals vendor after the incremental run",
@@ -238,6 +302,55 @@ pub(super) async fn run(db: &BenchDb, args: &SyncArgs) -> Result<Report, Failure
             ),
         ],
     })
+}
+
+/// Starts a sync of `input` and waits for it to complete.
+async fn started(
+    client: &Client,
+    input: &SyncInput,
+    timeout: Duration,
+) -> Result<RunDetail, Failure> {
+    let started = client
+        .start(INCREMENTAL, input, &StartOptions::default())
+        .await
+        .map_err(|err| Failure::failed(format!("bench sync: {err}")))?;
+    completed(client, "sync", started.run_id, timeout).await
+}
+
+/// Runs the full sync of `records` records and returns it with the worker's peak
+/// memory once a tenth of them had landed: a sync whose memory is flat holds no more at
+/// the end.
+async fn full_sync(
+    client: &Client,
+    worker: &WorkerProcess,
+    input: &SyncInput,
+    records: usize,
+    timeout: Duration,
+) -> Result<(RunDetail, f64), Failure> {
+    let failed = |err: &dyn std::fmt::Display| Failure::failed(format!("bench sync: {err}"));
+    let run = client
+        .start(INCREMENTAL, input, &StartOptions::default())
+        .await
+        .map_err(|err| failed(&err))?
+        .run_id;
+    let tenth = (records / 10).max(1) as f64;
+    let mut early = None;
+    let deadline = Instant::now() + timeout;
+    while early.is_none() && Instant::now() < deadline {
+        let (status, progress) = client.progress(run).await.map_err(|err| failed(&err))?;
+        let landed = progress
+            .as_ref()
+            .and_then(|p| p.get("records"))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.0);
+        if landed >= tenth || status.is_terminal() {
+            early = worker.peak_rss_mb();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let early = early.ok_or_else(|| failed(&"the worker's memory could not be read"))?;
+    let done = completed(client, "sync", run, timeout).await?;
+    Ok((done, early))
 }
 
 /// The source a sync input reads, built for a baseline that stores nothing (no rate

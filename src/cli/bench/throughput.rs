@@ -80,27 +80,7 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
     );
     // Every run is queued before the worker starts, so the worker's figures are its own
     // and not the rate at which runs can be started.
-    let started = Instant::now();
-    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let mut starters = JoinSet::new();
-    for _ in 0..STARTERS {
-        let (client, input, next, runs) =
-            (client.clone(), input.clone(), Arc::clone(&next), args.runs);
-        starters.spawn(async move {
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
-                client
-                    .start(ledger::NAME, &input, &StartOptions::default())
-                    .await?;
-            }
-            Ok::<_, cairn_runner::EngineError>(())
-        });
-    }
-    while let Some(joined) = starters.join_next().await {
-        joined
-            .map_err(|err| Failure::failed(format!("bench {what}: a starter panicked: {err}")))?
-            .map_err(|err| Failure::failed(format!("bench {what}: {err}")))?;
-    }
-    let start_secs = started.elapsed().as_secs_f64();
+    let start_secs = queue(&client, &input, args.runs).await?;
     eprintln!("bench throughput: executing them, worker concurrency {concurrency}");
     let worker_started: f64 =
         sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
@@ -202,6 +182,31 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
             1_000.0,
         )],
     })
+}
+
+/// Starts `runs` `ledger` runs of `input` from [`STARTERS`] tasks at once, like that many
+/// clients of an application; returns the seconds it took.
+pub(super) async fn queue(client: &Client, input: &LedgerInput, runs: u32) -> Result<f64, Failure> {
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut starters = JoinSet::new();
+    for _ in 0..STARTERS {
+        let (client, input, next) = (client.clone(), input.clone(), Arc::clone(&next));
+        starters.spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < runs {
+                client
+                    .start(ledger::NAME, &input, &StartOptions::default())
+                    .await?;
+            }
+            Ok::<_, cairn_runner::EngineError>(())
+        });
+    }
+    while let Some(joined) = starters.join_next().await {
+        joined
+            .map_err(|err| Failure::failed(format!("bench: a starter panicked: {err}")))?
+            .map_err(|err| Failure::failed(format!("bench: {err}")))?;
+    }
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `total` single-row INSERT commits spread over `connections` tasks; returns commits/s.

@@ -97,8 +97,18 @@ fn steps_beside_a_preloaded_history_compare_with_an_empty_database() {
 
 #[test]
 fn throughput_completes_every_workflow() {
-    let doc = bench(&["throughput", "--runs", "40", "--concurrency", "8"]);
+    let doc = bench(&[
+        "throughput",
+        "--runs",
+        "40",
+        "--concurrency",
+        "8",
+        "--warm-up",
+        "20",
+    ]);
     assert_eq!(doc["conditions"]["workflows"], 40);
+    assert_eq!(doc["conditions"]["warm_up_workflows"], 20);
+    assert!(figure(&doc, "warm_up_workflows_per_sec") > 0.0);
     assert!(figure(&doc, "workflows_per_sec") > 0.0);
     assert!(figure(&doc, "start_to_end_p99") >= figure(&doc, "start_to_end_p50"));
 }

@@ -140,18 +140,30 @@ async fn holder(db: &BenchDb, run: RunId) -> Result<Option<String>, Failure> {
         .map_err(db_failure("crash"))
 }
 
-/// Waits until the run has checkpointed more than `pages` fetched pages or ended;
+/// Pages of a run counted one way or the other.
+#[derive(Clone, Copy)]
+enum Pages {
+    /// Fetched, their fetch checkpointed.
+    Fetched,
+    /// Landed, as its landings report.
+    Landed,
+}
+
+/// Waits until the run has more than `pages` pages counted as `counted`, or has ended;
 /// returns when.
-async fn fetched_beyond(
-    db: &BenchDb,
-    client: &Client,
+async fn beyond(
+    (db, client): (&BenchDb, &Client),
     run: RunId,
-    pages: u64,
+    (counted, pages): (Pages, u64),
     timeout: Duration,
 ) -> Result<Option<Instant>, Failure> {
     let deadline = Instant::now() + timeout;
     loop {
-        if fetched(db, run).await? > pages {
+        let now = match counted {
+            Pages::Fetched => fetched(db, run).await?,
+            Pages::Landed => landed(db, run).await?,
+        };
+        if now > pages {
             return Ok(Some(Instant::now()));
         }
         let (status, _) = client
@@ -163,41 +175,11 @@ async fn fetched_beyond(
         }
         if Instant::now() >= deadline {
             return Err(Failure::failed(format!(
-                "bench crash: no page fetched within {} s; raise --timeout",
+                "bench crash: no page went beyond {pages} within {} s; raise --timeout",
                 timeout.as_secs()
             )));
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-/// Waits until the run has landed more than `pages` pages or ended; returns when.
-async fn landed_beyond(
-    db: &BenchDb,
-    client: &Client,
-    run: RunId,
-    pages: u64,
-    timeout: Duration,
-) -> Result<Option<Instant>, Failure> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if landed(db, run).await? > pages {
-            return Ok(Some(Instant::now()));
-        }
-        let (status, _) = client
-            .progress(run)
-            .await
-            .map_err(|err| Failure::failed(format!("bench crash: {err}")))?;
-        if status.is_terminal() {
-            return Ok(None);
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::failed(format!(
-                "bench crash: no page landed within {} s; raise --timeout",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -275,7 +257,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
     };
     let spawned = Instant::now();
     workers.spawn(db, None)?;
-    let cold_start = match fetched_beyond(db, &client, run, 0, timeout).await? {
+    let cold_start = match beyond((db, &client), run, (Pages::Fetched, 0), timeout).await? {
         Some(at) => (at - spawned).as_secs_f64(),
         None => 0.0,
     };
@@ -293,7 +275,7 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
             Back::Restart
         };
         let target = last.landed + args.pages_between_kills;
-        if landed_beyond(db, &client, run, target - 1, timeout)
+        if beyond((db, &client), run, (Pages::Landed, target - 1), timeout)
             .await?
             .is_none()
         {
@@ -333,7 +315,14 @@ pub(super) async fn run(db: &BenchDb, args: &CrashArgs) -> Result<Report, Failur
         }
         in_flight_at_kill +=
             (at_kill.served - last.served).saturating_sub(at_kill.fetched - last.fetched);
-        let Some(at) = fetched_beyond(db, &client, run, at_kill.fetched, timeout).await? else {
+        let Some(at) = beyond(
+            (db, &client),
+            run,
+            (Pages::Fetched, at_kill.fetched),
+            timeout,
+        )
+        .await?
+        else {
             break;
         };
         let resumed = (at - killed_at).as_secs_f64();

@@ -24,9 +24,14 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, default_value_t = 3)]
     steps: u32,
     /// Workflows executed first, not measured, so the measured ones meet a worker whose
-    /// statements are prepared and planned on every connection (0: a cold worker).
-    #[arg(long, default_value_t = 2_000)]
+    /// statements are prepared and planned on its connections (default 0: a worker
+    /// fresh from its start, as after a deploy).
+    #[arg(long, default_value_t = 0)]
     warm_up: u32,
+    /// Connections of the worker's own pool (default: one per run it executes plus 4,
+    /// at most 40, as for the bare commits).
+    #[arg(long)]
+    connections: Option<u32>,
     /// Runs the worker executes at once (default: 32 per CPU).
     #[arg(long)]
     concurrency: Option<usize>,
@@ -39,6 +44,9 @@ impl ThroughputArgs {
     pub(super) fn check(&self) -> Result<(), Failure> {
         at_least("--runs", self.runs.into(), 1)?;
         at_least("--steps", self.steps.into(), 1)?;
+        if self.connections.is_some_and(|n| n < 4) {
+            return Err(Failure::usage("--connections must be at least 4"));
+        }
         if self.concurrency == Some(0) {
             return Err(Failure::usage("--concurrency must be at least 1"));
         }
@@ -54,6 +62,11 @@ impl ThroughputArgs {
     /// server's `max_connections` of 100.
     pub(super) fn pool_size(&self) -> u32 {
         (self.concurrency() as u32 + 4).clamp(4, 40)
+    }
+
+    /// Connections of the worker's own pool.
+    fn worker_connections(&self) -> u32 {
+        self.connections.unwrap_or_else(|| self.pool_size())
     }
 }
 
@@ -78,11 +91,19 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
     );
     let commits_per_sec = bare_commits(db, args.pool_size() as usize, 4_000).await?;
 
-    // A worker that has run for a while has prepared its statements on every connection
-    // of its pool, and PostgreSQL has settled on their plans (it plans a prepared
-    // statement afresh for each of its first five executions on a connection). A first
-    // batch, not measured, does that on the same pool; the measured one then meets a
-    // worker in its steady state, as a deployment's is.
+    // The worker has a pool of its own, as a `cairn worker` process has: opened as the
+    // worker needs connections, its statements prepared on those. (On the bench's pool,
+    // whose 40 connections the baseline and the starters had opened, the worker's
+    // statements went to each in turn, each planned afresh on every one of them.)
+    let workers_pool = cairn_runner::pool_options(args.worker_connections())
+        .connect(db.url())
+        .await
+        .map_err(db_failure(what))?;
+    // A worker that has run for a while has prepared its statements on its connections,
+    // and PostgreSQL has settled on their plans (it plans a prepared statement afresh
+    // for each of its first five executions on a connection). A first batch, when asked
+    // for, does that on the worker's pool; the measured one then meets a worker in its
+    // steady state.
     let mut warm_up_per_sec = 0.0;
     if args.warm_up > 0 {
         eprintln!(
@@ -91,7 +112,7 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
         );
         queue(&client, &input, args.warm_up).await?;
         let started = Instant::now();
-        let worker = InProcessWorker::start(pool, concurrency);
+        let worker = InProcessWorker::start(&workers_pool, concurrency);
         let drained = drain(pool, args.timeout).await;
         worker.stop().await?;
         drained?;
@@ -114,10 +135,11 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
             .fetch_one(pool)
             .await
             .map_err(db_failure(what))?;
-    let worker = InProcessWorker::start(pool, concurrency);
+    let worker = InProcessWorker::start(&workers_pool, concurrency);
     let drained = drain(pool, args.timeout).await;
     worker.stop().await?;
     drained?;
+    workers_pool.close().await;
 
     let failed: i64 =
         sqlx::query_scalar("SELECT count(*) FROM cairn.runs WHERE status <> 'completed'")
@@ -152,13 +174,15 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
         .set("steps_per_workflow", args.steps)
         .set("worker_concurrency", concurrency)
         .set("pool_connections", args.pool_size())
+        .set("worker_connections", args.worker_connections())
         .set("starters", STARTERS)
         .set("warm_up_workflows", args.warm_up)
         .set("workflow", ledger::NAME)
         .set(
             "measured",
-            "after the warm-up, all runs queued first; workflows/s from the worker's start \
-             to the last end; start-to-end includes the wait in the queue",
+            "after any warm-up, all runs queued first; workflows/s from the worker's start \
+             to the last end; start-to-end includes the wait in the queue; the worker on a \
+             pool of its own",
         );
     let mut figures = Named::default();
     figures

@@ -67,6 +67,10 @@ impl ScaleArgs {
     }
 }
 
+/// The share of the time a WAL flush is under way from which PostgreSQL counts as
+/// saturated.
+const WAL_SATURATED: f64 = 0.75;
+
 /// Connections a `cairn worker` holds by default besides one per run it executes.
 const SPARE_CONNECTIONS: usize = 4;
 
@@ -81,6 +85,7 @@ struct Phase {
     empty_claims: u64,
     claim_errors: u64,
     cpu: CpuShare,
+    wal: WalShare,
 }
 
 pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failure> {
@@ -117,7 +122,10 @@ pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failur
         .set(
             "measured",
             "throughput from the first claim to the last end; claims and empty claims from \
-             the workers' /metrics; CPU shares of the whole machine over the phase",
+             the workers' /metrics; CPU shares of the whole machine over the phase; WAL \
+             flushing: the share of samples (every 20 ms, as far as the bench's role sees \
+             pg_stat_activity) with a session in a WALSync wait, and the sessions waiting \
+             for one (WALWrite)",
         );
     let mut figures = Named::default();
     let mut rising = Vec::new();
@@ -178,6 +186,16 @@ pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failur
                     &format!("{name}_iowait_{processes}"),
                     phase.cpu.iowait,
                     "share",
+                )
+                .add(
+                    &format!("{name}_wal_flushing_{processes}"),
+                    phase.wal.flushing,
+                    "share",
+                )
+                .add(
+                    &format!("{name}_waiting_for_wal_{processes}"),
+                    phase.wal.waiting,
+                    "sessions",
                 );
             if let Some(postgres) = phase.cpu.postgres {
                 figures.add(
@@ -187,12 +205,12 @@ pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failur
                 );
             }
         }
-        // Cores idle while a WAL flush is outstanding are as spent as busy ones.
-        rising.push((
-            processes,
-            flows.per_sec,
-            flows.cpu.machine + flows.cpu.iowait,
-        ));
+        // PostgreSQL is saturated when the cores are (idle while a disk write is
+        // outstanding counts as spent), or when its WAL is being flushed nearly all the
+        // time: commits then queue for the next flush whatever else is free.
+        let saturated =
+            flows.cpu.machine + flows.cpu.iowait >= 0.9 || flows.wal.flushing >= WAL_SATURATED;
+        rising.push((processes, flows.per_sec, saturated));
         first.get_or_insert(flows.per_sec);
         best = best.max(flows.per_sec);
         truncate_runs(db).await?;
@@ -200,10 +218,10 @@ pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failur
     sandbox.shutdown().await;
     let one = first.unwrap_or(0.0);
     // A step from one count to the next that did not raise throughput by 5%, although
-    // the machine had room (under 90% busy or waiting for its disk) at the smaller count.
+    // PostgreSQL was not saturated at the smaller count.
     let stalls = rising
         .windows(2)
-        .filter(|w| w[1].1 < w[0].1 * 1.05 && w[0].2 < 0.9)
+        .filter(|w| w[1].1 < w[0].1 * 1.05 && !w[0].2)
         .count();
     Ok(Report {
         scenario: "scale",
@@ -222,8 +240,9 @@ pub(super) async fn run(db: &BenchDb, args: &ScaleArgs) -> Result<Report, Failur
         ratio: share(best, one),
         targets: vec![
             Target::at_most(
-                "throughput rises with processes until the machine is saturated (steps that \
-                 did not rise 5% while the CPUs were under 90% busy or waiting for the disk)",
+                "throughput rises with processes until PostgreSQL saturates (steps that did \
+                 not rise 5% while the CPUs were under 90% busy and the WAL was being flushed \
+                 under 75% of the time)",
                 stalls as f64,
                 0.0,
             ),
@@ -278,12 +297,14 @@ async fn workflows(
     };
     queue(&client, &input, args.runs).await?;
     let mark = CpuMark::now();
+    let sampler = WalSampler::start(db);
     let workers = Workers::spawn(db, processes, sizes)?;
     settle(db, timeout).await?;
     let cpu = mark.share();
+    let wal = sampler.stop().await;
     let claims = workers.claims().await?;
     drop(workers);
-    phase_figures(db, f64::from(args.runs), claims, cpu).await
+    phase_figures(db, f64::from(args.runs), claims, (cpu, wal)).await
 }
 
 /// The second phase: `args.syncs` syncs of as many tables started at once, executed by
@@ -308,9 +329,11 @@ async fn syncs(
             .map_err(|err| Failure::failed(format!("bench scale: {err}")))?;
     }
     let mark = CpuMark::now();
+    let sampler = WalSampler::start(db);
     let workers = Workers::spawn(db, processes, sizes)?;
     settle(db, Duration::from_secs(args.timeout)).await?;
     let cpu = mark.share();
+    let wal = sampler.stop().await;
     let claims = workers.claims().await?;
     drop(workers);
     let mut equal = true;
@@ -319,7 +342,7 @@ async fn syncs(
             super::sync::schema_matches(db, sandbox, (schema, Stream::Contacts), "scale").await?;
     }
     let records = (args.syncs * args.records) as f64;
-    Ok((phase_figures(db, records, claims, cpu).await?, equal))
+    Ok((phase_figures(db, records, claims, (cpu, wal)).await?, equal))
 }
 
 /// A phase's figures from its runs' timestamps and the workers' claim counts.
@@ -327,7 +350,7 @@ async fn phase_figures(
     db: &BenchDb,
     done: f64,
     claims: Claims,
-    cpu: CpuShare,
+    (cpu, wal): (CpuShare, WalShare),
 ) -> Result<Phase, Failure> {
     let (span, claimed): (f64, i64) = sqlx::query_as(
         "SELECT coalesce(extract(epoch FROM max(finished_at) - min(started_at)), 0)::float8,
@@ -344,6 +367,7 @@ async fn phase_figures(
         empty_claims: claims.empty,
         claim_errors: claims.errors,
         cpu,
+        wal,
     })
 }
 
@@ -479,5 +503,58 @@ async fn get_metrics(port: u16) -> std::io::Result<String> {
             Ok(body.to_owned())
         }
         _ => Err(std::io::Error::other("not a 200 answer")),
+    }
+}
+
+/// How busy PostgreSQL's WAL flushing was over a phase.
+#[derive(Default)]
+struct WalShare {
+    /// Samples with a session flushing the WAL (`WALSync`), as a share of all.
+    flushing: f64,
+    /// Sessions waiting for a flush (`WALWrite`), on average.
+    waiting: f64,
+}
+
+/// Samples `pg_stat_activity` every 20 ms on a connection of its own until stopped.
+struct WalSampler {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<WalShare>,
+}
+
+impl WalSampler {
+    fn start(db: &BenchDb) -> Self {
+        let pool = db.pool().clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut samples, mut flushing, mut waiting) = (0u64, 0u64, 0i64);
+            loop {
+                let sample: Result<(bool, i64), _> = sqlx::query_as(
+                    "SELECT coalesce(bool_or(wait_event = 'WALSync'), false),
+                            count(*) FILTER (WHERE wait_event = 'WALWrite')
+                       FROM pg_stat_activity",
+                )
+                .fetch_one(&pool)
+                .await;
+                if let Ok((flush, wait)) = sample {
+                    samples += 1;
+                    flushing += u64::from(flush);
+                    waiting += wait;
+                }
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            WalShare {
+                flushing: share(flushing as f64, samples as f64),
+                waiting: share(waiting as f64, samples as f64),
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn stop(self) -> WalShare {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
     }
 }

@@ -28,8 +28,9 @@ pub(crate) struct ScaleArgs {
     /// Worker process counts, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     processes: Vec<usize>,
-    /// Three-step workflows queued for each count.
-    #[arg(long, default_value_t = 4_000)]
+    /// Three-step workflows queued for each count (enough for a few seconds of work:
+    /// shorter phases move a lot from one run to the next).
+    #[arg(long, default_value_t = 12_000)]
     runs: u32,
     /// Syncs at once for each count, each of its own table.
     #[arg(long, default_value_t = 16)]

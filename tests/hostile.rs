@@ -386,6 +386,16 @@ async fn cursors_that_loop_or_never_end_stop_the_stream_naming_the_cursor() {
             .stats()
             .count("GET /crm/v3/objects/{stream}", "200");
         assert!(served <= 5, "{attack:?} stopped after {served} pages");
+        // Each page served was asked for by a fetch step of the run, which checkpointed
+        // it or refused it: none was asked for ahead of a refusal.
+        let fetches: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM cairn.steps WHERE run_id = $1 AND name LIKE 'fetch page %'",
+        )
+        .bind(done.summary.id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(served, fetches as u64, "{attack:?}");
     }
     // The ids listing of a delete reconciliation: stopped the same way, nothing deleted.
     let vendor = start(SandboxConfig {
@@ -434,6 +444,12 @@ async fn cursors_that_loop_or_never_end_stop_the_stream_naming_the_cursor() {
     assert_eq!(done.summary.status, RunStatus::Failed);
     let error = done.error.as_ref().unwrap().to_string();
     assert!(error.contains("max_pages (3)"), "{error}");
+    // Nothing was asked for beyond the third page, not even ahead of time.
+    let served = vendor
+        .vendor()
+        .stats()
+        .count("GET /crm/v3/objects/{stream}", "200");
+    assert_eq!(served, 3);
     worker.shutdown().await;
 }
 

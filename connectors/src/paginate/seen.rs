@@ -47,6 +47,14 @@ impl SeenIds {
         }
     }
 
+    /// Whether a page read after those so far may still be followed by another one: not
+    /// the `max_pages`-th, and not one that, bringing nothing new, would make the
+    /// [`STALE_PAGES`]-th stale page in a row. A reader may request the page after it
+    /// ahead of time only then; the traversal is stopped after it otherwise.
+    pub fn may_read_beyond_next(&self, max_pages: Option<u64>) -> bool {
+        self.stale_streak + 1 < STALE_PAGES && max_pages.is_none_or(|max| self.pages + 1 < max)
+    }
+
     /// Distinct ids read.
     pub fn distinct(&self) -> u64 {
         self.ids.len() as u64
@@ -84,6 +92,30 @@ impl SeenIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_is_read_beyond_only_while_the_traversal_may_go_on_after_it() {
+        let mut seen = SeenIds::default();
+        assert!(seen.may_read_beyond_next(Some(3)));
+        seen.add(["1"]);
+        assert!(seen.may_read_beyond_next(Some(3)));
+        seen.add(["2"]);
+        // The third page is the last `max_pages` allows: nothing is read beyond it.
+        assert!(!seen.may_read_beyond_next(Some(3)));
+        assert!(seen.may_read_beyond_next(None));
+        seen.add(["2"]);
+        assert!(seen.may_read_beyond_next(None), "one stale page");
+        seen.add(["1", "2"]);
+        assert!(
+            !seen.may_read_beyond_next(None),
+            "a third stale page would stop the traversal"
+        );
+        seen.add(["3"]);
+        assert!(
+            seen.may_read_beyond_next(None),
+            "something new resets the streak"
+        );
+    }
 
     #[test]
     fn three_pages_with_nothing_new_stop_the_traversal() {

@@ -3,12 +3,14 @@
 //! overlap instead of adding up.
 //!
 //! One page is read ahead, and only a page the traversal would move on to
-//! ([`Traversal::next_after`]): a vendor is never asked for a page its pagination would
-//! refuse. The request goes through the same source, so it waits for the same rate
-//! budget as any other. Only the fetch step of that very cursor takes its answer, and
-//! checkpoints it as if it had asked itself; a page is therefore fetched again after a
-//! crash only if it was in flight then (the page being checkpointed, and the one read
-//! ahead of it).
+//! ([`Traversal::next_after`](cairn_connectors::paginate::Traversal::next_after)): a
+//! vendor is never asked for a page its pagination would refuse, nor past a listing's
+//! last allowed page (`max_pages`) or past a page that would stop it for bringing nothing
+//! new ([`SeenIds::may_read_beyond_next`](cairn_connectors::paginate::SeenIds::may_read_beyond_next)).
+//! The request goes through the same source, so it waits for the same rate budget as any
+//! other. Only the fetch step of that very cursor takes its answer, and checkpoints it as
+//! if it had asked itself; a page is therefore fetched again after a crash only if it was
+//! in flight then (the page being checkpointed, and the one read ahead of it).
 
 use std::sync::{Arc, Mutex, PoisonError};
 

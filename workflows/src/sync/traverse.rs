@@ -124,9 +124,10 @@ impl Sync {
         };
         let (pages_before, records_before) = (traversal.pages(), traversal.fetched());
         let mut batch = Batch::starting(&first, pages_before, records_before);
-        let mut page = self.fetch(ctx, &traversal).await?;
         // The distinct ids read, counted once the vendor reports a total to hold them to.
         let mut seen = SeenIds::default();
+        let ahead = |seen: &SeenIds| seen.may_read_beyond_next(self.stream.max_pages);
+        let mut page = self.fetch(ctx, &traversal, ahead(&seen)).await?;
         let key: JsonPath = self.stream.primary_key.parse().unwrap_or_default();
         loop {
             let number = traversal.pages();
@@ -202,7 +203,7 @@ impl Sync {
                 }
             }
             match traversal.cursor() {
-                Some(_) => page = self.fetch(ctx, &traversal).await?,
+                Some(_) => page = self.fetch(ctx, &traversal, ahead(&seen)).await?,
                 None => {
                     read.repeated = seen.repeated();
                     read.total = traversal.total();
@@ -219,9 +220,16 @@ impl Sync {
     /// task also prepares landings, and a page waiting behind that work would hold up
     /// the whole chain of fetches. Once the page is read, the next one is requested
     /// while this one is checkpointed (see [`read_ahead`](super::read_ahead)), unless
-    /// the run is paced. A failure an operator must hear about (credentials refused, a
-    /// vendor that blocks the source past the wait cap) raises an alert.
-    async fn fetch(&self, ctx: &Context, traversal: &Traversal) -> Result<Page, Error> {
+    /// the run is paced or `ahead` says the traversal stops after this page whatever it
+    /// holds (its last page by `max_pages`, or a third in a row with nothing new). A
+    /// failure an operator must hear about (credentials refused, a vendor that blocks
+    /// the source past the wait cap) raises an alert.
+    async fn fetch(
+        &self,
+        ctx: &Context,
+        traversal: &Traversal,
+        ahead: bool,
+    ) -> Result<Page, Error> {
         let number = traversal.pages();
         let cursor = traversal
             .cursor()
@@ -247,7 +255,8 @@ impl Sync {
                 };
                 match fetched {
                     Ok(page) => {
-                        if self.pace.is_none()
+                        if ahead
+                            && self.pace.is_none()
                             && let Some(next) = traversal.next_after(&page)
                         {
                             let span =

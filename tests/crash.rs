@@ -24,24 +24,7 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
         .unwrap();
 
     let first = WorkerProcess::spawn(&db.url(), &[]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM cairn.steps WHERE run_id = $1 AND status = 'completed'",
-        )
-        .bind(run.run_id)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        if done >= 12 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first worker made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_completed_steps(&db, run.run_id, 12).await;
     first.kill();
 
     let before = client.show(run.run_id).await.unwrap();
@@ -116,15 +99,26 @@ async fn a_sigkilled_worker_is_replaced_and_completed_steps_never_run_again() {
     );
 }
 
-/// Completed steps of `run`.
-async fn completed_steps(db: &TestDb, run: cairn::RunId) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM cairn.steps WHERE run_id = $1 AND status = 'completed'",
-    )
-    .bind(run)
-    .fetch_one(db.pool())
-    .await
-    .unwrap()
+/// Waits until `run` has at least `steps` completed steps; fails after a minute.
+async fn until_completed_steps(db: &TestDb, run: cairn::RunId, steps: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM cairn.steps WHERE run_id = $1 AND status = 'completed'",
+        )
+        .bind(run)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if done >= steps {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run} made no progress: {done} steps completed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,14 +132,7 @@ async fn a_worker_restarted_under_its_identity_takes_its_run_back_before_the_lea
         .await
         .unwrap();
     let first = WorkerProcess::spawn(&db.url(), &["--id", "ledger-1", "--lease", LEASE]);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while completed_steps(&db, run.run_id).await < 5 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first worker made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_completed_steps(&db, run.run_id, 5).await;
 
     // While it lives, no second worker may take its name: it waits a lease's length
     // (here 1 s) for the name, then says why it gives up.

@@ -6,7 +6,7 @@
 //! and everything together took. The baseline is one process's throughput; throughput
 //! should rise with processes until the machine is saturated.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cairn_runner::{Client, StartOptions};
 use cairn_sandbox::{SandboxConfig, Stream};
@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::cpu::{CpuMark, CpuShare};
 use super::report::{Baseline, Machine, Named, Report, Target, share};
 use super::sync::input;
-use super::throughput::queue;
+use super::throughput::{drain, queue};
 use super::{BenchDb, WorkerProcess, at_least, db_failure, sandbox};
 use crate::cli::Failure;
 
@@ -300,7 +300,7 @@ async fn workflows(
     let mark = CpuMark::now();
     let sampler = WalSampler::start(db);
     let workers = Workers::spawn(db, processes, sizes)?;
-    settle(db, timeout).await?;
+    drain(db.pool(), timeout.as_secs()).await?;
     let cpu = mark.share();
     let wal = sampler.stop().await;
     let claims = workers.claims().await?;
@@ -332,7 +332,7 @@ async fn syncs(
     let mark = CpuMark::now();
     let sampler = WalSampler::start(db);
     let workers = Workers::spawn(db, processes, sizes)?;
-    settle(db, Duration::from_secs(args.timeout)).await?;
+    drain(db.pool(), args.timeout).await?;
     let cpu = mark.share();
     let wal = sampler.stop().await;
     let claims = workers.claims().await?;
@@ -370,36 +370,6 @@ async fn phase_figures(
         cpu,
         wal,
     })
-}
-
-/// Waits until no run is open; fails after `timeout`.
-async fn settle(db: &BenchDb, timeout: Duration) -> Result<(), Failure> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (open, failed): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),
-                    count(*) FILTER (WHERE status <> 'completed')
-               FROM cairn.runs",
-        )
-        .fetch_one(db.pool())
-        .await
-        .map_err(db_failure("scale"))?;
-        if open == 0 {
-            if failed > 0 {
-                return Err(Failure::failed(format!(
-                    "bench scale: {failed} runs did not complete"
-                )));
-            }
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(Failure::failed(format!(
-                "bench scale: {open} runs still open after {} s; raise --timeout",
-                timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Empties the runs (and with them their steps) between counts, so each count starts

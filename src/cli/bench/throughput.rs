@@ -141,16 +141,6 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
     drained?;
     workers_pool.close().await;
 
-    let failed: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM cairn.runs WHERE status <> 'completed'")
-            .fetch_one(pool)
-            .await
-            .map_err(db_failure(what))?;
-    if failed > 0 {
-        return Err(Failure::failed(format!(
-            "bench {what}: {failed} runs did not complete; see the worker's log"
-        )));
-    }
     // Seconds since the epoch: created, claimed first, finished.
     let rows: Vec<(f64, f64, f64)> = sqlx::query_as(
         "SELECT extract(epoch FROM created_at)::float8, extract(epoch FROM started_at)::float8,
@@ -219,22 +209,30 @@ pub(super) async fn run(db: &BenchDb, args: &ThroughputArgs) -> Result<Report, F
     })
 }
 
-/// Waits until no run is open; fails after `timeout` seconds.
-async fn drain(pool: &sqlx::PgPool, timeout: u64) -> Result<(), Failure> {
+/// Waits until no run is open; fails after `timeout` seconds, or once they have all
+/// ended if any did not complete.
+pub(super) async fn drain(pool: &sqlx::PgPool, timeout: u64) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(timeout);
     loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM cairn.runs WHERE status NOT IN ('completed', 'failed', 'cancelled')",
+        let (open, failed): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE status NOT IN ('completed', 'failed', 'cancelled')),
+                    count(*) FILTER (WHERE status <> 'completed')
+               FROM cairn.runs",
         )
         .fetch_one(pool)
         .await
-        .map_err(db_failure("throughput"))?;
+        .map_err(db_failure("bench"))?;
+        if open == 0 && failed > 0 {
+            return Err(Failure::failed(format!(
+                "bench: {failed} runs did not complete; see the worker's log"
+            )));
+        }
         if open == 0 {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(Failure::failed(format!(
-                "bench throughput: {open} runs still open after {timeout} s; raise --timeout"
+                "bench: {open} runs still open after {timeout} s; raise --timeout"
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
